@@ -1,0 +1,182 @@
+// Package config loads llmrouter's configuration: defaults, then a file, then
+// LLMROUTER_* environment variables, then command-line flags. Keys and
+// defaults follow the PAI-EAS LLM intelligent router (ARCHITECTURE §4) so its
+// users can bring their settings. Every rule that can reject a value lives in
+// Validate, so a bad configuration stops startup with one message naming the
+// key, the value given and what is accepted.
+package config
+
+import (
+	"time"
+)
+
+// Config is the whole configuration of every role. A role reads the sections
+// it needs; unknown keys anywhere are an error.
+type Config struct {
+	LogLevel  string `mapstructure:"log_level" yaml:"log_level"`
+	LogFormat string `mapstructure:"log_format" yaml:"log_format"`
+	// Token is the shared secret agents and gateways present to the
+	// scheduler (LLMROUTER_TOKEN). Redacted when printed.
+	Token string `mapstructure:"token" yaml:"token"`
+	TLS   TLS    `mapstructure:"tls" yaml:"tls"`
+
+	Gateway   Gateway   `mapstructure:"llm_gateway" yaml:"llm_gateway"`
+	Scheduler Scheduler `mapstructure:"llm_scheduler" yaml:"llm_scheduler"`
+	Agent     Agent     `mapstructure:"agent" yaml:"agent"`
+}
+
+// TLS configures the gRPC links (agent↔scheduler, gateway↔scheduler). With
+// CertFile and KeyFile a server serves TLS; with ClientCAFile it also demands
+// client certificates (mTLS). A client uses CAFile to verify the server and
+// CertFile/KeyFile as its own certificate.
+type TLS struct {
+	CertFile     string `mapstructure:"cert_file" yaml:"cert_file"`
+	KeyFile      string `mapstructure:"key_file" yaml:"key_file"`
+	CAFile       string `mapstructure:"ca_file" yaml:"ca_file"`
+	ClientCAFile string `mapstructure:"client_ca_file" yaml:"client_ca_file"`
+	ServerName   string `mapstructure:"server_name" yaml:"server_name"`
+}
+
+// Enabled reports whether any TLS material is configured.
+func (t TLS) Enabled() bool {
+	return t.CertFile != "" || t.KeyFile != "" || t.CAFile != "" || t.ClientCAFile != ""
+}
+
+// Gateway is the ext_proc server beside each Envoy.
+type Gateway struct {
+	// InferBackend names the engine kind; "" detects it (used by agents too).
+	InferBackend string `mapstructure:"infer_backend" yaml:"infer_backend"`
+	// MaxQueueSize bounds requests held while every instance is saturated.
+	MaxQueueSize int `mapstructure:"max_queue_size" yaml:"max_queue_size"`
+	// RetryCount is the number of fallback instances sent with each pick.
+	RetryCount            int           `mapstructure:"retry_count" yaml:"retry_count"`
+	WaitScheduleTimeout   time.Duration `mapstructure:"wait_schedule_timeout" yaml:"wait_schedule_timeout"`
+	WaitScheduleTryPeriod time.Duration `mapstructure:"wait_schedule_try_period" yaml:"wait_schedule_try_period"`
+
+	// Listen is the ext_proc gRPC address Envoy calls.
+	Listen string `mapstructure:"listen" yaml:"listen"`
+	// HTTPListen serves /metrics, /healthz and /readyz.
+	HTTPListen string `mapstructure:"http_listen" yaml:"http_listen"`
+	// SchedulerAddress is the scheduler's API (host:port).
+	SchedulerAddress string `mapstructure:"scheduler_address" yaml:"scheduler_address"`
+	// PickTimeout bounds one Pick call when the request is not queued; past it
+	// the gateway answers Envoy without a pick.
+	PickTimeout time.Duration `mapstructure:"pick_timeout" yaml:"pick_timeout"`
+	// BlockChars is the prompt block size, in characters, for prefix hashing.
+	BlockChars int `mapstructure:"block_chars" yaml:"block_chars"`
+	// MaxPrefixChars bounds how much of a prompt is hashed, so hashing cost
+	// stops growing with prompt size.
+	MaxPrefixChars int `mapstructure:"max_prefix_chars" yaml:"max_prefix_chars"`
+	// CharsPerToken converts prompt characters to estimated tokens.
+	CharsPerToken float64 `mapstructure:"chars_per_token" yaml:"chars_per_token"`
+}
+
+// Scheduler is the global brain: registry, policies, queue, xDS.
+type Scheduler struct {
+	Policy        string `mapstructure:"policy" yaml:"policy"`
+	PrefillPolicy string `mapstructure:"prefill_policy" yaml:"prefill_policy"`
+	DecodePolicy  string `mapstructure:"decode_policy" yaml:"decode_policy"`
+
+	// Listen is the gRPC API for agents and gateways.
+	Listen string `mapstructure:"listen" yaml:"listen"`
+	// XDSListen is the ADS server Envoy connects to.
+	XDSListen string `mapstructure:"xds_listen" yaml:"xds_listen"`
+	// HTTPListen serves /metrics, /healthz and /readyz.
+	HTTPListen string `mapstructure:"http_listen" yaml:"http_listen"`
+	// Insecure allows listening beyond loopback without a token.
+	Insecure bool `mapstructure:"insecure" yaml:"insecure"`
+	// AllowedCIDRs, when set, restricts the addresses agents may advertise.
+	AllowedCIDRs []string `mapstructure:"allowed_cidrs" yaml:"allowed_cidrs"`
+	// MissedReports removes an instance after this many report intervals of silence.
+	MissedReports int `mapstructure:"missed_reports" yaml:"missed_reports"`
+	// DefaultPool serves requests whose model no instance reports; "" rejects them.
+	DefaultPool string `mapstructure:"default_pool" yaml:"default_pool"`
+	// InflightTimeout releases a pick that no gateway reported back.
+	InflightTimeout time.Duration `mapstructure:"inflight_timeout" yaml:"inflight_timeout"`
+	// Saturation thresholds: an instance over either is held back.
+	MaxWaiting      int     `mapstructure:"max_waiting" yaml:"max_waiting"`
+	MaxKVCacheUsage float64 `mapstructure:"max_kv_cache_usage" yaml:"max_kv_cache_usage"`
+	// XDSPushInterval coalesces endpoint churn into at most one push per interval.
+	XDSPushInterval time.Duration `mapstructure:"xds_push_interval" yaml:"xds_push_interval"`
+	// ClusterName is the EDS cluster of the engine fleet.
+	ClusterName string `mapstructure:"cluster_name" yaml:"cluster_name"`
+}
+
+// Agent is the sidecar beside one engine.
+type Agent struct {
+	EngineURL string `mapstructure:"engine_url" yaml:"engine_url"`
+	// Advertise is the ip:port Envoy reaches the engine at.
+	Advertise string `mapstructure:"advertise" yaml:"advertise"`
+	// SchedulerAddress is the scheduler's API (host:port).
+	SchedulerAddress string        `mapstructure:"scheduler_address" yaml:"scheduler_address"`
+	ReportInterval   time.Duration `mapstructure:"report_interval" yaml:"report_interval"`
+	HTTPListen       string        `mapstructure:"http_listen" yaml:"http_listen"`
+	// Role is both, prefill or decode.
+	Role string `mapstructure:"role" yaml:"role"`
+	// MetricsPath and HealthPath override the engine's defaults.
+	MetricsPath string `mapstructure:"metrics_path" yaml:"metrics_path"`
+	HealthPath  string `mapstructure:"health_path" yaml:"health_path"`
+	// MetricMap maps unified report fields (running, waiting, kv_cache_usage,
+	// prompt_tokens_total, generation_tokens_total, block_size,
+	// num_gpu_blocks) to the engine's metric names; it overrides the adapter.
+	MetricMap map[string]string `mapstructure:"metric_map" yaml:"metric_map"`
+	// ScrapeTimeout bounds one scrape or health probe.
+	ScrapeTimeout time.Duration `mapstructure:"scrape_timeout" yaml:"scrape_timeout"`
+}
+
+// Policies accepted by llm_scheduler.policy.
+var Policies = []string{"prefix-cache", "llm-metric-based", "least-request", "least-token", "pd-split", "dynamic-pd-split", "round-robin", "random"}
+
+// Backends accepted by llm_gateway.infer_backend ("" detects).
+var Backends = []string{"vllm", "sglang", "bladellm", "trtllm", "tgi", "llamacpp", "lmdeploy"}
+
+// Roles accepted by agent.role.
+var Roles = []string{"both", "prefill", "decode"}
+
+// UnifiedFields are the keys agent.metric_map accepts.
+var UnifiedFields = []string{"running", "waiting", "kv_cache_usage", "prompt_tokens_total", "generation_tokens_total", "block_size", "num_gpu_blocks"}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	return Config{
+		LogLevel:  "info",
+		LogFormat: "json",
+		Gateway: Gateway{
+			MaxQueueSize:          512,
+			RetryCount:            2,
+			WaitScheduleTimeout:   10 * time.Second,
+			WaitScheduleTryPeriod: time.Second,
+			Listen:                ":9002",
+			HTTPListen:            ":9091",
+			SchedulerAddress:      "127.0.0.1:18001",
+			PickTimeout:           150 * time.Millisecond,
+			BlockChars:            64,
+			MaxPrefixChars:        65536,
+			CharsPerToken:         4,
+		},
+		Scheduler: Scheduler{
+			Policy:          "prefix-cache",
+			PrefillPolicy:   "prefix-cache",
+			DecodePolicy:    "least-token",
+			Listen:          ":18001",
+			XDSListen:       ":18000",
+			HTTPListen:      ":9090",
+			AllowedCIDRs:    []string{},
+			MissedReports:   3,
+			InflightTimeout: 10 * time.Minute,
+			MaxWaiting:      16,
+			MaxKVCacheUsage: 0.95,
+			XDSPushInterval: 50 * time.Millisecond,
+			ClusterName:     "llm_backends",
+		},
+		Agent: Agent{
+			EngineURL:        "http://127.0.0.1:8000",
+			SchedulerAddress: "127.0.0.1:18001",
+			ReportInterval:   200 * time.Millisecond,
+			HTTPListen:       ":9092",
+			Role:             "both",
+			MetricMap:        map[string]string{},
+			ScrapeTimeout:    time.Second,
+		},
+	}
+}

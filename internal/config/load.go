@@ -1,0 +1,504 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
+)
+
+// EnvPrefix prefixes every environment variable: llm_gateway.max_queue_size
+// is LLMROUTER_LLM_GATEWAY_MAX_QUEUE_SIZE, token is LLMROUTER_TOKEN.
+const EnvPrefix = "LLMROUTER"
+
+// FlagBinding ties a command-line flag to a configuration key. A flag
+// overrides the file and the environment only when it was given.
+type FlagBinding struct {
+	Key  string
+	Flag *pflag.Flag
+}
+
+// Load reads the configuration: defaults, then file (YAML or JSON, "" for
+// none), then LLMROUTER_* environment, then the given flags; then validates.
+func Load(file string, flags []FlagBinding) (Config, error) {
+	v := viper.New()
+	def := Default()
+	fields := leaves(reflect.ValueOf(&def).Elem(), "")
+	for _, f := range fields {
+		v.SetDefault(f.key, f.val.Interface())
+	}
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if file != "" {
+		v.SetConfigFile(file)
+		if err := v.ReadInConfig(); err != nil {
+			return Config{}, fmt.Errorf("config file %s: %w", file, err)
+		}
+	}
+	for _, b := range flags {
+		if b.Flag == nil {
+			continue
+		}
+		if err := v.BindPFlag(b.Key, b.Flag); err != nil {
+			return Config{}, fmt.Errorf("binding flag --%s to %s: %w", b.Flag.Name, b.Key, err)
+		}
+	}
+	if err := checkKeys(v, fields); err != nil {
+		return Config{}, err
+	}
+
+	cfg := Default()
+	for _, f := range leaves(reflect.ValueOf(&cfg).Elem(), "") {
+		raw := v.Get(f.key)
+		if raw == nil {
+			continue
+		}
+		if err := assign(f.val, raw); err != nil {
+			return Config{}, fmt.Errorf("config: %s = %s: %w", f.key, quote(raw), err)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+type leaf struct {
+	key string
+	val reflect.Value
+}
+
+// leaves lists every settable configuration key of a struct in field order.
+func leaves(v reflect.Value, prefix string) []leaf {
+	var out []leaf
+	t := v.Type()
+	for i := range t.NumField() {
+		name := t.Field(i).Tag.Get("mapstructure")
+		if name == "" {
+			continue
+		}
+		key := name
+		if prefix != "" {
+			key = prefix + "." + name
+		}
+		fv := v.Field(i)
+		if fv.Kind() == reflect.Struct && fv.Type() != reflect.TypeFor[time.Duration]() {
+			out = append(out, leaves(fv, key)...)
+			continue
+		}
+		out = append(out, leaf{key: key, val: fv})
+	}
+	return out
+}
+
+// checkKeys rejects keys the configuration does not know, naming the key and
+// the keys accepted beside it.
+func checkKeys(v *viper.Viper, fields []leaf) error {
+	known := map[string]reflect.Kind{}
+	for _, f := range fields {
+		known[f.key] = f.val.Kind()
+	}
+	var unknown []string
+	for _, k := range v.AllKeys() {
+		if _, ok := known[k]; ok {
+			continue
+		}
+		// Keys inside a map-valued setting (agent.metric_map.running) are data.
+		parent := k
+		isMapEntry := false
+		for {
+			i := strings.LastIndex(parent, ".")
+			if i < 0 {
+				break
+			}
+			parent = parent[:i]
+			if known[parent] == reflect.Map {
+				isMapEntry = true
+				break
+			}
+		}
+		if !isMapEntry {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	sort.Strings(unknown)
+	k := unknown[0]
+	section := ""
+	if i := strings.LastIndex(k, "."); i >= 0 {
+		section = k[:i]
+	}
+	var siblings []string
+	for _, f := range fields {
+		s := ""
+		if i := strings.LastIndex(f.key, "."); i >= 0 {
+			s = f.key[:i]
+		}
+		if s == section {
+			siblings = append(siblings, f.key)
+		}
+	}
+	if len(siblings) == 0 {
+		for _, f := range fields {
+			siblings = append(siblings, f.key)
+		}
+	}
+	return fmt.Errorf("config: unknown key %q; accepted keys here: %s", k, strings.Join(siblings, ", "))
+}
+
+// assign converts a raw value from a file, the environment or a flag into the
+// field's type. Durations take Go syntax ("10s", "500ms") or a bare number of
+// milliseconds (the EAS JSON writes 5000).
+func assign(dst reflect.Value, raw any) error {
+	switch dst.Interface().(type) {
+	case time.Duration:
+		d, err := parseDuration(raw)
+		if err != nil {
+			return err
+		}
+		dst.SetInt(int64(d))
+		return nil
+	}
+	switch dst.Kind() {
+	case reflect.String:
+		switch r := raw.(type) {
+		case string:
+			dst.SetString(r)
+		case int, int64, float64, bool:
+			dst.SetString(fmt.Sprint(r))
+		default:
+			return errors.New("want a string")
+		}
+	case reflect.Int:
+		n, err := toInt(raw)
+		if err != nil {
+			return err
+		}
+		dst.SetInt(n)
+	case reflect.Float64:
+		f, err := toFloat(raw)
+		if err != nil {
+			return err
+		}
+		dst.SetFloat(f)
+	case reflect.Bool:
+		switch r := raw.(type) {
+		case bool:
+			dst.SetBool(r)
+		case string:
+			b, err := strconv.ParseBool(strings.TrimSpace(r))
+			if err != nil {
+				return errors.New("want true or false")
+			}
+			dst.SetBool(b)
+		default:
+			return errors.New("want true or false")
+		}
+	case reflect.Slice:
+		var items []string
+		switch r := raw.(type) {
+		case string:
+			for _, s := range strings.Split(r, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					items = append(items, s)
+				}
+			}
+		case []string:
+			items = r
+		case []any:
+			for _, e := range r {
+				s, ok := e.(string)
+				if !ok {
+					return errors.New("want a list of strings")
+				}
+				items = append(items, s)
+			}
+		default:
+			return errors.New("want a list of strings")
+		}
+		if items == nil {
+			items = []string{}
+		}
+		dst.Set(reflect.ValueOf(items))
+	case reflect.Map:
+		m := map[string]string{}
+		switch r := raw.(type) {
+		case map[string]string:
+			for k, e := range r {
+				m[k] = e
+			}
+		case map[string]any:
+			for k, e := range r {
+				s, ok := e.(string)
+				if !ok {
+					return fmt.Errorf("entry %q: want a string", k)
+				}
+				m[k] = s
+			}
+		case string:
+			// Environment form: "running=vllm:num_requests_running,waiting=...".
+			for _, kv := range strings.Split(r, ",") {
+				if kv = strings.TrimSpace(kv); kv == "" {
+					continue
+				}
+				k, e, ok := strings.Cut(kv, "=")
+				if !ok {
+					return errors.New("want key=value pairs separated by commas")
+				}
+				m[strings.TrimSpace(k)] = strings.TrimSpace(e)
+			}
+		default:
+			return errors.New("want a mapping of strings")
+		}
+		dst.Set(reflect.ValueOf(m))
+	default:
+		return fmt.Errorf("unsupported setting type %s", dst.Type())
+	}
+	return nil
+}
+
+func parseDuration(raw any) (time.Duration, error) {
+	const want = `want a duration such as "10s" or "500ms", or a whole number of milliseconds`
+	switch r := raw.(type) {
+	case time.Duration:
+		return r, nil
+	case int:
+		return time.Duration(r) * time.Millisecond, nil
+	case int64:
+		return time.Duration(r) * time.Millisecond, nil
+	case float64:
+		if r != float64(int64(r)) {
+			return 0, errors.New(want)
+		}
+		return time.Duration(int64(r)) * time.Millisecond, nil
+	case string:
+		s := strings.TrimSpace(r)
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			return time.Duration(n) * time.Millisecond, nil
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, errors.New(want)
+		}
+		return d, nil
+	}
+	return 0, errors.New(want)
+}
+
+func toInt(raw any) (int64, error) {
+	switch r := raw.(type) {
+	case int:
+		return int64(r), nil
+	case int64:
+		return r, nil
+	case float64:
+		if r == float64(int64(r)) {
+			return int64(r), nil
+		}
+	case string:
+		if n, err := strconv.ParseInt(strings.TrimSpace(r), 10, 64); err == nil {
+			return n, nil
+		}
+	}
+	return 0, errors.New("want a whole number")
+}
+
+func toFloat(raw any) (float64, error) {
+	switch r := raw.(type) {
+	case int:
+		return float64(r), nil
+	case int64:
+		return float64(r), nil
+	case float64:
+		return r, nil
+	case string:
+		if f, err := strconv.ParseFloat(strings.TrimSpace(r), 64); err == nil {
+			return f, nil
+		}
+	}
+	return 0, errors.New("want a number")
+}
+
+func quote(raw any) string {
+	if s, ok := raw.(string); ok {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprint(raw)
+}
+
+// Validate checks every value and every contradiction between values.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key string, val any, accepted string) {
+		errs = append(errs, fmt.Errorf("config: %s = %s: accepted: %s", key, quote(val), accepted))
+	}
+	oneOf := func(key, val string, allowed []string, emptyOK bool) {
+		if (val == "" && emptyOK) || slices.Contains(allowed, val) {
+			return
+		}
+		acc := strings.Join(allowed, ", ")
+		if emptyOK {
+			acc += `, or "" to detect`
+		}
+		bad(key, val, acc)
+	}
+	oneOf("log_level", c.LogLevel, []string{"debug", "info", "warn", "error"}, false)
+	oneOf("log_format", c.LogFormat, []string{"json", "console"}, false)
+
+	g := c.Gateway
+	oneOf("llm_gateway.infer_backend", g.InferBackend, Backends, true)
+	if g.MaxQueueSize < 0 {
+		bad("llm_gateway.max_queue_size", g.MaxQueueSize, "0 (no queue) or more")
+	}
+	if g.RetryCount < 0 || g.RetryCount > 10 {
+		bad("llm_gateway.retry_count", g.RetryCount, "0 to 10")
+	}
+	if g.WaitScheduleTimeout <= 0 {
+		bad("llm_gateway.wait_schedule_timeout", g.WaitScheduleTimeout.String(), "a positive duration")
+	}
+	if g.WaitScheduleTryPeriod <= 0 {
+		bad("llm_gateway.wait_schedule_try_period", g.WaitScheduleTryPeriod.String(), "a positive duration")
+	} else if g.WaitScheduleTryPeriod > g.WaitScheduleTimeout {
+		bad("llm_gateway.wait_schedule_try_period", g.WaitScheduleTryPeriod.String(),
+			fmt.Sprintf("a duration no longer than llm_gateway.wait_schedule_timeout (%s)", g.WaitScheduleTimeout))
+	}
+	if g.PickTimeout <= 0 {
+		bad("llm_gateway.pick_timeout", g.PickTimeout.String(), "a positive duration")
+	}
+	if g.BlockChars < 1 {
+		bad("llm_gateway.block_chars", g.BlockChars, "1 or more")
+	}
+	if g.MaxPrefixChars < g.BlockChars {
+		bad("llm_gateway.max_prefix_chars", g.MaxPrefixChars, "at least llm_gateway.block_chars")
+	}
+	if g.CharsPerToken <= 0 {
+		bad("llm_gateway.chars_per_token", g.CharsPerToken, "a positive number")
+	}
+	for _, a := range []struct{ key, val string }{
+		{"llm_gateway.listen", g.Listen}, {"llm_gateway.http_listen", g.HTTPListen},
+		{"llm_gateway.scheduler_address", g.SchedulerAddress},
+		{"llm_scheduler.listen", c.Scheduler.Listen}, {"llm_scheduler.xds_listen", c.Scheduler.XDSListen},
+		{"llm_scheduler.http_listen", c.Scheduler.HTTPListen},
+		{"agent.scheduler_address", c.Agent.SchedulerAddress}, {"agent.http_listen", c.Agent.HTTPListen},
+	} {
+		if _, _, err := net.SplitHostPort(a.val); err != nil {
+			bad(a.key, a.val, "host:port or :port")
+		}
+	}
+
+	s := c.Scheduler
+	oneOf("llm_scheduler.policy", s.Policy, Policies, false)
+	if s.Policy == "pd-split" || s.Policy == "dynamic-pd-split" {
+		single := slices.DeleteFunc(slices.Clone(Policies), func(p string) bool { return strings.HasSuffix(p, "pd-split") })
+		for _, p := range []struct{ key, val string }{{"llm_scheduler.prefill_policy", s.PrefillPolicy}, {"llm_scheduler.decode_policy", s.DecodePolicy}} {
+			if !slices.Contains(single, p.val) {
+				bad(p.key, p.val, fmt.Sprintf("with policy %s, one of %s", s.Policy, strings.Join(single, ", ")))
+			}
+		}
+	}
+	for _, cidr := range s.AllowedCIDRs {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			bad("llm_scheduler.allowed_cidrs", cidr, "CIDR prefixes such as 10.0.0.0/8")
+		}
+	}
+	if s.MissedReports < 1 {
+		bad("llm_scheduler.missed_reports", s.MissedReports, "1 or more")
+	}
+	if s.InflightTimeout <= 0 {
+		bad("llm_scheduler.inflight_timeout", s.InflightTimeout.String(), "a positive duration")
+	}
+	if s.MaxWaiting < 0 {
+		bad("llm_scheduler.max_waiting", s.MaxWaiting, "0 or more")
+	}
+	if s.MaxKVCacheUsage <= 0 || s.MaxKVCacheUsage > 1 {
+		bad("llm_scheduler.max_kv_cache_usage", s.MaxKVCacheUsage, "a fraction in (0, 1]")
+	}
+	if s.XDSPushInterval < 0 {
+		bad("llm_scheduler.xds_push_interval", s.XDSPushInterval.String(), "0 or a positive duration")
+	}
+	if s.ClusterName == "" {
+		bad("llm_scheduler.cluster_name", s.ClusterName, "a non-empty name")
+	}
+
+	a := c.Agent
+	if a.ReportInterval < 10*time.Millisecond {
+		bad("agent.report_interval", a.ReportInterval.String(), "10ms or longer")
+	}
+	if a.ScrapeTimeout <= 0 {
+		bad("agent.scrape_timeout", a.ScrapeTimeout.String(), "a positive duration")
+	}
+	oneOf("agent.role", a.Role, Roles, false)
+	if a.Advertise != "" {
+		if ap, err := netip.ParseAddrPort(a.Advertise); err != nil || ap.Port() == 0 {
+			bad("agent.advertise", a.Advertise, "ip:port, such as 10.0.0.5:8000")
+		}
+	}
+	for k := range a.MetricMap {
+		if !slices.Contains(UnifiedFields, k) {
+			bad("agent.metric_map."+k, a.MetricMap[k], "keys "+strings.Join(UnifiedFields, ", "))
+		}
+	}
+
+	t := c.TLS
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		bad("tls.cert_file", t.CertFile, "set together with tls.key_file")
+	}
+	if t.ClientCAFile != "" && t.CertFile == "" {
+		bad("tls.client_ca_file", t.ClientCAFile, "only with tls.cert_file and tls.key_file (mTLS needs a server certificate)")
+	}
+	return errors.Join(errs...)
+}
+
+// Redacted is printed in place of secrets.
+const Redacted = "<redacted>"
+
+// YAML renders the effective configuration, secrets redacted and durations in
+// Go syntax, in the shape Load reads.
+func (c Config) YAML() ([]byte, error) {
+	root := &yaml.Node{Kind: yaml.MappingNode}
+	for _, f := range leaves(reflect.ValueOf(&c).Elem(), "") {
+		parts := strings.Split(f.key, ".")
+		node := root
+		for _, p := range parts[:len(parts)-1] {
+			node = child(node, p)
+		}
+		var val any = f.val.Interface()
+		switch x := val.(type) {
+		case time.Duration:
+			val = x.String()
+		}
+		if f.key == "token" && c.Token != "" {
+			val = Redacted
+		}
+		var vn yaml.Node
+		if err := vn.Encode(val); err != nil {
+			return nil, err
+		}
+		node.Content = append(node.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: parts[len(parts)-1]}, &vn)
+	}
+	return yaml.Marshal(root)
+}
+
+func child(n *yaml.Node, name string) *yaml.Node {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == name {
+			return n.Content[i+1]
+		}
+	}
+	c := &yaml.Node{Kind: yaml.MappingNode}
+	n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: name}, c)
+	return c
+}

@@ -1,0 +1,89 @@
+// Package prompthash is the prompt-hashing contract of ARCHITECTURE §6,
+// shared by the gateway (computes), the scheduler (indexes) and the simulator
+// (replays). A prompt is rendered to text deterministically, cut into
+// fixed-size blocks of bytes, and each full block is hashed together with the
+// hash of the block before it, starting from a seed derived from the model
+// (and a cache salt). Two prompts therefore share hash i exactly when they
+// share their first i+1 blocks and their model, which is what an engine's
+// prefix cache rewards.
+//
+// Only full blocks are hashed: engines cache whole KV blocks, and a trailing
+// partial block would never match.
+package prompthash
+
+import (
+	"encoding/binary"
+	"strings"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// Message is one chat message as the hashing scheme sees it.
+type Message struct {
+	Role    string
+	Content string
+}
+
+// RenderChat renders chat messages in order. The rendering of message i does
+// not depend on later messages, so a conversation's next turn extends the
+// previous turn's rendering and keeps its block hashes.
+func RenderChat(msgs []Message) string {
+	n := 0
+	for _, m := range msgs {
+		n += len(m.Role) + len(m.Content) + 2
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, m := range msgs {
+		b.WriteString(m.Role)
+		b.WriteByte('\n')
+		b.WriteString(m.Content)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// Seed starts a hash chain. Different models never share blocks; a cache salt
+// (vLLM's cache_salt) isolates tenants that must not share cached prefixes.
+func Seed(model, salt string) uint64 {
+	d := xxhash.New()
+	_, _ = d.WriteString("llmrouter/v1\x00")
+	_, _ = d.WriteString(model)
+	_, _ = d.WriteString("\x00")
+	_, _ = d.WriteString(salt)
+	return d.Sum64()
+}
+
+// Blocks hashes the full blocks of the first maxChars bytes of text, in
+// blocks of blockChars bytes. Work and output are bounded by maxChars, so a
+// huge prompt costs no more than one of maxChars. It appends to dst, which
+// may be nil, and returns the extended slice.
+func Blocks(dst []uint64, seed uint64, text string, blockChars, maxChars int) []uint64 {
+	if blockChars <= 0 {
+		return dst
+	}
+	if maxChars > 0 && len(text) > maxChars {
+		text = text[:maxChars]
+	}
+	var prev [8]byte
+	h := seed
+	d := xxhash.New()
+	for off := 0; off+blockChars <= len(text); off += blockChars {
+		binary.LittleEndian.PutUint64(prev[:], h)
+		d.Reset()
+		_, _ = d.Write(prev[:])
+		_, _ = d.WriteString(text[off : off+blockChars])
+		h = d.Sum64()
+		dst = append(dst, h)
+	}
+	return dst
+}
+
+// EstimateTokens converts a character count to tokens at charsPerToken
+// characters per token (4 for English text with Llama-style tokenizers).
+func EstimateTokens(chars int, charsPerToken float64) int64 {
+	if charsPerToken <= 0 {
+		charsPerToken = 4
+	}
+	return int64(float64(chars)/charsPerToken + 0.5)
+}
