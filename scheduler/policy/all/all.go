@@ -1,0 +1,7 @@
+package all
+
+import (
+	_ "github.com/llmrouter/llmrouter/scheduler/policy/leastrequest"
+	_ "github.com/llmrouter/llmrouter/scheduler/policy/random"
+	_ "github.com/llmrouter/llmrouter/scheduler/policy/roundrobin"
+)

@@ -1,0 +1,492 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/scheduler/policy"
+)
+
+// Instance states, as the llmrouter_scheduler_instances{state} metric names them.
+const (
+	StateHealthy   = "healthy"
+	StateUnhealthy = "unhealthy"
+	StateDraining  = "draining"
+)
+
+// Instance is everything the registry knows of one engine instance.
+type Instance struct {
+	ID            string // the advertised address today
+	Address       string // ip:port Envoy reaches the engine at
+	Engine        string
+	EngineVersion string
+	AgentVersion  string
+	Models        []string
+	LoRAs         []string
+	Role          policy.Role
+	NumGPUBlocks  int64
+	BlockSize     int64
+	// ReportInterval is the agent's; silence for MissedReports of them removes
+	// the instance.
+	ReportInterval time.Duration
+
+	Healthy         bool
+	UnhealthyReason string
+	Draining        bool
+	Registered      time.Time
+	LastReport      time.Time
+
+	// From the last report.
+	Running             int64
+	Waiting             int64
+	KVCacheUsage        float64
+	PromptTokensTotal   float64
+	GenTokensTotal      float64
+	PromptTPS           float64
+	GenTPS              float64
+	PrefixCacheHitRatio float64 // -1 when unknown
+	Sequence            uint64
+}
+
+// State is healthy, unhealthy or draining (draining wins over health).
+func (i *Instance) State() string {
+	switch {
+	case i.Draining:
+		return StateDraining
+	case !i.Healthy:
+		return StateUnhealthy
+	}
+	return StateHealthy
+}
+
+// Routable reports whether new requests may go to the instance.
+func (i *Instance) Routable() bool { return i.Healthy && !i.Draining }
+
+// Serves reports whether the instance serves model.
+func (i *Instance) Serves(model string) bool { return slices.Contains(i.Models, model) }
+
+// RoutableInstance is what the data plane needs of a routable instance.
+type RoutableInstance struct {
+	ID      string
+	Address string
+	Models  []string
+	Role    policy.Role
+}
+
+// Errors wrapped by Register; the gRPC server maps them to status codes.
+var (
+	// ErrInvalid: the registration is malformed (address not ip:port, no model).
+	ErrInvalid = errors.New("invalid registration")
+	// ErrNotAllowed: the address lies outside llm_scheduler.allowed_cidrs.
+	ErrNotAllowed = errors.New("address not allowed")
+	// ErrUnknown: no such instance (or its lease was superseded).
+	ErrUnknown = errors.New("unknown instance")
+)
+
+// DefaultReportInterval is assumed when an agent does not say its own.
+const DefaultReportInterval = 200 * time.Millisecond
+
+// commandBuffer bounds commands queued for one agent stream; a stream that
+// does not read them is broken and its commands are dropped.
+const commandBuffer = 8
+
+// Options configure a Registry.
+type Options struct {
+	Clock policy.Clock
+	// AllowedCIDRs restricts advertised addresses; empty allows any IP.
+	AllowedCIDRs []netip.Prefix
+	// MissedReports of silence remove an instance (llm_scheduler.missed_reports).
+	MissedReports int
+	Log           *zap.Logger
+}
+
+// Lease is one registration. Its Done channel closes when the instance is
+// removed or re-registered by another stream; Commands carries drain/resume
+// for the agent.
+type Lease struct {
+	ID       string
+	Gen      uint64
+	done     chan struct{}
+	commands chan *llmrouterv1.Command
+	reason   string // why done closed; written before close
+}
+
+// Done closes when this registration ends.
+func (l *Lease) Done() <-chan struct{} { return l.done }
+
+// Commands delivers commands for the agent holding this lease.
+func (l *Lease) Commands() <-chan *llmrouterv1.Command { return l.commands }
+
+// Reason says why the lease ended; valid after Done closed.
+func (l *Lease) Reason() string { return l.reason }
+
+type entry struct {
+	inst  Instance
+	lease *Lease
+}
+
+// Registry is safe for concurrent use.
+type Registry struct {
+	clock   policy.Clock
+	allowed []netip.Prefix
+	missed  int
+	log     *zap.Logger
+
+	mu      sync.RWMutex
+	entries map[string]*entry
+	gen     uint64
+
+	wmu      sync.Mutex
+	watchers map[int]chan struct{}
+	nextW    int
+}
+
+// New returns an empty registry.
+func New(o Options) *Registry {
+	if o.Clock == nil {
+		o.Clock = policy.SystemClock{}
+	}
+	if o.MissedReports < 1 {
+		o.MissedReports = 3
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	return &Registry{
+		clock: o.Clock, allowed: o.AllowedCIDRs, missed: o.MissedReports, log: o.Log,
+		entries: map[string]*entry{}, watchers: map[int]chan struct{}{},
+	}
+}
+
+// ParseCIDRs parses llm_scheduler.allowed_cidrs.
+func ParseCIDRs(cidrs []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(cidrs))
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("llm_scheduler.allowed_cidrs: %q: want a CIDR prefix such as 10.0.0.0/8", c)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// ValidateAddress checks an advertised address: an IP literal and a non-zero
+// port (Envoy keys override_host by ip:port, so a host name can never match),
+// not unspecified, and inside the allowed CIDRs when any are set.
+func (r *Registry) ValidateAddress(addr string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || ap.Port() == 0 {
+		return ap, fmt.Errorf("%w: address %q: want ip:port such as 10.0.0.5:8000 (host names are not accepted: Envoy matches picks by ip:port)", ErrInvalid, addr)
+	}
+	if ap.Addr().IsUnspecified() {
+		return ap, fmt.Errorf("%w: address %q: an unspecified IP cannot be reached; advertise the instance's own IP", ErrInvalid, addr)
+	}
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if len(r.allowed) > 0 {
+		ok := false
+		for _, p := range r.allowed {
+			if p.Contains(ap.Addr()) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return ap, fmt.Errorf("%w: address %q is outside llm_scheduler.allowed_cidrs %v", ErrNotAllowed, addr, r.allowed)
+		}
+	}
+	return ap, nil
+}
+
+// Register adds or replaces the instance reg describes and returns its lease.
+// A previous lease for the same address ends (reason "replaced").
+func (r *Registry) Register(reg *llmrouterv1.Register) (*Lease, error) {
+	if reg == nil {
+		return nil, fmt.Errorf("%w: empty registration", ErrInvalid)
+	}
+	ap, err := r.ValidateAddress(reg.GetAddress())
+	if err != nil {
+		return nil, err
+	}
+	models := dedupe(reg.GetModels())
+	if len(models) == 0 {
+		return nil, fmt.Errorf("%w: instance %s lists no models: register the names /v1/models returns", ErrInvalid, reg.GetAddress())
+	}
+	now := r.clock.Now()
+	interval := reg.GetReportInterval().AsDuration()
+	if interval <= 0 {
+		interval = DefaultReportInterval
+	}
+	id := ap.String()
+	inst := Instance{
+		ID: id, Address: id, Engine: reg.GetEngine(), EngineVersion: reg.GetEngineVersion(),
+		AgentVersion: reg.GetAgentVersion(), Models: models, LoRAs: dedupe(reg.GetLoraAdapters()),
+		Role: RoleFromProto(reg.GetRole()), NumGPUBlocks: reg.GetNumGpuBlocks(), BlockSize: reg.GetBlockSize(),
+		ReportInterval: interval, Healthy: true, Registered: now, LastReport: now, PrefixCacheHitRatio: -1,
+	}
+	if ini := reg.GetInitial(); ini != nil {
+		applyReport(&inst, ini, now)
+	}
+
+	r.mu.Lock()
+	r.gen++
+	lease := &Lease{ID: id, Gen: r.gen, done: make(chan struct{}), commands: make(chan *llmrouterv1.Command, commandBuffer)}
+	old := r.entries[id]
+	r.entries[id] = &entry{inst: inst, lease: lease}
+	r.mu.Unlock()
+
+	if old != nil {
+		endLease(old.lease, "replaced by a new registration of "+id)
+		r.log.Info("instance re-registered", zap.String("instance", id), zap.Uint64("gen", lease.Gen))
+	} else {
+		r.log.Info("instance registered", zap.String("instance", id), zap.String("engine", inst.Engine),
+			zap.Strings("models", models), zap.String("role", inst.Role.String()), zap.Bool("healthy", inst.Healthy))
+	}
+	r.notify()
+	return lease, nil
+}
+
+// Report applies an agent report to instance id. gen, when non-zero, must
+// match the current lease, so a superseded stream cannot overwrite its
+// successor. It returns the instance as updated.
+func (r *Registry) Report(id string, gen uint64, rep *llmrouterv1.Report) (Instance, error) {
+	now := r.clock.Now()
+	r.mu.Lock()
+	e := r.entries[id]
+	if e == nil || (gen != 0 && e.lease.Gen != gen) {
+		r.mu.Unlock()
+		return Instance{}, fmt.Errorf("%w: %s", ErrUnknown, id)
+	}
+	wasHealthy := e.inst.Healthy
+	applyReport(&e.inst, rep, now)
+	inst := e.inst
+	r.mu.Unlock()
+	if wasHealthy != inst.Healthy {
+		if inst.Healthy {
+			r.log.Info("instance healthy again", zap.String("instance", id))
+		} else {
+			r.log.Warn("instance unhealthy", zap.String("instance", id), zap.String("reason", inst.UnhealthyReason))
+		}
+		r.notify()
+	}
+	return inst, nil
+}
+
+func applyReport(i *Instance, rep *llmrouterv1.Report, now time.Time) {
+	i.Healthy = rep.GetHealthy()
+	i.UnhealthyReason = rep.GetUnhealthyReason()
+	i.Running = max(rep.GetRunning(), 0)
+	i.Waiting = max(rep.GetWaiting(), 0)
+	i.KVCacheUsage = min(max(rep.GetKvCacheUsage(), 0), 1)
+	i.PromptTokensTotal = rep.GetPromptTokensTotal()
+	i.GenTokensTotal = rep.GetGenerationTokensTotal()
+	i.PromptTPS = rep.GetPromptTokensPerSecond()
+	i.GenTPS = rep.GetGenerationTokensPerSecond()
+	i.PrefixCacheHitRatio = rep.GetPrefixCacheHitRatio()
+	if l := rep.GetLoraAdapters(); len(l) > 0 {
+		i.LoRAs = dedupe(l)
+	}
+	i.Sequence = rep.GetSequence()
+	i.LastReport = now
+}
+
+// Remove takes instance id out of the registry. gen, when non-zero, must
+// match the current lease (a closed, superseded stream removes nothing).
+func (r *Registry) Remove(id string, gen uint64, reason string) (Instance, bool) {
+	r.mu.Lock()
+	e := r.entries[id]
+	if e == nil || (gen != 0 && e.lease.Gen != gen) {
+		r.mu.Unlock()
+		return Instance{}, false
+	}
+	delete(r.entries, id)
+	r.mu.Unlock()
+	endLease(e.lease, reason)
+	r.log.Info("instance removed", zap.String("instance", id), zap.String("reason", reason))
+	r.notify()
+	return e.inst, true
+}
+
+// Expire removes every instance silent for MissedReports of its report
+// intervals and returns them.
+func (r *Registry) Expire() []Instance {
+	now := r.clock.Now()
+	var gone []*entry
+	r.mu.Lock()
+	for id, e := range r.entries {
+		if now.Sub(e.inst.LastReport) >= time.Duration(r.missed)*e.inst.ReportInterval {
+			gone = append(gone, e)
+			delete(r.entries, id)
+		}
+	}
+	r.mu.Unlock()
+	if len(gone) == 0 {
+		return nil
+	}
+	out := make([]Instance, len(gone))
+	for i, e := range gone {
+		reason := fmt.Sprintf("missed %d reports (silent for %s)", r.missed, now.Sub(e.inst.LastReport))
+		endLease(e.lease, reason)
+		r.log.Warn("instance removed", zap.String("instance", e.inst.ID), zap.String("reason", reason))
+		out[i] = e.inst
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	r.notify()
+	return out
+}
+
+// SetDraining marks instance id draining (no new picks) or not, and sends
+// the matching command to its agent. It reports whether the state changed.
+func (r *Registry) SetDraining(id string, draining bool, reason string) (bool, error) {
+	r.mu.Lock()
+	e := r.entries[id]
+	if e == nil {
+		r.mu.Unlock()
+		return false, fmt.Errorf("%w: %s", ErrUnknown, id)
+	}
+	changed := e.inst.Draining != draining
+	e.inst.Draining = draining
+	lease := e.lease
+	r.mu.Unlock()
+	kind := llmrouterv1.Command_KIND_RESUME
+	if draining {
+		kind = llmrouterv1.Command_KIND_DRAIN
+	}
+	r.send(lease, &llmrouterv1.Command{Kind: kind, Reason: reason})
+	if changed {
+		r.log.Info("instance drain state", zap.String("instance", id), zap.Bool("draining", draining), zap.String("reason", reason))
+		r.notify()
+	}
+	return changed, nil
+}
+
+// Send queues a command for instance id's agent without blocking.
+func (r *Registry) Send(id string, cmd *llmrouterv1.Command) error {
+	r.mu.RLock()
+	e := r.entries[id]
+	r.mu.RUnlock()
+	if e == nil {
+		return fmt.Errorf("%w: %s", ErrUnknown, id)
+	}
+	r.send(e.lease, cmd)
+	return nil
+}
+
+func (r *Registry) send(l *Lease, cmd *llmrouterv1.Command) {
+	select {
+	case l.commands <- cmd:
+	default:
+		r.log.Warn("agent command dropped: stream not reading", zap.String("instance", l.ID), zap.String("command", cmd.GetKind().String()))
+	}
+}
+
+func endLease(l *Lease, reason string) {
+	l.reason = reason
+	close(l.done)
+}
+
+// Get returns instance id.
+func (r *Registry) Get(id string) (Instance, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e := r.entries[id]
+	if e == nil {
+		return Instance{}, false
+	}
+	return e.inst, true
+}
+
+// Len is the number of registered instances.
+func (r *Registry) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.entries)
+}
+
+// List returns every registered instance, sorted by ID.
+func (r *Registry) List() []Instance {
+	r.mu.RLock()
+	out := make([]Instance, 0, len(r.entries))
+	for _, e := range r.entries {
+		out = append(out, e.inst)
+	}
+	r.mu.RUnlock()
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out
+}
+
+// Routable returns the healthy, not draining instances, sorted by ID.
+func (r *Registry) Routable() []RoutableInstance {
+	r.mu.RLock()
+	out := make([]RoutableInstance, 0, len(r.entries))
+	for _, e := range r.entries {
+		if e.inst.Routable() {
+			out = append(out, RoutableInstance{ID: e.inst.ID, Address: e.inst.Address, Models: e.inst.Models, Role: e.inst.Role})
+		}
+	}
+	r.mu.RUnlock()
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out
+}
+
+// Watch returns a channel that receives a (coalesced) signal after every
+// change of membership or of an instance's state (health, draining) — the
+// changes that alter the routable set. Load reports alone do not signal. The
+// registry never blocks on a watcher: a signal not yet consumed absorbs the
+// next ones. cancel stops the signals.
+func (r *Registry) Watch() (changed <-chan struct{}, cancel func()) {
+	ch := make(chan struct{}, 1)
+	r.wmu.Lock()
+	id := r.nextW
+	r.nextW++
+	r.watchers[id] = ch
+	r.wmu.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			r.wmu.Lock()
+			delete(r.watchers, id)
+			r.wmu.Unlock()
+		})
+	}
+}
+
+func (r *Registry) notify() {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	for _, ch := range r.watchers {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// RoleFromProto maps the wire role; unspecified means both.
+func RoleFromProto(r llmrouterv1.Role) policy.Role {
+	switch r {
+	case llmrouterv1.Role_ROLE_PREFILL:
+		return policy.RolePrefill
+	case llmrouterv1.Role_ROLE_DECODE:
+		return policy.RoleDecode
+	}
+	return policy.RoleBoth
+}
+
+func dedupe(xs []string) []string {
+	out := make([]string, 0, len(xs))
+	for _, x := range xs {
+		if x != "" && !slices.Contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
