@@ -100,6 +100,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
 	defer cancel()
 	if err := s.srv.Shutdown(sctx); err != nil {
+		// Requests still running after the grace period are cut off: a
+		// stuck client must not keep the process alive.
+		_ = s.srv.Close()
 		return err
 	}
 	return nil
