@@ -1,0 +1,214 @@
+package envoy
+
+import (
+	"fmt"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// GatewayNamespace is a dynamic metadata namespace the gateway may write from
+// filter #1 (e.g. its request id); filter #2 receives it, with envoy.lb, in
+// ProcessingRequest.metadata_context, so the observer can tie a response to
+// its pick.
+const GatewayNamespace = "llmrouter"
+
+const (
+	routerFilterName = "envoy.filters.http.router"
+	hcmFilterName    = "envoy.filters.network.http_connection_manager"
+	// RetryOn: failures where the request never reached a working engine, and
+	// 503 (engines answer it when not ready or overloaded). Each retry takes
+	// the next host of the pick (override_host), so no retry_host_predicate:
+	// previous_hosts would make Envoy re-draw hosts and skip pick entries.
+	RetryOn = "connect-failure,refused-stream,reset,retriable-status-codes"
+)
+
+func grpcService(cluster string) *corev3.GrpcService {
+	return &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: cluster}}}
+}
+
+// PickFilter is ext_proc filter #1 (ARCHITECTURE §5.1): blocking, request
+// headers and the BUFFERED request body, nothing of the response. It fails
+// open (no pick: Envoy round-robins). message_timeout stays short; the gateway
+// extends it with override_message_timeout, up to max_message_timeout, before
+// it waits in the admission queue.
+func PickFilter(o Options) *extprocv3.ExternalProcessor {
+	return &extprocv3.ExternalProcessor{
+		GrpcService:      grpcService(ExtProcCluster),
+		FailureModeAllow: true,
+		ProcessingMode: &extprocv3.ProcessingMode{
+			RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
+			RequestBodyMode:     extprocv3.ProcessingMode_BUFFERED,
+			RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
+			ResponseHeaderMode:  extprocv3.ProcessingMode_SKIP,
+			ResponseBodyMode:    extprocv3.ProcessingMode_NONE,
+			ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
+		},
+		MessageTimeout:    durationpb.New(o.MessageTimeout),
+		MaxMessageTimeout: durationpb.New(o.WaitScheduleTimeout + time.Second),
+		MetadataOptions: &extprocv3.MetadataOptions{
+			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{MetadataNamespace, GatewayNamespace}},
+		},
+		AllowModeOverride: false,
+		StatPrefix:        "pick",
+	}
+}
+
+// ObserveFilter is ext_proc filter #2: observability mode (Envoy sends and
+// never waits), response headers and the STREAMED response body, for TTFT,
+// TPOT, usage and completion.
+func ObserveFilter(o Options) *extprocv3.ExternalProcessor {
+	return &extprocv3.ExternalProcessor{
+		GrpcService:       grpcService(ExtProcCluster),
+		FailureModeAllow:  true,
+		ObservabilityMode: true,
+		ProcessingMode: &extprocv3.ProcessingMode{
+			RequestHeaderMode:   extprocv3.ProcessingMode_SKIP,
+			RequestBodyMode:     extprocv3.ProcessingMode_NONE,
+			RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
+			ResponseHeaderMode:  extprocv3.ProcessingMode_SEND,
+			ResponseBodyMode:    extprocv3.ProcessingMode_STREAMED,
+			ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
+		},
+		MessageTimeout: durationpb.New(o.MessageTimeout),
+		MetadataOptions: &extprocv3.MetadataOptions{
+			ForwardingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{MetadataNamespace, GatewayNamespace}},
+		},
+		StatPrefix: "observe",
+	}
+}
+
+// HTTPFilters is the filter chain: pick, observe, router.
+func HTTPFilters(o Options) []*hcmv3.HttpFilter {
+	typed := func(m *extprocv3.ExternalProcessor) *hcmv3.HttpFilter_TypedConfig {
+		return &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(m)}
+	}
+	return []*hcmv3.HttpFilter{
+		{Name: PickFilterName, ConfigType: typed(PickFilter(o))},
+		{Name: ObserveFilterName, ConfigType: typed(ObserveFilter(o))},
+		{Name: routerFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
+	}
+}
+
+// RetryPolicy retries on another host (the pick's next entry, then round
+// robin) up to RetryCount times. Envoy retries only before the response
+// started, so a streaming generation is never replayed.
+func RetryPolicy(o Options) *routev3.RetryPolicy {
+	return &routev3.RetryPolicy{
+		RetryOn:              RetryOn,
+		NumRetries:           wrapperspb.UInt32(uint32(max(o.RetryCount, 0))),
+		RetriableStatusCodes: []uint32{503},
+	}
+}
+
+// backendAction routes to the fleet with the SSE-friendly timeouts: no route
+// timeout (the 15 s default kills long generations), a generous idle timeout.
+func backendAction(o Options) *routev3.Route_Route {
+	return &routev3.Route_Route{Route: &routev3.RouteAction{
+		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: o.ClusterName},
+		Timeout:          durationpb.New(0),
+		IdleTimeout:      durationpb.New(o.StreamIdleTimeout),
+		RetryPolicy:      RetryPolicy(o),
+	}}
+}
+
+// WebSocketPerFilter overrides the filters on the WebSocket route: filter #1
+// sends headers only (BUFFERED with an upgrade hangs, envoy#47081), filter #2
+// observes the response headers only (STREAMED with an upgrade hung,
+// envoy#47048). The pick is made from the headers.
+func WebSocketPerFilter() map[string]*anypb.Any {
+	mode := func(req, resp extprocv3.ProcessingMode_HeaderSendMode) *extprocv3.ExtProcPerRoute {
+		return &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{Overrides: &extprocv3.ExtProcOverrides{
+			ProcessingMode: &extprocv3.ProcessingMode{
+				RequestHeaderMode:   req,
+				RequestBodyMode:     extprocv3.ProcessingMode_NONE,
+				RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
+				ResponseHeaderMode:  resp,
+				ResponseBodyMode:    extprocv3.ProcessingMode_NONE,
+				ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
+			},
+		}}}
+	}
+	return map[string]*anypb.Any{
+		PickFilterName:    mustAny(mode(extprocv3.ProcessingMode_SEND, extprocv3.ProcessingMode_SKIP)),
+		ObserveFilterName: mustAny(mode(extprocv3.ProcessingMode_SKIP, extprocv3.ProcessingMode_SEND)),
+	}
+}
+
+// RouteConfig is the route table: WebSocket upgrades first (matched on
+// `upgrade: websocket`), then everything else to the fleet.
+func RouteConfig(o Options) *routev3.RouteConfiguration {
+	ws := &routev3.Route{
+		Name: "websocket",
+		Match: &routev3.RouteMatch{
+			PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+			Headers: []*routev3.HeaderMatcher{{
+				Name: "upgrade",
+				HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+					MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "websocket"},
+					IgnoreCase:   true,
+				}},
+			}},
+		},
+		Action:               backendAction(o),
+		TypedPerFilterConfig: WebSocketPerFilter(),
+	}
+	llm := &routev3.Route{
+		Name:   "llm",
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: backendAction(o),
+	}
+	return &routev3.RouteConfiguration{
+		Name: RouteConfigName,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    VirtualHostName,
+			Domains: []string{"*"},
+			Routes:  []*routev3.Route{ws, llm},
+		}},
+	}
+}
+
+// HTTPConnectionManager carries the filters and routes; WebSocket upgrades
+// are enabled, and the request id is echoed in responses so that filter #2
+// (which sees only the response) can tie a response to its request.
+func HTTPConnectionManager(o Options) *hcmv3.HttpConnectionManager {
+	return &hcmv3.HttpConnectionManager{
+		StatPrefix:                   "llmrouter",
+		CodecType:                    hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier:               &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: RouteConfig(o)},
+		HttpFilters:                  HTTPFilters(o),
+		UpgradeConfigs:               []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
+		StreamIdleTimeout:            durationpb.New(o.StreamIdleTimeout),
+		AlwaysSetRequestIdInResponse: true,
+	}
+}
+
+// Listener is the data-plane listener. Its buffer limit bounds the BUFFERED
+// request body filter #1 reads (LLM prompts, with images, exceed the 1 MiB
+// default).
+func Listener(o Options) (*listenerv3.Listener, error) {
+	host, port, err := SplitAddress(o.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	return &listenerv3.Listener{
+		Name:                          ListenerName,
+		Address:                       socketAddress(host, port),
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(o.MaxRequestBytes),
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: []*listenerv3.Filter{{
+				Name:       hcmFilterName,
+				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(HTTPConnectionManager(o))},
+			}},
+		}},
+	}, nil
+}
