@@ -1,0 +1,48 @@
+// Package scheduler is the global brain: the live registry of engine
+// instances (fed by agent streams, or directly by the simulator), the
+// scheduling policy, the in-flight bookkeeping and the admission queue
+// (ARCHITECTURE §6). scheduler/server puts it on gRPC; the all-in-one binary
+// and the simulator call it in-process.
+//
+// Time. Nothing here reads the wall clock for behaviour: the scheduler takes
+// a policy.Clock, and all time-based housekeeping — removing instances that
+// missed llm_scheduler.missed_reports reports, releasing picks never
+// reported back after llm_scheduler.inflight_timeout, re-evaluating the
+// queue every llm_gateway.wait_schedule_try_period and routing requests that
+// waited out llm_gateway.wait_schedule_timeout — happens in Tick, which the
+// server calls from a ticker and the simulator calls as virtual time
+// advances. (The pick-duration histogram alone uses the wall clock: it
+// measures the decision's CPU cost.)
+//
+// Candidates. A request goes to instances that serve its model, are healthy
+// and are not draining. A model no registered instance serves is rejected
+// with 404, unless llm_scheduler.default_pool names a model: the instances
+// serving that model then take such requests, the model name unchanged
+// (counted as fallback "default_pool"). A known model with no routable
+// instance is rejected with 503. Instances over a saturation threshold
+// (max_waiting, max_kv_cache_usage) are held back; when all are, the request
+// queues.
+//
+// In-flight bookkeeping. Each pick is recorded on its primary instance until
+// a gateway reports the outcome (or inflight_timeout passes). Until the
+// instance's next agent report the pick counts as one request and its prompt
+// tokens (policy.Instance.InflightRequests / InflightPromptTokens); the
+// first report received after the pick is taken to include the request in
+// its running+waiting — a request reaches the engine within milliseconds of
+// its pick, far inside a report interval — so from then on it is not added
+// again. The expected output (max_tokens, or 256 when unset) counts in
+// InflightDecodeTokens until completion, since engines report no
+// per-request progress. The saturation check adds the unreported picks to
+// the reported waiting queue and their prompts to the KV usage.
+//
+// Queue. Ordered by priority (larger first) then arrival; bounded by
+// llm_gateway.max_queue_size (beyond: 429 with Retry-After); re-evaluated on
+// every report, completion, registration or resume, and at least every
+// wait_schedule_try_period; after wait_schedule_timeout routed to the
+// policy's best candidate anyway (fallback "queue_timeout"), or rejected 503
+// if none is left. Pick blocks on the queue; TryPick is the non-blocking
+// form (same code) whose final answer arrives through a callback.
+//
+// Policies are called under one mutex, serially with their Observer hooks,
+// so they need no locks of their own.
+package scheduler

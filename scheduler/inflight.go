@@ -1,0 +1,140 @@
+package scheduler
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+)
+
+// pick is one committed decision whose outcome no gateway reported yet.
+type pick struct {
+	reqID    string
+	inst     *inst
+	at       time.Time
+	prompt   int64 // prompt tokens, counted until a report shows the request
+	decode   int64 // expected output tokens, counted until completion
+	seen     bool  // an agent report arrived after the pick
+	released bool
+}
+
+// commit records a pick on in. The request's prompt and one request count
+// as "not yet visible" until the instance's next report; the expected
+// output counts until the gateway reports completion (engines report no
+// per-request progress, so the decode estimate stays whole until then).
+func (s *Scheduler) commit(reqID string, in *inst, prompt, maxTokens int64) *pick {
+	if old := s.inflight[reqID]; old != nil {
+		// The same request id picked twice (a client reusing x-request-id):
+		// the older pick can no longer be told apart, so it is released.
+		s.release(old)
+		s.m.fallbacks.WithLabelValues(fallbackReplaced).Inc()
+	}
+	if maxTokens <= 0 {
+		maxTokens = defaultDecodeTokens
+	}
+	p := &pick{reqID: reqID, inst: in, at: s.clock.Now(), prompt: max(prompt, 0), decode: maxTokens}
+	s.inflight[reqID] = p
+	s.fifo = append(s.fifo, p)
+	in.unseen = append(in.unseen, p)
+	in.picks++
+	in.view.InflightRequests++
+	in.view.InflightPromptTokens += p.prompt
+	in.view.InflightDecodeTokens += p.decode
+	s.m.inflight.Set(float64(len(s.inflight)))
+	return p
+}
+
+// release ends a pick's bookkeeping (completion, timeout, instance gone).
+func (s *Scheduler) release(p *pick) {
+	if p.released {
+		return
+	}
+	p.released = true
+	delete(s.inflight, p.reqID)
+	in := p.inst
+	in.picks--
+	if !p.seen {
+		in.view.InflightRequests--
+		in.view.InflightPromptTokens -= p.prompt
+	}
+	in.view.InflightDecodeTokens -= p.decode
+	s.m.inflight.Set(float64(len(s.inflight)))
+}
+
+// markSeen folds the picks made before this report into it: the engine's
+// running+waiting now include them (a request reaches the engine within
+// milliseconds of its pick, well inside a report interval), so counting
+// them again would double their load.
+func (s *Scheduler) markSeen(in *inst) {
+	for _, p := range in.unseen {
+		if p.released || p.seen {
+			continue
+		}
+		p.seen = true
+		in.view.InflightRequests--
+		in.view.InflightPromptTokens -= p.prompt
+	}
+	clear(in.unseen)
+	in.unseen = in.unseen[:0]
+}
+
+// expireInflight releases picks older than llm_scheduler.inflight_timeout: a
+// gateway that crashed never reports, and its picks must not weigh forever.
+func (s *Scheduler) expireInflight(now time.Time) (released bool) {
+	limit := now.Add(-s.cfg.Scheduler.InflightTimeout)
+	for s.fifoHead < len(s.fifo) {
+		p := s.fifo[s.fifoHead]
+		if !p.released {
+			if p.at.After(limit) {
+				break
+			}
+			s.log.Debug("in-flight pick expired", zap.String("request_id", p.reqID), zap.String("instance", p.inst.view.ID))
+			s.release(p)
+			released = true
+		}
+		s.fifo[s.fifoHead] = nil
+		s.fifoHead++
+	}
+	// Compact once the consumed head dominates, so the slice stays bounded by
+	// the live picks.
+	if s.fifoHead > 1024 && s.fifoHead*2 > len(s.fifo) {
+		n := copy(s.fifo, s.fifo[s.fifoHead:])
+		clear(s.fifo[n:])
+		s.fifo = s.fifo[:n]
+		s.fifoHead = 0
+	}
+	if s.fifoHead == len(s.fifo) {
+		s.fifo = s.fifo[:0]
+		s.fifoHead = 0
+	}
+	return released
+}
+
+// Report records a gateway's outcome for a picked request and releases its
+// in-flight bookkeeping. An unknown request id (already expired, or picked
+// by a scheduler that restarted) is not an error.
+func (s *Scheduler) Report(_ context.Context, r *llmrouterv1.OutcomeReport) error {
+	if r == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.unlock()
+	p := s.inflight[r.GetRequestId()]
+	if p == nil {
+		return nil
+	}
+	instID := p.inst.view.ID
+	if ep := r.GetEndpoint(); ep != "" && s.insts[ep] != nil {
+		// Envoy retried on a fallback: the instance that served is the one
+		// whose cache now holds the prompt.
+		instID = ep
+	}
+	s.release(p)
+	if s.observer != nil {
+		s.observer.Completed(p.reqID, instID, r.GetPromptTokens(), r.GetCompletionTokens())
+	}
+	s.capacityChanged()
+	return nil
+}

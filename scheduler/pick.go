@@ -1,0 +1,401 @@
+package scheduler
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/scheduler/policy"
+)
+
+// waiter is a request in the admission queue.
+type waiter struct {
+	req      *policy.Request
+	pool     string
+	fallback string // fallback reason already incurred (default_pool), "" if none
+	seq      uint64
+	enqueued time.Time
+	deadline time.Time
+	// deliver receives the final response, outside the scheduler's lock.
+	deliver func(*llmrouterv1.PickResponse)
+	done    bool
+	routed  *pick // the committed pick, when the final answer was ROUTED
+}
+
+// decideMode says what a decision may do when no instance has room.
+type decideMode int
+
+const (
+	modeFresh decideMode = iota // a new request: reject if nothing is routable, else maybe queue
+	modeRetry                   // a queued request: keep waiting unless an unsaturated instance exists
+	modeForce                   // a queued request past its deadline: route to the best, saturated or not
+)
+
+// Pick decides where one request goes. When every candidate is saturated the
+// request joins the admission queue: queued (if not nil) is called once with
+// the QUEUED response, then Pick waits for the final ROUTED or REJECTED
+// answer, which arrives on a capacity change, a queue re-evaluation, or the
+// wait_schedule_timeout (all driven by Tick and the reports). Cancelling ctx
+// takes the request out of the queue and returns ctx's error.
+func (s *Scheduler) Pick(ctx context.Context, req *llmrouterv1.PickRequest, queued func(*llmrouterv1.PickResponse)) (*llmrouterv1.PickResponse, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	final := make(chan *llmrouterv1.PickResponse, 1)
+	resp, w := s.TryPick(req, func(r *llmrouterv1.PickResponse) { final <- r })
+	if w == nil {
+		return resp, nil
+	}
+	if queued != nil {
+		queued(resp)
+	}
+	select {
+	case r := <-final:
+		return r, nil
+	case <-ctx.Done():
+	}
+	s.abandon(w.w)
+	return nil, ctx.Err()
+}
+
+// Ticket is a queued request, for its owner to cancel.
+type Ticket struct{ w *waiter }
+
+// TryPick is Pick without blocking, for the simulator in virtual time and as
+// the one path Pick itself uses. It returns the response and, when that
+// response is QUEUED, a ticket: onFinal is then called exactly once, later,
+// with the ROUTED or REJECTED answer, from whichever call (Tick, a report, a
+// completion) freed the request — never while the scheduler's lock is held,
+// so onFinal may call the scheduler. The ticket is nil otherwise.
+func (s *Scheduler) TryPick(req *llmrouterv1.PickRequest, onFinal func(*llmrouterv1.PickResponse)) (*llmrouterv1.PickResponse, *Ticket) {
+	start := time.Now() // decision cost, not scheduling time: measured on the wall clock even in virtual time
+	if onFinal == nil {
+		onFinal = func(*llmrouterv1.PickResponse) {}
+	}
+	s.mu.Lock()
+	resp, w := s.submit(req, onFinal)
+	s.unlock()
+	s.m.pickDuration.WithLabelValues(s.pol.Name()).Observe(time.Since(start).Seconds())
+	if w == nil {
+		return resp, nil
+	}
+	return resp, &Ticket{w: w}
+}
+
+// Cancel takes a queued request out of the queue (its onFinal is not
+// called), or, if it was routed meanwhile, releases the pick.
+func (s *Scheduler) Cancel(t *Ticket) {
+	if t != nil {
+		s.abandon(t.w)
+	}
+}
+
+func (s *Scheduler) abandon(w *waiter) {
+	s.mu.Lock()
+	defer s.unlock()
+	if w.done {
+		if w.routed != nil {
+			s.release(w.routed)
+			s.capacityChanged()
+		}
+		return
+	}
+	w.done = true
+	if i := slices.Index(s.queue, w); i >= 0 {
+		s.queue = slices.Delete(s.queue, i, i+1)
+	}
+	s.m.queueLength.Set(float64(len(s.queue)))
+	s.m.queueWait.Observe(s.clock.Now().Sub(w.enqueued).Seconds())
+	s.m.decisions.WithLabelValues(s.pol.Name(), "cancelled").Inc()
+}
+
+// submit handles a new request under mu: route it, reject it, or queue it.
+func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv1.PickResponse)) (*llmrouterv1.PickResponse, *waiter) {
+	now := s.clock.Now()
+	s.seq++
+	req := &policy.Request{
+		ID: pr.GetRequestId(), Model: pr.GetModel(), BlockHashes: pr.GetPromptBlockHashes(),
+		BlockChars: int(pr.GetBlockChars()), PromptTokens: pr.GetPromptTokens(), MaxTokens: pr.GetMaxTokens(),
+		Stream: pr.GetStream(), SessionKey: pr.GetSessionKey(), Priority: int(pr.GetPriority()),
+		LoRA: pr.GetLoraAdapter(), Arrival: now,
+	}
+	if req.ID == "" {
+		req.ID = "scheduler-" + strconv.FormatUint(s.seq, 10)
+	}
+	w := &waiter{req: req, seq: s.seq, enqueued: now, deliver: deliver}
+	if rej := s.resolvePool(w); rej != nil {
+		return rej, nil
+	}
+	if resp, ok := s.decide(w, modeFresh); ok {
+		return resp, nil
+	}
+	if limit := s.cfg.Gateway.MaxQueueSize; len(s.queue) >= limit {
+		return s.reject(429, fmt.Sprintf("every instance serving model %q is saturated and the admission queue is full (%d requests, llm_gateway.max_queue_size)", req.Model, limit)), nil
+	}
+	w.deadline = now.Add(s.cfg.Gateway.WaitScheduleTimeout)
+	// Larger priority first; equal priorities keep arrival order.
+	i := sort.Search(len(s.queue), func(i int) bool { return s.queue[i].req.Priority < req.Priority })
+	s.queue = append(s.queue, nil)
+	copy(s.queue[i+1:], s.queue[i:])
+	s.queue[i] = w
+	if len(s.queue) == 1 {
+		s.nextTry = now.Add(s.cfg.Gateway.WaitScheduleTryPeriod)
+	}
+	s.m.queueLength.Set(float64(len(s.queue)))
+	s.m.decisions.WithLabelValues(s.pol.Name(), outcomeQueued).Inc()
+	return &llmrouterv1.PickResponse{
+		Status:  llmrouterv1.PickResponse_QUEUED,
+		MaxWait: durationpb.New(s.cfg.Gateway.WaitScheduleTimeout),
+		Policy:  s.pol.Name(),
+		Reason:  fmt.Sprintf("every instance serving model %q is saturated; waiting for capacity", req.Model),
+	}, w
+}
+
+// resolvePool finds the instances for the request's model. A model no
+// registered instance serves is rejected with 404, unless
+// llm_scheduler.default_pool names a model: its instances then take the
+// request (the model name is passed through unchanged, so those engines must
+// accept it, e.g. as an alias).
+func (s *Scheduler) resolvePool(w *waiter) *llmrouterv1.PickResponse {
+	model := w.req.Model
+	if _, ok := s.pools[model]; ok && model != "" {
+		w.pool = model
+		return nil
+	}
+	if def := s.cfg.Scheduler.DefaultPool; def != "" {
+		if _, ok := s.pools[def]; !ok {
+			return s.reject(503, fmt.Sprintf("model %q is not served and the default pool %q has no instance (llm_scheduler.default_pool)", model, def))
+		}
+		w.pool, w.fallback = def, fallbackDefaultPool
+		return nil
+	}
+	if model == "" {
+		return s.reject(404, "the request names no model; served models: "+joinModels(s.pools))
+	}
+	return s.reject(404, fmt.Sprintf("model %q is not served by any instance; served models: %s", model, joinModels(s.pools)))
+}
+
+// saturated: an instance over max_waiting (its reported queue plus the picks
+// it has not reported yet, which may well queue) or over max_kv_cache_usage
+// (the reported usage plus the KV the unreported prompts will take, when the
+// capacity is known) is held back. max_waiting 0 disables that threshold.
+func (s *Scheduler) saturated(in *inst) bool {
+	v := &in.view
+	if s.maxWaiting > 0 && v.Waiting+v.InflightRequests >= s.maxWaiting {
+		return true
+	}
+	kv := v.KVCacheUsage
+	if c := v.NumGPUBlocks * v.BlockSize; c > 0 {
+		kv += float64(v.InflightPromptTokens) / float64(c)
+	}
+	return kv >= s.maxKV
+}
+
+// decide tries to route w now. ok is false when the request must (keep)
+// wait.
+func (s *Scheduler) decide(w *waiter, mode decideMode) (resp *llmrouterv1.PickResponse, ok bool) {
+	all, unsat := s.candBuf[:0], s.unsatBuf[:0]
+	for _, in := range s.pools[w.pool] {
+		if !in.routable() {
+			continue
+		}
+		in.view.Saturated = s.saturated(in)
+		all = append(all, &in.view)
+		if !in.view.Saturated {
+			unsat = append(unsat, &in.view)
+		}
+	}
+	s.candBuf, s.unsatBuf = all, unsat
+	defer func() { clear(s.candBuf); clear(s.unsatBuf) }()
+	fallback := w.fallback
+	switch {
+	case len(unsat) > 0:
+	case len(all) == 0 && mode == modeRetry:
+		return nil, false // the fleet may come back before the deadline
+	case len(all) == 0:
+		return s.reject(503, fmt.Sprintf("no healthy instance serves model %q (pool %q): all are unhealthy, draining or gone", w.req.Model, w.pool)), true
+	case mode == modeForce:
+		unsat, fallback = all, fallbackQueueTimeout
+	default:
+		return nil, false
+	}
+	return s.route(w, unsat, all, fallback), true
+}
+
+// route asks the policy, keeps only valid instances (never a draining or
+// unhealthy one, whatever the policy returns), commits the pick and tells an
+// observing policy.
+//
+// When fewer unsaturated candidates than 1+retry_count exist, saturated ones
+// fill the remaining fallback places, least loaded first: a retry on a busy
+// instance beats no retry.
+func (s *Scheduler) route(w *waiter, cands, all []*policy.Instance, fallback string) *llmrouterv1.PickResponse {
+	d := s.pol.Pick(w.req, cands)
+	n := min(1+s.retries, len(all))
+	ranked := make([]*policy.Instance, 0, n)
+	add := func(v *policy.Instance) {
+		in := s.insts[v.ID]
+		if in == nil || !in.routable() || !slices.Contains(in.view.Models, w.pool) {
+			return
+		}
+		for _, r := range ranked {
+			if r.ID == v.ID {
+				return
+			}
+		}
+		ranked = append(ranked, &in.view)
+	}
+	for _, v := range d.Ranked {
+		if len(ranked) == n {
+			break
+		}
+		if v != nil {
+			add(v)
+		}
+	}
+	if len(ranked) == 0 {
+		fallback = fallbackPolicyEmpty
+		for _, v := range cands {
+			if len(ranked) == n {
+				break
+			}
+			add(v)
+		}
+	}
+	if len(ranked) < n {
+		rest := make([]*policy.Instance, 0, len(all)-len(cands))
+		for _, v := range all {
+			if v.Saturated {
+				rest = append(rest, v)
+			}
+		}
+		slices.SortFunc(rest, func(a, b *policy.Instance) int {
+			if c := cmp.Compare(a.Load(), b.Load()); c != 0 {
+				return c
+			}
+			return strings.Compare(a.ID, b.ID)
+		})
+		for _, v := range rest {
+			if len(ranked) == n {
+				break
+			}
+			add(v)
+		}
+	}
+	d.Ranked = ranked
+	if d.Prefill != nil {
+		if in := s.insts[d.Prefill.ID]; in == nil || !in.routable() {
+			d.Prefill = nil
+		} else {
+			d.Prefill = &in.view
+		}
+	}
+	primary := s.insts[ranked[0].ID]
+	p := s.commit(w.req.ID, primary, w.req.PromptTokens, w.req.MaxTokens)
+	w.routed = p
+	if s.observer != nil {
+		s.observer.Picked(w.req, d)
+	}
+	if fallback != "" {
+		s.m.fallbacks.WithLabelValues(fallback).Inc()
+	}
+	s.m.decisions.WithLabelValues(s.pol.Name(), outcomeRouted).Inc()
+	resp := &llmrouterv1.PickResponse{Status: llmrouterv1.PickResponse_ROUTED, Policy: s.pol.Name(), Endpoints: make([]string, len(ranked))}
+	for i, v := range ranked {
+		resp.Endpoints[i] = v.Address
+	}
+	if d.Prefill != nil {
+		resp.PrefillEndpoint = d.Prefill.Address
+	}
+	return resp
+}
+
+func (s *Scheduler) reject(code int32, reason string) *llmrouterv1.PickResponse {
+	s.m.decisions.WithLabelValues(s.pol.Name(), outcomeRejected).Inc()
+	r := &llmrouterv1.PickResponse{Status: llmrouterv1.PickResponse_REJECTED, HttpStatus: code, Reason: reason, Policy: s.pol.Name()}
+	if code == 429 {
+		r.RetryAfterSeconds = int32(max(1, math.Ceil(s.cfg.Gateway.WaitScheduleTryPeriod.Seconds())))
+	}
+	return r
+}
+
+// capacityChanged re-evaluates the queue after a report, a completion, a
+// new or resumed instance.
+func (s *Scheduler) capacityChanged() {
+	if len(s.queue) > 0 {
+		s.drainQueue()
+	}
+}
+
+// drainQueue routes every queued request that now has an unsaturated
+// candidate, in queue order. Once a pool has no room, later requests for it
+// are skipped in this pass: their candidates are the same.
+func (s *Scheduler) drainQueue() {
+	now := s.clock.Now()
+	s.nextTry = now.Add(s.cfg.Gateway.WaitScheduleTryPeriod)
+	var full []string
+	kept := s.queue[:0]
+	for _, w := range s.queue {
+		if contains(full, w.pool) {
+			kept = append(kept, w)
+			continue
+		}
+		resp, ok := s.decide(w, modeRetry)
+		if !ok {
+			full = append(full, w.pool)
+			kept = append(kept, w)
+			continue
+		}
+		s.finish(w, resp, now)
+	}
+	s.shrinkQueue(kept)
+}
+
+// expireQueue routes requests that waited out wait_schedule_timeout to the
+// best instance anyway (or rejects them when none is left).
+func (s *Scheduler) expireQueue(now time.Time) {
+	if len(s.queue) == 0 {
+		return
+	}
+	kept := s.queue[:0]
+	for _, w := range s.queue {
+		if now.Before(w.deadline) {
+			kept = append(kept, w)
+			continue
+		}
+		resp, _ := s.decide(w, modeForce)
+		s.finish(w, resp, now)
+	}
+	s.shrinkQueue(kept)
+}
+
+func (s *Scheduler) shrinkQueue(kept []*waiter) {
+	clear(s.queue[len(kept):])
+	s.queue = kept
+	s.m.queueLength.Set(float64(len(s.queue)))
+}
+
+func (s *Scheduler) finish(w *waiter, resp *llmrouterv1.PickResponse, now time.Time) {
+	w.done = true
+	s.m.queueWait.Observe(now.Sub(w.enqueued).Seconds())
+	deliver := w.deliver
+	s.fired = append(s.fired, func() { deliver(resp) })
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}

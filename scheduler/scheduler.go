@@ -1,0 +1,356 @@
+package scheduler
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/policy"
+	"github.com/llmrouter/llmrouter/scheduler/registry"
+)
+
+// Deps are the scheduler's collaborators; every field is optional.
+type Deps struct {
+	// Clock drives all housekeeping; the simulator passes a virtual one.
+	Clock policy.Clock
+	Log   *zap.Logger
+	// Metrics receives the scheduler's metrics; nil registers none.
+	Metrics prometheus.Registerer
+	// Rand breaks policy ties; seed it for reproducible simulations.
+	Rand *rand.Rand
+}
+
+// defaultDecodeTokens estimates a request's output when it names no
+// max_tokens, for the in-flight decode-token estimate.
+const defaultDecodeTokens = 256
+
+// inst is the scheduler's mirror of one registry instance, plus its
+// in-flight bookkeeping. Guarded by Scheduler.mu.
+type inst struct {
+	view     policy.Instance // handed to policies; Inflight* maintained here
+	healthy  bool
+	draining bool
+	// unseen holds picks made since the last report (some may have been
+	// released since; they are skipped).
+	unseen []*pick
+	// picks counts this instance's unreleased picks.
+	picks int
+}
+
+func (i *inst) routable() bool { return i.healthy && !i.draining }
+
+// Scheduler is the registry, the policy, the in-flight bookkeeping and the
+// admission queue. All of its methods are safe for concurrent use; calls
+// into the policy are serialised by one mutex.
+type Scheduler struct {
+	cfg      config.Config
+	clock    policy.Clock
+	log      *zap.Logger
+	reg      *registry.Registry
+	pol      policy.Policy
+	observer policy.Observer // nil when the policy keeps no state
+	m        *metrics
+
+	maxWaiting int64
+	maxKV      float64
+	retries    int
+
+	mu       sync.Mutex
+	insts    map[string]*inst
+	pools    map[string][]*inst // model → instances serving it, sorted by ID
+	inflight map[string]*pick   // request id → pick
+	fifo     []*pick            // picks in pick order, for inflight_timeout
+	fifoHead int
+	queue    []*waiter // admission queue, priority desc then arrival
+	seq      uint64
+	nextTry  time.Time
+	fired    []func() // callbacks to run once mu is released
+	// scratch buffers reused by decisions (under mu).
+	candBuf  []*policy.Instance
+	unsatBuf []*policy.Instance
+}
+
+// New builds a scheduler running cfg.Scheduler.Policy.
+func New(cfg config.Config, d Deps) (*Scheduler, error) {
+	if d.Clock == nil {
+		d.Clock = policy.SystemClock{}
+	}
+	if d.Log == nil {
+		d.Log = zap.NewNop()
+	}
+	if d.Rand == nil {
+		d.Rand = rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x736368))
+	}
+	cidrs, err := registry.ParseCIDRs(cfg.Scheduler.AllowedCIDRs)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := policy.New(cfg.Scheduler.Policy, policy.Deps{Config: cfg, Clock: d.Clock, Log: d.Log.Named("policy"), Rand: d.Rand})
+	if err != nil {
+		return nil, fmt.Errorf("llm_scheduler.policy: %w", err)
+	}
+	s := &Scheduler{
+		cfg: cfg, clock: d.Clock, log: d.Log, pol: pol, m: newMetrics(d.Metrics),
+		reg: registry.New(registry.Options{Clock: d.Clock, AllowedCIDRs: cidrs,
+			MissedReports: cfg.Scheduler.MissedReports, Log: d.Log.Named("registry")}),
+		maxWaiting: int64(cfg.Scheduler.MaxWaiting), maxKV: cfg.Scheduler.MaxKVCacheUsage,
+		retries: max(cfg.Gateway.RetryCount, 0),
+		insts:   map[string]*inst{}, pools: map[string][]*inst{}, inflight: map[string]*pick{},
+	}
+	if s.maxKV <= 0 {
+		s.maxKV = 1
+	}
+	s.observer, _ = pol.(policy.Observer)
+	return s, nil
+}
+
+// Registry is the live fleet, for xDS and metrics to follow.
+func (s *Scheduler) Registry() *registry.Registry { return s.reg }
+
+// PolicyName names the running policy.
+func (s *Scheduler) PolicyName() string { return s.pol.Name() }
+
+// unlock releases mu and runs the callbacks queued while it was held, so a
+// callback may call back into the scheduler.
+func (s *Scheduler) unlock() {
+	fired := s.fired
+	s.fired = nil
+	s.mu.Unlock()
+	for _, f := range fired {
+		f()
+	}
+}
+
+// ---------------------------------------------------------------- instances
+
+// Register adds (or replaces) an instance. The agent stream server and the
+// simulator both call it; the lease identifies this registration in later
+// calls and carries the agent's commands.
+func (s *Scheduler) Register(reg *llmrouterv1.Register) (*registry.Lease, error) {
+	s.mu.Lock()
+	defer s.unlock()
+	lease, err := s.reg.Register(reg)
+	if err != nil {
+		return nil, err
+	}
+	ri, _ := s.reg.Get(lease.ID)
+	in := s.insts[lease.ID]
+	if in == nil {
+		in = &inst{}
+		s.insts[lease.ID] = in
+	}
+	s.mirror(in, &ri)
+	s.rebuildPools()
+	s.instanceStates()
+	s.m.instanceReport(&ri)
+	s.capacityChanged()
+	return lease, nil
+}
+
+// InstanceReport applies an agent report. gen is the lease generation (0
+// accepts any, for in-process callers that never re-register concurrently).
+func (s *Scheduler) InstanceReport(id string, gen uint64, rep *llmrouterv1.Report) error {
+	if rep == nil {
+		return errors.New("empty report")
+	}
+	s.mu.Lock()
+	defer s.unlock()
+	ri, err := s.reg.Report(id, gen, rep)
+	if err != nil {
+		return err
+	}
+	in := s.insts[id]
+	if in == nil { // cannot happen: the mirror follows every registry change under mu
+		return fmt.Errorf("%w: %s", registry.ErrUnknown, id)
+	}
+	stateChanged := in.healthy != ri.Healthy
+	s.mirror(in, &ri)
+	s.markSeen(in)
+	s.m.instanceReport(&ri)
+	if stateChanged {
+		s.instanceStates()
+	}
+	s.capacityChanged()
+	return nil
+}
+
+// Deregister removes an instance (its stream closed). gen 0 removes whatever
+// registration holds id; otherwise only the matching one.
+func (s *Scheduler) Deregister(id string, gen uint64, reason string) bool {
+	s.mu.Lock()
+	defer s.unlock()
+	if _, ok := s.reg.Remove(id, gen, reason); !ok {
+		return false
+	}
+	s.forget(id)
+	return true
+}
+
+// Drain stops new picks to instance id and tells its agent; requests in
+// flight finish.
+func (s *Scheduler) Drain(id, reason string) error { return s.setDraining(id, true, reason) }
+
+// Resume undoes Drain.
+func (s *Scheduler) Resume(id, reason string) error { return s.setDraining(id, false, reason) }
+
+func (s *Scheduler) setDraining(id string, draining bool, reason string) error {
+	s.mu.Lock()
+	defer s.unlock()
+	if _, err := s.reg.SetDraining(id, draining, reason); err != nil {
+		return err
+	}
+	in := s.insts[id]
+	in.draining = draining
+	s.instanceStates()
+	if !draining {
+		s.capacityChanged()
+	}
+	return nil
+}
+
+// mirror copies a registry instance into the scheduler's view.
+func (s *Scheduler) mirror(in *inst, ri *registry.Instance) {
+	v := &in.view
+	v.ID, v.Address, v.Engine, v.Role = ri.ID, ri.Address, ri.Engine, ri.Role
+	v.Models, v.LoRAs = ri.Models, ri.LoRAs
+	v.Running, v.Waiting, v.KVCacheUsage = ri.Running, ri.Waiting, ri.KVCacheUsage
+	v.PromptTPS, v.GenTPS = ri.PromptTPS, ri.GenTPS
+	v.NumGPUBlocks, v.BlockSize, v.LastReport = ri.NumGPUBlocks, ri.BlockSize, ri.LastReport
+	in.healthy, in.draining = ri.Healthy, ri.Draining
+}
+
+// forget drops a removed instance: its in-flight picks, its metrics, the
+// policy's state about it.
+func (s *Scheduler) forget(id string) {
+	in := s.insts[id]
+	if in == nil {
+		return
+	}
+	delete(s.insts, id)
+	for _, p := range s.inflight {
+		if p.inst == in {
+			s.release(p)
+		}
+	}
+	s.rebuildPools()
+	s.instanceStates()
+	s.m.instanceGone(id)
+	if s.observer != nil {
+		s.observer.Removed(id)
+	}
+}
+
+// rebuildPools recomputes model → instances. Membership changes are rare
+// next to picks, so picks read a ready list.
+func (s *Scheduler) rebuildPools() {
+	pools := make(map[string][]*inst, len(s.pools))
+	for _, in := range s.insts {
+		for _, m := range in.view.Models {
+			pools[m] = append(pools[m], in)
+		}
+	}
+	for _, l := range pools {
+		sort.Slice(l, func(a, b int) bool { return l[a].view.ID < l[b].view.ID })
+	}
+	s.pools = pools
+}
+
+func (s *Scheduler) instanceStates() {
+	var healthy, unhealthy, draining float64
+	for _, in := range s.insts {
+		switch {
+		case in.draining:
+			draining++
+		case !in.healthy:
+			unhealthy++
+		default:
+			healthy++
+		}
+	}
+	s.m.instances.WithLabelValues(registry.StateHealthy).Set(healthy)
+	s.m.instances.WithLabelValues(registry.StateUnhealthy).Set(unhealthy)
+	s.m.instances.WithLabelValues(registry.StateDraining).Set(draining)
+}
+
+// Models lists the models the fleet serves, sorted.
+func (s *Scheduler) Models() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.pools))
+	for m := range s.pools {
+		out = append(out, m)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ---------------------------------------------------------------- housekeeping
+
+// Tick does all time-based housekeeping at the clock's now: removes
+// instances that missed their reports, releases picks never reported back,
+// routes queued requests that waited out wait_schedule_timeout, and
+// re-evaluates the queue every wait_schedule_try_period. The server calls it
+// from a ticker; the simulator calls it as virtual time advances.
+func (s *Scheduler) Tick() {
+	s.mu.Lock()
+	defer s.unlock()
+	now := s.clock.Now()
+	for _, ri := range s.reg.Expire() {
+		s.forget(ri.ID)
+	}
+	freed := s.expireInflight(now)
+	s.expireQueue(now)
+	if len(s.queue) > 0 && (freed || !now.Before(s.nextTry)) {
+		s.drainQueue()
+	}
+}
+
+// Stats is a point-in-time summary, for tests, logs and the simulator.
+type Stats struct {
+	Instances int
+	Inflight  int
+	Queued    int
+}
+
+// Stats returns the current counts.
+func (s *Scheduler) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Stats{Instances: len(s.insts), Inflight: len(s.inflight), Queued: len(s.queue)}
+}
+
+// InstanceView returns the policy's view of instance id (with in-flight
+// counts), for tests and debugging.
+func (s *Scheduler) InstanceView(id string) (policy.Instance, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := s.insts[id]
+	if in == nil {
+		return policy.Instance{}, false
+	}
+	v := in.view
+	v.Saturated = s.saturated(in)
+	return v, true
+}
+
+func joinModels(pools map[string][]*inst) string {
+	ms := make([]string, 0, len(pools))
+	for m := range pools {
+		ms = append(ms, m)
+	}
+	slices.Sort(ms)
+	if len(ms) > 10 {
+		ms = append(ms[:10], "...")
+	}
+	return strings.Join(ms, ", ")
+}

@@ -1,0 +1,321 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/policy"
+	"github.com/llmrouter/llmrouter/scheduler/registry"
+)
+
+func TestRegisterReportAndRemoveOnClose(t *testing.T) {
+	s, _ := newTestScheduler(t, nil)
+	changed, cancel := s.Registry().Watch()
+	defer cancel()
+
+	l := mustRegister(t, s, "10.0.0.1:8000")
+	select {
+	case <-changed:
+	default:
+		t.Fatal("no watch signal after registration")
+	}
+	if got := routableIDs(s); !slices.Equal(got, []string{"10.0.0.1:8000"}) {
+		t.Fatalf("routable = %v", got)
+	}
+	mustReport(t, s, l.ID, &llmrouterv1.Report{Healthy: true, Running: 3, Waiting: 1, KvCacheUsage: 0.4})
+	inst, _ := s.Registry().Get(l.ID)
+	if inst.Running != 3 || inst.Waiting != 1 || inst.KVCacheUsage != 0.4 {
+		t.Fatalf("report not applied: %+v", inst)
+	}
+
+	// The stream closing removes it at once, and ends the lease.
+	if !s.Deregister(l.ID, l.Gen, "stream closed") {
+		t.Fatal("deregister refused")
+	}
+	select {
+	case <-l.Done():
+	default:
+		t.Fatal("lease not ended")
+	}
+	if got := routableIDs(s); len(got) != 0 {
+		t.Fatalf("routable after close = %v", got)
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("no watch signal after removal")
+	}
+	if err := s.InstanceReport(l.ID, 0, load(0, 0)); !errors.Is(err, registry.ErrUnknown) {
+		t.Fatalf("report after removal: %v, want ErrUnknown", err)
+	}
+
+	// Re-registration brings it back.
+	mustRegister(t, s, "10.0.0.1:8000")
+	if got := routableIDs(s); !slices.Equal(got, []string{"10.0.0.1:8000"}) {
+		t.Fatalf("routable after re-registration = %v", got)
+	}
+}
+
+func TestMissedReportsRemove(t *testing.T) {
+	s, clk := newTestScheduler(t, nil) // missed_reports 3, interval 200ms
+	mustRegister(t, s, "10.0.0.1:8000")
+	mustRegister(t, s, "10.0.0.2:8000")
+
+	for range 5 { // instance 2 keeps reporting, 1 falls silent
+		clk.Advance(interval)
+		mustReport(t, s, "10.0.0.2:8000", load(0, 0))
+		if clk.Now().Sub(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)) < 3*interval {
+			s.Tick()
+			if got := routableIDs(s); len(got) != 2 {
+				t.Fatalf("removed before 3 missed reports: %v", got)
+			}
+		}
+	}
+	s.Tick()
+	if got := routableIDs(s); !slices.Equal(got, []string{"10.0.0.2:8000"}) {
+		t.Fatalf("after 3 missed reports routable = %v", got)
+	}
+	if s.Stats().Instances != 1 {
+		t.Fatalf("stats = %+v", s.Stats())
+	}
+	// A report from the removed instance is refused; re-registering revives it.
+	if err := s.InstanceReport("10.0.0.1:8000", 0, load(0, 0)); err == nil {
+		t.Fatal("report accepted from an expired instance")
+	}
+	mustRegister(t, s, "10.0.0.1:8000")
+	if len(routableIDs(s)) != 2 {
+		t.Fatal("re-registration did not bring the instance back")
+	}
+}
+
+func TestDuplicateRegistrationReplaces(t *testing.T) {
+	s, _ := newTestScheduler(t, nil)
+	old := mustRegister(t, s, "10.0.0.1:8000")
+	nw := mustRegister(t, s, "10.0.0.1:8000", "m", "m2")
+	select {
+	case <-old.Done():
+	default:
+		t.Fatal("old lease not ended by the new registration")
+	}
+	if !strings.Contains(old.Reason(), "replaced") {
+		t.Fatalf("reason = %q", old.Reason())
+	}
+	// The old stream closing late must not remove the new registration, nor
+	// may its reports land.
+	if s.Deregister(old.ID, old.Gen, "old stream closed") {
+		t.Fatal("stale lease removed the new registration")
+	}
+	if err := s.InstanceReport(old.ID, old.Gen, load(9, 9)); err == nil {
+		t.Fatal("stale lease's report accepted")
+	}
+	if err := s.InstanceReport(nw.ID, nw.Gen, load(1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Models(); !slices.Equal(got, []string{"m", "m2"}) {
+		t.Fatalf("models = %v", got)
+	}
+}
+
+func TestUnhealthyOutAtOnce(t *testing.T) {
+	s, _ := newTestScheduler(t, nil)
+	mustRegister(t, s, "10.0.0.1:8000")
+	mustRegister(t, s, "10.0.0.2:8000")
+	changed, cancel := s.Registry().Watch()
+	defer cancel()
+	mustReport(t, s, "10.0.0.1:8000", &llmrouterv1.Report{Healthy: false, UnhealthyReason: "connection refused"})
+	select {
+	case <-changed:
+	default:
+		t.Fatal("no watch signal on health change")
+	}
+	if got := routableIDs(s); !slices.Equal(got, []string{"10.0.0.2:8000"}) {
+		t.Fatalf("routable = %v", got)
+	}
+	for i := range 20 {
+		resp, _ := s.TryPick(pickReq(fmt.Sprint(i), "m"), nil)
+		if slices.Contains(resp.Endpoints, "10.0.0.1:8000") {
+			t.Fatalf("unhealthy instance picked: %v", resp)
+		}
+	}
+	mustReport(t, s, "10.0.0.1:8000", load(0, 0))
+	if len(routableIDs(s)) != 2 {
+		t.Fatal("healthy report did not bring it back")
+	}
+}
+
+func TestAddressValidation(t *testing.T) {
+	s, _ := newTestScheduler(t, func(c *config.Config) { c.Scheduler.AllowedCIDRs = []string{"10.0.0.0/8", "fd00::/8"} })
+	for _, tc := range []struct {
+		addr string
+		want error
+	}{
+		{"engine-1:8000", registry.ErrInvalid},
+		{"localhost:8000", registry.ErrInvalid},
+		{"10.0.0.1", registry.ErrInvalid},
+		{"10.0.0.1:0", registry.ErrInvalid},
+		{"0.0.0.0:8000", registry.ErrInvalid},
+		{"192.168.1.5:8000", registry.ErrNotAllowed},
+		{"[2001:db8::1]:8000", registry.ErrNotAllowed},
+		{"10.1.2.3:8000", nil},
+		{"[fd00::5]:8000", nil},
+	} {
+		_, err := s.Register(regMsg(tc.addr))
+		if !errors.Is(err, tc.want) && !(tc.want == nil && err == nil) {
+			t.Errorf("%s: err = %v, want %v", tc.addr, err, tc.want)
+		}
+		if err != nil && !strings.Contains(err.Error(), tc.addr) {
+			t.Errorf("%s: error does not name the address: %v", tc.addr, err)
+		}
+	}
+	if _, err := s.Register(&llmrouterv1.Register{Address: "10.0.0.9:8000"}); !errors.Is(err, registry.ErrInvalid) {
+		t.Errorf("registration without models: %v", err)
+	}
+}
+
+func TestUnknownModelAndNoInstance(t *testing.T) {
+	s, _ := newTestScheduler(t, nil)
+	mustRegister(t, s, "10.0.0.1:8000", "llama")
+	resp, tk := s.TryPick(pickReq("r1", "gpt-9"), nil)
+	if tk != nil || resp.Status != llmrouterv1.PickResponse_REJECTED || resp.HttpStatus != 404 ||
+		!strings.Contains(resp.Reason, "gpt-9") || !strings.Contains(resp.Reason, "llama") {
+		t.Fatalf("unknown model: %v", resp)
+	}
+	if err := s.Drain("10.0.0.1:8000", "test"); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ = s.TryPick(pickReq("r2", "llama"), nil)
+	if resp.Status != llmrouterv1.PickResponse_REJECTED || resp.HttpStatus != 503 {
+		t.Fatalf("no routable instance: %v", resp)
+	}
+	if resp.Policy != "least-request" {
+		t.Fatalf("policy = %q", resp.Policy)
+	}
+}
+
+func TestDefaultPool(t *testing.T) {
+	s, _ := newTestScheduler(t, func(c *config.Config) { c.Scheduler.DefaultPool = "base" })
+	mustRegister(t, s, "10.0.0.1:8000", "base")
+	mustRegister(t, s, "10.0.0.2:8000", "other")
+	for i := range 10 {
+		resp, _ := s.TryPick(pickReq(fmt.Sprint(i), "unknown-model"), nil)
+		if resp.Status != llmrouterv1.PickResponse_ROUTED || resp.Endpoints[0] != "10.0.0.1:8000" || len(resp.Endpoints) != 1 {
+			t.Fatalf("default pool: %v", resp)
+		}
+	}
+}
+
+func TestOnlyInstancesServingTheModel(t *testing.T) {
+	s, _ := newTestScheduler(t, func(c *config.Config) { c.Gateway.RetryCount = 5; c.Scheduler.MaxWaiting = 0 })
+	mustRegister(t, s, "10.0.0.1:8000", "a")
+	mustRegister(t, s, "10.0.0.2:8000", "a", "b")
+	mustRegister(t, s, "10.0.0.3:8000", "b")
+	for i := range 50 {
+		resp, _ := s.TryPick(pickReq(fmt.Sprint(i), "a"), nil)
+		slices.Sort(resp.Endpoints)
+		if !slices.Equal(resp.Endpoints, []string{"10.0.0.1:8000", "10.0.0.2:8000"}) {
+			t.Fatalf("model a: %v", resp)
+		}
+	}
+}
+
+func TestFallbacksOrderedNeverDrainingOrUnhealthy(t *testing.T) {
+	s, _ := newTestScheduler(t, func(c *config.Config) { c.Gateway.RetryCount = 2; c.Scheduler.MaxWaiting = 0 })
+	for i := 1; i <= 6; i++ {
+		mustRegister(t, s, fmt.Sprintf("10.0.0.%d:8000", i))
+		mustReport(t, s, fmt.Sprintf("10.0.0.%d:8000", i), load(int64(i), 0))
+	}
+	resp, _ := s.TryPick(pickReq("r", "m"), nil)
+	want := []string{"10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"}
+	if !slices.Equal(resp.Endpoints, want) {
+		t.Fatalf("endpoints = %v, want %v (least loaded first, 1+retry_count)", resp.Endpoints, want)
+	}
+	if err := s.Drain("10.0.0.2:8000", "test"); err != nil {
+		t.Fatal(err)
+	}
+	mustReport(t, s, "10.0.0.3:8000", &llmrouterv1.Report{Healthy: false})
+	resp, _ = s.TryPick(pickReq("r2", "m"), nil)
+	// 10.0.0.1 now has one unreported pick: load 2, like .4's 4? no: 1+1=2 < 4.
+	want = []string{"10.0.0.1:8000", "10.0.0.4:8000", "10.0.0.5:8000"}
+	if !slices.Equal(resp.Endpoints, want) {
+		t.Fatalf("endpoints = %v, want %v", resp.Endpoints, want)
+	}
+	if err := s.Resume("10.0.0.2:8000", "test"); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ = s.TryPick(pickReq("r3", "m"), nil)
+	if !slices.Contains(resp.Endpoints, "10.0.0.2:8000") {
+		t.Fatalf("resumed instance not picked: %v", resp.Endpoints)
+	}
+}
+
+func TestInflightCountsAndRelease(t *testing.T) {
+	s, clk := newTestScheduler(t, func(c *config.Config) { c.Scheduler.InflightTimeout = time.Minute })
+	mustRegister(t, s, "10.0.0.1:8000")
+	id := "10.0.0.1:8000"
+	view := func() policy.Instance { v, _ := s.InstanceView(id); return v }
+
+	s.TryPick(&llmrouterv1.PickRequest{RequestId: "a", Model: "m", PromptTokens: 100, MaxTokens: 10}, nil)
+	s.TryPick(&llmrouterv1.PickRequest{RequestId: "b", Model: "m", PromptTokens: 50}, nil)
+	v := view()
+	if v.InflightRequests != 2 || v.InflightPromptTokens != 150 || v.InflightDecodeTokens != 10+defaultDecodeTokens {
+		t.Fatalf("after two picks: %+v", v)
+	}
+	if v.Load() != 2 {
+		t.Fatalf("load = %d", v.Load())
+	}
+	// The next report shows the requests in running: no double counting,
+	// but their output is still to come.
+	mustReport(t, s, id, load(2, 0))
+	v = view()
+	if v.InflightRequests != 0 || v.InflightPromptTokens != 0 || v.InflightDecodeTokens != 10+defaultDecodeTokens || v.Load() != 2 {
+		t.Fatalf("after report: %+v", v)
+	}
+	// The gateway reports a completes.
+	if err := s.Report(context.Background(), &llmrouterv1.OutcomeReport{RequestId: "a", Success: true}); err != nil {
+		t.Fatal(err)
+	}
+	if v = view(); v.InflightDecodeTokens != defaultDecodeTokens || s.Stats().Inflight != 1 {
+		t.Fatalf("after completion: %+v %+v", v, s.Stats())
+	}
+	// Unknown request ids are not errors.
+	if err := s.Report(context.Background(), &llmrouterv1.OutcomeReport{RequestId: "nope"}); err != nil {
+		t.Fatal(err)
+	}
+	// b is never reported: released after inflight_timeout, not before.
+	s.TryPick(&llmrouterv1.PickRequest{RequestId: "c", Model: "m", PromptTokens: 7}, nil)
+	clk.Advance(59 * time.Second)
+	mustReport(t, s, id, load(0, 0)) // keep it alive
+	s.Tick()
+	if s.Stats().Inflight != 2 {
+		t.Fatalf("released early: %+v", s.Stats())
+	}
+	clk.Advance(2 * time.Second)
+	mustReport(t, s, id, load(0, 0))
+	s.Tick()
+	if st := s.Stats(); st.Inflight != 0 {
+		t.Fatalf("not released after timeout: %+v", st)
+	}
+	if v = view(); v.InflightRequests != 0 || v.InflightPromptTokens != 0 || v.InflightDecodeTokens != 0 {
+		t.Fatalf("after timeout: %+v", v)
+	}
+}
+
+func TestInstanceRemovalReleasesInflight(t *testing.T) {
+	s, _ := newTestScheduler(t, nil)
+	l := mustRegister(t, s, "10.0.0.1:8000")
+	s.TryPick(pickReq("a", "m"), nil)
+	if s.Stats().Inflight != 1 {
+		t.Fatal("pick not recorded")
+	}
+	s.Deregister(l.ID, l.Gen, "closed")
+	if s.Stats().Inflight != 0 {
+		t.Fatal("removed instance's picks still in flight")
+	}
+}
