@@ -1,0 +1,63 @@
+package prefixindex
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+)
+
+// fill loads x with a fleet-sized workload: nInst instances of capacity
+// perInst blocks, each sent conversations that start with one of 32 shared
+// system prompts (16 blocks, so those blocks end up hot) and go on with
+// their own history, until every instance is full.
+func fill(x *Index, nInst, perInst int) []string {
+	r := rand.New(rand.NewPCG(3, 4))
+	ids := make([]string, nInst)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("10.%d.%d.%d:8000", i>>16, (i>>8)&255, i&255)
+	}
+	sys := make([][]uint64, 32)
+	for i := range sys {
+		sys[i] = chain(uint64(i)+1<<40, 16)
+	}
+	conv := uint64(0)
+	for _, id := range ids {
+		for x.Held(id) < perInst {
+			conv++
+			hs := append(append([]uint64{}, sys[r.IntN(len(sys))]...), chain(conv<<20, 48)...)
+			x.Insert(id, perInst, hs)
+		}
+	}
+	return ids
+}
+
+// BenchmarkIndexMemory reports the heap the index takes per (block,
+// instance) pair and per distinct block with 1,024 instances and 1M pairs.
+func BenchmarkIndexMemory(b *testing.B) {
+	for b.Loop() {
+		var m0, m1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		x := New(0)
+		fill(x, 1024, 1024)
+		runtime.GC()
+		runtime.ReadMemStats(&m1)
+		used := float64(m1.HeapAlloc - m0.HeapAlloc)
+		b.ReportMetric(used/float64(x.Pairs()), "bytes/pair")
+		b.ReportMetric(used/float64(x.Blocks()), "bytes/block")
+		b.ReportMetric(float64(x.Pairs()), "pairs")
+		b.ReportMetric(float64(x.Bytes())/float64(x.Pairs()), "est-bytes/pair")
+		runtime.KeepAlive(x)
+	}
+}
+
+func BenchmarkInsert64Blocks(b *testing.B) {
+	x := New(0)
+	ids := fill(x, 1024, 1024)
+	r := rand.New(rand.NewPCG(5, 6))
+	hs := chain(99, 64)
+	for b.Loop() {
+		x.Insert(ids[r.IntN(len(ids))], 1024, hs)
+	}
+}
