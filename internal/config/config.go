@@ -100,6 +100,49 @@ type Scheduler struct {
 	XDSPushInterval time.Duration `mapstructure:"xds_push_interval" yaml:"xds_push_interval"`
 	// ClusterName is the EDS cluster of the engine fleet.
 	ClusterName string `mapstructure:"cluster_name" yaml:"cluster_name"`
+	// Policies tunes the scheduling policies (docs/policies.md).
+	Policies PolicyConfig `mapstructure:"policies" yaml:"policies"`
+}
+
+// PolicyConfig holds the knobs of the scheduling policies. The defaults and
+// the reasons for them are in docs/policies.md.
+type PolicyConfig struct {
+	// PrefixIndexMaxBlocks bounds the prefix index: (block, instance) pairs
+	// over all instances (about 48 bytes each).
+	PrefixIndexMaxBlocks int `mapstructure:"prefix_index_max_blocks" yaml:"prefix_index_max_blocks"`
+	// PrefixIndexDefaultBlocks is an instance's index capacity, in hashed
+	// prompt blocks, when it does not report its KV capacity.
+	PrefixIndexDefaultBlocks int `mapstructure:"prefix_index_default_blocks" yaml:"prefix_index_default_blocks"`
+	// The prefix-cache cost model: an engine step costs StepTime plus
+	// PrefillTokenTime per prompt token and DecodeTokenTime per running
+	// sequence; a step prefills at most MaxBatchedTokens tokens.
+	StepTime         time.Duration `mapstructure:"step_time" yaml:"step_time"`
+	PrefillTokenTime time.Duration `mapstructure:"prefill_token_time" yaml:"prefill_token_time"`
+	DecodeTokenTime  time.Duration `mapstructure:"decode_token_time" yaml:"decode_token_time"`
+	MaxBatchedTokens int           `mapstructure:"max_batched_tokens" yaml:"max_batched_tokens"`
+	// DecodeWeight scales the decode slow-down term of the prefix-cache cost.
+	DecodeWeight float64 `mapstructure:"decode_weight" yaml:"decode_weight"`
+	// MaxLoadRatio: prefix-cache sends nothing to an instance whose load
+	// would exceed this multiple of the candidates' mean while another is below.
+	MaxLoadRatio float64 `mapstructure:"max_load_ratio" yaml:"max_load_ratio"`
+	// DefaultOutputTokens is the output length assumed before any completion
+	// has been observed.
+	DefaultOutputTokens int `mapstructure:"default_output_tokens" yaml:"default_output_tokens"`
+	// llm-metric-based weights.
+	WaitingWeight    float64 `mapstructure:"waiting_weight" yaml:"waiting_weight"`
+	KVCacheWeight    float64 `mapstructure:"kv_cache_weight" yaml:"kv_cache_weight"`
+	RunningWeight    float64 `mapstructure:"running_weight" yaml:"running_weight"`
+	ThroughputWeight float64 `mapstructure:"throughput_weight" yaml:"throughput_weight"`
+	// dynamic-pd-split: disaggregate when at least PDMinPrefillTokens prompt
+	// tokens are uncached on the decode instance and it runs at least
+	// PDDecodeBusyLoad requests.
+	PDMinPrefillTokens int `mapstructure:"pd_min_prefill_tokens" yaml:"pd_min_prefill_tokens"`
+	PDDecodeBusyLoad   int `mapstructure:"pd_decode_busy_load" yaml:"pd_decode_busy_load"`
+	// Session affinity (x-session-id / user) and LoRA adapter preference.
+	SessionAffinity bool          `mapstructure:"session_affinity" yaml:"session_affinity"`
+	SessionTTL      time.Duration `mapstructure:"session_ttl" yaml:"session_ttl"`
+	SessionMax      int           `mapstructure:"session_max" yaml:"session_max"`
+	LoRAAffinity    bool          `mapstructure:"lora_affinity" yaml:"lora_affinity"`
 }
 
 // Agent is the sidecar beside one engine.
@@ -168,6 +211,7 @@ func Default() Config {
 			MaxKVCacheUsage: 0.95,
 			XDSPushInterval: 50 * time.Millisecond,
 			ClusterName:     "llm_backends",
+			Policies:        DefaultPolicies(),
 		},
 		Agent: Agent{
 			EngineURL:        "http://127.0.0.1:8000",
@@ -178,5 +222,30 @@ func Default() Config {
 			MetricMap:        map[string]string{},
 			ScrapeTimeout:    time.Second,
 		},
+	}
+}
+
+// DefaultPolicies returns the policy knobs' defaults (docs/policies.md says why).
+func DefaultPolicies() PolicyConfig {
+	return PolicyConfig{
+		PrefixIndexMaxBlocks:     4 << 20,
+		PrefixIndexDefaultBlocks: 16384,
+		StepTime:                 5750 * time.Microsecond,
+		PrefillTokenTime:         17250 * time.Nanosecond,
+		DecodeTokenTime:          6 * time.Microsecond,
+		MaxBatchedTokens:         2048,
+		DecodeWeight:             1,
+		MaxLoadRatio:             2,
+		DefaultOutputTokens:      256,
+		WaitingWeight:            1,
+		KVCacheWeight:            0.5,
+		RunningWeight:            0.3,
+		ThroughputWeight:         0.2,
+		PDMinPrefillTokens:       512,
+		PDDecodeBusyLoad:         4,
+		SessionAffinity:          true,
+		SessionTTL:               30 * time.Minute,
+		SessionMax:               100000,
+		LoRAAffinity:             true,
 	}
 }

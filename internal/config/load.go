@@ -432,6 +432,7 @@ func (c Config) Validate() error {
 	if s.ClusterName == "" {
 		bad("llm_scheduler.cluster_name", s.ClusterName, "a non-empty name")
 	}
+	errs = append(errs, s.Policies.validate()...)
 
 	a := c.Agent
 	if a.ReportInterval < 10*time.Millisecond {
@@ -501,4 +502,68 @@ func child(n *yaml.Node, name string) *yaml.Node {
 	c := &yaml.Node{Kind: yaml.MappingNode}
 	n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: name}, c)
 	return c
+}
+
+// validate checks the policy knobs (llm_scheduler.policies.*).
+func (p PolicyConfig) validate() []error {
+	var errs []error
+	bad := func(key string, val any, accepted string) {
+		errs = append(errs, fmt.Errorf("config: llm_scheduler.policies.%s = %s: accepted: %s", key, quote(val), accepted))
+	}
+	if p.PrefixIndexMaxBlocks < 1024 {
+		bad("prefix_index_max_blocks", p.PrefixIndexMaxBlocks, "1024 or more")
+	}
+	if p.PrefixIndexDefaultBlocks < 1 {
+		bad("prefix_index_default_blocks", p.PrefixIndexDefaultBlocks, "1 or more")
+	}
+	for _, d := range []struct {
+		key string
+		val time.Duration
+	}{{"step_time", p.StepTime}, {"decode_token_time", p.DecodeTokenTime}} {
+		if d.val < 0 {
+			bad(d.key, d.val.String(), "0 or a positive duration")
+		}
+	}
+	if p.PrefillTokenTime <= 0 {
+		bad("prefill_token_time", p.PrefillTokenTime.String(), `a positive duration such as "17.25us"`)
+	}
+	if p.MaxBatchedTokens < 1 {
+		bad("max_batched_tokens", p.MaxBatchedTokens, "1 or more")
+	}
+	if p.DecodeWeight < 0 {
+		bad("decode_weight", p.DecodeWeight, "0 or more")
+	}
+	if p.MaxLoadRatio != 0 && p.MaxLoadRatio < 1 {
+		bad("max_load_ratio", p.MaxLoadRatio, "0 (no cap) or 1 or more")
+	}
+	if p.DefaultOutputTokens < 1 {
+		bad("default_output_tokens", p.DefaultOutputTokens, "1 or more")
+	}
+	ws := []struct {
+		key string
+		val float64
+	}{{"waiting_weight", p.WaitingWeight}, {"kv_cache_weight", p.KVCacheWeight}, {"running_weight", p.RunningWeight}, {"throughput_weight", p.ThroughputWeight}}
+	sum := 0.0
+	for _, w := range ws {
+		if w.val < 0 {
+			bad(w.key, w.val, "0 or more")
+		}
+		sum += w.val
+	}
+	if sum <= 0 {
+		bad("waiting_weight", p.WaitingWeight, "weights of which at least one is positive")
+	}
+	if p.PDMinPrefillTokens < 0 {
+		bad("pd_min_prefill_tokens", p.PDMinPrefillTokens, "0 or more")
+	}
+	if p.PDDecodeBusyLoad < 0 {
+		bad("pd_decode_busy_load", p.PDDecodeBusyLoad, "0 or more")
+	}
+	if p.SessionTTL <= 0 {
+		bad("session_ttl", p.SessionTTL.String(), "a positive duration")
+	}
+	if p.SessionMax < 1 {
+		bad("session_max", p.SessionMax, "1 or more")
+	}
+	return errs
 }
