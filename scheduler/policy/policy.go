@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/llmrouter/llmrouter/internal/config"
@@ -141,6 +142,9 @@ type Deps struct {
 	Rand *rand.Rand
 	// Build builds another policy by name (pd-split composes two).
 	Build func(name string) (Policy, error)
+	// Metrics, when set, is where a policy registers its own series (the
+	// prefix index's size). Nil: the policy exports nothing.
+	Metrics prometheus.Registerer
 }
 
 // Factory builds a policy.
