@@ -1,0 +1,198 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/policy"
+)
+
+// recorder is a test policy that ranks by ID and records its observer calls.
+type recorder struct {
+	mu    sync.Mutex // only to let the test read the log; the scheduler serialises calls
+	calls []string
+	busy  bool
+}
+
+func (*recorder) Name() string { return "test-recorder" }
+
+func (r *recorder) Pick(req *policy.Request, cands []*policy.Instance) policy.Decision {
+	r.enter()
+	defer r.leave()
+	return policy.Decision{Ranked: append([]*policy.Instance(nil), cands...)}
+}
+
+func (r *recorder) Picked(req *policy.Request, d policy.Decision) {
+	r.enter()
+	defer r.leave()
+	r.log(fmt.Sprintf("picked %s %s", req.ID, d.Ranked[0].ID))
+}
+
+func (r *recorder) Completed(reqID, instanceID string, prompt, completion int64) {
+	r.enter()
+	defer r.leave()
+	r.log(fmt.Sprintf("completed %s %s %d %d", reqID, instanceID, prompt, completion))
+}
+
+func (r *recorder) Removed(id string) {
+	r.enter()
+	defer r.leave()
+	r.log("removed " + id)
+}
+
+func (r *recorder) enter() {
+	r.mu.Lock()
+	if r.busy {
+		panic("policy called concurrently")
+	}
+	r.busy = true
+	r.mu.Unlock()
+}
+
+func (r *recorder) leave() { r.mu.Lock(); r.busy = false; r.mu.Unlock() }
+
+func (r *recorder) log(s string) { r.mu.Lock(); r.calls = append(r.calls, s); r.mu.Unlock() }
+
+var rec = &recorder{}
+
+func init() {
+	policy.Register("test-recorder", func(policy.Deps) (policy.Policy, error) { return rec, nil })
+}
+
+func TestObserverHooks(t *testing.T) {
+	s, _ := newTestScheduler(t, func(c *config.Config) { c.Scheduler.Policy = "test-recorder" })
+	l := mustRegister(t, s, "10.0.0.1:8000")
+	mustRegister(t, s, "10.0.0.2:8000")
+	s.TryPick(pickReq("a", "m"), nil)
+	// Envoy retried on the fallback: the completion names the server.
+	if err := s.Report(context.Background(), &llmrouterv1.OutcomeReport{RequestId: "a", Endpoint: "10.0.0.2:8000", PromptTokens: 100, CompletionTokens: 20}); err != nil {
+		t.Fatal(err)
+	}
+	s.Deregister(l.ID, l.Gen, "closed")
+	want := "picked a 10.0.0.1:8000|completed a 10.0.0.2:8000 100 20|removed 10.0.0.1:8000"
+	rec.mu.Lock()
+	got := strings.Join(rec.calls, "|")
+	rec.mu.Unlock()
+	if got != want {
+		t.Fatalf("observer calls:\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestPoliciesSerialised(t *testing.T) {
+	s, _ := newTestScheduler(t, func(c *config.Config) { c.Scheduler.Policy = "test-recorder"; c.Scheduler.MaxWaiting = 0 })
+	for i := range 4 {
+		mustRegister(t, s, fmt.Sprintf("10.0.0.%d:8000", i+1))
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				id := fmt.Sprintf("g%d-%d", g, i)
+				s.TryPick(pickReq(id, "m"), nil)
+				_ = s.Report(context.Background(), &llmrouterv1.OutcomeReport{RequestId: id})
+				_ = s.InstanceReport("10.0.0.1:8000", 0, load(1, 0))
+			}
+		}()
+	}
+	wg.Wait() // recorder panics on a concurrent call
+	if st := s.Stats(); st.Inflight != 0 {
+		t.Fatalf("stats = %+v", st)
+	}
+}
+
+func TestRoundRobinEvenSpreadThroughScheduler(t *testing.T) {
+	s, _ := newTestScheduler(t, func(c *config.Config) { c.Scheduler.Policy = "round-robin"; c.Scheduler.MaxWaiting = 0 })
+	for i := range 3 {
+		mustRegister(t, s, fmt.Sprintf("10.0.0.%d:8000", i+1))
+	}
+	counts := map[string]int{}
+	for i := range 300 {
+		r, _ := s.TryPick(pickReq(fmt.Sprint(i), "m"), nil)
+		if r.Policy != "round-robin" {
+			t.Fatalf("policy = %q", r.Policy)
+		}
+		counts[r.Endpoints[0]]++
+	}
+	for id, n := range counts {
+		if n != 100 {
+			t.Fatalf("%s got %d of 300: %v", id, n, counts)
+		}
+	}
+}
+
+func TestLeastRequestFollowsLoad(t *testing.T) {
+	s, _ := newTestScheduler(t, func(c *config.Config) { c.Scheduler.MaxWaiting = 0 })
+	mustRegister(t, s, "10.0.0.1:8000")
+	mustRegister(t, s, "10.0.0.2:8000")
+	mustReport(t, s, "10.0.0.1:8000", load(10, 0))
+	mustReport(t, s, "10.0.0.2:8000", load(4, 0))
+	// Six unreported picks bring .2 level with .1; in-flight bookkeeping
+	// keeps the burst from piling onto .2.
+	counts := map[string]int{}
+	for i := range 16 {
+		r, _ := s.TryPick(pickReq(fmt.Sprint(i), "m"), nil)
+		counts[r.Endpoints[0]]++
+	}
+	if counts["10.0.0.2:8000"] != 11 || counts["10.0.0.1:8000"] != 5 {
+		t.Fatalf("burst spread = %v, want 11 on the idle one, 5 on the busy one", counts)
+	}
+}
+
+func TestPerInstanceMetricsDeleted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s, err := New(testConfig(), Deps{Clock: newFakeClock(), Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := mustRegister(t, s, "10.0.0.1:8000")
+	mustReport(t, s, l.ID, &llmrouterv1.Report{Healthy: true, Running: 2, KvCacheUsage: 0.5, GenerationTokensPerSecond: 30})
+	series := func(name string) (n int, val float64) {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				for _, m := range mf.GetMetric() {
+					n++
+					val = m.GetGauge().GetValue()
+				}
+			}
+		}
+		return
+	}
+	if n, v := series("llmrouter_instance_kv_cache_usage_ratio"); n != 1 || v != 0.5 {
+		t.Fatalf("kv usage series %d value %v", n, v)
+	}
+	if _, v := series("llmrouter_instance_generation_tokens_per_second"); v != 30 {
+		t.Fatalf("gen tps %v", v)
+	}
+	s.Deregister(l.ID, l.Gen, "closed")
+	for _, name := range []string{"llmrouter_instance_kv_cache_usage_ratio", "llmrouter_instance_running_requests",
+		"llmrouter_instance_waiting_requests", "llmrouter_instance_prompt_tokens_per_second", "llmrouter_instance_generation_tokens_per_second"} {
+		if n, _ := series(name); n != 0 {
+			t.Fatalf("%s still has %d series after removal", name, n)
+		}
+	}
+	mfs, _ := reg.Gather()
+	states := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() == "llmrouter_scheduler_instances" {
+			for _, m := range mf.GetMetric() {
+				states[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	if len(states) != 3 || states["healthy"] != 0 {
+		t.Fatalf("instance states = %v", states)
+	}
+}
