@@ -34,10 +34,12 @@ const (
 // admission is the scheduler's job, not the breaker's.
 const highLimit = 1_000_000
 
-// mustAny packs m; it cannot fail for the generated messages we pass.
+// mustAny packs m deterministically (map entries sorted), so equal configs
+// pack to equal bytes and a push is not mistaken for a change; it cannot fail
+// for the generated messages we pass.
 func mustAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
-	if err != nil {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
 		panic(fmt.Sprintf("envoy: packing %T: %v", m, err))
 	}
 	return a
