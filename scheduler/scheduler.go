@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -353,4 +354,27 @@ func joinModels(pools map[string][]*inst) string {
 		ms = append(ms[:10], "...")
 	}
 	return strings.Join(ms, ", ")
+}
+
+// TickPeriod is how often a live scheduler runs Tick: fine enough that
+// missed reports (3 × 200 ms) and queue deadlines are noticed within a
+// twentieth of a second.
+const TickPeriod = 50 * time.Millisecond
+
+// Run calls Tick every period on the wall clock until ctx ends; the live
+// server runs it, the simulator calls Tick itself.
+func (s *Scheduler) Run(ctx context.Context, period time.Duration) {
+	if period <= 0 {
+		period = TickPeriod
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.Tick()
+		}
+	}
 }

@@ -1,0 +1,200 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/internal/grpcx"
+	"github.com/llmrouter/llmrouter/internal/httpserve"
+	"github.com/llmrouter/llmrouter/scheduler"
+	"github.com/llmrouter/llmrouter/scheduler/registry"
+)
+
+// Server is the scheduler's gRPC API.
+type Server struct {
+	sch    *scheduler.Scheduler
+	log    *zap.Logger
+	grpc   *grpc.Server
+	health *health.Server
+}
+
+// New builds the gRPC server (not yet listening).
+func New(cfg config.Config, sch *scheduler.Scheduler, log *zap.Logger) (*Server, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	opts, err := grpcx.ServerOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{sch: sch, log: log, grpc: grpc.NewServer(opts...)}
+	llmrouterv1.RegisterAgentServiceServer(s.grpc, &agents{s: s})
+	llmrouterv1.RegisterPickerServiceServer(s.grpc, &picker{s: s})
+	s.health = grpcx.RegisterHealth(s.grpc)
+	for _, svc := range []string{"", llmrouterv1.AgentService_ServiceDesc.ServiceName, llmrouterv1.PickerService_ServiceDesc.ServiceName} {
+		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
+	}
+	return s, nil
+}
+
+// GRPC is the underlying server, for registering more services (xDS may
+// share it) before Serve.
+func (s *Server) GRPC() *grpc.Server { return s.grpc }
+
+// Serve serves on ln until ctx ends, then stops gracefully: health turns
+// NOT_SERVING, streams get httpserve.ShutdownGrace to finish (agent streams
+// never finish by themselves, so they are cut after it).
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(ln) }()
+	s.log.Info("grpc listening", zap.String("addr", ln.Addr().String()))
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.health.Shutdown()
+	done := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(httpserve.ShutdownGrace):
+		s.grpc.Stop()
+		<-done
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------- agents
+
+type agents struct {
+	llmrouterv1.UnimplementedAgentServiceServer
+	s *Server
+}
+
+// registrationError maps a registry error to a gRPC status.
+func registrationError(err error) error {
+	switch {
+	case errors.Is(err, registry.ErrNotAllowed):
+		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, registry.ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+func (a *agents) Connect(stream llmrouterv1.AgentService_ConnectServer) error {
+	log := a.s.log
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	reg := first.GetRegister()
+	if reg == nil {
+		return status.Error(codes.InvalidArgument, "the first message on an agent stream must be Register")
+	}
+	lease, err := a.s.sch.Register(reg)
+	if err != nil {
+		log.Warn("registration refused", zap.String("address", reg.GetAddress()), zap.Error(err))
+		return registrationError(err)
+	}
+	reason := "stream closed"
+	defer func() { a.s.sch.Deregister(lease.ID, lease.Gen, reason) }()
+
+	interval := reg.GetReportInterval().AsDuration()
+	if interval <= 0 {
+		interval = registry.DefaultReportInterval
+	}
+	if err := stream.Send(&llmrouterv1.SchedulerMessage{Msg: &llmrouterv1.SchedulerMessage_Registered{
+		Registered: &llmrouterv1.RegisterAck{InstanceId: lease.ID, ReportInterval: durationpb.New(interval)},
+	}}); err != nil {
+		return err
+	}
+
+	// One goroutine receives, this one sends: gRPC allows exactly that.
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			switch {
+			case m.GetReport() != nil:
+				if err := a.s.sch.InstanceReport(lease.ID, lease.Gen, m.GetReport()); err != nil {
+					recvErr <- status.Error(codes.FailedPrecondition, "report refused: "+err.Error()+"; re-register")
+					return
+				}
+			case m.GetRegister() != nil:
+				recvErr <- status.Error(codes.InvalidArgument, "Register sent twice on one stream; open a new stream to re-register")
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			reason = "stream error: " + err.Error()
+			return err
+		case <-lease.Done():
+			// Replaced by a newer registration, or removed for missed reports:
+			// the agent re-registers if it is still alive.
+			return status.Error(codes.Aborted, "registration ended: "+lease.Reason())
+		case cmd := <-lease.Commands():
+			if err := stream.Send(&llmrouterv1.SchedulerMessage{Msg: &llmrouterv1.SchedulerMessage_Command{Command: cmd}}); err != nil {
+				return err
+			}
+		case <-stream.Context().Done():
+			return status.FromContextError(stream.Context().Err()).Err()
+		}
+	}
+}
+
+// ---------------------------------------------------------------- gateways
+
+type picker struct {
+	llmrouterv1.UnimplementedPickerServiceServer
+	s *Server
+}
+
+func (p *picker) Pick(req *llmrouterv1.PickRequest, stream llmrouterv1.PickerService_PickServer) error {
+	// A failed QUEUED send means the gateway is gone: the stream's context
+	// ends too, which takes the request out of the queue.
+	resp, err := p.s.sch.Pick(stream.Context(), req, func(q *llmrouterv1.PickResponse) { _ = stream.Send(q) })
+	if err != nil {
+		return status.FromContextError(err).Err()
+	}
+	if err := stream.Send(resp); err != nil {
+		if resp.GetStatus() == llmrouterv1.PickResponse_ROUTED && req.GetRequestId() != "" {
+			// Nobody will use or report this pick: release it now rather
+			// than after inflight_timeout.
+			_ = p.s.sch.Report(context.Background(), &llmrouterv1.OutcomeReport{RequestId: req.GetRequestId()})
+		}
+		return err
+	}
+	return nil
+}
+
+func (p *picker) Report(ctx context.Context, r *llmrouterv1.OutcomeReport) (*llmrouterv1.ReportAck, error) {
+	if err := p.s.sch.Report(ctx, r); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &llmrouterv1.ReportAck{}, nil
+}

@@ -1,0 +1,395 @@
+package server
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/internal/grpcx"
+	"github.com/llmrouter/llmrouter/scheduler"
+	_ "github.com/llmrouter/llmrouter/scheduler/policy/leastrequest"
+)
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type env struct {
+	cfg   config.Config
+	sch   *scheduler.Scheduler
+	clock *fakeClock
+	addr  string
+}
+
+// start runs a scheduler API on 127.0.0.1:0 until the test ends.
+func start(t *testing.T, mutate func(*config.Config)) *env {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Scheduler.Policy = "least-request"
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	clk := &fakeClock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	sch, err := scheduler.New(cfg, scheduler.Deps{Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, sch, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return &env{cfg: cfg, sch: sch, clock: clk, addr: ln.Addr().String()}
+}
+
+func (e *env) dial(t *testing.T, token string) *grpc.ClientConn {
+	t.Helper()
+	cfg := e.cfg
+	cfg.Token = token
+	opts, err := grpcx.DialOptions(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(e.addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func registerMsg(addr string) *llmrouterv1.AgentMessage {
+	return &llmrouterv1.AgentMessage{Msg: &llmrouterv1.AgentMessage_Register{Register: &llmrouterv1.Register{
+		Address: addr, Engine: "vllm", Models: []string{"m"}, ReportInterval: durationpb.New(200 * time.Millisecond),
+		Initial: &llmrouterv1.Report{Healthy: true},
+	}}}
+}
+
+func reportMsg(r *llmrouterv1.Report) *llmrouterv1.AgentMessage {
+	return &llmrouterv1.AgentMessage{Msg: &llmrouterv1.AgentMessage_Report{Report: r}}
+}
+
+func routable(e *env) int { return len(e.sch.Registry().Routable()) }
+
+func TestTokenRequired(t *testing.T) {
+	e := start(t, func(c *config.Config) { c.Token = "s3cret" })
+	if _, err := e.sch.Register(registerMsg("10.0.0.1:8000").GetRegister()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		token string
+		want  codes.Code
+	}{{"", codes.Unauthenticated}, {"wrong", codes.Unauthenticated}, {"s3cret", codes.OK}} {
+		cc := e.dial(t, tc.token)
+		pc := llmrouterv1.NewPickerServiceClient(cc)
+		st, err := pc.Pick(ctx(t), &llmrouterv1.PickRequest{RequestId: "r-" + tc.token, Model: "m"})
+		var resp *llmrouterv1.PickResponse
+		if err == nil {
+			resp, err = st.Recv()
+		}
+		if status.Code(err) != tc.want {
+			t.Fatalf("token %q: Pick err = %v, want %v", tc.token, err, tc.want)
+		}
+		if tc.want == codes.OK && (resp.Status != llmrouterv1.PickResponse_ROUTED || resp.Endpoints[0] != "10.0.0.1:8000") {
+			t.Fatalf("token %q: %v", tc.token, resp)
+		}
+		_, err = pc.Report(ctx(t), &llmrouterv1.OutcomeReport{RequestId: "r-" + tc.token})
+		if status.Code(err) != tc.want {
+			t.Fatalf("token %q: Report err = %v, want %v", tc.token, err, tc.want)
+		}
+		as, err := llmrouterv1.NewAgentServiceClient(cc).Connect(ctx(t))
+		if err == nil {
+			_ = as.Send(registerMsg("10.0.0.2:8000"))
+			_, err = as.Recv()
+		}
+		if status.Code(err) != tc.want {
+			t.Fatalf("token %q: Connect err = %v, want %v", tc.token, err, tc.want)
+		}
+		// Probes carry no secret: health answers regardless.
+		hr, err := healthpb.NewHealthClient(cc).Check(ctx(t), &healthpb.HealthCheckRequest{})
+		if err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("token %q: health %v %v", tc.token, hr, err)
+		}
+	}
+}
+
+func TestAgentStreamLifecycle(t *testing.T) {
+	e := start(t, nil)
+	c, cancel := context.WithCancel(ctx(t))
+	defer cancel()
+	st, err := llmrouterv1.NewAgentServiceClient(e.dial(t, "")).Connect(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(registerMsg("10.0.0.7:8000")); err != nil {
+		t.Fatal(err)
+	}
+	ack, err := st.Recv()
+	if err != nil || ack.GetRegistered().GetInstanceId() != "10.0.0.7:8000" || ack.GetRegistered().GetReportInterval().AsDuration() != 200*time.Millisecond {
+		t.Fatalf("ack = %v, %v", ack, err)
+	}
+	if routable(e) != 1 {
+		t.Fatal("not routable after registration")
+	}
+	if err := st.Send(reportMsg(&llmrouterv1.Report{Healthy: false, UnhealthyReason: "health 503"})); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "unhealthy instance to leave the routable set", func() bool { return routable(e) == 0 })
+	if err := st.Send(reportMsg(&llmrouterv1.Report{Healthy: true, Running: 3})); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "healthy report to bring it back", func() bool { return routable(e) == 1 })
+	inst, _ := e.sch.Registry().Get("10.0.0.7:8000")
+	if inst.Running != 3 {
+		t.Fatalf("report not applied: %+v", inst)
+	}
+
+	// Commands reach the agent.
+	if err := e.sch.Drain("10.0.0.7:8000", "maintenance"); err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.Recv()
+	if err != nil || m.GetCommand().GetKind() != llmrouterv1.Command_KIND_DRAIN || m.GetCommand().GetReason() != "maintenance" {
+		t.Fatalf("command = %v, %v", m, err)
+	}
+	if routable(e) != 0 {
+		t.Fatal("draining instance still routable")
+	}
+
+	// Closing the stream removes the instance.
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "instance removal on stream close", func() bool { return e.sch.Registry().Len() == 0 })
+}
+
+func TestAgentStreamRefusals(t *testing.T) {
+	e := start(t, func(c *config.Config) { c.Scheduler.AllowedCIDRs = []string{"10.0.0.0/8"} })
+	client := llmrouterv1.NewAgentServiceClient(e.dial(t, ""))
+	for _, tc := range []struct {
+		name string
+		msg  *llmrouterv1.AgentMessage
+		want codes.Code
+	}{
+		{"report first", reportMsg(&llmrouterv1.Report{Healthy: true}), codes.InvalidArgument},
+		{"host name", registerMsg("engine-0:8000"), codes.InvalidArgument},
+		{"outside CIDR", registerMsg("192.168.0.4:8000"), codes.PermissionDenied},
+	} {
+		st, err := client.Connect(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(tc.msg); err != nil {
+			t.Fatal(err)
+		}
+		_, err = st.Recv()
+		if status.Code(err) != tc.want {
+			t.Fatalf("%s: err = %v, want %v", tc.name, err, tc.want)
+		}
+		if status.Convert(err).Message() == "" {
+			t.Fatalf("%s: no message", tc.name)
+		}
+	}
+	if e.sch.Registry().Len() != 0 {
+		t.Fatal("refused registration was kept")
+	}
+}
+
+func TestMissedReportsEndStream(t *testing.T) {
+	e := start(t, nil)
+	st, err := llmrouterv1.NewAgentServiceClient(e.dial(t, "")).Connect(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(registerMsg("10.0.0.8:8000")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(600 * time.Millisecond) // three report intervals of silence
+	e.sch.Tick()
+	if e.sch.Registry().Len() != 0 {
+		t.Fatal("instance not removed after 3 missed reports")
+	}
+	_, err = st.Recv()
+	if status.Code(err) != codes.Aborted {
+		t.Fatalf("stream after expiry: %v, want Aborted", err)
+	}
+}
+
+func TestDuplicateRegistrationEndsOldStream(t *testing.T) {
+	e := start(t, nil)
+	client := llmrouterv1.NewAgentServiceClient(e.dial(t, ""))
+	connect := func() llmrouterv1.AgentService_ConnectClient {
+		st, err := client.Connect(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(registerMsg("10.0.0.9:8000")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	old := connect()
+	connect()
+	if _, err := old.Recv(); status.Code(err) != codes.Aborted {
+		t.Fatalf("old stream: %v, want Aborted", err)
+	}
+	// The old stream's end must not remove the new registration.
+	time.Sleep(50 * time.Millisecond)
+	if routable(e) != 1 {
+		t.Fatal("new registration lost when the old stream ended")
+	}
+}
+
+func TestPickStreamsQueuedThenRouted(t *testing.T) {
+	e := start(t, func(c *config.Config) { c.Scheduler.MaxWaiting = 1 })
+	if _, err := e.sch.Register(registerMsg("10.0.0.1:8000").GetRegister()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sch.InstanceReport("10.0.0.1:8000", 0, &llmrouterv1.Report{Healthy: true, Waiting: 2}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := llmrouterv1.NewPickerServiceClient(e.dial(t, "")).Pick(ctx(t), &llmrouterv1.PickRequest{RequestId: "q", Model: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := st.Recv()
+	if err != nil || first.Status != llmrouterv1.PickResponse_QUEUED || first.MaxWait.AsDuration() != 10*time.Second {
+		t.Fatalf("first = %v, %v", first, err)
+	}
+	if err := e.sch.InstanceReport("10.0.0.1:8000", 0, &llmrouterv1.Report{Healthy: true}); err != nil {
+		t.Fatal(err)
+	}
+	final, err := st.Recv()
+	if err != nil || final.Status != llmrouterv1.PickResponse_ROUTED || final.Endpoints[0] != "10.0.0.1:8000" || final.Policy != "least-request" {
+		t.Fatalf("final = %v, %v", final, err)
+	}
+	if e.sch.Stats().Inflight != 1 {
+		t.Fatalf("stats = %+v", e.sch.Stats())
+	}
+
+	// Unknown model: 404 over the wire.
+	st, err = llmrouterv1.NewPickerServiceClient(e.dial(t, "")).Pick(ctx(t), &llmrouterv1.PickRequest{RequestId: "u", Model: "nope"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := st.Recv(); err != nil || r.Status != llmrouterv1.PickResponse_REJECTED || r.HttpStatus != 404 {
+		t.Fatalf("unknown model = %v, %v", r, err)
+	}
+}
+
+func TestPickCancelLeavesQueue(t *testing.T) {
+	e := start(t, func(c *config.Config) { c.Scheduler.MaxWaiting = 1 })
+	if _, err := e.sch.Register(registerMsg("10.0.0.1:8000").GetRegister()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sch.InstanceReport("10.0.0.1:8000", 0, &llmrouterv1.Report{Healthy: true, Waiting: 2}); err != nil {
+		t.Fatal(err)
+	}
+	c, cancel := context.WithCancel(ctx(t))
+	st, err := llmrouterv1.NewPickerServiceClient(e.dial(t, "")).Pick(c, &llmrouterv1.PickRequest{RequestId: "q", Model: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := st.Recv(); err != nil || r.Status != llmrouterv1.PickResponse_QUEUED {
+		t.Fatalf("%v %v", r, err)
+	}
+	cancel()
+	eventually(t, "the cancelled request to leave the queue", func() bool { return e.sch.Stats().Queued == 0 })
+}
+
+func TestAdminDrain(t *testing.T) {
+	e := start(t, nil)
+	if _, err := e.sch.Register(registerMsg("10.0.0.1:8000").GetRegister()); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(AdminHandler(e.sch, "tok"))
+	defer hs.Close()
+	do := func(method, path, token string) int {
+		req, _ := http.NewRequest(method, hs.URL+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := do("POST", "/admin/drain?instance=10.0.0.1:8000", ""); c != 401 {
+		t.Fatalf("no token: %d", c)
+	}
+	if c := do("POST", "/admin/drain?instance=10.0.0.1:8000", "bad"); c != 401 {
+		t.Fatalf("bad token: %d", c)
+	}
+	if routable(e) != 1 {
+		t.Fatal("drained without a valid token")
+	}
+	if c := do("POST", "/admin/drain?instance=10.0.0.1:8000", "tok"); c != 200 || routable(e) != 0 {
+		t.Fatalf("drain: %d, routable %d", c, routable(e))
+	}
+	if c := do("POST", "/admin/drain?instance=10.0.0.9:8000", "tok"); c != 404 {
+		t.Fatalf("unknown instance: %d", c)
+	}
+	if c := do("POST", "/admin/resume?instance=10.0.0.1:8000", "tok"); c != 200 || routable(e) != 1 {
+		t.Fatalf("resume: %d, routable %d", c, routable(e))
+	}
+	if c := do("GET", "/admin/instances", "tok"); c != 200 {
+		t.Fatalf("instances: %d", c)
+	}
+}
