@@ -1,0 +1,310 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	gcplog "github.com/envoyproxy/go-control-plane/pkg/log"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/llmrouter/llmrouter/envoy"
+	"github.com/llmrouter/llmrouter/internal/config"
+)
+
+// Endpoint is one routable engine instance.
+type Endpoint struct {
+	// ID is the instance ID (shown as the host name in Envoy's admin output).
+	ID string
+	// Address is ip:port, the key override_host matches picks against.
+	Address string
+}
+
+// Server is the ADS server. Create it with New, feed it with SetEndpoints
+// (or FollowRegistry), serve it with Serve or Register.
+type Server struct {
+	log      *zap.Logger
+	cluster  string
+	interval time.Duration
+	cds      *cachev3.LinearCache
+	eds      *cachev3.LinearCache
+	mux      *cachev3.MuxCache
+	xds      serverv3.Server
+	m        *metrics
+	cb       *callbacks
+
+	mu       sync.Mutex
+	desired  []Endpoint
+	pushed   []Endpoint
+	lastPush time.Time
+	timer    *time.Timer
+	closed   bool
+	// edsVersion mirrors the EDS cache's version counter (we are its only
+	// writer), so responses can be tied to the update they carry.
+	edsVersion uint64
+	edsPrefix  string
+}
+
+// New builds the server: the engine cluster from cfg, an empty endpoint set
+// (so Envoy's cluster warms at once), metrics on reg (a private registry when
+// nil).
+func New(cfg config.Config, log *zap.Logger, reg prometheus.Registerer) *Server {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	log = log.Named("xds")
+	// A per-process version prefix: an Envoy reconnecting to a restarted
+	// scheduler presents versions this process never issued, and gets the
+	// full state instead of being told it is current.
+	instance := strconv.FormatInt(time.Now().UnixNano(), 36)
+	opts := envoy.OptionsFromConfig(cfg)
+	cluster := envoy.BackendCluster(opts)
+	gl := gcpLogger(log)
+	s := &Server{
+		log:       log,
+		cluster:   cfg.Scheduler.ClusterName,
+		interval:  cfg.Scheduler.XDSPushInterval,
+		m:         newMetrics(reg),
+		pushed:    []Endpoint{},
+		edsPrefix: "eds-" + instance + "-",
+	}
+	empty, _ := envoy.LoadAssignment(s.cluster, nil)
+	s.cds = cachev3.NewLinearCache(resource.ClusterType,
+		cachev3.WithVersionPrefix("cds-"+instance+"-"),
+		cachev3.WithInitialResources(map[string]types.Resource{cluster.GetName(): cluster}),
+		cachev3.WithLogger(gl))
+	s.eds = cachev3.NewLinearCache(resource.EndpointType,
+		cachev3.WithVersionPrefix(s.edsPrefix),
+		cachev3.WithInitialResources(map[string]types.Resource{s.cluster: empty}),
+		cachev3.WithLogger(gl))
+	s.mux = &cachev3.MuxCache{
+		Classify:      func(r *cachev3.Request) string { return r.GetTypeUrl() },
+		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return r.GetTypeUrl() },
+		Caches: map[string]cachev3.Cache{
+			resource.ClusterType:  s.cds,
+			resource.EndpointType: s.eds,
+		},
+	}
+	s.cb = newCallbacks(log, s.m, s.edsPrefix)
+	s.xds = serverv3.NewServer(context.Background(), &unknownTypes{mux: s.mux, log: log}, s.cb)
+	s.m.endpoints.Set(0)
+	return s
+}
+
+// Register adds the aggregated, cluster and endpoint discovery services
+// (state of the world and delta) to gs. The plain EDS service serves an
+// Envoy whose ADS belongs to another control plane.
+func (s *Server) Register(gs *grpc.Server) {
+	discovery.RegisterAggregatedDiscoveryServiceServer(gs, s.xds)
+	clusterservice.RegisterClusterDiscoveryServiceServer(gs, s.xds)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, s.xds)
+}
+
+// Serve serves xDS on lis until ctx ends. Envoy's xDS client presents no
+// token: the stream carries only endpoint addresses and is read-only.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	gs := grpc.NewServer(
+		// Envoy keeps one ADS stream for its lifetime; pings find dead peers.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	s.Register(gs)
+	errc := make(chan error, 1)
+	go func() { errc <- gs.Serve(lis) }()
+	s.log.Info("xds serving", zap.String("address", lis.Addr().String()), zap.String("cluster", s.cluster))
+	select {
+	case <-ctx.Done():
+		// ADS streams never end by themselves: GracefulStop would wait forever.
+		gs.Stop()
+		<-errc
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("xds server on %s: %w", lis.Addr(), err)
+	}
+}
+
+// Close stops a pending coalesced push; later SetEndpoints calls are ignored.
+func (s *Server) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+}
+
+// SetEndpoints replaces the routable set. Unchanged sets push nothing;
+// changes within one push interval of the last push are coalesced into one
+// push at the end of the interval, carrying the latest set. An address that
+// is not ip:port is dropped with a warning (the registry refuses those).
+func (s *Server) SetEndpoints(endpoints []Endpoint) {
+	set := s.normalize(endpoints)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.desired = set
+	if s.timer != nil {
+		return // a push is due and will carry this set
+	}
+	wait := s.interval - time.Since(s.lastPush)
+	if s.interval <= 0 || wait <= 0 {
+		s.pushLocked()
+		return
+	}
+	s.timer = time.AfterFunc(wait, s.flush)
+}
+
+// Endpoints returns the set last pushed.
+func (s *Server) Endpoints() []Endpoint {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.pushed)
+}
+
+func (s *Server) flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.timer = nil
+	if !s.closed {
+		s.pushLocked()
+	}
+}
+
+func (s *Server) pushLocked() {
+	if s.desired == nil || slices.Equal(s.desired, s.pushed) {
+		return
+	}
+	eps := make([]envoy.Endpoint, len(s.desired))
+	for i, e := range s.desired {
+		eps[i] = envoy.Endpoint{Address: e.Address, Hostname: e.ID}
+	}
+	cla, err := envoy.LoadAssignment(s.cluster, eps)
+	if err != nil {
+		// normalize admits only ip:port, so this is a bug; keep the old set.
+		s.log.Error("endpoint assignment not built", zap.Error(err))
+		return
+	}
+	start := time.Now()
+	s.edsVersion++
+	s.cb.updated(s.edsPrefix+strconv.FormatUint(s.edsVersion, 10), start)
+	if err := s.eds.UpdateResource(s.cluster, cla); err != nil {
+		s.log.Error("endpoint update not applied", zap.Error(err))
+		return
+	}
+	added, removed := diff(s.pushed, s.desired)
+	s.pushed = s.desired
+	s.lastPush = start
+	s.m.endpoints.Set(float64(len(s.pushed)))
+	s.log.Info("endpoints pushed", zap.String("cluster", s.cluster), zap.Int("endpoints", len(s.pushed)),
+		zap.Int("added", added), zap.Int("removed", removed))
+}
+
+// normalize keeps valid ip:port endpoints, one per address, sorted by address.
+func (s *Server) normalize(in []Endpoint) []Endpoint {
+	out := make([]Endpoint, 0, len(in))
+	for _, e := range in {
+		ap, err := netip.ParseAddrPort(e.Address)
+		if err != nil || ap.Port() == 0 {
+			s.log.Warn("endpoint dropped: address is not ip:port", zap.String("id", e.ID), zap.String("address", e.Address))
+			continue
+		}
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b Endpoint) int {
+		if a.Address != b.Address {
+			if a.Address < b.Address {
+				return -1
+			}
+			return 1
+		}
+		if a.ID < b.ID {
+			return -1
+		} else if a.ID > b.ID {
+			return 1
+		}
+		return 0
+	})
+	return slices.CompactFunc(out, func(a, b Endpoint) bool {
+		if a.Address == b.Address {
+			s.log.Warn("endpoint dropped: address already published", zap.String("id", b.ID), zap.String("address", b.Address), zap.String("kept", a.ID))
+			return true
+		}
+		return false
+	})
+}
+
+func diff(old, cur []Endpoint) (added, removed int) {
+	was := make(map[string]bool, len(old))
+	for _, e := range old {
+		was[e.Address] = true
+	}
+	for _, e := range cur {
+		if !was[e.Address] {
+			added++
+		}
+		delete(was, e.Address)
+	}
+	return added, len(was)
+}
+
+// unknownTypes answers subscriptions to types we do not serve (an Envoy
+// configured for LDS over our ADS, say) by never answering, instead of
+// failing the whole ADS stream (MuxCache's default), which would make Envoy
+// reconnect in a loop and lose CDS and EDS with it.
+type unknownTypes struct {
+	mux *cachev3.MuxCache
+	log *zap.Logger
+}
+
+func (u *unknownTypes) known(typeURL string) bool {
+	_, ok := u.mux.Caches[typeURL]
+	return ok
+}
+
+func (u *unknownTypes) CreateWatch(r *cachev3.Request, sub cachev3.Subscription, ch chan cachev3.Response) (func(), error) {
+	if !u.known(r.GetTypeUrl()) {
+		u.log.Warn("subscription to a type this server does not serve", zap.String("type_url", r.GetTypeUrl()), zap.String("node", r.GetNode().GetId()))
+		return func() {}, nil
+	}
+	return u.mux.CreateWatch(r, sub, ch)
+}
+
+func (u *unknownTypes) CreateDeltaWatch(r *cachev3.DeltaRequest, sub cachev3.Subscription, ch chan cachev3.DeltaResponse) (func(), error) {
+	if !u.known(r.GetTypeUrl()) {
+		u.log.Warn("subscription to a type this server does not serve", zap.String("type_url", r.GetTypeUrl()), zap.String("node", r.GetNode().GetId()))
+		return func() {}, nil
+	}
+	return u.mux.CreateDeltaWatch(r, sub, ch)
+}
+
+func (u *unknownTypes) Fetch(ctx context.Context, r *cachev3.Request) (cachev3.Response, error) {
+	return u.mux.Fetch(ctx, r)
+}
+
+// gcpLogger sends go-control-plane's logs to zap; its Info lines are per
+// watch, so they go to debug.
+func gcpLogger(l *zap.Logger) gcplog.Logger {
+	s := l.Sugar()
+	return gcplog.LoggerFuncs{DebugFunc: s.Debugf, InfoFunc: s.Debugf, WarnFunc: s.Warnf, ErrorFunc: s.Errorf}
+}
