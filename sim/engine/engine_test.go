@@ -510,3 +510,23 @@ func TestDeterministic(t *testing.T) {
 		t.Fatalf("workload does not exercise preemption and prefix hits: %+v", sa)
 	}
 }
+
+func TestOutputBlocksCachedForTheNextTurn(t *testing.T) {
+	c := testConfig()
+	e := mustEngine(t, c)
+	// Turn 1: 64 prompt tokens, 40 output tokens; the caller's hash chain
+	// covers the conversation as turn 2 will send it (7 blocks).
+	conv := hashes("conversation", 7)
+	if err := e.Add(0, Request{ID: 1, PromptTokens: 64, MaxTokens: 40, BlockHashes: conv}); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, e)
+	// 64 + 39 computed tokens fill 6 blocks; turn 2 (120 tokens) finds them.
+	if err := e.Add(time.Hour, Request{ID: 2, PromptTokens: 120, MaxTokens: 1, BlockHashes: conv}); err != nil {
+		t.Fatal(err)
+	}
+	ft, _ := firstToken(drain(t, e), 2)
+	if ft.CachedTokens != 96 {
+		t.Fatalf("turn 2 hit %d tokens, want 96 (prompt and generated blocks of turn 1)", ft.CachedTokens)
+	}
+}
