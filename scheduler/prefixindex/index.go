@@ -55,6 +55,7 @@ type Index struct {
 	hots      []hotBlock
 	freeHots  []int32
 	liveSlots int
+	slotGen   uint64 // changes whenever an instance gains or loses its slot
 	maxTotal  int
 	total     int // nodes in use
 	hotPairs  int // holders of hot blocks
@@ -152,8 +153,13 @@ func (x *Index) Remove(id string) {
 	x.slots[s] = slot{head: none, tail: none}
 	x.freeSlots = append(x.freeSlots, s)
 	x.liveSlots--
+	x.slotGen++
 	x.updateStats()
 }
+
+// SlotGen changes whenever any instance gains or loses its slot, so a
+// caller may cache Slot results while it stays the same.
+func (x *Index) SlotGen() uint64 { return x.slotGen }
 
 // Instances is the number of instances the index knows.
 func (x *Index) Instances() int { return x.liveSlots }
@@ -183,6 +189,7 @@ func (x *Index) slotFor(id string) int32 {
 	}
 	x.slots[s] = slot{id: id, head: none, tail: none, live: true}
 	x.slotOf[id] = s
+	x.slotGen++
 	x.liveSlots++
 	return s
 }

@@ -1,0 +1,84 @@
+package rank
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/llmrouter/llmrouter/scheduler/policy"
+)
+
+func insts(n int) []*policy.Instance {
+	out := make([]*policy.Instance, n)
+	for i := range out {
+		out[i] = &policy.Instance{ID: fmt.Sprint(i)}
+	}
+	return out
+}
+
+func TestTopOrdersFirstKAndKeepsAll(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 1))
+	for _, n := range []int{1, 5, 63, 64, 200, 1024} {
+		c := insts(n)
+		sc := make([]float64, n)
+		for i := range sc {
+			sc[i] = float64(r.IntN(40))
+		}
+		k := 7
+		got := Top(r, c, sc, k)
+		if len(got) != n {
+			t.Fatalf("n=%d: %d returned", n, len(got))
+		}
+		score := map[*policy.Instance]float64{}
+		for i, x := range c {
+			score[x] = sc[i]
+		}
+		want := slices.Clone(sc)
+		slices.Sort(want)
+		exact := min(k, n)
+		if n < FullBelow {
+			exact = n
+		}
+		for i := range exact {
+			if score[got[i]] != want[i] {
+				t.Fatalf("n=%d: position %d has score %v, want %v", n, i, score[got[i]], want[i])
+			}
+		}
+		seen := map[*policy.Instance]bool{}
+		for _, x := range got {
+			if seen[x] {
+				t.Fatalf("n=%d: %s twice", n, x.ID)
+			}
+			seen[x] = true
+		}
+	}
+}
+
+func TestTopBreaksTiesAtRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(2, 2))
+	for _, n := range []int{4, 300} {
+		c := insts(n)
+		sc := make([]float64, n)
+		for i := range sc {
+			sc[i] = 1
+		}
+		sc[n-1] = 5 // the one worse candidate never leads
+		first := map[string]int{}
+		for range 2000 {
+			first[Top(r, c, sc, 3)[0].ID]++
+		}
+		if first[fmt.Sprint(n-1)] != 0 {
+			t.Fatalf("n=%d: the worse candidate led %d times", n, first[fmt.Sprint(n-1)])
+		}
+		if n == 4 {
+			for i := range 3 {
+				if f := first[fmt.Sprint(i)]; f < 500 || f > 850 {
+					t.Fatalf("tied candidate %d led %d of 2000 picks, want about 667", i, f)
+				}
+			}
+		} else if len(first) < 200 {
+			t.Fatalf("n=%d: only %d distinct leaders over 2000 picks among %d tied", n, len(first), n-1)
+		}
+	}
+}
