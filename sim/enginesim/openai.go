@@ -170,9 +170,21 @@ func completionPrompt(raw json.RawMessage) (string, error) {
 }
 
 // newState turns a prepared request into the engine's view of it.
-func (s *Server) newState(p *prepared) *reqState {
+//
+// The hash chain continues past the prompt over the reply as a follow-up
+// request will send it (for chat, an assistant message), so the blocks the
+// engine fills while decoding become cached, as vLLM caches generated tokens
+// and a conversation's next turn hits them.
+func (s *Server) newState(p *prepared, kind apiKind) *reqState {
 	id := s.nextID.Add(1)
-	tokens, hashes := s.opts.Engine.HashPrompt(p.model, p.salt, p.prompt)
+	ec := s.opts.Engine
+	tokens := ec.PromptTokens(len(p.prompt))
+	reply := replyText(uint64(s.opts.Seed), min(p.maxTokens, maxHashedReply))
+	full := p.prompt + reply
+	if kind == apiChat {
+		full = p.prompt + prompthash.RenderChat([]prompthash.Message{{Role: "assistant", Content: reply}})
+	}
+	hashes := prompthash.Blocks(nil, prompthash.Seed(p.model, p.salt), full, ec.BlockChars(), 0)
 	return &reqState{
 		id:           id,
 		req:          engine.Request{ID: id, PromptTokens: tokens, MaxTokens: p.maxTokens, BlockHashes: hashes},
@@ -180,6 +192,19 @@ func (s *Server) newState(p *prepared) *reqState {
 		finishReason: p.finishReason,
 		notify:       make(chan struct{}, 1),
 	}
+}
+
+// maxHashedReply bounds the reply tokens hashed ahead for a follow-up turn.
+const maxHashedReply = 8192
+
+// replyText is the whole filler reply of n tokens.
+func replyText(seed uint64, n int) string {
+	var b strings.Builder
+	b.Grow(4 * n)
+	for i := 0; i < n; i++ {
+		b.WriteString(token(seed, i))
+	}
+	return b.String()
 }
 
 // checkLength refuses what vLLM refuses: more tokens than the model's context.
@@ -281,7 +306,7 @@ func (s *Server) handleCompletion(kind apiKind) http.HandlerFunc {
 			writeError(w, e.status, e.typ, e.msg)
 			return
 		}
-		st := s.newState(p)
+		st := s.newState(p, kind)
 		if e := s.checkLength(st); e != nil {
 			writeError(w, e.status, e.typ, e.msg)
 			return
@@ -342,11 +367,7 @@ func (s *Server) handleCompletion(kind apiKind) http.HandlerFunc {
 				return
 			}
 			finished = true
-			var text strings.Builder
-			for i := 0; i < v.tokens; i++ {
-				text.WriteString(token(seed, i))
-			}
-			out := text.String()
+			out := replyText(seed, v.tokens)
 			ch := fullChoice{Logprobs: jsonNull, FinishReason: p.finishReason, StopReason: jsonNull}
 			if kind == apiChat {
 				ch.Message = &fullMessage{Role: "assistant", Content: out, ToolCalls: []string{}}

@@ -100,7 +100,7 @@ func (s *Server) handleRealtime(w http.ResponseWriter, r *http.Request) {
 			}
 			continue
 		}
-		if err := s.realtimeGenerate(ctx, req.ID, p, send, sendErr); err != nil {
+		if err := s.realtimeGenerate(ctx, req.ID, kind, p, send, sendErr); err != nil {
 			if !errors.Is(err, context.Canceled) {
 				s.log.Debug("realtime connection ended", zap.Error(err))
 			}
@@ -112,9 +112,9 @@ func (s *Server) handleRealtime(w http.ResponseWriter, r *http.Request) {
 
 // realtimeGenerate runs one request, streaming its tokens; an error ends the
 // connection.
-func (s *Server) realtimeGenerate(ctx context.Context, id string, p *prepared,
+func (s *Server) realtimeGenerate(ctx context.Context, id string, kind apiKind, p *prepared,
 	send func(realtimeMessage) error, sendErr func(string, int, string, string) error) error {
-	st := s.newState(p)
+	st := s.newState(p, kind)
 	if e := s.checkLength(st); e != nil {
 		return sendErr(id, e.status, e.typ, e.msg)
 	}

@@ -591,3 +591,30 @@ func TestStopAndRestartOnSameAddress(t *testing.T) {
 	}
 	r.Body.Close()
 }
+
+func TestNextTurnHitsTheGeneratedReply(t *testing.T) {
+	ts := start(t, nil)
+	sys := strings.Repeat("You are a careful assistant. ", 40)
+	turn := func(msgs []map[string]string) string {
+		body, _ := json.Marshal(map[string]any{"messages": msgs, "max_tokens": 64})
+		resp := post(t, ts.url+"/v1/chat/completions", string(body))
+		defer resp.Body.Close()
+		var full fullResponse
+		if err := json.NewDecoder(resp.Body).Decode(&full); err != nil || full.Choices[0].Message == nil {
+			t.Fatalf("turn failed: %v %+v", err, full)
+		}
+		return full.Choices[0].Message.Content
+	}
+	msgs := []map[string]string{{"role": "system", "content": sys}, {"role": "user", "content": "first question"}}
+	reply := turn(msgs)
+	hits0 := value(t, scrape(t, ts), "vllm:prefix_cache_hits_total")
+	msgs = append(msgs, map[string]string{"role": "assistant", "content": reply}, map[string]string{"role": "user", "content": "and then?"})
+	turn(msgs)
+	hits := value(t, scrape(t, ts), "vllm:prefix_cache_hits_total") - hits0
+	// The first turn's prompt is ~320 tokens; its reply added 64 more, so the
+	// second turn hits beyond the first prompt.
+	firstPrompt := float64(len("system\n"+sys+"\nuser\nfirst question\n")) / 4
+	if hits <= firstPrompt+32 {
+		t.Fatalf("turn 2 hit %v tokens; want more than turn 1's prompt (%v) plus most of its reply", hits, firstPrompt)
+	}
+}
