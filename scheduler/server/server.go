@@ -29,6 +29,9 @@ type Server struct {
 	log    *zap.Logger
 	grpc   *grpc.Server
 	health *health.Server
+	// stopping closes at shutdown: agent streams never end by themselves,
+	// so they are told to go (and re-register elsewhere or later).
+	stopping chan struct{}
 }
 
 // New builds the gRPC server (not yet listening).
@@ -40,7 +43,7 @@ func New(cfg config.Config, sch *scheduler.Scheduler, log *zap.Logger) (*Server,
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{sch: sch, log: log, grpc: grpc.NewServer(opts...)}
+	s := &Server{sch: sch, log: log, grpc: grpc.NewServer(opts...), stopping: make(chan struct{})}
 	llmrouterv1.RegisterAgentServiceServer(s.grpc, &agents{s: s})
 	llmrouterv1.RegisterPickerServiceServer(s.grpc, &picker{s: s})
 	s.health = grpcx.RegisterHealth(s.grpc)
@@ -55,8 +58,8 @@ func New(cfg config.Config, sch *scheduler.Scheduler, log *zap.Logger) (*Server,
 func (s *Server) GRPC() *grpc.Server { return s.grpc }
 
 // Serve serves on ln until ctx ends, then stops gracefully: health turns
-// NOT_SERVING, streams get httpserve.ShutdownGrace to finish (agent streams
-// never finish by themselves, so they are cut after it).
+// NOT_SERVING, agent streams are ended with Unavailable, queued picks get
+// httpserve.ShutdownGrace to finish before being cut.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(ln) }()
@@ -67,6 +70,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	s.health.Shutdown()
+	close(s.stopping)
 	done := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(done) }()
 	select {
@@ -163,6 +167,9 @@ func (a *agents) Connect(stream llmrouterv1.AgentService_ConnectServer) error {
 			}
 		case <-stream.Context().Done():
 			return status.FromContextError(stream.Context().Err()).Err()
+		case <-a.s.stopping:
+			reason = "scheduler shutting down"
+			return status.Error(codes.Unavailable, "scheduler shutting down; re-register with backoff")
 		}
 	}
 }

@@ -393,3 +393,46 @@ func TestAdminDrain(t *testing.T) {
 		t.Fatalf("instances: %d", c)
 	}
 }
+
+func TestShutdownEndsAgentStreams(t *testing.T) {
+	cfg := config.Default()
+	cfg.Scheduler.Policy = "least-request"
+	sch, err := scheduler.New(cfg, scheduler.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, sch, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(c, ln) }()
+	e := &env{cfg: cfg, sch: sch, addr: ln.Addr().String()}
+	st, err := llmrouterv1.NewAgentServiceClient(e.dial(t, "")).Connect(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(registerMsg("10.0.0.1:8000")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cancel()
+	if _, err := st.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("agent stream at shutdown: %v, want Unavailable", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Well inside the grace period: the agent stream did not hold shutdown.
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("shutdown took %v", d)
+	}
+}
