@@ -1,0 +1,432 @@
+package extproc
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/internal/prompthash"
+)
+
+// reqState is filter #1's view of one request.
+type reqState struct {
+	arrival   time.Time
+	api       llmrouterv1.ApiKind
+	method    string
+	path      string
+	requestID string
+	session   string
+	priority  int32
+	model     string // from headers
+	decided   bool   // the request's fate is settled; later messages just continue
+
+	sendMu   sync.Mutex
+	stream   extprocv3.ExternalProcessor_ProcessServer
+	override bool // override_message_timeout already sent in this phase
+}
+
+func (st *reqState) send(r *extprocv3.ProcessingResponse) error {
+	st.sendMu.Lock()
+	defer st.sendMu.Unlock()
+	return st.stream.Send(r)
+}
+
+// blocking serves filter #1's stream: one answer per message, in order.
+func (s *Server) blocking(stream extprocv3.ExternalProcessor_ProcessServer, msg *extprocv3.ProcessingRequest) error {
+	st := &reqState{arrival: time.Now(), stream: stream}
+	for {
+		var resp *extprocv3.ProcessingResponse
+		switch r := msg.Request.(type) {
+		case *extprocv3.ProcessingRequest_RequestHeaders:
+			resp = s.onRequestHeaders(stream.Context(), st, r.RequestHeaders)
+		case *extprocv3.ProcessingRequest_RequestBody:
+			resp = s.onRequestBody(stream.Context(), st, r.RequestBody)
+		case *extprocv3.ProcessingRequest_RequestTrailers:
+			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}}
+		case *extprocv3.ProcessingRequest_ResponseHeaders:
+			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}}
+		case *extprocv3.ProcessingRequest_ResponseBody:
+			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}
+		case *extprocv3.ProcessingRequest_ResponseTrailers:
+			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
+		}
+		if resp != nil {
+			if err := st.send(resp); err != nil {
+				return ignoreEnd(err)
+			}
+		}
+		var err error
+		if msg, err = stream.Recv(); err != nil {
+			return ignoreEnd(err)
+		}
+		st.override = false
+	}
+}
+
+func (s *Server) onRequestHeaders(ctx context.Context, st *reqState, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	var mut extprocv3.HeaderMutation
+	upgrade := ""
+	var hdrModel string
+	for _, hv := range h.GetHeaders().GetHeaders() {
+		switch strings.ToLower(hv.Key) {
+		case ":method":
+			st.method = headerValue(hv)
+		case ":path":
+			st.path = headerValue(hv)
+		case HeaderRequestID:
+			st.requestID = headerValue(hv)
+		case HeaderSessionID:
+			st.session = headerValue(hv)
+		case HeaderPriority:
+			if p, err := strconv.ParseInt(strings.TrimSpace(headerValue(hv)), 10, 32); err == nil {
+				st.priority = int32(p)
+			}
+		case HeaderModel:
+			hdrModel = headerValue(hv)
+		case "upgrade":
+			upgrade = strings.ToLower(headerValue(hv))
+		case HeaderDestination, HeaderPrefiller:
+			// A client must never steer routing: drop what it sent.
+			mut.RemoveHeaders = append(mut.RemoveHeaders, strings.ToLower(hv.Key))
+		}
+	}
+	if st.requestID == "" {
+		// Envoy generates x-request-id unless told not to; without one the
+		// observability filter could not find this request, so add it.
+		st.requestID = newRequestID()
+		mut.SetHeaders = append(mut.SetHeaders, setHeader(HeaderRequestID, st.requestID))
+	}
+	st.api = APIForPath(st.path)
+	if hdrModel == "" {
+		hdrModel = queryModel(st.path)
+	}
+	st.model = hdrModel
+
+	switch {
+	case upgrade == "websocket":
+		st.api = llmrouterv1.ApiKind_API_KIND_WEBSOCKET
+		st.decided = true
+		if st.model == "" {
+			return s.passHeaders(st, &mut, "no_model")
+		}
+		return s.decide(ctx, st, &mut, s.headerPick(st), true)
+	case h.EndOfStream:
+		st.decided = true
+		if st.api == llmrouterv1.ApiKind_API_KIND_UNSPECIFIED {
+			return s.passHeaders(st, &mut, "path")
+		}
+		if st.model == "" {
+			return s.passHeaders(st, &mut, "no_body")
+		}
+		return s.decide(ctx, st, &mut, s.headerPick(st), true)
+	case st.api == llmrouterv1.ApiKind_API_KIND_UNSPECIFIED:
+		st.decided = true
+		return s.passHeaders(st, &mut, "path")
+	case st.method != "" && st.method != "POST":
+		st.decided = true
+		return s.passHeaders(st, &mut, "method")
+	}
+	// The body follows; the pick is written in the body response.
+	return headersResponse(&mut, nil)
+}
+
+// headerPick is the pick request of a request decided from headers alone.
+func (s *Server) headerPick(st *reqState) *llmrouterv1.PickRequest {
+	return &llmrouterv1.PickRequest{
+		RequestId:  st.requestID,
+		Model:      st.model,
+		Api:        st.api,
+		BlockChars: int32(s.opt.BlockChars),
+		SessionKey: st.session,
+		Priority:   st.priority,
+	}
+}
+
+func (s *Server) onRequestBody(ctx context.Context, st *reqState, b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+	if st.decided {
+		return bodyResponse(nil, nil)
+	}
+	if !b.EndOfStream {
+		// Envoy streams the body (STREAMED or BUFFERED_PARTIAL): the upstream
+		// host is chosen before the body is complete, so no pick can apply.
+		st.decided = true
+		return s.passBody(st, "body_not_buffered")
+	}
+	st.decided = true
+	start := time.Now()
+	bufp := s.bufPool.Get().(*[]byte)
+	defer s.bufPool.Put(bufp)
+	body, err := ParseBody(st.api, b.Body, s.opt.MaxPrefixChars, (*bufp)[:0])
+	*bufp = body.Prefix[:0]
+	if err != nil {
+		s.log.Debug("request body not understood, passing through", zap.String("request_id", st.requestID), zap.Error(err))
+		return s.passBody(st, "bad_body")
+	}
+	if body.Model == "" {
+		body.Model = st.model
+	}
+	if body.Model == "" {
+		return s.passBody(st, "no_model")
+	}
+	st.model = body.Model
+	hp := s.hashes.Get().(*[]uint64)
+	defer s.hashes.Put(hp)
+	hashes := prompthash.Blocks((*hp)[:0], prompthash.Seed(body.Model, body.CacheSalt), bytesString(body.Prefix), s.opt.BlockChars, s.opt.MaxPrefixChars)
+	*hp = hashes[:0]
+	session := st.session
+	if session == "" {
+		session = body.User
+	}
+	req := &llmrouterv1.PickRequest{
+		RequestId:         st.requestID,
+		Model:             body.Model,
+		Api:               st.api,
+		PromptBlockHashes: append([]uint64(nil), hashes...),
+		BlockChars:        int32(s.opt.BlockChars),
+		PromptTokens:      prompthash.EstimateTokens(body.PromptChars, s.opt.CharsPerToken),
+		MaxTokens:         body.MaxTokens,
+		Stream:            body.Stream,
+		SessionKey:        session,
+		Priority:          st.priority,
+	}
+	resp := s.decide(ctx, st, &extprocv3.HeaderMutation{}, req, false)
+	s.m.pickDuration.Observe(time.Since(start).Seconds())
+	return resp
+}
+
+// bytesString views b as a string without copying; the caller does not
+// modify b while the string is in use (hashing only).
+func bytesString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// decide asks the scheduler and turns its answer into Envoy's response to
+// the current phase (headers when onHeaders, else body).
+func (s *Server) decide(ctx context.Context, st *reqState, mut *extprocv3.HeaderMutation, req *llmrouterv1.PickRequest, onHeaders bool) *extprocv3.ProcessingResponse {
+	pass := func(reason string) *extprocv3.ProcessingResponse {
+		if onHeaders {
+			return s.passHeaders(st, mut, reason)
+		}
+		return s.passBody(st, reason)
+	}
+	api := apiLabel(int32(st.api))
+	now := time.Now()
+	if !s.health.allow(now) {
+		s.noteHealth()
+		s.m.requests.WithLabelValues(api, "degraded").Inc()
+		s.m.passthrough.WithLabelValues("degraded").Inc()
+		s.trackPassthrough(st, req.PromptTokens)
+		return pass2(onHeaders, mut)
+	}
+	s.m.pending.Inc()
+	resp, err := s.pick(ctx, st, req)
+	s.m.pending.Dec()
+	if err != nil {
+		if ctx.Err() != nil {
+			// Envoy gave up on this stream; nobody reads the answer.
+			return pass("cancelled")
+		}
+		hard := status.Code(err) == codes.Unavailable
+		s.health.failure(time.Now(), hard)
+		s.noteHealth()
+		s.log.Debug("pick failed, passing through", zap.String("request_id", st.requestID), zap.Error(err))
+		return pass("scheduler_error")
+	}
+	if s.health.success() {
+		s.noteHealth()
+	}
+	switch resp.Status {
+	case llmrouterv1.PickResponse_ROUTED:
+		if len(resp.Endpoints) == 0 {
+			return pass("no_endpoint")
+		}
+		dest := strings.Join(resp.Endpoints, ",")
+		mut.SetHeaders = append(mut.SetHeaders, setHeader(HeaderDestination, dest))
+		if resp.PrefillEndpoint != "" {
+			mut.SetHeaders = append(mut.SetHeaders, setHeader(HeaderPrefiller, resp.PrefillEndpoint))
+		}
+		md := &structpb.Struct{Fields: map[string]*structpb.Value{
+			MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+				HeaderDestination: structpb.NewStringValue(dest),
+			}}),
+		}}
+		s.m.requests.WithLabelValues(api, "routed").Inc()
+		s.track.put(st.requestID, &tracked{arrival: st.arrival, model: req.Model, api: st.api,
+			endpoint: resp.Endpoints[0], promptTokens: req.PromptTokens}, time.Now())
+		if onHeaders {
+			return headersResponse(mut, md)
+		}
+		return bodyResponse(mut, md)
+	case llmrouterv1.PickResponse_REJECTED:
+		switch resp.HttpStatus {
+		case 429:
+			s.m.requests.WithLabelValues(api, "rejected").Inc()
+			retry := resp.RetryAfterSeconds
+			if retry <= 0 {
+				retry = 1
+			}
+			msg := resp.Reason
+			if msg == "" {
+				msg = "every instance is busy and the admission queue is full; retry later"
+			}
+			return immediate(429, "requests", "rate_limit_exceeded", "queue_full", msg, retry)
+		case 404:
+			s.m.requests.WithLabelValues(api, "rejected").Inc()
+			msg := resp.Reason
+			if msg == "" {
+				msg = fmt.Sprintf("The model `%s` does not exist.", req.Model)
+			}
+			return immediate(404, "invalid_request_error", "model_not_found", "model_not_found", msg, 0)
+		}
+		return pass("rejected_" + strconv.Itoa(int(resp.HttpStatus)))
+	}
+	return pass("bad_pick_status")
+}
+
+// pass2 answers without a pick after the caller counted the request.
+func pass2(onHeaders bool, mut *extprocv3.HeaderMutation) *extprocv3.ProcessingResponse {
+	if onHeaders {
+		return headersResponse(mut, nil)
+	}
+	return bodyResponse(mut, nil)
+}
+
+// pick runs one Pick with the gateway's deadlines: PickTimeout until the
+// scheduler says the request is queued; then Envoy's message timeout is
+// extended first and the wait is bounded by it.
+func (s *Server) pick(ctx context.Context, st *reqState, req *llmrouterv1.PickRequest) (*llmrouterv1.PickResponse, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	timer := time.AfterFunc(s.opt.PickTimeout, cancel)
+	defer timer.Stop()
+	override := s.opt.WaitScheduleTimeout + QueueTimeoutSlack
+	queued := func(*llmrouterv1.PickResponse) {
+		if !timer.Stop() {
+			return // the pick already timed out
+		}
+		st.sendMu.Lock()
+		first := !st.override
+		st.override = true
+		var err error
+		if first {
+			err = st.stream.Send(&extprocv3.ProcessingResponse{OverrideMessageTimeout: durationpb.New(override)})
+		}
+		st.sendMu.Unlock()
+		if err != nil {
+			cancel()
+			return
+		}
+		// Give up a little before Envoy would, so the answer (a pass
+		// through at worst) still arrives in time.
+		timer.Reset(override - 200*time.Millisecond)
+	}
+	resp, err := s.sched.Pick(ctx, req, queued)
+	switch {
+	case err == nil && resp == nil:
+		err = status.Error(codes.Internal, "scheduler returned no answer")
+	case err != nil && parentDone(st):
+		err = context.Canceled
+	case err != nil && ctx.Err() != nil && status.Code(err) != codes.Unavailable:
+		err = status.Errorf(codes.DeadlineExceeded, "pick timed out: %v", err)
+	}
+	return resp, err
+}
+
+func parentDone(st *reqState) bool { return st.stream.Context().Err() != nil }
+
+// trackPassthrough keeps a request without a pick for the observability
+// filter (TTFT and tokens still count).
+func (s *Server) trackPassthrough(st *reqState, promptTokens int64) {
+	s.track.put(st.requestID, &tracked{arrival: st.arrival, model: st.model, api: st.api, promptTokens: promptTokens}, time.Now())
+}
+
+func (s *Server) passHeaders(st *reqState, mut *extprocv3.HeaderMutation, reason string) *extprocv3.ProcessingResponse {
+	s.countPass(st, reason)
+	return headersResponse(mut, nil)
+}
+
+func (s *Server) passBody(st *reqState, reason string) *extprocv3.ProcessingResponse {
+	s.countPass(st, reason)
+	return bodyResponse(nil, nil)
+}
+
+func (s *Server) countPass(st *reqState, reason string) {
+	s.m.requests.WithLabelValues(apiLabel(int32(st.api)), "passthrough").Inc()
+	s.m.passthrough.WithLabelValues(reason).Inc()
+	if reason != "cancelled" {
+		s.trackPassthrough(st, 0)
+	}
+}
+
+func emptyMutation(m *extprocv3.HeaderMutation) bool {
+	return m == nil || (len(m.SetHeaders) == 0 && len(m.RemoveHeaders) == 0)
+}
+
+func headersResponse(mut *extprocv3.HeaderMutation, md *structpb.Struct) *extprocv3.ProcessingResponse {
+	cr := &extprocv3.CommonResponse{}
+	if !emptyMutation(mut) {
+		cr.HeaderMutation = mut
+	}
+	return &extprocv3.ProcessingResponse{
+		Response:        &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: cr}},
+		DynamicMetadata: md,
+	}
+}
+
+func bodyResponse(mut *extprocv3.HeaderMutation, md *structpb.Struct) *extprocv3.ProcessingResponse {
+	cr := &extprocv3.CommonResponse{}
+	if !emptyMutation(mut) {
+		cr.HeaderMutation = mut
+	}
+	return &extprocv3.ProcessingResponse{
+		Response:        &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{Response: cr}},
+		DynamicMetadata: md,
+	}
+}
+
+// immediate answers the client directly in OpenAI's error shape.
+func immediate(code int, typ, errCode, details, msg string, retryAfter int32) *extprocv3.ProcessingResponse {
+	body, _ := json.Marshal(map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": nil, "code": errCode}})
+	hdrs := []*corev3.HeaderValueOption{setHeader("content-type", "application/json")}
+	if retryAfter > 0 {
+		hdrs = append(hdrs, setHeader("retry-after", strconv.Itoa(int(retryAfter))))
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(code)},
+		Headers: &extprocv3.HeaderMutation{SetHeaders: hdrs},
+		Body:    body,
+		Details: "llmrouter_" + details,
+	}}}
+}
+
+// queryModel reads model= from a path's query string.
+func queryModel(path string) string {
+	i := strings.IndexByte(path, '?')
+	if i < 0 {
+		return ""
+	}
+	q, err := url.ParseQuery(path[i+1:])
+	if err != nil {
+		return ""
+	}
+	return q.Get("model")
+}
