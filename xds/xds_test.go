@@ -36,6 +36,7 @@ const (
 var node = &corev3.Node{Id: "test-envoy", Cluster: "test"}
 
 type fixture struct {
+	addr string
 	srv  *Server
 	reg  *prometheus.Registry
 	conn *grpc.ClientConn
@@ -72,7 +73,7 @@ func start(t testing.TB, interval time.Duration, before func(*Server)) *fixture 
 		<-done
 		s.Close()
 	})
-	return &fixture{srv: s, reg: reg, conn: conn}
+	return &fixture{addr: lis.Addr().String(), srv: s, reg: reg, conn: conn}
 }
 
 // queue collects responses per type URL from a receiving goroutine.
@@ -527,4 +528,8 @@ func value(t testing.TB, c prometheus.Collector) float64 {
 func histCount(t testing.TB, c prometheus.Collector) uint64 {
 	t.Helper()
 	return metricOf(t, c).GetHistogram().GetSampleCount()
+}
+
+func nodeRequest(typeURL string, names ...string) *discovery.DiscoveryRequest {
+	return &discovery.DiscoveryRequest{Node: node, TypeUrl: typeURL, ResourceNames: names}
 }
