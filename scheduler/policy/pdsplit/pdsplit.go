@@ -1,0 +1,217 @@
+package pdsplit
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/policy"
+	"github.com/llmrouter/llmrouter/scheduler/prefixindex"
+)
+
+// Names of the policies.
+const (
+	Name        = "pd-split"
+	DynamicName = "dynamic-pd-split"
+)
+
+func init() {
+	policy.Register(Name, func(d policy.Deps) (policy.Policy, error) { return New(d, false) })
+	policy.Register(DynamicName, func(d policy.Deps) (policy.Policy, error) { return New(d, true) })
+}
+
+// Split is pd-split, or dynamic-pd-split when dynamic. The scheduler calls
+// it serially.
+type Split struct {
+	dynamic         bool
+	prefill, decode policy.Policy
+	preObs, decObs  policy.Observer
+
+	// dynamic only
+	idx           *prefixindex.Index
+	minTokens     float64
+	busyLoad      int64
+	charsPerToken float64
+	blockChars    int
+	defBlocks     int
+
+	pre, dec []*policy.Instance // scratch
+}
+
+// New builds pd-split (dynamic false) or dynamic-pd-split from d.Config and
+// the sub-policies named by llm_scheduler.prefill_policy and decode_policy.
+func New(d policy.Deps, dynamic bool) (*Split, error) {
+	c := d.Config
+	pc := c.Scheduler.Policies
+	if pc.MaxBatchedTokens == 0 {
+		pc = config.DefaultPolicies()
+	}
+	build := func(key, name string) (policy.Policy, error) {
+		if name == "" || strings.HasSuffix(name, "pd-split") {
+			return nil, fmt.Errorf("llm_scheduler.%s = %q: want a single-phase policy such as prefix-cache or least-token", key, name)
+		}
+		if d.Build == nil {
+			return nil, fmt.Errorf("pd-split: no policy builder in Deps")
+		}
+		p, err := d.Build(name)
+		if err != nil {
+			return nil, fmt.Errorf("llm_scheduler.%s: %w", key, err)
+		}
+		return p, nil
+	}
+	pre, err := build("prefill_policy", c.Scheduler.PrefillPolicy)
+	if err != nil {
+		return nil, err
+	}
+	dec, err := build("decode_policy", c.Scheduler.DecodePolicy)
+	if err != nil {
+		return nil, err
+	}
+	s := &Split{dynamic: dynamic, prefill: pre, decode: dec}
+	s.preObs, _ = pre.(policy.Observer)
+	s.decObs, _ = dec.(policy.Observer)
+	if dynamic {
+		s.idx = prefixindex.New(pc.PrefixIndexMaxBlocks)
+		if err := prefixindex.Register(d.Metrics, s.idx); err != nil {
+			return nil, err
+		}
+		s.minTokens = float64(pc.PDMinPrefillTokens)
+		s.busyLoad = int64(pc.PDDecodeBusyLoad)
+		s.charsPerToken = c.Gateway.CharsPerToken
+		if s.charsPerToken <= 0 {
+			s.charsPerToken = 4
+		}
+		s.blockChars = c.Gateway.BlockChars
+		if s.blockChars <= 0 {
+			s.blockChars = 64
+		}
+		s.defBlocks = pc.PrefixIndexDefaultBlocks
+	}
+	return s, nil
+}
+
+// Name returns the configured name.
+func (s *Split) Name() string {
+	if s.dynamic {
+		return DynamicName
+	}
+	return Name
+}
+
+// Pick ranks the decode candidates and, when the request is disaggregated,
+// names its prefill instance.
+func (s *Split) Pick(req *policy.Request, cands []*policy.Instance) policy.Decision {
+	if len(cands) == 0 {
+		return policy.Decision{}
+	}
+	s.pre, s.dec = s.pre[:0], s.dec[:0]
+	for _, c := range cands {
+		if c.Role != policy.RoleDecode {
+			s.pre = append(s.pre, c)
+		}
+		if c.Role != policy.RolePrefill {
+			s.dec = append(s.dec, c)
+		}
+	}
+	if len(s.dec) == 0 {
+		// Only prefill instances are available: one of them serves the
+		// whole request rather than none.
+		return s.decode.Pick(req, cands)
+	}
+	d := s.decode.Pick(req, s.dec)
+	if len(d.Ranked) == 0 {
+		return d
+	}
+	dest := d.Ranked[0]
+	if s.dynamic && !s.disaggregate(req, dest) {
+		return d
+	}
+	pre := s.pre[:0] // filtered in place: writes never pass reads
+	for _, c := range s.pre {
+		if c != dest {
+			pre = append(pre, c)
+		}
+	}
+	if len(pre) == 0 {
+		return d // the destination prefills for itself
+	}
+	if pd := s.prefill.Pick(req, pre); len(pd.Ranked) > 0 {
+		d.Prefill = pd.Ranked[0]
+	}
+	return d
+}
+
+// disaggregate is dynamic-pd-split's rule: prefill elsewhere when at least
+// pd_min_prefill_tokens prompt tokens are uncached on dest and dest runs at
+// least pd_decode_busy_load requests.
+func (s *Split) disaggregate(req *policy.Request, dest *policy.Instance) bool {
+	if dest.Load() < s.busyLoad {
+		return false
+	}
+	bc := req.BlockChars
+	if bc <= 0 {
+		bc = s.blockChars
+	}
+	tpb := float64(bc) / s.charsPerToken
+	prompt := float64(req.PromptTokens)
+	if prompt <= 0 {
+		prompt = float64(len(req.BlockHashes)) * tpb
+	}
+	cached := 0.0
+	if s.idx.Match(req.BlockHashes) > 0 {
+		cached = float64(s.idx.Matched(s.idx.Slot(dest.ID))) * tpb
+	}
+	return prompt-cached >= s.minTokens
+}
+
+// Picked forwards the decision: the decode policy learns the destination,
+// the prefill policy its prefill instance; dynamic-pd-split's index learns
+// that both now hold the prompt (the KV cache moved to the destination).
+func (s *Split) Picked(req *policy.Request, d policy.Decision) {
+	if s.decObs != nil {
+		s.decObs.Picked(req, policy.Decision{Ranked: d.Ranked})
+	}
+	if s.preObs != nil && d.Prefill != nil {
+		s.preObs.Picked(req, policy.Decision{Ranked: []*policy.Instance{d.Prefill}})
+	}
+	if s.idx != nil && len(req.BlockHashes) > 0 {
+		for _, c := range []*policy.Instance{first(d.Ranked), d.Prefill} {
+			if c != nil {
+				capacity := prefixindex.CapacityBlocks(c.NumGPUBlocks, c.BlockSize, s.charsPerToken, s.blockChars, s.defBlocks)
+				s.idx.Insert(c.ID, capacity, req.BlockHashes)
+			}
+		}
+	}
+}
+
+func first(xs []*policy.Instance) *policy.Instance {
+	if len(xs) == 0 {
+		return nil
+	}
+	return xs[0]
+}
+
+// Completed forwards to both sub-policies.
+func (s *Split) Completed(reqID, instanceID string, promptTokens, completionTokens int64) {
+	if s.decObs != nil {
+		s.decObs.Completed(reqID, instanceID, promptTokens, completionTokens)
+	}
+	if s.preObs != nil {
+		s.preObs.Completed(reqID, instanceID, promptTokens, completionTokens)
+	}
+}
+
+// Removed forwards to both sub-policies and forgets the instance.
+func (s *Split) Removed(id string) {
+	if s.decObs != nil {
+		s.decObs.Removed(id)
+	}
+	if s.preObs != nil {
+		s.preObs.Removed(id)
+	}
+	if s.idx != nil {
+		s.idx.Remove(id)
+	}
+}
+
+var _ policy.Observer = (*Split)(nil)
