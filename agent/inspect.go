@@ -26,7 +26,7 @@ type InspectReport struct {
 func Inspect(data []byte, engine string) (InspectReport, error) {
 	m, err := Parse(data, "")
 	if err != nil {
-		return InspectReport{}, fmt.Errorf("metrics file is not Prometheus text: %w", err)
+		return InspectReport{}, fmt.Errorf("metrics file: %w", err)
 	}
 	if engine == "" || engine == "auto" {
 		name, ok := Detect(m)

@@ -27,7 +27,7 @@ type Sample struct {
 type Metrics map[string][]Sample
 
 // ErrNoSamples is returned by Parse for input that holds no sample at all.
-var ErrNoSamples = errors.New("no samples found")
+var ErrNoSamples = errors.New("not Prometheus text: no samples found")
 
 // Parse reads a /metrics body. contentType is the response's Content-Type
 // ("" when unknown, e.g. a file); OpenMetrics input (by content type or a
