@@ -36,7 +36,17 @@ func (s *Scheduler) commit(reqID string, in *inst, prompt, maxTokens int64) *pic
 	}
 	p := &pick{reqID: reqID, inst: in, at: s.clock.Now(), prompt: max(prompt, 0), decode: maxTokens}
 	s.inflight[reqID] = p
+	// Released picks stay in fifo and unseen until Tick or the next report
+	// skips them; compact here too, so the lists stay proportional to the
+	// live picks even when neither comes for a while.
+	if live := len(s.inflight); len(s.fifo)-s.fifoHead > 2*live+1024 {
+		s.fifo = compact(s.fifo[s.fifoHead:], s.fifo)
+		s.fifoHead = 0
+	}
 	s.fifo = append(s.fifo, p)
+	if len(in.unseen) > 2*int(in.view.InflightRequests)+64 {
+		in.unseen = compact(in.unseen, in.unseen)
+	}
 	in.unseen = append(in.unseen, p)
 	in.picks++
 	in.view.InflightRequests++
@@ -137,4 +147,17 @@ func (s *Scheduler) Report(_ context.Context, r *llmrouterv1.OutcomeReport) erro
 	}
 	s.capacityChanged()
 	return nil
+}
+
+// compact copies the unreleased picks of src to the front of dst's array
+// (src may alias dst at or after its start) and clears the rest.
+func compact(src, dst []*pick) []*pick {
+	out := dst[:0]
+	for _, p := range src {
+		if !p.released {
+			out = append(out, p)
+		}
+	}
+	clear(dst[len(out):cap(dst)])
+	return out
 }

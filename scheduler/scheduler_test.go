@@ -319,3 +319,23 @@ func TestInstanceRemovalReleasesInflight(t *testing.T) {
 		t.Fatal("removed instance's picks still in flight")
 	}
 }
+
+// Without Tick or agent reports for a while, the bookkeeping lists must stay
+// proportional to the live picks, not to every pick ever made.
+func TestInflightListsStayBounded(t *testing.T) {
+	s, _ := newTestScheduler(t, func(c *config.Config) { c.Scheduler.MaxWaiting = 0 })
+	mustRegister(t, s, "10.0.0.1:8000")
+	for i := range 20000 {
+		id := fmt.Sprint(i)
+		s.TryPick(pickReq(id, "m"), nil)
+		if err := s.Report(context.Background(), &llmrouterv1.OutcomeReport{RequestId: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	fifo, unseen := len(s.fifo)-s.fifoHead, len(s.insts["10.0.0.1:8000"].unseen)
+	s.mu.Unlock()
+	if fifo > 2000 || unseen > 100 {
+		t.Fatalf("fifo %d, unseen %d after 20000 completed picks", fifo, unseen)
+	}
+}
