@@ -79,10 +79,12 @@ type Instance struct {
 	BlockSize    int64   // tokens per KV block, 0 when unknown
 	LastReport   time.Time
 
-	// Picks made since the last report (not yet visible in Running/Waiting),
-	// plus picks still in flight that no gateway has reported complete.
+	// InflightRequests and InflightPromptTokens count picks made since the
+	// instance's last report, which Running/Waiting do not show yet (the next
+	// report is taken to include them). InflightDecodeTokens counts the
+	// expected output of every pick no gateway has reported complete.
 	InflightRequests     int64
-	InflightPromptTokens int64 // prompt tokens of in-flight picks not yet prefilled (estimate)
+	InflightPromptTokens int64 // prompt tokens of unreported picks (estimate)
 	InflightDecodeTokens int64 // output tokens still to generate for in-flight picks (estimate)
 
 	// Saturated is set when the instance is over a saturation threshold.
