@@ -437,15 +437,13 @@ func (a *Agent) infoFields(info engineInfo, waited time.Duration) []zap.Field {
 // steady handles a probe once the engine has been ready.
 func (a *Agent) steady(ctx context.Context, m Metrics, healthErr, metricsErr error) {
 	a.mu.Lock()
-	wasHealthy := a.st.healthy
+	wasHealthy, info, prev := a.st.healthy, a.st.info, a.st.vals
 	a.mu.Unlock()
 
-	if healthErr == nil && metricsErr == nil && !wasHealthy {
-		// Recovery: the engine may have restarted with another model or
-		// cache size, so learn it again and re-register.
-		a.mu.Lock()
-		info := a.st.info
-		a.mu.Unlock()
+	if healthErr == nil && metricsErr == nil && (!wasHealthy || countersReset(info.adapter.Extract(m, a.mm), prev)) {
+		// Recovery, or a restart quicker than a poll (its counters went
+		// back): the engine may now serve another model or cache size, so
+		// learn it again and re-register.
 		if err := a.discover(ctx, m, &info); err != nil {
 			healthErr = err
 		} else {
@@ -453,7 +451,11 @@ func (a *Agent) steady(ctx context.Context, m Metrics, healthErr, metricsErr err
 			a.st.info = info
 			a.st.gen++
 			a.mu.Unlock()
-			a.log.Info("engine recovered", a.infoFields(info, 0)...)
+			msg := "engine recovered"
+			if wasHealthy {
+				msg = "engine restarted (counters reset)"
+			}
+			a.log.Info(msg, a.infoFields(info, 0)...)
 		}
 	}
 
@@ -489,6 +491,13 @@ func (a *Agent) markUnhealthyLocked(reason string) {
 		return
 	}
 	a.st.reason = reason
+}
+
+// countersReset reports whether a token counter went backwards since the
+// previous scrape, which only an engine restart does.
+func countersReset(s Stats, prev values) bool {
+	return (s.PromptTokensTotal != nil && prev.promptKnown && *s.PromptTokensTotal < prev.promptTotal) ||
+		(s.GenerationTokensTotal != nil && prev.genKnown && *s.GenerationTokensTotal < prev.genTot)
 }
 
 // discover learns what a Register says about the engine: its kind, version,
@@ -691,6 +700,8 @@ func (a *Agent) sessionLoop(ctx context.Context, client pb.AgentServiceClient) {
 	case <-a.readyCh:
 	}
 	delay := a.opts.BackoffBase
+	failures := 0
+	var lastSaid time.Time
 	for {
 		registered, err := a.session(ctx, client)
 		a.setConnected(false, err)
@@ -698,13 +709,25 @@ func (a *Agent) sessionLoop(ctx context.Context, client pb.AgentServiceClient) {
 			return
 		}
 		if registered {
-			delay = a.opts.BackoffBase
+			delay, failures = a.opts.BackoffBase, 0
 		}
+		failures++
 		// Full jitter over the upper half, so agents of a fleet that lost
 		// the same scheduler do not come back in lockstep.
 		wait := delay/2 + rand.N(delay/2+1)
 		a.met.reconnects.Inc()
-		a.log.Warn("scheduler stream ended; reconnecting", zap.Error(err), zap.Duration("retry_in", wait))
+		// One warning when the link goes, then a reminder every half
+		// minute rather than a line per attempt.
+		switch {
+		case failures == 1:
+			a.log.Warn("scheduler stream ended; reconnecting", zap.Error(err), zap.Duration("retry_in", wait))
+			lastSaid = time.Now()
+		case time.Since(lastSaid) >= 30*time.Second:
+			a.log.Warn("scheduler still unreachable; reconnecting", zap.Error(err), zap.Int("attempts", failures), zap.Duration("retry_in", wait))
+			lastSaid = time.Now()
+		default:
+			a.log.Debug("scheduler reconnect failed", zap.Error(err), zap.Int("attempts", failures), zap.Duration("retry_in", wait))
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -535,3 +535,25 @@ func value(t *testing.T, c prometheus.Collector) float64 {
 	}
 	return m.Gauge.GetValue()
 }
+
+func TestAgentReRegistersAfterQuickRestart(t *testing.T) {
+	// The engine restarts between two polls: health never fails, but its
+	// counters start again from zero, so the agent learns it anew.
+	engine := newFakeVLLM(t)
+	engine.set(func(e *fakeVLLM) { e.genTokens = 1e6 })
+	engine.start(t)
+	sched := newFakeScheduler(t)
+	startAgent(t, testOptions(engine, sched), zap.NewNop())
+	if r := sched.next(t, "registration", 10*time.Second, isRegister).GetRegister(); r.GetNumGpuBlocks() != 1000 {
+		t.Fatalf("register = %v", r)
+	}
+	engine.set(func(e *fakeVLLM) { e.genTokens, e.numBlocks = 0, 3000 })
+	r := sched.next(t, "re-registration after the counter reset", 10*time.Second, isRegister).GetRegister()
+	if r.GetNumGpuBlocks() != 3000 || !r.GetInitial().GetHealthy() {
+		t.Errorf("re-register = %v", r)
+	}
+	// The rate across the reset is not negative.
+	if g := r.GetInitial().GetGenerationTokensPerSecond(); g < 0 {
+		t.Errorf("generation rate across a reset = %v", g)
+	}
+}
