@@ -41,6 +41,9 @@ type Server struct {
 	log   *zap.Logger
 	mu    sync.Mutex
 	ready Readiness
+	// detail, when set, adds a line to a ready /readyz answer (a role that is
+	// ready but working in a reduced mode says so there).
+	detail func() string
 }
 
 // Listen binds addr (":0" picks a port) and prepares the endpoints. Ready may
@@ -68,6 +71,15 @@ func Listen(addr string, reg *prometheus.Registry, log *zap.Logger) (*Server, er
 			_, _ = w.Write([]byte("not ready: " + err.Error() + "\n"))
 			return
 		}
+		s.mu.Lock()
+		detail := s.detail
+		s.mu.Unlock()
+		if detail != nil {
+			if d := detail(); d != "" {
+				_, _ = w.Write([]byte("ready: " + d + "\n"))
+				return
+			}
+		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
@@ -78,6 +90,14 @@ func Listen(addr string, reg *prometheus.Registry, log *zap.Logger) (*Server, er
 func (s *Server) SetReadiness(r Readiness) {
 	s.mu.Lock()
 	s.ready = r
+	s.mu.Unlock()
+}
+
+// SetReadyDetail installs a one-line description added to a ready /readyz
+// answer ("ready: <detail>"); the status stays 200.
+func (s *Server) SetReadyDetail(d func() string) {
+	s.mu.Lock()
+	s.detail = d
 	s.mu.Unlock()
 }
 
