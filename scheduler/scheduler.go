@@ -17,6 +17,7 @@ import (
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
+	"github.com/llmrouter/llmrouter/scheduler/policy/affinity"
 	"github.com/llmrouter/llmrouter/scheduler/registry"
 )
 
@@ -96,7 +97,8 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 	if err != nil {
 		return nil, err
 	}
-	pol, err := policy.New(cfg.Scheduler.Policy, policy.Deps{Config: cfg, Clock: d.Clock, Log: d.Log.Named("policy"), Rand: d.Rand})
+	// Session and LoRA affinity wrap whichever policy is configured.
+	pol, err := affinity.New(cfg.Scheduler.Policy, policy.Deps{Config: cfg, Clock: d.Clock, Log: d.Log.Named("policy"), Rand: d.Rand, Metrics: d.Metrics})
 	if err != nil {
 		return nil, fmt.Errorf("llm_scheduler.policy: %w", err)
 	}

@@ -1,0 +1,44 @@
+package scheduler
+
+import (
+	"context"
+	"testing"
+
+	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/internal/config"
+)
+
+// Session affinity wraps every policy: a conversation stays on its instance
+// while that instance is a candidate, even when least-request alone would
+// move it; turning the knob off restores plain least-request.
+func TestSessionAffinityWrapsThePolicy(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		s, _ := newTestScheduler(t, func(c *config.Config) { c.Scheduler.Policies.SessionAffinity = on })
+		mustRegister(t, s, "10.0.0.1:8000")
+		mustRegister(t, s, "10.0.0.2:8000")
+		pick := func(id string) string {
+			req := pickReq(id, "m")
+			req.SessionKey = "conversation-1"
+			resp, err := s.Pick(context.Background(), req, nil)
+			if err != nil || resp.GetStatus() != llmrouterv1.PickResponse_ROUTED {
+				t.Fatalf("pick: %v %v", resp, err)
+			}
+			return resp.GetEndpoints()[0]
+		}
+		home := pick("r1")
+		other := "10.0.0.1:8000"
+		if home == other {
+			other = "10.0.0.2:8000"
+		}
+		// Make home the busier instance (not saturated).
+		mustReport(t, s, home, &llmrouterv1.Report{Healthy: true, Running: 5})
+		mustReport(t, s, other, &llmrouterv1.Report{Healthy: true, Running: 0})
+		got := pick("r2")
+		if on && got != home {
+			t.Fatalf("session affinity on: second turn went to %s, want its home %s", got, home)
+		}
+		if !on && got != other {
+			t.Fatalf("session affinity off: least-request should pick the idle %s, got %s", other, got)
+		}
+	}
+}
