@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/llmrouter/llmrouter/extproc"
+	"github.com/llmrouter/llmrouter/extproc/schedclient"
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/internal/grpcx"
+	"github.com/llmrouter/llmrouter/internal/httpserve"
+)
+
+func init() {
+	cmd := &cobra.Command{
+		Use:   "gateway",
+		Short: "Run the gateway: the Envoy ext_proc server beside each Envoy",
+		Long: `Runs the ext_proc server Envoy calls for both llmrouter filters (llm_gateway.listen):
+the blocking filter gets each request's headers and buffered body and answers with
+the scheduler's pick (header and envoy.lb metadata x-gateway-destination-endpoint);
+the observability filter streams responses for TTFT, TPOT and token usage.
+
+When the scheduler (llm_gateway.scheduler_address) is unreachable the gateway
+answers at once without a pick, so Envoy round-robins; it notices recovery by
+itself. /metrics, /healthz and /readyz are on llm_gateway.http_listen; /readyz
+stays 200 in degraded mode and says so in its body.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := setup(cmd, map[string]string{
+				"listen": "llm_gateway.listen", "scheduler": "llm_gateway.scheduler_address",
+				"http-listen": "llm_gateway.http_listen",
+			})
+			if err != nil {
+				return err
+			}
+			defer func() { _ = log.Sync() }()
+			ctx, stop := signalContext()
+			defer stop()
+			return runGateway(ctx, cfg, log, nil)
+		},
+	}
+	f := cmd.Flags()
+	f.String("listen", "", "ext_proc gRPC address Envoy calls (default :9002)")
+	f.String("scheduler", "", "scheduler API address host:port (default 127.0.0.1:18001)")
+	f.String("http-listen", "", "/metrics, /healthz, /readyz (default :9091)")
+	rootCmd.AddCommand(cmd)
+}
+
+// gatewayAddrs are the bound addresses, for tests binding port 0.
+type gatewayAddrs struct{ ExtProc, HTTP string }
+
+// runGateway serves the gateway over the gRPC scheduler client until ctx ends.
+func runGateway(ctx context.Context, cfg config.Config, log *zap.Logger, bound func(gatewayAddrs)) error {
+	metrics := httpserve.NewRegistry()
+	client, err := schedclient.Dial(cfg, cfg.Gateway.SchedulerAddress, log.Named("schedclient"))
+	if err != nil {
+		return fmt.Errorf("llm_gateway.scheduler_address: %w", err)
+	}
+	defer client.Close()
+	gw := extproc.New(extproc.OptionsFromConfig(cfg.Gateway), client, metrics, log.Named("gateway"))
+	defer gw.Close()
+	hs, err := httpserve.Listen(cfg.Gateway.HTTPListen, metrics, log.Named("http"))
+	if err != nil {
+		return fmt.Errorf("llm_gateway.http_listen: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.Gateway.Listen)
+	if err != nil {
+		return fmt.Errorf("llm_gateway.listen: %w", err)
+	}
+	log.Info("gateway started", zap.String("ext_proc", ln.Addr().String()), zap.String("http", hs.Addr()),
+		zap.String("scheduler", cfg.Gateway.SchedulerAddress))
+	if bound != nil {
+		bound(gatewayAddrs{ExtProc: ln.Addr().String(), HTTP: hs.Addr()})
+	}
+	return serveGateway(ctx, gw, ln, hs, log)
+}
+
+// extProcServer is the gRPC server Envoy's ext_proc filters call. Envoy does
+// not present the scheduler token, so there is no token check here; the
+// gateway belongs beside its Envoy (loopback or the pod network).
+func extProcServer(gw *extproc.Server) *grpc.Server {
+	g := grpc.NewServer(
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// One stream per HTTP request and filter: Envoy multiplexes them all
+		// over a few connections.
+		grpc.MaxConcurrentStreams(1<<20),
+	)
+	gw.Register(g)
+	grpcx.RegisterHealth(g)
+	return g
+}
+
+// serveGateway serves ext_proc on ln and the HTTP endpoints until ctx ends.
+// In-flight streams get a grace period on shutdown; Envoy's
+// failure_mode_allow lets later requests through without the gateway.
+func serveGateway(ctx context.Context, gw *extproc.Server, ln net.Listener, hs *httpserve.Server, log *zap.Logger) error {
+	g := extProcServer(gw)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := g.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errs <- fmt.Errorf("ext_proc: %w", err)
+			cancel()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := hs.Serve(ctx); err != nil {
+			errs <- fmt.Errorf("http: %w", err)
+			cancel()
+		}
+	}()
+	hs.SetReadiness(func() error { return nil })
+	hs.SetReadyDetail(gw.Status)
+	<-ctx.Done()
+	log.Info("gateway stopping")
+	hs.SetReadiness(func() error { return errors.New("shutting down") })
+	stopped := make(chan struct{})
+	go func() { g.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(httpserve.ShutdownGrace):
+		g.Stop()
+	}
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
+}

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/extproc"
+	"github.com/llmrouter/llmrouter/extproc/envoytest"
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/internal/grpcx"
+)
+
+// registerAgent registers one instance serving model m at addr; the stream
+// lives until ctx ends.
+func registerAgent(t *testing.T, ctx context.Context, cfg config.Config, api, addr string) {
+	t.Helper()
+	opts, err := grpcx.DialOptions(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(api, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	agent, err := llmrouterv1.NewAgentServiceClient(cc).Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Send(&llmrouterv1.AgentMessage{Msg: &llmrouterv1.AgentMessage_Register{Register: &llmrouterv1.Register{
+		Address: addr, Models: []string{"m"}, ReportInterval: durationpb.New(time.Minute),
+		Initial: &llmrouterv1.Report{Healthy: true},
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.Recv(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func extProcFilter(t *testing.T, addr string) *envoytest.Filter {
+	t.Helper()
+	client, cc, err := envoytest.Dial(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return &envoytest.Filter{Client: client, MessageTimeout: 5 * time.Second, MaxMessageTimeout: 12 * time.Second,
+		FailureModeAllow: true, ReceivingNamespaces: []string{extproc.MetadataNamespace}, DisallowIsError: true}
+}
+
+var chatReq = envoytest.Request{
+	Headers: []envoytest.Header{{Key: ":method", Value: "POST"}, {Key: ":path", Value: "/v1/chat/completions"}, {Key: "x-request-id", Value: "r1"}},
+	Body:    []byte(`{"model":"m","messages":[{"role":"user","content":"hello there, how are you doing today?"}]}`),
+}
+
+func dest(r *envoytest.Result) string {
+	v, _ := envoytest.Get(r.Headers, extproc.HeaderDestination)
+	return v
+}
+
+func readyz(t *testing.T, addr string) (int, string) {
+	t.Helper()
+	res, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestAllInOneRoutesInProcess(t *testing.T) {
+	cfg := config.Default()
+	cfg.Scheduler.Policy = "least-request"
+	cfg.Scheduler.Listen, cfg.Scheduler.XDSListen, cfg.Scheduler.HTTPListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Gateway.Listen = "127.0.0.1:0"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrs := make(chan allInOneAddrs, 1)
+	done := make(chan error, 1)
+	go func() { done <- runAllInOne(ctx, cfg, zap.NewNop(), func(a allInOneAddrs) { addrs <- a }) }()
+	var a allInOneAddrs
+	select {
+	case a = <-addrs:
+	case err := <-done:
+		t.Fatalf("all-in-one exited: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("all-in-one did not start")
+	}
+	agentCtx, agentCancel := context.WithCancel(ctx)
+	defer agentCancel()
+	registerAgent(t, agentCtx, cfg, a.API, "127.0.0.1:8001")
+
+	f := extProcFilter(t, a.ExtProc)
+	res := f.Do(ctx, chatReq)
+	if res.Err != nil || dest(res) != "127.0.0.1:8001" {
+		t.Fatalf("err=%v destination=%q", res.Err, dest(res))
+	}
+	if code, body := readyz(t, a.HTTP); code != 200 || strings.Contains(body, "degraded") {
+		t.Fatalf("/readyz %d %q", code, body)
+	}
+	agentCancel()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("shutdown: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("all-in-one did not shut down")
+	}
+}
+
+func TestGatewayDegradedThenRecovers(t *testing.T) {
+	// A free port for the scheduler that is not running yet.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	schedAddr := l.Addr().String()
+	l.Close()
+
+	cfg := config.Default()
+	cfg.Scheduler.Policy = "least-request"
+	cfg.Scheduler.Listen, cfg.Scheduler.XDSListen, cfg.Scheduler.HTTPListen = schedAddr, "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Gateway.Listen, cfg.Gateway.HTTPListen, cfg.Gateway.SchedulerAddress = "127.0.0.1:0", "127.0.0.1:0", schedAddr
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gwAddrs := make(chan gatewayAddrs, 1)
+	gwDone := make(chan error, 1)
+	go func() { gwDone <- runGateway(ctx, cfg, zap.NewNop(), func(a gatewayAddrs) { gwAddrs <- a }) }()
+	var g gatewayAddrs
+	select {
+	case g = <-gwAddrs:
+	case err := <-gwDone:
+		t.Fatalf("gateway exited: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("gateway did not start")
+	}
+	f := extProcFilter(t, g.ExtProc)
+
+	// No scheduler: answered without a pick; ready, and saying degraded.
+	res := f.Do(ctx, chatReq)
+	if res.Err != nil || dest(res) != "" || !res.Continued {
+		t.Fatalf("degraded: err=%v destination=%q", res.Err, dest(res))
+	}
+	if code, body := readyz(t, g.HTTP); code != 200 || !strings.Contains(body, "degraded") {
+		t.Fatalf("/readyz %d %q", code, body)
+	}
+
+	// The scheduler starts: the gateway notices by itself and picks.
+	schedCtx, schedCancel := context.WithCancel(ctx)
+	defer schedCancel()
+	sa := make(chan schedulerAddrs, 1)
+	schedDone := make(chan error, 1)
+	go func() { schedDone <- runScheduler(schedCtx, cfg, zap.NewNop(), func(a schedulerAddrs) { sa <- a }) }()
+	select {
+	case <-sa:
+	case err := <-schedDone:
+		t.Fatalf("scheduler exited: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("scheduler did not start")
+	}
+	registerAgent(t, schedCtx, cfg, schedAddr, "127.0.0.1:8002")
+	waitFor(t, "picks to resume", func() bool { return dest(f.Do(ctx, chatReq)) == "127.0.0.1:8002" })
+	if code, body := readyz(t, g.HTTP); code != 200 || strings.Contains(body, "degraded") {
+		t.Fatalf("/readyz after recovery %d %q", code, body)
+	}
+
+	// Gone again: passes through at once.
+	schedCancel()
+	<-schedDone
+	waitFor(t, "degraded mode", func() bool {
+		r := f.Do(ctx, chatReq)
+		return r.Err == nil && dest(r) == ""
+	})
+	cancel()
+	select {
+	case err := <-gwDone:
+		if err != nil {
+			t.Fatalf("gateway shutdown: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("gateway did not shut down")
+	}
+}
