@@ -15,10 +15,10 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -74,6 +74,8 @@ type Listener struct {
 	StreamIdleTimeout time.Duration
 	RequestTimeout    time.Duration
 	GenerateRequestID bool
+	// AlwaysSetRequestID copies x-request-id into every response.
+	AlwaysSetRequestID bool
 }
 
 // BodyMode mirrors ext_proc's ProcessingMode.BodySendMode.
@@ -97,6 +99,7 @@ type ExtProcFilter struct {
 	MessageTimeout    time.Duration
 	MaxMessageTimeout time.Duration
 	Receiving         []string
+	Forwarding        []string
 	AllowModeOverride bool
 	Observability     bool
 	DeferredClose     time.Duration
@@ -149,6 +152,8 @@ type PerRoute struct {
 	FailureModeAllow *bool
 	Receiving        []string
 	HasReceiving     bool
+	Forwarding       []string
+	HasForwarding    bool
 	InitialMetadata  [][2]string
 }
 
@@ -373,6 +378,7 @@ func listener(cfg *Config, l *listenerv3.Listener) (*Listener, error) {
 	out.StreamIdleTimeout = dur(hcm.GetStreamIdleTimeout(), 5*time.Minute)
 	out.RequestTimeout = dur(hcm.GetRequestTimeout(), 0)
 	out.GenerateRequestID = hcm.GetGenerateRequestId() == nil || hcm.GetGenerateRequestId().GetValue()
+	out.AlwaysSetRequestID = hcm.GetAlwaysSetRequestIdInResponse()
 	out.Upgrades = map[string]bool{}
 	for _, u := range hcm.GetUpgradeConfigs() {
 		out.Upgrades[strings.ToLower(u.GetUpgradeType())] = u.GetEnabled() == nil || u.GetEnabled().GetValue()
@@ -480,6 +486,7 @@ func extProcFilter(cfg *Config, name string, c *extprocv3.ExternalProcessor) (*E
 		StatusOnError:     500,
 		DisableImmediate:  c.GetDisableImmediateResponse(),
 		Receiving:         c.GetMetadataOptions().GetReceivingNamespaces().GetUntyped(),
+		Forwarding:        c.GetMetadataOptions().GetForwardingNamespaces().GetUntyped(),
 	}
 	if c.GetGrpcService() == nil {
 		return nil, errors.New("grpc_service is required (http_service is not supported)")
@@ -555,6 +562,10 @@ func perFilter(m map[string]*anypb.Any, filters map[string]bool) (map[string]*Pe
 			p.HasReceiving = true
 			p.Receiving = ov.GetMetadataOptions().GetReceivingNamespaces().GetUntyped()
 		}
+		if ov.GetMetadataOptions().GetForwardingNamespaces() != nil {
+			p.HasForwarding = true
+			p.Forwarding = ov.GetMetadataOptions().GetForwardingNamespaces().GetUntyped()
+		}
 		var err error
 		if p.InitialMetadata, err = headerValues(ov.GetGrpcInitialMetadata(), "grpc_initial_metadata"); err != nil {
 			return nil, err
@@ -580,8 +591,10 @@ func route(r *routev3.Route, vhRetry *RetryPolicy) (*Route, error) {
 		hm := HeaderMatch{Name: strings.ToLower(h.GetName()), Invert: h.GetInvertMatch()}
 		switch s := h.GetHeaderMatchSpecifier().(type) {
 		case *routev3.HeaderMatcher_ExactMatch:
+			//lint:ignore SA1019 deprecated, still honoured by Envoy
 			hm.Kind, hm.Value = "exact", s.ExactMatch
 		case *routev3.HeaderMatcher_PrefixMatch:
+			//lint:ignore SA1019 deprecated, still honoured by Envoy
 			hm.Kind, hm.Value = "prefix", s.PrefixMatch
 		case *routev3.HeaderMatcher_PresentMatch:
 			hm.Kind, hm.Present = "present", s.PresentMatch

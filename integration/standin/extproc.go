@@ -8,11 +8,13 @@ import (
 	"sync"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // localReply is a response the stand-in generates itself (Envoy's
@@ -54,6 +56,8 @@ type procStream struct {
 	mode      Mode
 	failAllow bool
 	receiving map[string]bool
+	forward   []string
+	dynMD     map[string]any // the request's dynamic metadata (forwarding)
 	md        [][2]string
 
 	st      grpc.BidiStreamingClient[extprocsvc.ProcessingRequest, extprocsvc.ProcessingResponse]
@@ -71,9 +75,10 @@ type procStream struct {
 	dropped   int
 }
 
-func newProcStream(f *ExtProcFilter, pr *PerRoute, conn *grpc.ClientConn, log *zap.Logger) (*procStream, error) {
+func newProcStream(f *ExtProcFilter, pr *PerRoute, conn *grpc.ClientConn, dynMD map[string]any, log *zap.Logger) (*procStream, error) {
 	p := &procStream{f: f, conn: conn, log: log.With(zap.String("filter", f.Name)), mode: f.Mode,
-		failAllow: f.FailureModeAllow, md: f.InitialMetadata, receiving: map[string]bool{}}
+		failAllow: f.FailureModeAllow, md: f.InitialMetadata, receiving: map[string]bool{},
+		forward: f.Forwarding, dynMD: dynMD}
 	recv := f.Receiving
 	if pr != nil {
 		if pr.Mode != nil {
@@ -87,6 +92,9 @@ func newProcStream(f *ExtProcFilter, pr *PerRoute, conn *grpc.ClientConn, log *z
 		}
 		if pr.HasReceiving {
 			recv = pr.Receiving
+		}
+		if pr.HasForwarding {
+			p.forward = pr.Forwarding
 		}
 		p.md = mergeMetadata(p.md, pr.InitialMetadata)
 	}
@@ -130,6 +138,23 @@ func (p *procStream) open(ctx context.Context) error {
 // first decorates the stream's first message the way Envoy does.
 func (p *procStream) decorate(req *extprocsvc.ProcessingRequest) {
 	req.ObservabilityMode = p.f.Observability
+	// forwarding_namespaces: the request's dynamic metadata of those
+	// namespaces rides along in metadata_context.
+	for _, ns := range p.forward {
+		m, ok := p.dynMD[ns].(map[string]any)
+		if !ok {
+			continue
+		}
+		st, err := structpb.NewStruct(m)
+		if err != nil {
+			p.log.Warn("dynamic metadata not forwardable", zap.String("namespace", ns), zap.Error(err))
+			continue
+		}
+		if req.MetadataContext == nil {
+			req.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{}}
+		}
+		req.MetadataContext.FilterMetadata[ns] = st
+	}
 	if !p.opened {
 		p.opened = true
 		req.ProtocolConfig = &extprocsvc.ProtocolConfiguration{

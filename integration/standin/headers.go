@@ -149,6 +149,7 @@ func applyMutation(h *headerList, m *extprocsvc.HeaderMutation, replacing bool) 
 		case corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD:
 			// The zero value: Envoy falls back to the append flag,
 			// which defaults to false in ext_proc mutations.
+			//lint:ignore SA1019 Envoy's ext_proc still reads the deprecated append flag
 			if sh.GetAppend() != nil && sh.GetAppend().GetValue() {
 				h.add(n, v)
 			} else {

@@ -140,7 +140,7 @@ func (rq *request) serve() {
 		if pr != nil && pr.Disabled {
 			continue
 		}
-		ps, err := newProcStream(f, pr, rq.s.conns[f.Cluster], rq.log)
+		ps, err := newProcStream(f, pr, rq.s.conns[f.Cluster], rq.md, rq.log)
 		if err != nil {
 			rq.log.Error("the stand-in cannot run this filter configuration", zap.Error(err))
 			rq.localReply(&localReply{status: 500, body: []byte("stand-in: " + err.Error())}, i)
@@ -421,6 +421,11 @@ func (rq *request) respond(h headerList, body io.Reader, noBody bool, upto int, 
 			continue
 		}
 		wh.Add(e.k, e.v)
+	}
+	if rq.s.cfg.Listener.AlwaysSetRequestID {
+		if id, ok := rq.hdrs.get("x-request-id"); ok {
+			wh.Set("x-request-id", id)
+		}
 	}
 	rq.w.WriteHeader(status)
 	rq.wroteHeaders = true
@@ -853,7 +858,7 @@ func (rq *request) proxyUpgrade(c *DynCluster, pk *picker) {
 	defer client.Close()
 	rq.wroteHeaders = true
 	var out strings.Builder
-	fmt.Fprintf(&out, "HTTP/1.1 101 %s\r\n", http.StatusText(101))
+	fmt.Fprintf(&out, "HTTP/1.1 101 %s\r\n", http.StatusText(http.StatusSwitchingProtocols))
 	for _, e := range h {
 		if strings.HasPrefix(e.k, ":") {
 			continue

@@ -136,6 +136,7 @@ func decodeCluster(a *anypb.Any) (*DynCluster, error) {
 	if dc.EDSName == "" {
 		dc.EDSName = dc.Name
 	}
+	//lint:ignore SA1019 refusing the deprecated field is the point
 	if c.GetHttp2ProtocolOptions() != nil {
 		return nil, fmt.Errorf("cluster %q: http2_protocol_options: the stand-in speaks HTTP/1.1 to engines", c.GetName())
 	}
