@@ -12,10 +12,16 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/llmrouter/llmrouter/envoy"
 )
 
 const chatBody = `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
@@ -548,5 +554,37 @@ func TestRequestIDGeneratedAndReturned(t *testing.T) {
 	_, _, h = e.post("/v1/models", "", map[string]string{"x-request-id": "mine"})
 	if h.Get("x-request-id") != "mine" {
 		t.Fatalf("client request id not kept: %q", h.Get("x-request-id"))
+	}
+}
+
+func TestUnsupportedClusterIsNACKedAndOldConfigKept(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	o := envoy.DefaultOptions()
+	bad := envoy.BackendCluster(o)
+	bad.LoadBalancingPolicy = nil
+	bad.LbPolicy = clusterv3.Cluster_LEAST_REQUEST // not implemented by the stand-in
+	var eps []envoy.Endpoint
+	for _, a := range e.addrs() {
+		eps = append(eps, envoy.Endpoint{Address: a})
+	}
+	cla, err := envoy.LoadAssignment(o.ClusterName, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := cache.NewSnapshot("bad", map[resource.Type][]types.Resource{
+		resource.ClusterType: {bad}, resource.EndpointType: {cla}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cache.SetSnapshot(context.Background(), "standin-test", snap); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, nacks := e.s.XDSCounts(); return nacks > 0 })
+	// The previous cluster (override_host) stays: picks still steer.
+	e.proc.set(func(f *fakeProc) { f.pick = func(string) string { return e.ups[1].addr() } })
+	for i := 0; i < 4; i++ {
+		if status, body, _ := e.post("/v1/chat/completions", chatBody, nil); status != 200 || !strings.HasPrefix(body, "up1:") {
+			t.Fatalf("status %d body %q", status, body)
+		}
 	}
 }
