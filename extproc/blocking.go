@@ -235,7 +235,7 @@ func (s *Server) decide(ctx context.Context, st *reqState, mut *extprocv3.Header
 		s.m.requests.WithLabelValues(api, "degraded").Inc()
 		s.m.passthrough.WithLabelValues("degraded").Inc()
 		s.trackPassthrough(st, req.PromptTokens)
-		return pass2(onHeaders, mut)
+		return pass2(st, onHeaders, mut, req.PromptTokens)
 	}
 	s.m.pending.Inc()
 	resp, err := s.pick(ctx, st, req)
@@ -264,11 +264,10 @@ func (s *Server) decide(ctx context.Context, st *reqState, mut *extprocv3.Header
 		if resp.PrefillEndpoint != "" {
 			mut.SetHeaders = append(mut.SetHeaders, setHeader(HeaderPrefiller, resp.PrefillEndpoint))
 		}
-		md := &structpb.Struct{Fields: map[string]*structpb.Value{
-			MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
-				HeaderDestination: structpb.NewStringValue(dest),
-			}}),
-		}}
+		md := decisionMetadata(st, req.PromptTokens)
+		md.Fields[MetadataNamespace] = structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			HeaderDestination: structpb.NewStringValue(dest),
+		}})
 		s.m.requests.WithLabelValues(api, "routed").Inc()
 		s.track.put(st.requestID, &tracked{arrival: st.arrival, model: req.Model, api: st.api,
 			endpoint: resp.Endpoints[0], promptTokens: req.PromptTokens}, time.Now())
@@ -303,12 +302,35 @@ func (s *Server) decide(ctx context.Context, st *reqState, mut *extprocv3.Header
 }
 
 // pass2 answers without a pick after the caller counted the request.
-func pass2(onHeaders bool, mut *extprocv3.HeaderMutation) *extprocv3.ProcessingResponse {
+func pass2(st *reqState, onHeaders bool, mut *extprocv3.HeaderMutation, promptTokens int64) *extprocv3.ProcessingResponse {
 	if onHeaders {
-		return headersResponse(mut, nil)
+		return headersResponse(mut, decisionMetadata(st, promptTokens))
 	}
-	return bodyResponse(mut, nil)
+	return bodyResponse(mut, decisionMetadata(st, promptTokens))
 }
+
+// decisionMetadata is the GatewayNamespace metadata of a settled request:
+// its request id, which the observability filter receives back (forwarding
+// namespaces) to find the request even when no header carries the id.
+func decisionMetadata(st *reqState, promptTokens int64) *structpb.Struct {
+	return &structpb.Struct{Fields: map[string]*structpb.Value{
+		GatewayNamespace: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			MetadataKeyRequestID: structpb.NewStringValue(st.requestID),
+			metadataKeyModel:     structpb.NewStringValue(st.model),
+			metadataKeyArrival:   structpb.NewNumberValue(float64(st.arrival.UnixMicro())),
+			metadataKeyPrompt:    structpb.NewNumberValue(float64(promptTokens)),
+		}}),
+	}}
+}
+
+// Further GatewayNamespace keys: with a pool of gateways, filter #2's stream
+// may reach another gateway than filter #1's, which then knows the request
+// only from this metadata.
+const (
+	metadataKeyModel   = "model"
+	metadataKeyArrival = "arrival_unix_us"
+	metadataKeyPrompt  = "prompt_tokens"
+)
 
 // pick runs one Pick with the gateway's deadlines: PickTimeout until the
 // scheduler says the request is queued; then Envoy's message timeout is
@@ -361,12 +383,12 @@ func (s *Server) trackPassthrough(st *reqState, promptTokens int64) {
 
 func (s *Server) passHeaders(st *reqState, mut *extprocv3.HeaderMutation, reason string) *extprocv3.ProcessingResponse {
 	s.countPass(st, reason)
-	return headersResponse(mut, nil)
+	return headersResponse(mut, decisionMetadata(st, 0))
 }
 
 func (s *Server) passBody(st *reqState, reason string) *extprocv3.ProcessingResponse {
 	s.countPass(st, reason)
-	return bodyResponse(nil, nil)
+	return bodyResponse(nil, decisionMetadata(st, 0))
 }
 
 func (s *Server) countPass(st *reqState, reason string) {

@@ -121,7 +121,7 @@ func newHarness(t testing.TB, sched Scheduler, opt Options) *harness {
 			MessageTimeout:      200 * time.Millisecond,
 			MaxMessageTimeout:   srv.opt.WaitScheduleTimeout + QueueTimeoutSlack,
 			FailureModeAllow:    true,
-			ReceivingNamespaces: []string{MetadataNamespace},
+			ReceivingNamespaces: []string{MetadataNamespace, GatewayNamespace},
 			DisallowIsError:     true,
 		},
 		obs: &envoytest.Observer{Client: client, CloseWait: 2 * time.Second},

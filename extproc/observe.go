@@ -29,6 +29,7 @@ type obsState struct {
 	entry     *tracked
 	looked    bool // the tracker was consulted
 	upstream  string
+	meta      *tracked // the request as forwarded metadata describes it
 	status    int
 	sse       bool
 
@@ -53,6 +54,7 @@ func (s *Server) observe(stream extprocv3.ExternalProcessor_ProcessServer, msg *
 		now := time.Now()
 		o.lastMsg = now
 		s.upstreamAttr(o, msg)
+		s.forwarded(o, msg)
 		switch r := msg.Request.(type) {
 		case *extprocv3.ProcessingRequest_RequestHeaders:
 			for _, hv := range r.RequestHeaders.GetHeaders().GetHeaders() {
@@ -102,6 +104,39 @@ func (s *Server) upstreamAttr(o *obsState, msg *extprocv3.ProcessingRequest) {
 			o.upstream = v.GetStringValue()
 			return
 		}
+	}
+}
+
+// forwarded reads what filter #1 left in dynamic metadata that Envoy
+// forwards to this filter: the request id (GatewayNamespace) and the pick
+// (envoy.lb), for requests no header identifies.
+func (s *Server) forwarded(o *obsState, msg *extprocv3.ProcessingRequest) {
+	fm := msg.GetMetadataContext().GetFilterMetadata()
+	if len(fm) == 0 {
+		return
+	}
+	if o.meta != nil {
+		return
+	}
+	gw := fm[GatewayNamespace].GetFields()
+	if len(gw) == 0 {
+		return
+	}
+	if o.requestID == "" {
+		o.requestID = gw[MetadataKeyRequestID].GetStringValue()
+	}
+	dest := fm[MetadataNamespace].GetFields()[HeaderDestination].GetStringValue()
+	if i := strings.IndexByte(dest, ','); i >= 0 {
+		dest = dest[:i]
+	}
+	o.meta = &tracked{
+		arrival:      time.UnixMicro(int64(gw[metadataKeyArrival].GetNumberValue())),
+		model:        gw[metadataKeyModel].GetStringValue(),
+		endpoint:     strings.TrimSpace(dest),
+		promptTokens: int64(gw[metadataKeyPrompt].GetNumberValue()),
+	}
+	if gw[metadataKeyArrival] == nil {
+		o.meta.arrival = time.Time{}
 	}
 }
 
@@ -199,8 +234,11 @@ func (s *Server) finish(o *obsState, now time.Time, errText string) {
 	}
 	o.done = true
 	e := s.lookup(o)
+	if e == nil {
+		e = o.meta // filter #1 ran on another gateway of a pool
+	}
 	arrival := o.start
-	if e != nil && e.arrival.Before(arrival) {
+	if e != nil && !e.arrival.IsZero() && e.arrival.Before(arrival) {
 		arrival = e.arrival
 	}
 	var ttft, tpot time.Duration

@@ -245,3 +245,32 @@ func (b *blockingReports) Report(ctx context.Context, _ *llmrouterv1.OutcomeRepo
 	}
 	return nil
 }
+
+func TestObserveOnAnotherGatewayViaForwardedMetadata(t *testing.T) {
+	// A pool of gateways: filter #1's stream reached gateway A, filter #2's
+	// reaches gateway B, which knows the request only from the metadata Envoy
+	// forwards (no request headers, no x-request-id in the response).
+	fakeA := newFake(routed("10.0.0.8:8000", "10.0.0.9:8000"))
+	a := newHarness(t, fakeA, testOptions())
+	res := a.f.Do(context.Background(), envoytest.Request{Headers: chatHeaders(envoytest.Header{Key: "x-request-id", Value: "pool-1"}), Body: []byte(chatBody)})
+	if res.Err != nil || res.Metadata[GatewayNamespace] == nil {
+		t.Fatalf("err=%v metadata=%v dropped=%v", res.Err, res.Metadata, res.DroppedNamespaces)
+	}
+	fakeB := newFake(routed())
+	b := newHarness(t, fakeB, testOptions())
+	time.Sleep(20 * time.Millisecond)
+	if _, err := b.obs.Observe(context.Background(), envoytest.Exchange{
+		ResponseHeaders: []envoytest.Header{{Key: ":status", Value: "200"}, {Key: "content-type", Value: "text/event-stream"}},
+		Chunks:          chunks(fixtureSSE(t), 2048, 0, 0),
+		Forwarded:       res.Metadata,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r := waitReport(t, fakeB)
+	if r.RequestId != "pool-1" || r.Endpoint != "10.0.0.8:8000" || r.Model != "llama" || r.CompletionTokens != 26 {
+		t.Fatalf("report = %v", r)
+	}
+	if r.Ttft.AsDuration() < 20*time.Millisecond {
+		t.Fatalf("ttft %v not measured from the arrival at gateway A", r.Ttft.AsDuration())
+	}
+}

@@ -34,6 +34,12 @@ const (
 	// MetadataNamespace is where override_host reads the pick
 	// (metadata_options.receiving_namespaces must list it).
 	MetadataNamespace = "envoy.lb"
+	// GatewayNamespace carries the gateway's own metadata from filter #1 to
+	// filter #2 (the bootstrap lists it in filter #1's receiving and filter
+	// #2's forwarding namespaces; envoy.GatewayNamespace).
+	GatewayNamespace = "llmrouter"
+	// MetadataKeyRequestID is the request id in GatewayNamespace.
+	MetadataKeyRequestID = "request_id"
 )
 
 // Options tune the gateway; OptionsFromConfig fills them from llm_gateway.

@@ -412,6 +412,9 @@ type Exchange struct {
 	// Truncate stops after this many chunks without end_of_stream (a reset);
 	// 0 sends all.
 	Truncate int
+	// Forwarded is the dynamic metadata of the forwarding namespaces, sent in
+	// metadata_context with every message (pass a Filter Result's Metadata).
+	Forwarded map[string]*structpb.Struct
 }
 
 // ObserveResult tells what the processor did on the stream.
@@ -444,6 +447,9 @@ func (o *Observer) Observe(ctx context.Context, ex Exchange) (*ObserveResult, er
 	}()
 	send := func(m *extprocv3.ProcessingRequest) error {
 		m.ObservabilityMode = true
+		if len(ex.Forwarded) > 0 {
+			m.MetadataContext = &corev3.Metadata{FilterMetadata: ex.Forwarded}
+		}
 		res.Sent = append(res.Sent, time.Now())
 		return stream.Send(m)
 	}
