@@ -47,7 +47,6 @@ func contractRun(t *testing.T, delta bool) {
 	go func() { served <- xs.Serve(ctx, xl) }()
 	defer func() { cancel(); <-served }()
 
-	var ups []*httptest.Server
 	var eps []xds.Endpoint
 	for i := 0; i < 2; i++ {
 		name := []string{"a", "b"}[i]
@@ -55,7 +54,6 @@ func contractRun(t *testing.T, delta bool) {
 			_, _ = io.WriteString(w, name)
 		}))
 		defer u.Close()
-		ups = append(ups, u)
 		eps = append(eps, xds.Endpoint{ID: name, Address: u.Listener.Addr().String()})
 	}
 	xs.SetEndpoints(eps)
