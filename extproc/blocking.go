@@ -34,6 +34,7 @@ type reqState struct {
 	session   string
 	priority  int32
 	model     string // from headers
+	lora      string // x-lora-adapter
 	decided   bool   // the request's fate is settled; later messages just continue
 
 	sendMu   sync.Mutex
@@ -99,6 +100,8 @@ func (s *Server) onRequestHeaders(ctx context.Context, st *reqState, h *extprocv
 			}
 		case HeaderModel:
 			hdrModel = headerValue(hv)
+		case HeaderLoRA:
+			st.lora = headerValue(hv)
 		case "upgrade":
 			upgrade = strings.ToLower(headerValue(hv))
 		case HeaderDestination, HeaderPrefiller:
@@ -149,13 +152,25 @@ func (s *Server) onRequestHeaders(ctx context.Context, st *reqState, h *extprocv
 // headerPick is the pick request of a request decided from headers alone.
 func (s *Server) headerPick(st *reqState) *llmrouterv1.PickRequest {
 	return &llmrouterv1.PickRequest{
-		RequestId:  st.requestID,
-		Model:      st.model,
-		Api:        st.api,
-		BlockChars: int32(s.opt.BlockChars),
-		SessionKey: st.session,
-		Priority:   st.priority,
+		RequestId:   st.requestID,
+		Model:       st.model,
+		Api:         st.api,
+		BlockChars:  int32(s.opt.BlockChars),
+		SessionKey:  st.session,
+		Priority:    st.priority,
+		LoraAdapter: loraFor(st.lora, st.model),
 	}
+}
+
+// loraFor names the adapter a request asks for. vLLM and SGLang serve each
+// loaded adapter under its own model name, so the model is the adapter
+// candidate unless a header names one; the scheduler prefers instances that
+// report it loaded and ignores it when none (a base model) or all do.
+func loraFor(header, model string) string {
+	if header != "" {
+		return header
+	}
+	return model
 }
 
 func (s *Server) onRequestBody(ctx context.Context, st *reqState, b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
@@ -204,6 +219,7 @@ func (s *Server) onRequestBody(ctx context.Context, st *reqState, b *extprocv3.H
 		Stream:            body.Stream,
 		SessionKey:        session,
 		Priority:          st.priority,
+		LoraAdapter:       loraFor(st.lora, body.Model),
 	}
 	resp := s.decide(ctx, st, &extprocv3.HeaderMutation{}, req, false)
 	s.m.pickDuration.Observe(time.Since(start).Seconds())

@@ -15,12 +15,14 @@
 // message being a response phase. It never answers. It measures TTFT and TPOT,
 // reads token usage from the final SSE chunk or a JSON body, and reports the
 // outcome to the Scheduler. It finds filter #1's record of the request by
-// x-request-id, taken from (in order) the request headers when the filter
-// sends them (request_header_mode SEND), the response headers (HCM
-// always_set_request_id_in_response), or the forwarded dynamic metadata
-// namespace MetadataNamespace. The endpoint that served comes from the
-// upstream.address attribute when configured (response_attributes), else the
-// pick's primary.
+// x-request-id, taken from the request headers when the filter sends them,
+// the response headers (HCM always_set_request_id_in_response), or the
+// GatewayNamespace dynamic metadata filter #1 wrote and Envoy forwards
+// (metadata_options.forwarding_namespaces). That metadata also carries the
+// model, arrival time and prompt estimate, so with a pool of gateways the
+// observing gateway need not be the picking one. The endpoint that served is
+// the upstream.address attribute when configured (response_attributes), else
+// the pick's primary.
 //
 // Degraded mode: when the Scheduler is unreachable the gateway answers Envoy
 // at once with no pick; it notices recovery by itself (see Availability and

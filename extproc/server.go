@@ -31,6 +31,8 @@ const (
 	// HeaderModel names the model of a request without a body (WebSocket
 	// upgrades, body-less calls); the query parameter model= works too.
 	HeaderModel = "x-model"
+	// HeaderLoRA names a LoRA adapter explicitly (else the model names it).
+	HeaderLoRA = "x-lora-adapter"
 	// MetadataNamespace is where override_host reads the pick
 	// (metadata_options.receiving_namespaces must list it).
 	MetadataNamespace = "envoy.lb"
