@@ -17,6 +17,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/llmrouter/llmrouter/api/llmrouter/v1"
@@ -447,15 +449,27 @@ func (a *Agent) steady(ctx context.Context, m Metrics, healthErr, metricsErr err
 		if err := a.discover(ctx, m, &info); err != nil {
 			healthErr = err
 		} else {
+			// The new generation (which makes the session re-register) and
+			// the values and health it registers with change together, so a
+			// report tick in between cannot register the recovered engine
+			// as unhealthy or with the dead one's numbers.
 			a.mu.Lock()
 			a.st.info = info
 			a.st.gen++
+			a.metricsFailures = 0
+			a.updateValuesLocked(info.adapter, m)
+			if !a.st.healthy {
+				a.st.healthy, a.st.reason = true, ""
+				a.met.engineHealthy.Set(1)
+			}
 			a.mu.Unlock()
+			a.notify()
 			msg := "engine recovered"
 			if wasHealthy {
 				msg = "engine restarted (counters reset)"
 			}
 			a.log.Info(msg, a.infoFields(info, 0)...)
+			return
 		}
 	}
 
@@ -717,8 +731,14 @@ func (a *Agent) sessionLoop(ctx context.Context, client pb.AgentServiceClient) {
 		wait := delay/2 + rand.N(delay/2+1)
 		a.met.reconnects.Inc()
 		// One warning when the link goes, then a reminder every half
-		// minute rather than a line per attempt.
+		// minute rather than a line per attempt. A refusal (bad token,
+		// address not allowed, malformed registration) will not heal by
+		// retrying: it is an error, with what to fix.
 		switch {
+		case refused(err) && (failures == 1 || time.Since(lastSaid) >= 30*time.Second):
+			a.log.Error("scheduler refused the agent; retrying, but the configuration must change",
+				zap.Error(err), zap.String("hint", refusalHint(err)), zap.Int("attempts", failures), zap.Duration("retry_in", wait))
+			lastSaid = time.Now()
 		case failures == 1:
 			a.log.Warn("scheduler stream ended; reconnecting", zap.Error(err), zap.Duration("retry_in", wait))
 			lastSaid = time.Now()
@@ -735,6 +755,26 @@ func (a *Agent) sessionLoop(ctx context.Context, client pb.AgentServiceClient) {
 		}
 		delay = min(2*delay, a.opts.BackoffMax)
 	}
+}
+
+// refused reports whether the scheduler turned the agent away, as opposed
+// to being unreachable or restarting.
+func refused(err error) bool {
+	switch status.Code(err) {
+	case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument:
+		return true
+	}
+	return false
+}
+
+func refusalHint(err error) string {
+	switch status.Code(err) {
+	case codes.Unauthenticated:
+		return "set LLMROUTER_TOKEN (token) to the scheduler's shared token"
+	case codes.PermissionDenied:
+		return "agent.advertise must lie inside the scheduler's llm_scheduler.allowed_cidrs"
+	}
+	return "the scheduler rejected the registration; see the error for the field"
 }
 
 // session runs one Connect stream: Register, then a Report every interval
@@ -796,6 +836,12 @@ func (a *Agent) session(ctx context.Context, client pb.AgentServiceClient) (regi
 				if !registered {
 					a.log.Info("registered with scheduler", zap.String("instance_id", m.Registered.GetInstanceId()),
 						zap.String("scheduler", a.opts.SchedulerAddress))
+					// A new stream is a new registration, never drained: a
+					// drain from before the reconnect (or from a scheduler
+					// that restarted since) no longer holds. On a
+					// re-registration over this same stream the scheduler
+					// keeps a drain and says so again after the ack.
+					a.setDraining(false, "new registration")
 				}
 				registered = true
 				a.setConnected(true, nil)
@@ -842,19 +888,30 @@ func (a *Agent) command(c *pb.Command) bool {
 	a.log.Info("scheduler command", zap.String("kind", c.GetKind().String()), zap.String("reason", c.GetReason()))
 	switch c.GetKind() {
 	case pb.Command_KIND_DRAIN:
-		a.mu.Lock()
-		a.st.draining = true
-		a.mu.Unlock()
-		a.met.draining.Set(1)
+		a.setDraining(true, "")
 	case pb.Command_KIND_RESUME:
-		a.mu.Lock()
-		a.st.draining = false
-		a.mu.Unlock()
-		a.met.draining.Set(0)
+		a.setDraining(false, "")
 	case pb.Command_KIND_REREGISTER:
 		return true
 	}
 	return false
+}
+
+// setDraining records the scheduler's drain state; why, when given, is
+// logged if the state changes (commands are logged where they arrive).
+func (a *Agent) setDraining(draining bool, why string) {
+	a.mu.Lock()
+	changed := a.st.draining != draining
+	a.st.draining = draining
+	a.mu.Unlock()
+	if draining {
+		a.met.draining.Set(1)
+	} else {
+		a.met.draining.Set(0)
+	}
+	if changed && why != "" {
+		a.log.Info("drain state", zap.Bool("draining", draining), zap.String("reason", why))
+	}
 }
 
 // Draining reports whether the scheduler has drained this instance.

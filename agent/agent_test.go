@@ -17,7 +17,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 )
@@ -139,6 +141,8 @@ type fakeScheduler struct {
 	done   chan struct{}
 	stream pb.AgentService_ConnectServer
 	sendMu sync.Mutex
+	// refuse, when set, ends every stream at once with it.
+	refuse error
 }
 
 func newFakeScheduler(t *testing.T) *fakeScheduler {
@@ -197,7 +201,11 @@ func (s *fakeScheduler) send(m *pb.SchedulerMessage) error {
 func (s *fakeScheduler) Connect(stream pb.AgentService_ConnectServer) error {
 	s.mu.Lock()
 	s.stream = stream
+	refuse := s.refuse
 	s.mu.Unlock()
+	if refuse != nil {
+		return refuse
+	}
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
@@ -555,5 +563,61 @@ func TestAgentReRegistersAfterQuickRestart(t *testing.T) {
 	// The rate across the reset is not negative.
 	if g := r.GetInitial().GetGenerationTokensPerSecond(); g < 0 {
 		t.Errorf("generation rate across a reset = %v", g)
+	}
+}
+
+func TestAgentNewStreamClearsDrain(t *testing.T) {
+	// A drain belongs to one registration on one scheduler: after the
+	// scheduler restarts (it registers the instance anew, undrained) the
+	// agent must not keep saying it is drained.
+	engine := newFakeVLLM(t)
+	engine.start(t)
+	sched := newFakeScheduler(t)
+	a, _ := startAgent(t, testOptions(engine, sched), zap.NewNop())
+	sched.next(t, "registration", 10*time.Second, isRegister)
+	if err := sched.send(&pb.SchedulerMessage{Msg: &pb.SchedulerMessage_Command{Command: &pb.Command{Kind: pb.Command_KIND_DRAIN}}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "drain recorded", 5*time.Second, a.Draining)
+	// A re-registration on the same stream keeps it (the scheduler says
+	// DRAIN again if it still holds).
+	if err := sched.send(&pb.SchedulerMessage{Msg: &pb.SchedulerMessage_Command{Command: &pb.Command{Kind: pb.Command_KIND_REREGISTER}}}); err != nil {
+		t.Fatal(err)
+	}
+	sched.next(t, "registration on request", 5*time.Second, isRegister)
+	time.Sleep(100 * time.Millisecond) // the second ack arrives
+	if !a.Draining() {
+		t.Fatal("drain cleared by a re-registration on the same stream")
+	}
+	addr := sched.addr
+	sched.stop()
+	sched.drain()
+	sched.start(t, addr)
+	sched.next(t, "registration with the restarted scheduler", 10*time.Second, isRegister)
+	eventually(t, "drain cleared by the new registration", 5*time.Second, func() bool { return !a.Draining() })
+}
+
+func TestAgentLogsRefusal(t *testing.T) {
+	// A scheduler that turns the agent away (wrong token) is an error the
+	// operator must fix, said once (then every half minute), not a quiet
+	// reconnect loop.
+	engine := newFakeVLLM(t)
+	engine.start(t)
+	sched := newFakeScheduler(t)
+	sched.mu.Lock()
+	sched.refuse = status.Error(codes.Unauthenticated, "invalid token: LLMROUTER_TOKEN does not match the scheduler's shared token")
+	sched.mu.Unlock()
+	core, logs := observer.New(zap.InfoLevel)
+	a, _ := startAgent(t, testOptions(engine, sched), zap.New(core))
+	eventually(t, "the refusal logged", 10*time.Second, func() bool {
+		return logs.FilterMessageSnippet("scheduler refused the agent").Len() > 0
+	})
+	time.Sleep(500 * time.Millisecond) // several more attempts (backoff 50..500ms)
+	got := logs.FilterMessageSnippet("scheduler refused the agent").All()
+	if len(got) != 1 || got[0].Level != zap.ErrorLevel || !strings.Contains(got[0].ContextMap()["hint"].(string), "LLMROUTER_TOKEN") {
+		t.Fatalf("refusal lines = %v", got)
+	}
+	if err := a.Ready(); err == nil || !strings.Contains(err.Error(), "invalid token") {
+		t.Fatalf("Ready while refused = %v, want it to name the refusal", err)
 	}
 }

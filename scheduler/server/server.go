@@ -43,6 +43,9 @@ func New(cfg config.Config, sch *scheduler.Scheduler, log *zap.Logger) (*Server,
 	if err != nil {
 		return nil, err
 	}
+	// Outermost, so it sees the token check's refusals.
+	ref := &refusals{log: log, seen: map[string]*refusal{}}
+	opts = append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(ref.unary), grpc.ChainStreamInterceptor(ref.stream)}, opts...)
 	s := &Server{sch: sch, log: log, grpc: grpc.NewServer(opts...), stopping: make(chan struct{})}
 	llmrouterv1.RegisterAgentServiceServer(s.grpc, &agents{s: s})
 	llmrouterv1.RegisterPickerServiceServer(s.grpc, &picker{s: s})
@@ -101,7 +104,6 @@ func registrationError(err error) error {
 }
 
 func (a *agents) Connect(stream llmrouterv1.AgentService_ConnectServer) error {
-	log := a.s.log
 	first, err := stream.Recv()
 	if err != nil {
 		return err
@@ -110,25 +112,21 @@ func (a *agents) Connect(stream llmrouterv1.AgentService_ConnectServer) error {
 	if reg == nil {
 		return status.Error(codes.InvalidArgument, "the first message on an agent stream must be Register")
 	}
-	lease, err := a.s.sch.Register(reg)
+	lease, err := a.register(reg)
 	if err != nil {
-		log.Warn("registration refused", zap.String("address", reg.GetAddress()), zap.Error(err))
-		return registrationError(err)
+		return err
 	}
+	// lease changes when the agent re-registers on this stream; the deferred
+	// removal must take the registration current at the end.
 	reason := "stream closed"
 	defer func() { a.s.sch.Deregister(lease.ID, lease.Gen, reason) }()
-
-	interval := reg.GetReportInterval().AsDuration()
-	if interval <= 0 {
-		interval = registry.DefaultReportInterval
-	}
-	if err := stream.Send(&llmrouterv1.SchedulerMessage{Msg: &llmrouterv1.SchedulerMessage_Registered{
-		Registered: &llmrouterv1.RegisterAck{InstanceId: lease.ID, ReportInterval: durationpb.New(interval)},
-	}}); err != nil {
+	if err := sendAck(stream, lease, reg); err != nil {
 		return err
 	}
 
-	// One goroutine receives, this one sends: gRPC allows exactly that.
+	// One goroutine receives, this one sends and applies: gRPC allows exactly
+	// that, and applying here keeps the lease in one goroutine's hands.
+	msgs := make(chan *llmrouterv1.AgentMessage)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -137,20 +135,32 @@ func (a *agents) Connect(stream llmrouterv1.AgentService_ConnectServer) error {
 				recvErr <- err
 				return
 			}
-			switch {
-			case m.GetReport() != nil:
-				if err := a.s.sch.InstanceReport(lease.ID, lease.Gen, m.GetReport()); err != nil {
-					recvErr <- status.Error(codes.FailedPrecondition, "report refused: "+err.Error()+"; re-register")
-					return
-				}
-			case m.GetRegister() != nil:
-				recvErr <- status.Error(codes.InvalidArgument, "Register sent twice on one stream; open a new stream to re-register")
+			select {
+			case msgs <- m:
+			case <-stream.Context().Done():
 				return
 			}
 		}
 	}()
 	for {
 		select {
+		case m := <-msgs:
+			switch {
+			case m.GetReport() != nil:
+				if err := a.s.sch.InstanceReport(lease.ID, lease.Gen, m.GetReport()); err != nil {
+					reason = "report refused"
+					return status.Error(codes.FailedPrecondition, "report refused: "+err.Error()+"; re-register")
+				}
+			case m.GetRegister() != nil:
+				next, err := a.reRegister(stream, lease, m.GetRegister())
+				if next != nil {
+					lease = next
+				}
+				if err != nil {
+					reason = "re-registration failed: " + err.Error()
+					return err
+				}
+			}
 		case err := <-recvErr:
 			if errors.Is(err, io.EOF) {
 				return nil
@@ -158,11 +168,11 @@ func (a *agents) Connect(stream llmrouterv1.AgentService_ConnectServer) error {
 			reason = "stream error: " + err.Error()
 			return err
 		case <-lease.Done():
-			// Replaced by a newer registration, or removed for missed reports:
-			// the agent re-registers if it is still alive.
+			// Replaced by another stream's registration, or removed for
+			// missed reports: the agent re-registers if it is still alive.
 			return status.Error(codes.Aborted, "registration ended: "+lease.Reason())
 		case cmd := <-lease.Commands():
-			if err := stream.Send(&llmrouterv1.SchedulerMessage{Msg: &llmrouterv1.SchedulerMessage_Command{Command: cmd}}); err != nil {
+			if err := sendCommand(stream, cmd); err != nil {
 				return err
 			}
 		case <-stream.Context().Done():
@@ -172,6 +182,72 @@ func (a *agents) Connect(stream llmrouterv1.AgentService_ConnectServer) error {
 			return status.Error(codes.Unavailable, "scheduler shutting down; re-register with backoff")
 		}
 	}
+}
+
+// register admits a registration, mapping a refusal to its gRPC status.
+func (a *agents) register(reg *llmrouterv1.Register) (*registry.Lease, error) {
+	lease, err := a.s.sch.Register(reg)
+	if err != nil {
+		a.s.log.Warn("registration refused", zap.String("address", reg.GetAddress()), zap.Error(err))
+		return nil, registrationError(err)
+	}
+	return lease, nil
+}
+
+// reRegister applies a Register sent on an open stream: the agent saw its
+// engine restart or recover (models, KV capacity or version may differ), or
+// the scheduler asked with KIND_REREGISTER. It replaces the registration,
+// acknowledges again, forwards commands still queued for the old
+// registration and keeps an operator's drain.
+func (a *agents) reRegister(stream llmrouterv1.AgentService_ConnectServer, old *registry.Lease, reg *llmrouterv1.Register) (*registry.Lease, error) {
+	prev, _ := a.s.sch.Registry().Get(old.ID)
+	lease, err := a.register(reg)
+	if err != nil {
+		return nil, err
+	}
+	if lease.ID != old.ID {
+		// The agent now advertises another address: the old one is no
+		// longer served by this stream.
+		a.s.sch.Deregister(old.ID, old.Gen, "re-registered as "+lease.ID)
+	}
+	if err := sendAck(stream, lease, reg); err != nil {
+		return lease, err
+	}
+	for pending := true; pending; {
+		select {
+		case cmd := <-old.Commands():
+			if err := sendCommand(stream, cmd); err != nil {
+				return lease, err
+			}
+		default:
+			pending = false
+		}
+	}
+	if lease.ID == old.ID && prev.Draining {
+		// A drain is the operator's decision about this instance, not about
+		// one registration of it. Drain queues the command that tells the
+		// agent again, after the ack.
+		if err := a.s.sch.Drain(lease.ID, "kept across re-registration"); err != nil {
+			a.s.log.Warn("drain not restored after re-registration", zap.String("instance", lease.ID), zap.Error(err))
+		}
+	}
+	return lease, nil
+}
+
+func sendAck(stream llmrouterv1.AgentService_ConnectServer, lease *registry.Lease, reg *llmrouterv1.Register) error {
+	// The registry counts missed reports with the agent's own interval, so
+	// that is the interval acknowledged.
+	interval := reg.GetReportInterval().AsDuration()
+	if interval <= 0 {
+		interval = registry.DefaultReportInterval
+	}
+	return stream.Send(&llmrouterv1.SchedulerMessage{Msg: &llmrouterv1.SchedulerMessage_Registered{
+		Registered: &llmrouterv1.RegisterAck{InstanceId: lease.ID, ReportInterval: durationpb.New(interval)},
+	}})
+}
+
+func sendCommand(stream llmrouterv1.AgentService_ConnectServer, cmd *llmrouterv1.Command) error {
+	return stream.Send(&llmrouterv1.SchedulerMessage{Msg: &llmrouterv1.SchedulerMessage_Command{Command: cmd}})
 }
 
 // ---------------------------------------------------------------- gateways

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -44,6 +45,12 @@ type env struct {
 // start runs a scheduler API on 127.0.0.1:0 until the test ends.
 func start(t *testing.T, mutate func(*config.Config)) *env {
 	t.Helper()
+	return startLogged(t, mutate, nil)
+}
+
+// startLogged is start with the server logging to log.
+func startLogged(t *testing.T, mutate func(*config.Config), log *zap.Logger) *env {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Scheduler.Policy = "least-request"
 	if mutate != nil {
@@ -54,7 +61,7 @@ func start(t *testing.T, mutate func(*config.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(cfg, sch, nil)
+	srv, err := New(cfg, sch, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,82 @@
+package server
+
+import (
+	"context"
+	"net"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// refusalLogEvery bounds the log lines one peer's refused calls produce: a
+// misconfigured agent retries forever (with backoff), and the operator
+// needs to see it once in a while, not once per attempt.
+const refusalLogEvery = 30 * time.Second
+
+// maxRefusalPeers bounds the per-peer memory; beyond it the map starts over
+// (at worst a few extra log lines).
+const maxRefusalPeers = 1024
+
+// refusals logs calls refused for a missing or wrong token (the token check
+// itself, in internal/grpcx, only answers the caller).
+type refusals struct {
+	log *zap.Logger
+
+	mu   sync.Mutex
+	seen map[string]*refusal // peer IP → its last logged refusal
+}
+
+type refusal struct {
+	at         time.Time
+	suppressed int
+}
+
+func (r *refusals) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	resp, err := h(ctx, req)
+	r.note(ctx, info.FullMethod, err)
+	return resp, err
+}
+
+func (r *refusals) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	err := h(srv, ss)
+	r.note(ss.Context(), info.FullMethod, err)
+	return err
+}
+
+func (r *refusals) note(ctx context.Context, method string, err error) {
+	if status.Code(err) != codes.Unauthenticated {
+		return
+	}
+	addr := "unknown"
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		addr = p.Addr.String()
+	}
+	ip := addr
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		ip = h
+	}
+	now := time.Now()
+	r.mu.Lock()
+	last := r.seen[ip]
+	if last != nil && now.Sub(last.at) < refusalLogEvery {
+		last.suppressed++
+		r.mu.Unlock()
+		return
+	}
+	if len(r.seen) >= maxRefusalPeers {
+		clear(r.seen)
+	}
+	suppressed := 0
+	if last != nil {
+		suppressed = last.suppressed
+	}
+	r.seen[ip] = &refusal{at: now}
+	r.mu.Unlock()
+	r.log.Warn("call refused: missing or invalid token", zap.String("peer", addr), zap.String("method", method),
+		zap.String("error", status.Convert(err).Message()), zap.Int("refused_since_last_log", suppressed))
+}
