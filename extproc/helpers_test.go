@@ -102,7 +102,7 @@ func newHarness(t testing.TB, sched Scheduler, opt Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(GRPCServerOptions()...)
 	srv.Register(g)
 	go func() { _ = g.Serve(ln) }()
 	client, cc, err := envoytest.Dial(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/llmrouter/llmrouter/internal/config"
@@ -252,4 +253,21 @@ func newRequestID() string {
 	out[23] = '-'
 	hex.Encode(out[24:], b[10:])
 	return string(out[:])
+}
+
+// GRPCServerOptions are the options the ext_proc gRPC server should run with:
+// windows large enough that a buffered prompt of a few hundred KiB crosses in
+// one flight instead of waiting on flow-control updates, a receive limit
+// above Envoy's buffer limits (a larger body would fail the stream and pass
+// through), unlimited concurrent streams (one per HTTP request and filter),
+// and keepalive that tolerates Envoy's pings.
+func GRPCServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.InitialWindowSize(4 << 20),
+		grpc.InitialConnWindowSize(16 << 20),
+		grpc.MaxRecvMsgSize(32 << 20),
+		grpc.MaxConcurrentStreams(1 << 20),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	}
 }

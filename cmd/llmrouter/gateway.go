@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/llmrouter/llmrouter/extproc"
 	"github.com/llmrouter/llmrouter/extproc/schedclient"
@@ -88,13 +87,7 @@ func runGateway(ctx context.Context, cfg config.Config, log *zap.Logger, bound f
 // not present the scheduler token, so there is no token check here; the
 // gateway belongs beside its Envoy (loopback or the pod network).
 func extProcServer(gw *extproc.Server) *grpc.Server {
-	g := grpc.NewServer(
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		// One stream per HTTP request and filter: Envoy multiplexes them all
-		// over a few connections.
-		grpc.MaxConcurrentStreams(1<<20),
-	)
+	g := grpc.NewServer(extproc.GRPCServerOptions()...)
 	gw.Register(g)
 	grpcx.RegisterHealth(g)
 	return g
