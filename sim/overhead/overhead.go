@@ -1,0 +1,344 @@
+// Package overhead measures what the gateway adds to a request: the ext_proc
+// exchange Envoy's blocking filter makes for every request (request headers,
+// then the buffered body, each answered) over loopback gRPC, with the real
+// scheduler in-process deciding with its real policy over a registered fleet.
+//
+// The load generator speaks ext_proc as Envoy does (extproc/envoytest) and
+// runs open loop: requests start on a fixed schedule whatever the latency, so
+// a slow answer cannot hide by slowing the load down. A second, closed-loop
+// phase finds the decisions per second the gateway and scheduler sustain.
+//
+// Generator and server share this machine's cores, so the numbers are an
+// upper bound on what the gateway adds beside a real Envoy.
+package overhead
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/extproc"
+	"github.com/llmrouter/llmrouter/extproc/envoytest"
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler"
+	_ "github.com/llmrouter/llmrouter/scheduler/policy/all" // every policy by name
+)
+
+// Options shape one measurement.
+type Options struct {
+	Instances   int           // registered engine instances (64)
+	Policy      string        // scheduling policy (prefix-cache)
+	PromptBytes int           // size of each request's prompt (4 KiB)
+	Rate        float64       // open-loop requests per second (1,000)
+	Duration    time.Duration // open-loop phase length
+	// Concurrency of the closed-loop phase that measures decisions per
+	// second; 0 skips it.
+	Concurrency int
+	// ClosedDuration is the closed-loop phase length.
+	ClosedDuration time.Duration
+	Seed           uint64
+	// Progress, when set, is called about once a second.
+	Progress func(done, total int)
+}
+
+// Defaults are the issue's measurement: 64 instances, 4 KiB prompts, 1,000
+// requests per second.
+func Defaults() Options {
+	return Options{Instances: 64, Policy: "prefix-cache", PromptBytes: 4 << 10, Rate: 1000,
+		Duration: 10 * time.Second, Concurrency: 32, ClosedDuration: 5 * time.Second, Seed: 1}
+}
+
+// Result is what one measurement found.
+type Result struct {
+	Instances   int     `json:"instances"`
+	Policy      string  `json:"policy"`
+	PromptBytes int     `json:"prompt_bytes"`
+	Rate        float64 `json:"rate"`
+	Requests    int     `json:"requests"`
+	Failed      int     `json:"failed"`
+	// Added latency of the ext_proc exchange, milliseconds.
+	P50ms  float64 `json:"p50_ms"`
+	P90ms  float64 `json:"p90_ms"`
+	P99ms  float64 `json:"p99_ms"`
+	P999ms float64 `json:"p999_ms"`
+	MaxMs  float64 `json:"max_ms"`
+	// AchievedRate is the rate the generator actually kept.
+	AchievedRate float64 `json:"achieved_rate"`
+	// DecisionsPerSecond is the closed-loop throughput (0 when skipped).
+	DecisionsPerSecond float64 `json:"decisions_per_second"`
+}
+
+func (o Options) validate() error {
+	switch {
+	case o.Instances < 1:
+		return fmt.Errorf("instances = %d: want 1 or more", o.Instances)
+	case o.PromptBytes < 1:
+		return fmt.Errorf("prompt size = %d bytes: want 1 or more", o.PromptBytes)
+	case o.Rate <= 0:
+		return fmt.Errorf("rate = %g: want a positive number of requests per second", o.Rate)
+	case o.Duration <= 0:
+		return fmt.Errorf("duration = %s: want a positive duration", o.Duration)
+	case o.Concurrency < 0:
+		return fmt.Errorf("concurrency = %d: want 0 or more", o.Concurrency)
+	}
+	return nil
+}
+
+// system runs the scheduler and gateway on loopback.
+type system struct {
+	sched  *scheduler.Scheduler
+	gw     *extproc.Server
+	srv    *grpc.Server
+	conn   *grpc.ClientConn
+	filter *envoytest.Filter
+	addrs  []string
+}
+
+func start(o Options) (*system, error) {
+	cfg := config.Default()
+	cfg.Scheduler.Policy = o.Policy
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := zap.NewNop()
+	sched, err := scheduler.New(cfg, scheduler.Deps{Log: log, Metrics: prometheus.NewRegistry(),
+		Rand: rand.New(rand.NewPCG(o.Seed, 1))})
+	if err != nil {
+		return nil, err
+	}
+	s := &system{sched: sched}
+	for i := range o.Instances {
+		addr := fmt.Sprintf("10.0.%d.%d:8000", i/250, i%250+1)
+		s.addrs = append(s.addrs, addr)
+		if _, err := sched.Register(&llmrouterv1.Register{
+			Address: addr, Engine: "vllm", Models: []string{"model"}, NumGpuBlocks: 29000, BlockSize: 16,
+			ReportInterval: durationpb.New(200 * time.Millisecond),
+			Initial:        &llmrouterv1.Report{Healthy: true, GenerationTokensPerSecond: 2000, PromptTokensPerSecond: 20000},
+		}); err != nil {
+			return nil, err
+		}
+	}
+	s.gw = extproc.New(extproc.OptionsFromConfig(cfg.Gateway), sched, prometheus.NewRegistry(), log)
+	s.srv = grpc.NewServer(extproc.GRPCServerOptions()...)
+	s.gw.Register(s.srv)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go func() { _ = s.srv.Serve(ln) }()
+	client, conn, err := envoytest.Dial(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		s.srv.Stop()
+		return nil, err
+	}
+	s.conn = conn
+	// Envoy's filter #1 as the bootstrap configures it. The message timeout
+	// is Envoy's 200 ms: an answer later than that is a failure, as it would
+	// be in production (Envoy would fail open and round-robin).
+	s.filter = &envoytest.Filter{Client: client, MessageTimeout: 200 * time.Millisecond,
+		MaxMessageTimeout: cfg.Gateway.WaitScheduleTimeout + extproc.QueueTimeoutSlack,
+		FailureModeAllow: true, ReceivingNamespaces: []string{"envoy.lb", extproc.GatewayNamespace}}
+	return s, nil
+}
+
+func (s *system) stop() {
+	_ = s.conn.Close()
+	s.srv.Stop()
+	s.gw.Close()
+}
+
+// reports keeps the fleet looking like engines reporting every 200 ms, so
+// in-flight picks are folded into "running" and nothing saturates.
+func (s *system) reports(ctx context.Context) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for _, a := range s.addrs {
+				_ = s.sched.InstanceReport(a, 0, &llmrouterv1.Report{Healthy: true, Running: 4,
+					KvCacheUsage: 0.3, GenerationTokensPerSecond: 2000, PromptTokensPerSecond: 20000})
+			}
+			s.sched.Tick()
+		}
+	}
+}
+
+// prompts builds request bodies: conversations under a few shared system
+// prompts, each distinct after its prefix, so the prefix index does real work.
+type prompts struct {
+	system []string
+	size   int
+	rng    *rand.Rand
+	mu     sync.Mutex
+	n      int
+}
+
+func newPrompts(size int, seed uint64) *prompts {
+	p := &prompts{size: size, rng: rand.New(rand.NewPCG(seed, 2))}
+	for i := range 8 {
+		p.system = append(p.system, strings.Repeat(fmt.Sprintf("You are assistant %d. Follow the policy. ", i), size/80+1)[:size/2])
+	}
+	return p
+}
+
+func (p *prompts) next() (id string, body []byte) {
+	p.mu.Lock()
+	p.n++
+	n := p.n
+	sys := p.system[p.rng.IntN(len(p.system))]
+	p.mu.Unlock()
+	user := strings.Repeat(fmt.Sprintf("question %d about topic %d; ", n, n%97), p.size/30+1)
+	user = user[:max(1, p.size-len(sys))]
+	var b strings.Builder
+	b.Grow(p.size + 256)
+	b.WriteString(`{"model":"model","stream":true,"max_tokens":128,"messages":[{"role":"system","content":"`)
+	b.WriteString(sys)
+	b.WriteString(`"},{"role":"user","content":"`)
+	b.WriteString(user)
+	b.WriteString(`"}]}`)
+	return fmt.Sprintf("req-%d", n), []byte(b.String())
+}
+
+// one sends one request through filter #1 and reports its completion to the
+// scheduler (as filter #2 would), returning the exchange's latency.
+func (s *system) one(ctx context.Context, p *prompts) (time.Duration, error) {
+	id, body := p.next()
+	req := envoytest.Request{Headers: []envoytest.Header{
+		{Key: ":method", Value: "POST"}, {Key: ":path", Value: "/v1/chat/completions"},
+		{Key: ":authority", Value: "llm"}, {Key: ":scheme", Value: "http"},
+		{Key: "content-type", Value: "application/json"}, {Key: "x-request-id", Value: id},
+		{Key: "content-length", Value: fmt.Sprint(len(body))},
+	}, Body: body}
+	t0 := time.Now()
+	res := s.filter.Do(ctx, req)
+	lat := time.Since(t0)
+	if res.Err != nil {
+		return lat, res.Err
+	}
+	dest, ok := envoytest.Get(res.Headers, extproc.HeaderDestination)
+	if !ok || dest == "" {
+		return lat, errors.New("no pick in the forwarded headers")
+	}
+	primary, _, _ := strings.Cut(dest, ",")
+	_ = s.sched.Report(ctx, &llmrouterv1.OutcomeReport{RequestId: id, Endpoint: primary, Model: "model",
+		Success: true, HttpStatus: 200, PromptTokens: int64(len(body) / 4), CompletionTokens: 128})
+	return lat, nil
+}
+
+// Run performs one measurement.
+func Run(ctx context.Context, o Options) (Result, error) {
+	if err := o.validate(); err != nil {
+		return Result{}, err
+	}
+	s, err := start(o)
+	if err != nil {
+		return Result{}, err
+	}
+	defer s.stop()
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go s.reports(rctx)
+	p := newPrompts(o.PromptBytes, o.Seed)
+
+	// Warm up connections, pools and the prefix index.
+	for range 200 {
+		if _, err := s.one(ctx, p); err != nil {
+			return Result{}, fmt.Errorf("warm-up request failed: %w", err)
+		}
+	}
+
+	total := int(o.Rate * o.Duration.Seconds())
+	lats := make([]time.Duration, total)
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	interval := time.Duration(float64(time.Second) / o.Rate)
+	begin := time.Now()
+	lastProgress := begin
+	for i := range total {
+		due := begin.Add(time.Duration(i) * interval)
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
+		}
+		if ctx.Err() != nil {
+			return Result{}, ctx.Err()
+		}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			lat, err := s.one(ctx, p)
+			lats[i] = lat
+			if err != nil {
+				failed.Add(1)
+			}
+		}(i)
+		if o.Progress != nil && time.Since(lastProgress) > time.Second {
+			o.Progress(i, total)
+			lastProgress = time.Now()
+		}
+	}
+	sent := time.Since(begin)
+	wg.Wait()
+	if o.Progress != nil {
+		o.Progress(total, total)
+	}
+
+	r := Result{Instances: o.Instances, Policy: o.Policy, PromptBytes: o.PromptBytes, Rate: o.Rate,
+		Requests: total, Failed: int(failed.Load()), AchievedRate: float64(total) / sent.Seconds()}
+	slices.Sort(lats)
+	q := func(f float64) float64 {
+		return float64(lats[min(len(lats)-1, int(f*float64(len(lats))))]) / float64(time.Millisecond)
+	}
+	r.P50ms, r.P90ms, r.P99ms, r.P999ms = q(0.5), q(0.9), q(0.99), q(0.999)
+	r.MaxMs = float64(lats[len(lats)-1]) / float64(time.Millisecond)
+
+	if o.Concurrency > 0 && o.ClosedDuration > 0 {
+		var done atomic.Int64
+		cctx, ccancel := context.WithTimeout(ctx, o.ClosedDuration)
+		t0 := time.Now()
+		var cwg sync.WaitGroup
+		for range o.Concurrency {
+			cwg.Add(1)
+			go func() {
+				defer cwg.Done()
+				for cctx.Err() == nil {
+					if _, err := s.one(ctx, p); err == nil {
+						done.Add(1)
+					}
+				}
+			}()
+		}
+		cwg.Wait()
+		ccancel()
+		r.DecisionsPerSecond = float64(done.Load()) / time.Since(t0).Seconds()
+	}
+	return r, nil
+}
+
+// Table renders results as the overhead table of docs/benchmarks.md.
+func Table(rs []Result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-9s %-13s %7s %8s %7s %8s %8s %8s %8s %8s %12s\n",
+		"instances", "policy", "prompt", "rate/s", "failed", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "decisions/s")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "%-9d %-13s %6dK %8.0f %7d %8.3f %8.3f %8.3f %8.3f %8.2f %12.0f\n",
+			r.Instances, r.Policy, r.PromptBytes>>10, r.AchievedRate, r.Failed, r.P50ms, r.P90ms, r.P99ms, r.P999ms, r.MaxMs, r.DecisionsPerSecond)
+	}
+	return b.String()
+}
