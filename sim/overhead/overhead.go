@@ -151,7 +151,7 @@ func start(o Options) (*system, error) {
 	// be in production (Envoy would fail open and round-robin).
 	s.filter = &envoytest.Filter{Client: client, MessageTimeout: 200 * time.Millisecond,
 		MaxMessageTimeout: cfg.Gateway.WaitScheduleTimeout + extproc.QueueTimeoutSlack,
-		FailureModeAllow: true, ReceivingNamespaces: []string{"envoy.lb", extproc.GatewayNamespace}}
+		FailureModeAllow:  true, ReceivingNamespaces: []string{"envoy.lb", extproc.GatewayNamespace}}
 	return s, nil
 }
 
