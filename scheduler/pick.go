@@ -161,7 +161,8 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 }
 
 // resolvePool finds the instances for the request's model. A model no
-// registered instance serves is rejected with 404, unless
+// registered instance serves is rejected with 404 (503 while no instance at
+// all is registered), unless
 // llm_scheduler.default_pool names a model: its instances then take the
 // request (the model name is passed through unchanged, so those engines must
 // accept it, e.g. as an alias).
@@ -177,6 +178,13 @@ func (s *Scheduler) resolvePool(w *waiter) *llmrouterv1.PickResponse {
 		}
 		w.pool, w.fallback = def, fallbackDefaultPool
 		return nil
+	}
+	if len(s.pools) == 0 {
+		// No instance registered at all, as right after a scheduler restart
+		// before the agents reconnect: nothing says the model does not exist.
+		// 503 (not 404) lets the gateway pass the request to Envoy, which
+		// still holds the last endpoints.
+		return s.reject(503, fmt.Sprintf("no instance is registered (model %q)", model))
 	}
 	if model == "" {
 		return s.reject(404, "the request names no model; served models: "+joinModels(s.pools))

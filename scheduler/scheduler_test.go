@@ -179,6 +179,21 @@ func TestAddressValidation(t *testing.T) {
 	}
 }
 
+// TestNoInstanceRegisteredIsNot404: a scheduler that knows no instance at
+// all (just restarted, agents not yet back) cannot tell that a model does not
+// exist: 503, which the gateway passes through to Envoy, never 404.
+func TestNoInstanceRegisteredIsNot404(t *testing.T) {
+	s, _ := newTestScheduler(t, nil)
+	resp, tk := s.TryPick(pickReq("r1", "llama"), nil)
+	if tk != nil || resp.Status != llmrouterv1.PickResponse_REJECTED || resp.HttpStatus != 503 || !strings.Contains(resp.Reason, "llama") {
+		t.Fatalf("empty fleet: %v", resp)
+	}
+	mustRegister(t, s, "10.0.0.1:8000", "llama")
+	if resp, _ := s.TryPick(pickReq("r2", "gpt-9"), nil); resp.HttpStatus != 404 {
+		t.Fatalf("unknown model with a fleet registered: %v", resp)
+	}
+}
+
 func TestUnknownModelAndNoInstance(t *testing.T) {
 	s, _ := newTestScheduler(t, nil)
 	mustRegister(t, s, "10.0.0.1:8000", "llama")
