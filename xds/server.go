@@ -54,15 +54,32 @@ type Server struct {
 	lastPush time.Time
 	timer    *time.Timer
 	closed   bool
+	// Until the first endpoint push, an empty set is held back until
+	// holdEmptyUntil (see EmptyHold); holdTimer publishes it then.
+	published      bool
+	holdEmptyUntil time.Time
+	holdTimer      *time.Timer
 	// edsVersion mirrors the EDS cache's version counter (we are its only
 	// writer), so responses can be tied to the update they carry.
 	edsVersion uint64
 	edsPrefix  string
 }
 
-// New builds the server: the engine cluster from cfg, an empty endpoint set
-// (so Envoy's cluster warms at once), metrics on reg (a private registry when
-// nil).
+// EmptyHold is how long a starting server keeps an empty endpoint set to
+// itself. A scheduler that restarts knows no instance until its agents
+// reconnect (their backoff is capped at 5 s); Envoy, reconnecting meanwhile,
+// would take an empty set at its word and answer 503 "no healthy upstream"
+// for every request, while without an assignment for the cluster it keeps
+// the endpoints it has. The first non-empty set is published at once; an
+// empty one only after EmptyHold (a fleet that really is empty), below
+// Envoy's 15 s initial_fetch_timeout. A state-of-the-world client that
+// subscribes meanwhile gets a response without the assignment, which Envoy
+// counts as an empty update and keeps its hosts.
+const EmptyHold = 10 * time.Second
+
+// New builds the server: the engine cluster from cfg, no endpoint
+// assignment until the first SetEndpoints (an empty set waits EmptyHold),
+// metrics on reg (a private registry when nil).
 func New(cfg config.Config, log *zap.Logger, reg prometheus.Registerer) *Server {
 	if log == nil {
 		log = zap.NewNop()
@@ -79,21 +96,19 @@ func New(cfg config.Config, log *zap.Logger, reg prometheus.Registerer) *Server 
 	cluster := envoy.BackendCluster(opts)
 	gl := gcpLogger(log)
 	s := &Server{
-		log:       log,
-		cluster:   cfg.Scheduler.ClusterName,
-		interval:  cfg.Scheduler.XDSPushInterval,
-		m:         newMetrics(reg),
-		pushed:    []Endpoint{},
-		edsPrefix: "eds-" + instance + "-",
+		log:            log,
+		cluster:        cfg.Scheduler.ClusterName,
+		interval:       cfg.Scheduler.XDSPushInterval,
+		m:              newMetrics(reg),
+		edsPrefix:      "eds-" + instance + "-",
+		holdEmptyUntil: time.Now().Add(EmptyHold),
 	}
-	empty, _ := envoy.LoadAssignment(s.cluster, nil)
 	s.cds = cachev3.NewLinearCache(resource.ClusterType,
 		cachev3.WithVersionPrefix("cds-"+instance+"-"),
 		cachev3.WithInitialResources(map[string]types.Resource{cluster.GetName(): cluster}),
 		cachev3.WithLogger(gl))
 	s.eds = cachev3.NewLinearCache(resource.EndpointType,
 		cachev3.WithVersionPrefix(s.edsPrefix),
-		cachev3.WithInitialResources(map[string]types.Resource{s.cluster: empty}),
 		cachev3.WithLogger(gl))
 	s.mux = &cachev3.MuxCache{
 		Classify:      func(r *cachev3.Request) string { return r.GetTypeUrl() },
@@ -150,6 +165,10 @@ func (s *Server) Close() {
 		s.timer.Stop()
 		s.timer = nil
 	}
+	if s.holdTimer != nil {
+		s.holdTimer.Stop()
+		s.holdTimer = nil
+	}
 }
 
 // SetEndpoints replaces the routable set. Unchanged sets push nothing;
@@ -191,9 +210,32 @@ func (s *Server) flush() {
 	}
 }
 
+func (s *Server) flushHeld() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.holdTimer = nil
+	if !s.closed {
+		s.pushLocked()
+	}
+}
+
 func (s *Server) pushLocked() {
-	if s.desired == nil || slices.Equal(s.desired, s.pushed) {
+	if s.desired == nil || (s.published && slices.Equal(s.desired, s.pushed)) {
 		return
+	}
+	if !s.published && len(s.desired) == 0 {
+		if wait := time.Until(s.holdEmptyUntil); wait > 0 {
+			if s.holdTimer == nil {
+				s.holdTimer = time.AfterFunc(wait, s.flushHeld)
+				s.log.Info("no instance yet: holding the empty endpoint set back so a reconnecting Envoy keeps its endpoints",
+					zap.String("cluster", s.cluster), zap.Duration("hold", wait))
+			}
+			return
+		}
+	}
+	if s.holdTimer != nil {
+		s.holdTimer.Stop()
+		s.holdTimer = nil
 	}
 	eps := make([]envoy.Endpoint, len(s.desired))
 	for i, e := range s.desired {
@@ -214,6 +256,7 @@ func (s *Server) pushLocked() {
 	}
 	added, removed := diff(s.pushed, s.desired)
 	s.pushed = s.desired
+	s.published = true
 	s.lastPush = start
 	s.m.endpoints.Set(float64(len(s.pushed)))
 	s.log.Info("endpoints pushed", zap.String("cluster", s.cluster), zap.Int("endpoints", len(s.pushed)),

@@ -247,7 +247,11 @@ func subscribeSotW(t *testing.T, f *fixture) (*sotwClient, *discovery.DiscoveryR
 func TestSotWCDSAndEDS(t *testing.T) {
 	f := start(t, 50*time.Millisecond, nil)
 	c, eds := subscribeSotW(t, f)
-	want(t, sotwAddresses(t, eds)) // the cluster warms with an empty set
+	// Nothing set yet: the response carries no assignment (Envoy initializes
+	// the cluster without hosts, or keeps the ones it has; EmptyHold).
+	if n := len(eds.GetResources()); n != 0 {
+		t.Fatalf("first EDS response carries %d assignments, want none", n)
+	}
 
 	f.srv.SetEndpoints([]Endpoint{{ID: "a", Address: "10.0.0.1:8000"}})
 	eds = c.next(t, resource.EndpointType, pushWait)
@@ -375,12 +379,11 @@ func TestDeltaCDSAndEDSAndNACK(t *testing.T) {
 	clusterOf(t, []*anypb.Any{cds.GetResources()[0].GetResource()})
 	c.ack(t, cds)
 	c.send(t, &discovery.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNamesSubscribe: []string{clusterName}})
-	eds := c.next(t, resource.EndpointType, initialWait)
-	want(t, deltaAddresses(t, eds))
-	c.ack(t, eds)
+	// No assignment while nothing was set (EmptyHold): no response.
+	c.none(t, resource.EndpointType, quietWait)
 
 	f.srv.SetEndpoints([]Endpoint{{ID: "a", Address: "10.0.0.1:8000"}})
-	eds = c.next(t, resource.EndpointType, pushWait)
+	eds := c.next(t, resource.EndpointType, pushWait)
 	want(t, deltaAddresses(t, eds), "10.0.0.1:8000")
 	c.ack(t, eds)
 
@@ -396,6 +399,47 @@ func TestDeltaCDSAndEDSAndNACK(t *testing.T) {
 	}
 	f.srv.SetEndpoints([]Endpoint{{ID: "c", Address: "10.0.0.3:8000"}})
 	want(t, deltaAddresses(t, c.next(t, resource.EndpointType, pushWait)), "10.0.0.3:8000")
+}
+
+// TestEmptySetHeldAfterStart: a starting server (a restarted scheduler
+// whose agents have not reconnected) does not tell Envoy the fleet is empty
+// until the hold has passed; the first non-empty set goes out at once.
+func TestEmptySetHeldAfterStart(t *testing.T) {
+	const hold = 2 * time.Second
+	var started time.Time
+	f := start(t, 50*time.Millisecond, func(s *Server) {
+		started = time.Now()
+		s.holdEmptyUntil = started.Add(hold)
+	})
+	f.srv.SetEndpoints(nil)
+	c := f.delta(t)
+	c.send(t, &discovery.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.EndpointType, ResourceNamesSubscribe: []string{clusterName}})
+	c.none(t, resource.EndpointType, 300*time.Millisecond)
+	eds := c.next(t, resource.EndpointType, hold+initialWait)
+	if took := time.Since(started); took < hold {
+		t.Fatalf("empty set published %s after start, want after the %s hold", took, hold)
+	}
+	want(t, deltaAddresses(t, eds))
+	c.ack(t, eds)
+	if got := f.srv.Endpoints(); len(got) != 0 {
+		t.Fatalf("Endpoints() = %v", got)
+	}
+
+	// Held, then replaced by a registration before the hold ends: the
+	// non-empty set goes out at once and the hold timer is gone.
+	g := start(t, 50*time.Millisecond, func(s *Server) { s.holdEmptyUntil = time.Now().Add(time.Hour) })
+	g.srv.SetEndpoints(nil)
+	d := g.delta(t)
+	d.send(t, &discovery.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.EndpointType, ResourceNamesSubscribe: []string{clusterName}})
+	d.none(t, resource.EndpointType, 300*time.Millisecond)
+	g.srv.SetEndpoints([]Endpoint{{ID: "a", Address: "10.0.0.1:8000"}})
+	want(t, deltaAddresses(t, d.next(t, resource.EndpointType, pushWait)), "10.0.0.1:8000")
+	g.srv.mu.Lock()
+	pending := g.srv.holdTimer != nil
+	g.srv.mu.Unlock()
+	if pending {
+		t.Fatal("hold timer still pending after a non-empty push")
+	}
 }
 
 type fakeSource struct {
