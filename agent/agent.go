@@ -143,6 +143,10 @@ func New(opts Options, log *zap.Logger, reg prometheus.Registerer) (*Agent, erro
 	}
 	if ap, err := netip.ParseAddrPort(opts.Advertise); err != nil || ap.Port() == 0 {
 		return nil, fmt.Errorf("agent.advertise %q: want ip:port, such as 10.0.0.5:8000 (Envoy keys endpoints by address, not host name)", opts.Advertise)
+	} else if ap.Addr().IsUnspecified() {
+		// The scheduler refuses it; better to say so at startup than in a
+		// reconnect loop.
+		return nil, fmt.Errorf("agent.advertise %q: an unspecified IP cannot be reached; advertise the address Envoy reaches the engine at, such as 10.0.0.5:8000", opts.Advertise)
 	}
 	if opts.SchedulerAddress == "" {
 		return nil, errors.New("agent.scheduler_address is required (--scheduler host:port)")

@@ -510,6 +510,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	cases := map[string]func(o *Options){
 		"agent.advertise":           func(o *Options) { o.Advertise = "" },
 		"want ip:port":              func(o *Options) { o.Advertise = "engine.local:8000" },
+		"unspecified IP":            func(o *Options) { o.Advertise = "0.0.0.0:8000" },
 		"agent.engine_url":          func(o *Options) { o.EngineURL = "127.0.0.1:8000" },
 		"agent.scheduler_address":   func(o *Options) { o.SchedulerAddress = "" },
 		"llm_gateway.infer_backend": func(o *Options) { o.Engine = "ollama" },
