@@ -42,7 +42,8 @@ func Binary(t testing.TB) string {
 			buildErr = err
 			return
 		}
-		if buildDir, err = os.MkdirTemp("", "llmrouter-it-"); err != nil {
+		removeStaleBuilds()
+		if buildDir, err = os.MkdirTemp("", buildPrefix); err != nil {
 			buildErr = err
 			return
 		}
@@ -59,6 +60,20 @@ func Binary(t testing.TB) string {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+// buildPrefix names the build directories in the temporary directory.
+const buildPrefix = "llmrouter-it-"
+
+// removeStaleBuilds removes build directories a day old: left behind by
+// test binaries without harness.Main, or killed before it ran.
+func removeStaleBuilds() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), buildPrefix+"*"))
+	for _, d := range dirs {
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() && time.Since(fi.ModTime()) > 24*time.Hour {
+			_ = os.RemoveAll(d)
+		}
+	}
 }
 
 // Main runs the tests of a package and then removes the binary Binary built.
