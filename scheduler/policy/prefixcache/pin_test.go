@@ -1,0 +1,104 @@
+package prefixcache
+
+import (
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/llmrouter/llmrouter/scheduler/policy"
+)
+
+// pinnedRun replays a fixed scenario and returns, per pick, the IDs the
+// scheduler would use (the first keep of the ranking) and the leader's
+// matched blocks. A big pool exercises partial selection and dense index
+// lookups; a small one the full sort. Loads drift, instances leave and come
+// back, and many candidates tie, so random tie-breaking is pinned as well.
+func pinnedRun(t *testing.T) (leaders []string, digest uint64, hits, distinct int) {
+	t.Helper()
+	p := newPolicy(t, nil)
+	r := rand.New(rand.NewPCG(11, 12))
+	mk := func(prefix string, n int) []*policy.Instance {
+		out := make([]*policy.Instance, n)
+		for i := range out {
+			out[i] = &policy.Instance{ID: fmt.Sprintf("%s%d", prefix, i), NumGPUBlocks: int64(200 + 40*(i%5)), BlockSize: 16}
+		}
+		return out
+	}
+	pools := [][]*policy.Instance{mk("big", 200), mk("small", 12)}
+	sys := [][]uint64{chain(1<<40, 20), chain(2<<40, 12), chain(3<<40, 30)}
+	type conv struct{ hs []uint64 }
+	convs := make([]*conv, 60)
+	for i := range convs {
+		convs[i] = &conv{hs: append([]uint64{}, sys[i%len(sys)]...)}
+	}
+	h := fnv.New64a()
+	seen := map[string]bool{}
+	for step := range 3000 {
+		cands := pools[0]
+		if step%4 == 3 {
+			cands = pools[1]
+		}
+		for range 6 { // drift a few loads
+			c := cands[r.IntN(len(cands))]
+			c.Running = int64(r.IntN(12))
+			c.Waiting = int64(r.IntN(3))
+			c.InflightRequests = int64(r.IntN(2))
+			c.InflightPromptTokens = int64(r.IntN(3000))
+			c.PromptTPS = float64(r.IntN(3)) * 4000
+		}
+		if step%500 == 250 { // an instance leaves; it comes back empty later
+			p.Removed(cands[r.IntN(len(cands))].ID)
+		}
+		cv := convs[r.IntN(len(convs))]
+		// Each turn extends the conversation with a few blocks chained on
+		// its last one, as prompthash does.
+		next := chain(cv.hs[len(cv.hs)-1]^uint64(step), 1+r.IntN(6))
+		cv.hs = append(cv.hs, next...)
+		q := req(fmt.Sprint(step), cv.hs)
+		if step%7 == 0 {
+			q.MaxTokens = int64(1 + r.IntN(400))
+		}
+		d := p.Pick(q, cands)
+		n := min(p.keep, len(d.Ranked))
+		for _, c := range d.Ranked[:n] {
+			fmt.Fprintf(h, "%s,", c.ID)
+		}
+		p.idx.Match(q.BlockHashes)
+		m := p.idx.Matched(p.idx.Slot(d.Ranked[0].ID))
+		fmt.Fprintf(h, "m%d;", m)
+		if m > 0 {
+			hits++
+		}
+		seen[d.Ranked[0].ID] = true
+		if len(leaders) < 12 {
+			leaders = append(leaders, d.Ranked[0].ID)
+		}
+		p.Picked(q, d)
+		if step%3 == 0 {
+			p.Completed(q.ID, d.Ranked[0].ID, 0, int64(50+r.IntN(500)))
+		}
+		if len(cv.hs) > 400 { // start the conversation over
+			cv.hs = append([]uint64{}, sys[r.IntN(len(sys))]...)
+		}
+	}
+	return leaders, h.Sum64(), hits, len(seen)
+}
+
+// TestDecisionsPinned catches any change to the policy's decisions: the
+// rankings of a fixed scenario were recorded from the reference
+// implementation. A deliberate change of the cost model or of tie-breaking
+// must update these values and say why; a speed-up must not.
+func TestDecisionsPinned(t *testing.T) {
+	leaders, digest, hits, distinct := pinnedRun(t)
+	// The scenario must exercise both the cache and the spreading of load,
+	// or pinning it would prove little.
+	if hits < 2000 || distinct < 50 {
+		t.Fatalf("scenario too tame: %d of 3000 leaders held a prefix, %d distinct leaders", hits, distinct)
+	}
+	wantLeaders := []string{"big35", "big110", "big35", "small2", "big110", "big6", "big6", "small2", "big49", "big35", "big35", "small2"}
+	const wantDigest = uint64(0x990643595a30bdd1)
+	if fmt.Sprint(leaders) != fmt.Sprint(wantLeaders) || digest != wantDigest {
+		t.Fatalf("decisions changed: leaders %q digest %#x, want %q %#x", leaders, digest, wantLeaders, wantDigest)
+	}
+}
