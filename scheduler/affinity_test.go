@@ -42,3 +42,35 @@ func TestSessionAffinityWrapsThePolicy(t *testing.T) {
 		}
 	}
 }
+
+// An engine that registers again (it restarted: its cache is empty) is
+// forgotten by the policy: a session no longer sticks to it.
+func TestReRegistrationForgetsPolicyState(t *testing.T) {
+	s, _ := newTestScheduler(t, nil)
+	mustRegister(t, s, "10.0.0.1:8000")
+	mustRegister(t, s, "10.0.0.2:8000")
+	req := pickReq("r1", "m")
+	req.SessionKey = "c"
+	resp, err := s.Pick(context.Background(), req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := resp.GetEndpoints()[0]
+	other := "10.0.0.1:8000"
+	if home == other {
+		other = "10.0.0.2:8000"
+	}
+	mustReport(t, s, home, &llmrouterv1.Report{Healthy: true, Running: 5})
+	mustReport(t, s, other, &llmrouterv1.Report{Healthy: true})
+	mustRegister(t, s, home) // the engine came back
+	mustReport(t, s, home, &llmrouterv1.Report{Healthy: true, Running: 5})
+	req = pickReq("r2", "m")
+	req.SessionKey = "c"
+	resp, err = s.Pick(context.Background(), req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetEndpoints()[0]; got != other {
+		t.Fatalf("after its home re-registered the session still went to %s; want the idle %s", got, other)
+	}
+}

@@ -151,6 +151,11 @@ func (s *Scheduler) Register(reg *llmrouterv1.Register) (*registry.Lease, error)
 	if in == nil {
 		in = &inst{}
 		s.insts[lease.ID] = in
+	} else if s.observer != nil {
+		// A registered instance registers again when its engine came back
+		// (restarted, so its KV cache is empty) or changed: what the policy
+		// learnt about it, cached prefixes above all, no longer holds.
+		s.observer.Removed(lease.ID)
 	}
 	s.mirror(in, &ri)
 	s.rebuildPools()
