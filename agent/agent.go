@@ -52,10 +52,14 @@ type Options struct {
 	ProgressEvery time.Duration
 }
 
-// Defaults for the fields Options may leave zero.
+// Defaults for the fields Options may leave zero. The backoff cap is short
+// because picks can resume only once an agent is back: after a scheduler
+// restart its agents must re-register within about a second, however long
+// it was down. A connection attempt a second per agent costs a dead
+// scheduler nothing, and the jitter spreads a fleet's return.
 const (
 	DefaultBackoffBase   = 250 * time.Millisecond
-	DefaultBackoffMax    = 5 * time.Second
+	DefaultBackoffMax    = time.Second
 	DefaultProgressEvery = 5 * time.Second
 	// metricsFailuresUnhealthy consecutive failed scrapes (with a passing
 	// health check) mark the engine unhealthy: one slow scrape is noise, a

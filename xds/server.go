@@ -67,7 +67,7 @@ type Server struct {
 
 // EmptyHold is how long a starting server keeps an empty endpoint set to
 // itself. A scheduler that restarts knows no instance until its agents
-// reconnect (their backoff is capped at 5 s); Envoy, reconnecting meanwhile,
+// reconnect (within about a second: agent.DefaultBackoffMax); Envoy, reconnecting meanwhile,
 // would take an empty set at its word and answer 503 "no healthy upstream"
 // for every request, while without an assignment for the cluster it keeps
 // the endpoints it has. The first non-empty set is published at once; an
