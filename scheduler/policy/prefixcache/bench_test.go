@@ -53,8 +53,8 @@ func BenchmarkPick1024(b *testing.B) {
 		if len(durs) < cap(durs) {
 			durs = append(durs, el)
 		}
-		if len(d.Ranked) != nInst {
-			b.Fatal("lost candidates")
+		if len(d.Ranked) != p.keep {
+			b.Fatalf("ranked %d, want the best %d", len(d.Ranked), p.keep)
 		}
 	}
 	b.StopTimer()

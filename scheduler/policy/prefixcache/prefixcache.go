@@ -50,9 +50,12 @@ type Policy struct {
 	avgPrompt float64 // EWMA of prompt tokens: the size of a waiting request
 	avgOut    float64 // EWMA of completion tokens
 
+	// Per-pick scratch, indexed like the candidates.
 	pos    []slotRef
 	scores []float64
+	loads  []int64
 	match  []int32
+	ranker rank.Ranker
 }
 
 type slotRef struct {
@@ -114,32 +117,64 @@ func (*Policy) Name() string { return Name }
 // Index exposes the prefix index (for tests and the simulator's reports).
 func (p *Policy) Index() *prefixindex.Index { return p.idx }
 
-// Pick ranks candidates by predicted cost, cheapest first.
+// Pick ranks candidates by predicted cost, cheapest first, and returns the
+// best keep of them (all when there are fewer than rank.FullBelow): the
+// scheduler uses the first 1+retry_count.
+//
+// It allocates only the returned slice: scores, loads, matches and slot
+// numbers live in buffers the policy keeps, which is safe because the
+// scheduler calls it serially. One pass over the candidates reads each
+// instance once.
 func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Decision {
-	if len(cands) == 0 {
+	n := len(cands)
+	if n == 0 {
 		return policy.Decision{}
 	}
 	if req.PromptTokens > 0 {
 		p.avgPrompt += 0.05 * (float64(req.PromptTokens) - p.avgPrompt)
 	}
-	p.matchAll(req, cands)
-	if cap(p.scores) < len(cands) {
-		p.scores = make([]float64, len(cands))
+	if cap(p.scores) < n {
+		p.scores = make([]float64, n)
+		p.loads = make([]int64, n)
+		p.match = make([]int32, n)
 	}
-	scores := p.scores[:len(cands)]
+	scores, loads, match := p.scores[:n], p.loads[:n], p.match[:n]
+	p.match = match
+	hit := p.idx.Match(req.BlockHashes) > 0
+	if hit && len(p.pos) != n {
+		p.pos = make([]slotRef, n)
+	}
+	gen := p.idx.SlotGen()
 	in := p.inputs(req)
 	var total float64
-	for _, c := range cands {
-		total += float64(c.Load())
-	}
-	limit := p.m.MaxLoadRatio * max((total+1)/float64(len(cands)), 1)
 	for i, c := range cands {
-		scores[i] = p.cost(in, c, int(p.match[i]))
-		if p.m.MaxLoadRatio > 0 && float64(c.Load()+1) > limit {
-			scores[i] += overloaded
+		m := 0
+		if hit {
+			// The scheduler passes its candidates in a stable order, so a
+			// cache by position avoids a map lookup per candidate; an
+			// entry is trusted only for the same instance pointer and ID
+			// and while no slot changed.
+			e := &p.pos[i]
+			if e.ptr != c || e.gen != gen || e.id != c.ID {
+				*e = slotRef{ptr: c, id: c.ID, gen: gen, slot: p.idx.Slot(c.ID)}
+			}
+			m = p.idx.Matched(e.slot)
+		}
+		match[i] = int32(m)
+		l := c.Load()
+		loads[i] = l
+		total += float64(l)
+		scores[i] = p.cost(in, c, m)
+	}
+	limit := p.m.MaxLoadRatio * max((total+1)/float64(n), 1)
+	if p.m.MaxLoadRatio > 0 {
+		for i, l := range loads {
+			if float64(l+1) > limit {
+				scores[i] += overloaded
+			}
 		}
 	}
-	ranked := rank.Top(p.rand, cands, scores, p.keep)
+	ranked := p.ranker.Top(p.rand, cands, scores, p.keep)
 	if ce := p.log.Check(zap.DebugLevel, "prefix-cache decision"); ce != nil {
 		ce.Write(p.explain(req, cands, ranked, scores)...)
 	}
@@ -194,32 +229,6 @@ func (p *Policy) cost(in inputs, c *policy.Instance, matched int) float64 {
 	running := float64(c.Running + c.InflightRequests)
 	steps := 1 + (pending+uncached)*in.invBatch
 	return pending*bq + uncached*p.m.PrefillToken + steps*(p.m.Step+p.m.DecodeToken*running) + in.decodePerRunning*running
-}
-
-// matchAll fills p.match with each candidate's matched leading blocks.
-func (p *Policy) matchAll(req *policy.Request, cands []*policy.Instance) {
-	if cap(p.match) < len(cands) {
-		p.match = make([]int32, len(cands))
-	}
-	p.match = p.match[:len(cands)]
-	clear(p.match)
-	if p.idx.Match(req.BlockHashes) == 0 {
-		return
-	}
-	// The scheduler passes its candidates in a stable order, so a cache by
-	// position avoids a map lookup per candidate; an entry is trusted only
-	// for the same instance pointer and ID and while no slot changed.
-	if len(p.pos) != len(cands) {
-		p.pos = make([]slotRef, len(cands))
-	}
-	gen := p.idx.SlotGen()
-	for i, c := range cands {
-		e := &p.pos[i]
-		if e.ptr != c || e.gen != gen || e.id != c.ID {
-			*e = slotRef{ptr: c, id: c.ID, gen: gen, slot: p.idx.Slot(c.ID)}
-		}
-		p.match[i] = int32(p.idx.Matched(e.slot))
-	}
 }
 
 // Picked teaches the index that the chosen instance (and a pd-split prefill

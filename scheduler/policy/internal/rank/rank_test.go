@@ -82,3 +82,52 @@ func TestTopBreaksTiesAtRandom(t *testing.T) {
 		}
 	}
 }
+
+// A Ranker must rank exactly as Top does for the same random stream (the
+// prefix-cache policy's decisions depend on it) and return only the k best
+// once there are FullBelow candidates or more.
+func TestRankerAgreesWithTop(t *testing.T) {
+	var rk Ranker
+	sc := rand.New(rand.NewPCG(3, 3))
+	for _, n := range []int{1, 2, 40, 63, 64, 65, 300, 1024} {
+		for _, k := range []int{0, 1, 5, n, n + 1} {
+			c := insts(n)
+			scores := make([]float64, n)
+			for i := range scores {
+				scores[i] = float64(sc.IntN(8)) // many exact ties
+			}
+			want := Top(rand.New(rand.NewPCG(uint64(n), uint64(k))), c, scores, k)
+			got := rk.Top(rand.New(rand.NewPCG(uint64(n), uint64(k))), c, scores, k)
+			wantLen := n
+			if n >= FullBelow && k < n {
+				wantLen = max(k, 1)
+			}
+			if len(got) != wantLen {
+				t.Fatalf("n=%d k=%d: %d returned, want %d", n, k, len(got), wantLen)
+			}
+			for i := range got {
+				if got[i] != want[i] {
+					t.Fatalf("n=%d k=%d: position %d is %s, Top has %s", n, k, i, got[i].ID, want[i].ID)
+				}
+			}
+		}
+	}
+}
+
+func TestRankerAllocatesOnlyItsResult(t *testing.T) {
+	var rk Ranker
+	r := rand.New(rand.NewPCG(4, 4))
+	c := insts(1024)
+	scores := make([]float64, len(c))
+	for i := range scores {
+		scores[i] = float64(r.IntN(100))
+	}
+	allocs := testing.AllocsPerRun(50, func() {
+		if got := rk.Top(r, c, scores, 5); len(got) != 5 {
+			t.Fatalf("%d returned, want 5", len(got))
+		}
+	})
+	if allocs > 1 {
+		t.Fatalf("%.1f allocations per Top over 1,024 candidates, want 1 (the result)", allocs)
+	}
+}
