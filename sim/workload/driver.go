@@ -70,6 +70,11 @@ type Plan struct {
 	Seed uint64
 	// DefaultModel is the model of requests whose workload names none.
 	DefaultModel string
+	// FailureBackoff is how long a closed-loop client waits after a failed
+	// request before it starts a new conversation, as a client honouring
+	// Retry-After would (default 1 s). Without it a saturated target that
+	// rejects at once would be hammered in a loop that never advances time.
+	FailureBackoff time.Duration
 }
 
 // Request is one request the driver sends.
@@ -154,6 +159,9 @@ func NewDriver(p Plan) (*Driver, error) {
 	}
 	if p.Arrivals.Trace && !HasArrivals(p.Source) {
 		return nil, errors.New("trace arrivals need a workload file whose lines carry arrival_ms; use --rate or --concurrency")
+	}
+	if p.FailureBackoff <= 0 {
+		p.FailureBackoff = time.Second
 	}
 	d := &Driver{p: p, rng: rand.New(rand.NewPCG(p.Seed, 0x617272))}
 	switch {
@@ -335,6 +343,9 @@ func (d *Driver) Done(now time.Duration, r *Request, reply string, ok bool) {
 		cs.history = nil
 	}
 	if d.p.Arrivals.Concurrency > 0 && !d.limitReached() {
+		if !ok {
+			now += d.p.FailureBackoff
+		}
 		d.startConversation(now)
 	}
 }

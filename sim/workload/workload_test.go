@@ -481,3 +481,20 @@ func TestSummaryAndJSONKeys(t *testing.T) {
 		}
 	}
 }
+
+func TestDriverClosedLoopBacksOffAfterFailure(t *testing.T) {
+	src := mustMultiTurn(t, DefaultMultiTurn())
+	d, err := NewDriver(Plan{Source: src, Arrivals: Arrivals{Concurrency: 1}, FailureBackoff: 2 * time.Second, Duration: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := d.Pop()
+	d.Done(5*time.Second, r, "", false)
+	at, ok := d.Next()
+	if !ok || at != 7*time.Second {
+		t.Fatalf("next request at %s (%v), want 2 s after the failure", at, ok)
+	}
+	if r2 := d.Pop(); r2.Conversation == r.Conversation || r2.Turn != 0 {
+		t.Fatal("a failed conversation must end; the slot starts a new one")
+	}
+}
