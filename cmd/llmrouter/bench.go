@@ -1,0 +1,320 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	_ "github.com/llmrouter/llmrouter/scheduler/policy/all"
+	"github.com/llmrouter/llmrouter/sim/cluster"
+	"github.com/llmrouter/llmrouter/sim/engine"
+	"github.com/llmrouter/llmrouter/sim/loadgen"
+	"github.com/llmrouter/llmrouter/sim/workload"
+)
+
+func init() {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Benchmark routing policies: virtual-time cluster simulation (sim) or load against a live data plane (live)",
+		Long: `--mode sim runs N simulated vLLM instances (sim/engine) behind the real scheduler in
+virtual time, once per policy in --policy, on identical arrivals, and prints the EAS
+benchmark table for each (plus the prefix cache hit ratio and requests per instance).
+
+--mode live sends the same workloads to a running data plane (--target, e.g. Envoy on
+http://127.0.0.1:8080) as streaming chat completions and prints the same table.
+
+Workloads: --workload multi-turn (conversations under shared system prompts, each turn
+sending the whole history), --workload shared-prefix (groups × prompts), or
+--workload-file F.jsonl with one request per line:
+  ` + workload.FileFormat + `
+Arrivals: --concurrency N (closed loop), --rate R (Poisson, requests/s; conversations
+start at R / mean turns and each next turn follows the previous reply plus think time),
+or the file's arrival_ms when every line has one.`,
+		Example: `  llmrouter bench --mode sim --instances 5 --policy round-robin,least-request,prefix-cache --rate 40 --duration 10m
+  llmrouter bench --mode sim --workload shared-prefix --concurrency 64 --json
+  llmrouter bench --mode live --target http://127.0.0.1:8080 --concurrency 16 --duration 2m`,
+		Args: cobra.NoArgs,
+		RunE: runBench,
+	}
+	f := cmd.Flags()
+	f.String("mode", "sim", "sim (virtual-time cluster simulator) or live (a running data plane)")
+	f.Int("instances", 5, "sim: number of simulated engine instances")
+	f.String("policy", "round-robin,least-request,prefix-cache", "sim: comma-separated policies to compare")
+	f.String("profile", engine.DefaultProfile, "sim: engine profile: "+strings.Join(engine.ProfileNames(), ", "))
+	f.String("workload", "multi-turn", "generated workload: multi-turn or shared-prefix")
+	f.String("workload-file", "", "JSONL workload file (one request per line) instead of a generated workload")
+	f.Int("concurrency", 0, "closed loop: requests in flight")
+	f.Float64("rate", 0, "Poisson arrivals: requests per second")
+	f.Duration("duration", 10*time.Minute, "stop sending new requests after this long (0: until the workload ends)")
+	f.Int("requests", 0, "stop after this many requests (0: no bound)")
+	f.Uint64("seed", 1, "seed of the workload, the arrivals and the policies' tie-breaking")
+	f.String("model", "", "model name for generated requests (sim default "+cluster.DefaultModel+"; live default: the target's first model)")
+	f.Bool("json", false, "print a JSON array of summaries instead of tables")
+	f.Bool("progress", true, "show a progress bar on stderr (when it is a terminal) for runs longer than a few seconds")
+	// workload shape
+	f.Int("groups", 0, "system prompts (multi-turn default 8) or prefix groups (shared-prefix default 64)")
+	f.Int("system-tokens", 0, "tokens of each system prompt (multi-turn 1024, shared-prefix 2048)")
+	f.Int("user-tokens", 0, "multi-turn: median user message tokens (default 100)")
+	f.Int("output-tokens", 0, "median (multi-turn, default 200) or exact (shared-prefix, default 256) output tokens")
+	f.Int("turns-min", 0, "multi-turn: fewest turns per conversation (default 3)")
+	f.Int("turns-max", 0, "multi-turn: most turns per conversation (default 10)")
+	f.Duration("think-time", -1, "multi-turn: mean pause before the next turn under --rate (default 5s)")
+	f.Int("conversations", 0, "multi-turn: number of conversations (0: endless)")
+	f.Int("prompts-per-group", 0, "shared-prefix: prompts per group (default 16)")
+	f.Int("question-tokens", 0, "shared-prefix: tokens of each question (default 128)")
+	// live
+	f.String("target", "", "live: the data plane's base URL, e.g. http://127.0.0.1:8080")
+	f.String("label", "live", "live: the name of the run in the table (e.g. the policy the target runs)")
+	f.Duration("request-timeout", 10*time.Minute, "live: bound on one request")
+	rootCmd.AddCommand(cmd)
+}
+
+func runBench(cmd *cobra.Command, _ []string) error {
+	cfg, log, err := setup(cmd, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	f := cmd.Flags()
+	mode, _ := f.GetString("mode")
+	if mode != "sim" && mode != "live" {
+		return fmt.Errorf("--mode %q: want sim or live", mode)
+	}
+	plan, err := benchPlan(cmd)
+	if err != nil {
+		return err
+	}
+	asJSON, _ := f.GetBool("json")
+	showProgress, _ := f.GetBool("progress")
+	out := cmd.OutOrStdout()
+	ctx, cancel := signalContext()
+	defer cancel()
+
+	var sums []workload.Summary
+	switch mode {
+	case "sim":
+		if f.Changed("target") {
+			return fmt.Errorf("--target is for --mode live")
+		}
+		n, _ := f.GetInt("instances")
+		profile, _ := f.GetString("profile")
+		ec, err := engine.ProfileConfig(profile)
+		if err != nil {
+			return err
+		}
+		ec.CharsPerToken = cfg.Gateway.CharsPerToken
+		policies, err := policyList(f.Lookup("policy").Value.String())
+		if err != nil {
+			return err
+		}
+		if plan.DefaultModel == "" {
+			plan.DefaultModel = cluster.DefaultModel
+		}
+		if !asJSON {
+			fmt.Fprintf(out, "Simulated cluster: %d × %s; workload: %s; arrivals: %s; duration %s; seed %d\n\n",
+				n, profile, plan.Source.Name(), plan.Arrivals, plan.Duration, plan.Seed)
+		}
+		for _, p := range policies {
+			bar := newProgressBar(cmd.ErrOrStderr(), "sim "+p, showProgress)
+			s, err := cluster.Run(ctx, cluster.Options{
+				Instances: n, Engine: ec, Config: cfg, Plan: plan, Seed: plan.Seed, Progress: bar.set,
+			}, p)
+			bar.done()
+			if err != nil {
+				return fmt.Errorf("policy %s: %w", p, err)
+			}
+			sums = append(sums, s.Summary)
+			if !asJSON {
+				workload.WriteTable(out, s.Summary)
+				fmt.Fprintln(out)
+			}
+		}
+	case "live":
+		target, _ := f.GetString("target")
+		if target == "" {
+			return fmt.Errorf("--mode live needs --target, the data plane's base URL (e.g. http://127.0.0.1:8080)")
+		}
+		label, _ := f.GetString("label")
+		timeout, _ := f.GetDuration("request-timeout")
+		if !asJSON {
+			fmt.Fprintf(out, "Live target %s; workload: %s; arrivals: %s; duration %s; seed %d\n\n",
+				target, plan.Source.Name(), plan.Arrivals, plan.Duration, plan.Seed)
+		}
+		bar := newProgressBar(cmd.ErrOrStderr(), "live", showProgress)
+		s, err := loadgen.Run(ctx, loadgen.Options{
+			Target: target, Plan: plan, RequestTimeout: timeout, APIKey: os.Getenv("LLMROUTER_BENCH_API_KEY"), Progress: bar.set,
+		}, label)
+		bar.done()
+		if err != nil {
+			return err
+		}
+		sums = append(sums, s)
+		if !asJSON {
+			workload.WriteTable(out, s)
+			fmt.Fprintln(out)
+		}
+	}
+	if asJSON {
+		return workload.WriteJSON(out, sums)
+	}
+	if len(sums) > 1 {
+		workload.WriteComparison(out, sums)
+	}
+	return nil
+}
+
+func policyList(s string) ([]string, error) {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--policy is empty: name one or more policies, comma-separated")
+	}
+	return out, nil
+}
+
+// benchPlan builds the workload and its arrivals from the flags.
+func benchPlan(cmd *cobra.Command) (workload.Plan, error) {
+	f := cmd.Flags()
+	getInt := func(name string, def int) int {
+		if f.Changed(name) {
+			v, _ := f.GetInt(name)
+			return v
+		}
+		return def
+	}
+	var p workload.Plan
+	p.Seed, _ = f.GetUint64("seed")
+	p.Duration, _ = f.GetDuration("duration")
+	p.MaxRequests, _ = f.GetInt("requests")
+	p.DefaultModel, _ = f.GetString("model")
+	p.Arrivals.Concurrency, _ = f.GetInt("concurrency")
+	p.Arrivals.Rate, _ = f.GetFloat64("rate")
+
+	file, _ := f.GetString("workload-file")
+	name, _ := f.GetString("workload")
+	switch {
+	case file != "":
+		if f.Changed("workload") {
+			return p, fmt.Errorf("--workload and --workload-file exclude each other")
+		}
+		src, err := workload.LoadFile(file)
+		if err != nil {
+			return p, err
+		}
+		p.Source = src
+		if p.Arrivals.Concurrency == 0 && p.Arrivals.Rate == 0 {
+			if !workload.HasArrivals(src) {
+				return p, fmt.Errorf("workload file %s has no arrival_ms: choose --concurrency N or --rate R", file)
+			}
+			p.Arrivals.Trace = true
+		}
+	case name == "multi-turn":
+		m := workload.DefaultMultiTurn()
+		m.Seed, m.Model = p.Seed, p.DefaultModel
+		m.Groups = getInt("groups", m.Groups)
+		m.SystemTokens = getInt("system-tokens", m.SystemTokens)
+		m.UserTokens = getInt("user-tokens", m.UserTokens)
+		m.OutputTokens = getInt("output-tokens", m.OutputTokens)
+		m.TurnsMin = getInt("turns-min", m.TurnsMin)
+		m.TurnsMax = getInt("turns-max", m.TurnsMax)
+		m.Conversations = getInt("conversations", m.Conversations)
+		if f.Changed("think-time") {
+			m.ThinkTime, _ = f.GetDuration("think-time")
+		}
+		src, err := workload.NewMultiTurn(m)
+		if err != nil {
+			return p, err
+		}
+		p.Source = src
+	case name == "shared-prefix":
+		s := workload.DefaultSharedPrefix()
+		s.Seed, s.Model = p.Seed, p.DefaultModel
+		s.Groups = getInt("groups", s.Groups)
+		s.PromptsPerGroup = getInt("prompts-per-group", s.PromptsPerGroup)
+		s.SystemTokens = getInt("system-tokens", s.SystemTokens)
+		s.QuestionTokens = getInt("question-tokens", s.QuestionTokens)
+		s.OutputTokens = getInt("output-tokens", s.OutputTokens)
+		src, err := workload.NewSharedPrefix(s)
+		if err != nil {
+			return p, err
+		}
+		p.Source = src
+	default:
+		return p, fmt.Errorf("--workload %q: want multi-turn or shared-prefix (or --workload-file F.jsonl)", name)
+	}
+	if p.Arrivals.Concurrency == 0 && p.Arrivals.Rate == 0 && !p.Arrivals.Trace {
+		return p, fmt.Errorf("choose the arrivals: --concurrency N (closed loop) or --rate R (Poisson requests/s)")
+	}
+	if err := p.Arrivals.Validate(); err != nil {
+		return p, err
+	}
+	if p.Duration == 0 && p.MaxRequests == 0 && name == "multi-turn" && file == "" {
+		if c, _ := f.GetInt("conversations"); c == 0 {
+			return p, fmt.Errorf("an endless multi-turn workload needs --duration, --requests or --conversations")
+		}
+	}
+	return p, nil
+}
+
+// progressBar is one updating line on a terminal's stderr, shown once a run
+// has taken a few seconds.
+type progressBar struct {
+	w       io.Writer
+	label   string
+	enabled bool
+	start   time.Time
+	delay   time.Duration
+	mu      sync.Mutex
+	last    time.Time
+	shown   bool
+}
+
+func newProgressBar(w io.Writer, label string, enabled bool) *progressBar {
+	if enabled {
+		f, ok := w.(*os.File)
+		if !ok {
+			enabled = false
+		} else if st, err := f.Stat(); err != nil || st.Mode()&os.ModeCharDevice == 0 {
+			enabled = false
+		}
+	}
+	return &progressBar{w: w, label: label, enabled: enabled, start: time.Now(), delay: 2 * time.Second}
+}
+
+const barWidth = 30
+
+func (b *progressBar) set(frac float64) {
+	if !b.enabled {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	if now.Sub(b.start) < b.delay || now.Sub(b.last) < 100*time.Millisecond {
+		return
+	}
+	b.last = now
+	frac = min(max(frac, 0), 1)
+	n := int(frac * barWidth)
+	fmt.Fprintf(b.w, "\r%-22s [%s%s] %3.0f%% %s", b.label, strings.Repeat("=", n), strings.Repeat(" ", barWidth-n),
+		frac*100, now.Sub(b.start).Truncate(time.Second))
+	b.shown = true
+}
+
+func (b *progressBar) done() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.shown {
+		fmt.Fprintf(b.w, "\r%s\r", strings.Repeat(" ", 22+barWidth+20))
+		b.shown = false
+	}
+}

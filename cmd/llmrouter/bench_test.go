@@ -1,0 +1,128 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+)
+
+var benchJSONKeys = []string{"duration_s", "input_tokens", "output_throughput", "output_tokens", "policy", "prefix_hit_ratio",
+	"request_throughput", "requests", "total_throughput", "tpot_mean_ms", "tpot_median_ms", "tpot_p99_ms",
+	"ttft_mean_ms", "ttft_median_ms", "ttft_p99_ms"}
+
+func decodeBenchJSON(t *testing.T, out string) []map[string]any {
+	t.Helper()
+	var arr []map[string]any
+	if err := json.Unmarshal([]byte(out), &arr); err != nil {
+		t.Fatalf("not a JSON array: %v\n%s", err, out)
+	}
+	for _, o := range arr {
+		var keys []string
+		for k := range o {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		if !slices.Equal(keys, benchJSONKeys) {
+			t.Fatalf("keys %q, want exactly %q", keys, benchJSONKeys)
+		}
+	}
+	return arr
+}
+
+func TestBenchSimJSON(t *testing.T) {
+	r := run(t, nil, "bench", "--mode", "sim", "--instances", "2", "--policy", "round-robin, prefix-cache",
+		"--concurrency", "4", "--duration", "20s", "--json")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	arr := decodeBenchJSON(t, r.stdout)
+	if len(arr) != 2 || arr[0]["policy"] != "round-robin" || arr[1]["policy"] != "prefix-cache" {
+		t.Fatalf("want one object per policy, in order: %s", r.stdout)
+	}
+	for _, o := range arr {
+		if o["requests"].(float64) < 10 || o["prefix_hit_ratio"] == nil || o["ttft_mean_ms"].(float64) <= 0 {
+			t.Fatalf("implausible run: %v", o)
+		}
+	}
+}
+
+func TestBenchSimTable(t *testing.T) {
+	r := run(t, nil, "bench", "--instances", "2", "--policy", "least-request,round-robin", "--workload", "shared-prefix",
+		"--groups", "4", "--prompts-per-group", "4", "--rate", "5", "--duration", "0")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, w := range []string{"shared-prefix (4 groups × 4 prompts", "Policy:                                  least-request",
+		"Successful requests:                     16", "Mean TTFT (ms):", "P99 TPOT (ms):", "Prefix cache hit ratio:",
+		"Requests per instance:", "policy             requests"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Fatalf("output lacks %q:\n%s", w, r.stdout)
+		}
+	}
+}
+
+func TestBenchRejectsBadInput(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "w.jsonl")
+	if err := os.WriteFile(bad, []byte(`{"conversation_id":"a","turn":0,"messages":[{"role":"user","content":"x"}],"max_tokens":3}
+{"conversation_id":"a","turn":1,"messages":[{"role":"user","content":"x"}],"max_tokens":"many"}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--mode", "fast", "--concurrency", "1"}, "--mode"},
+		{[]string{"--duration", "1s"}, "--concurrency"},
+		{[]string{"--concurrency", "1", "--rate", "2"}, "one arrival process"},
+		{[]string{"--workload", "chat", "--concurrency", "1"}, "multi-turn or shared-prefix"},
+		{[]string{"--workload-file", bad, "--concurrency", "1"}, `w.jsonl:2: field "max_tokens"`},
+		{[]string{"--workload-file", filepath.Join(dir, "none.jsonl"), "--concurrency", "1"}, "none.jsonl"},
+		{[]string{"--concurrency", "1", "--policy", "fastest"}, "fastest"},
+		{[]string{"--concurrency", "1", "--profile", "tpu"}, "tpu"},
+		{[]string{"--mode", "live", "--concurrency", "1"}, "--target"},
+		{[]string{"--concurrency", "1", "--duration", "0"}, "endless"},
+	}
+	for _, c := range cases {
+		r := run(t, nil, append([]string{"bench"}, c.args...)...)
+		if r.code == 0 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("bench %v: exit %d, stderr %q: want an error naming %q", c.args, r.code, r.stderr, c.want)
+		}
+	}
+}
+
+func TestBenchLive(t *testing.T) {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/chat/completions" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; i < 3; i++ {
+			fmt.Fprintf(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tok \"}}]}\n\n")
+			w.(http.Flusher).Flush()
+		}
+		fmt.Fprint(w, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":40,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n")
+	}))
+	defer ts.Close()
+	r := run(t, nil, "bench", "--mode", "live", "--target", ts.URL, "--model", "m", "--label", "envoy",
+		"--workload", "shared-prefix", "--groups", "2", "--prompts-per-group", "3", "--concurrency", "2", "--json")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	arr := decodeBenchJSON(t, r.stdout)
+	if len(arr) != 1 || arr[0]["policy"] != "envoy" || arr[0]["requests"].(float64) != 6 || arr[0]["output_tokens"].(float64) != 18 {
+		t.Fatalf("%s", r.stdout)
+	}
+	if arr[0]["prefix_hit_ratio"] != nil {
+		t.Fatalf("prefix_hit_ratio %v: the server reported no cached tokens, want null", arr[0]["prefix_hit_ratio"])
+	}
+}
