@@ -61,3 +61,39 @@ func BenchmarkInsert64Blocks(b *testing.B) {
 		x.Insert(ids[r.IntN(len(ids))], 1024, hs)
 	}
 }
+
+// BenchmarkMatch1024 is the lookup of BenchmarkPick1024 in
+// scheduler/policy/prefixcache alone: 1M pairs over 1,024 instances, 32
+// system prompts of 16 blocks each held by 64 instances, conversations of 48
+// more blocks each on two instances, requests of a known conversation plus 8
+// new blocks.
+func BenchmarkMatch1024(b *testing.B) {
+	const nInst, perInst = 1024, 1024
+	x := New(0)
+	ids := make([]string, nInst)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("10.0.%d.%d:8000", i>>8, i&255)
+	}
+	sys := make([][]uint64, 32)
+	for i := range sys {
+		sys[i] = chain(uint64(i+1)<<40, 16)
+	}
+	var convs [][]uint64
+	for i := 0; x.Pairs() < nInst*perInst; i++ {
+		hs := append(append([]uint64{}, sys[i%32]...), chain(uint64(i+1)<<20, 48)...)
+		convs = append(convs, hs)
+		for k := range 2 {
+			x.Insert(ids[(i*7+k*131)%nInst], perInst, hs)
+		}
+	}
+	r := rand.New(rand.NewPCG(7, 7))
+	reqs := make([][]uint64, 256)
+	for i := range reqs {
+		reqs[i] = append(append([]uint64{}, convs[len(convs)-1-r.IntN(len(convs)/4)]...), chain(uint64(i)<<50, 8)...)
+	}
+	for i := 0; b.Loop(); i++ {
+		if x.Match(reqs[i%len(reqs)]) == 0 {
+			b.Fatal("a known conversation matched nothing")
+		}
+	}
+}

@@ -164,7 +164,7 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 		l := c.Load()
 		loads[i] = l
 		total += float64(l)
-		scores[i] = p.cost(in, c, m)
+		scores[i] = in.cost(c, m)
 	}
 	limit := p.m.MaxLoadRatio * max((total+1)/float64(n), 1)
 	if p.m.MaxLoadRatio > 0 {
@@ -181,12 +181,18 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 	return policy.Decision{Ranked: ranked}
 }
 
-// inputs are the request's numbers the cost needs.
+// inputs are the numbers the cost needs besides the candidate's: the
+// request's, and the model's copied in so the per-candidate loop reads one
+// small struct.
 type inputs struct {
 	prompt, out, tokensPerBlock float64
 	invBatch                    float64 // 1 / max batched tokens
 	decodePerRunning            float64 // decode weight × output × decode cost
 	blocks                      int
+
+	avgPrompt                       float64
+	prefillToken, step, decodeToken float64
+	backlogMin, backlogMax          float64 // bounds of the measured prefill cost per token
 }
 
 func (p *Policy) inputs(req *policy.Request) inputs {
@@ -207,6 +213,12 @@ func (p *Policy) inputs(req *policy.Request) inputs {
 		prompt: prompt, out: out, tokensPerBlock: tpb, blocks: len(req.BlockHashes),
 		invBatch:         1 / p.m.MaxBatchedTokens,
 		decodePerRunning: p.m.DecodeWeight * out * p.m.DecodeToken,
+		avgPrompt:        p.avgPrompt,
+		prefillToken:     p.m.PrefillToken,
+		step:             p.m.Step,
+		decodeToken:      p.m.DecodeToken,
+		backlogMin:       p.m.PrefillToken / 4,
+		backlogMax:       8 * p.m.PrefillToken,
 	}
 }
 
@@ -218,17 +230,17 @@ func (p *Policy) inputs(req *policy.Request) inputs {
 //	steps   = 1 + (pending + uncached) / max batched tokens
 //	ttft    = queue + prefill + steps × (step + decode per seq × running)
 //	cost    = ttft + decode weight × expected output × decode per seq × running
-func (p *Policy) cost(in inputs, c *policy.Instance, matched int) float64 {
+func (in *inputs) cost(c *policy.Instance, matched int) float64 {
 	uncached := max(in.prompt-float64(matched)*in.tokensPerBlock, 0)
-	pending := float64(c.InflightPromptTokens) + float64(c.Waiting)*p.avgPrompt
-	bq := p.m.PrefillToken
+	pending := float64(c.InflightPromptTokens) + float64(c.Waiting)*in.avgPrompt
+	bq := in.prefillToken
 	if c.Waiting > 0 && c.PromptTPS > 0 {
 		// Backlogged: the queue drains at the rate the engine measured.
-		bq = min(max(1/c.PromptTPS, bq/4), 8*bq)
+		bq = min(max(1/c.PromptTPS, in.backlogMin), in.backlogMax)
 	}
 	running := float64(c.Running + c.InflightRequests)
 	steps := 1 + (pending+uncached)*in.invBatch
-	return pending*bq + uncached*p.m.PrefillToken + steps*(p.m.Step+p.m.DecodeToken*running) + in.decodePerRunning*running
+	return pending*bq + uncached*in.prefillToken + steps*(in.step+in.decodeToken*running) + in.decodePerRunning*running
 }
 
 // Picked teaches the index that the chosen instance (and a pd-split prefill
