@@ -56,17 +56,18 @@ type system struct {
 
 	sched *harness.Proc // scheduler, or all-in-one
 	gw    *harness.Proc // the separate gateway; nil with all-in-one
+	// schedSpec and gwSpec restart a killed process on the ports it bound.
+	schedSpec, gwSpec harness.Spec
 
 	api, xds, schedHTTP string // scheduler gRPC API, ADS, HTTP
 	extproc, gwHTTP     string // gateway ext_proc and HTTP (schedHTTP with all-in-one)
 
 	engines []*engine
 
-	dp             *harness.Proc // Envoy or the stand-in
-	listen, admin  string        // the data plane's listener and admin
-	client         *http.Client
-	bootstrapPath  string
-	dataPlaneIsEnv bool
+	dp            *harness.Proc // Envoy or the stand-in
+	listen, admin string        // the data plane's listener and admin
+	client        *http.Client
+	bootstrapPath string
 }
 
 // envoyBinary is real Envoy when available: ENVOY_BIN, else `envoy` on PATH.
@@ -103,15 +104,23 @@ func startSystem(t *testing.T, o options) *system {
 	t.Cleanup(s.client.CloseIdleConnections)
 
 	if o.split {
-		// Fixed ports: a killed process comes back on the same ones.
-		s.api, s.xds, s.schedHTTP = harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
-		s.extproc, s.gwHTTP = harness.FreeAddr(t), harness.FreeAddr(t)
-		s.sched = harness.Start(t, harness.Spec{Name: "scheduler", Env: env, Args: []string{"scheduler",
-			"--listen", s.api, "--xds-listen", s.xds, "--http-listen", s.schedHTTP, "--policy", o.policy}})
-		s.sched.WaitLog(t, startTimeout, "scheduler started", nil)
-		s.gw = harness.Start(t, harness.Spec{Name: "gateway", Env: env, Args: []string{"gateway",
-			"--listen", s.extproc, "--scheduler", s.api, "--http-listen", s.gwHTTP}})
-		s.gw.WaitLog(t, startTimeout, "gateway started", nil)
+		// Ports the OS picked; a killed process comes back on the same ones.
+		schedSpec := func(api, xds, http string) harness.Spec {
+			return harness.Spec{Name: "scheduler", Env: env, Args: []string{"scheduler",
+				"--listen", api, "--xds-listen", xds, "--http-listen", http, "--policy", o.policy}}
+		}
+		s.sched = harness.Start(t, schedSpec("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"))
+		l := s.sched.WaitLog(t, startTimeout, "scheduler started", nil)
+		s.api, s.xds, s.schedHTTP = l.Str("api"), l.Str("xds"), l.Str("http")
+		s.schedSpec = schedSpec(s.api, s.xds, s.schedHTTP)
+		gwSpec := func(extproc, http string) harness.Spec {
+			return harness.Spec{Name: "gateway", Env: env, Args: []string{"gateway",
+				"--listen", extproc, "--scheduler", s.api, "--http-listen", http}}
+		}
+		s.gw = harness.Start(t, gwSpec("127.0.0.1:0", "127.0.0.1:0"))
+		l = s.gw.WaitLog(t, startTimeout, "gateway started", nil)
+		s.extproc, s.gwHTTP = l.Str("ext_proc"), l.Str("http")
+		s.gwSpec = gwSpec(s.extproc, s.gwHTTP)
 	} else {
 		env = append(env,
 			"LLMROUTER_LLM_SCHEDULER_LISTEN=127.0.0.1:0", "LLMROUTER_LLM_SCHEDULER_XDS_LISTEN=127.0.0.1:0",
@@ -134,17 +143,8 @@ func startSystem(t *testing.T, o options) *system {
 	}
 	s.waitFleet(t, settle)
 
-	s.listen, s.admin = harness.FreeAddr(t), harness.FreeAddr(t)
 	s.bootstrapPath = filepath.Join(t.TempDir(), "envoy.yaml")
-	s.renderBootstrap(t)
-	if bin := envoyBinary(); bin != "" {
-		s.dataPlaneIsEnv = true
-		s.dp = harness.Start(t, harness.Spec{Name: "envoy", Binary: bin, Args: []string{"-c", s.bootstrapPath,
-			"--disable-hot-restart", "--log-level", "warn", "--concurrency", "2"}})
-	} else {
-		s.dp = harness.Start(t, harness.Spec{Name: "standin", Binary: standin, Args: []string{"-c", s.bootstrapPath}})
-	}
-	s.waitDataPlane(t)
+	s.startDataPlane(t, standin)
 
 	if s.gw != nil {
 		s.waitGauge(t, settle, s.gwHTTP, "llmrouter_gateway_degraded", 0)
@@ -172,6 +172,50 @@ func (s *system) engineAddrs() []string {
 		out = append(out, e.addr)
 	}
 	return out
+}
+
+// startDataPlane runs Envoy or the stand-in on the rendered bootstrap. The
+// bootstrap names its listener and admin ports, picked free a moment before:
+// when another process took one meanwhile, it tries again on new ones.
+func (s *system) startDataPlane(t *testing.T, standin string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		s.listen, s.admin = harness.FreeAddr(t), harness.FreeAddr(t)
+		s.renderBootstrap(t)
+		if bin := envoyBinary(); bin != "" {
+			s.dp = harness.Start(t, harness.Spec{Name: "envoy", Binary: bin, Args: []string{"-c", s.bootstrapPath,
+				"--disable-hot-restart", "--log-level", "warn", "--concurrency", "2"}})
+		} else {
+			s.dp = harness.Start(t, harness.Spec{Name: "standin", Binary: standin, Args: []string{"-c", s.bootstrapPath}})
+		}
+		err := s.waitDataPlane()
+		if err == nil {
+			return
+		}
+		select {
+		case <-s.dp.Exited():
+			if attempt < 3 && strings.Contains(strings.ToLower(s.dp.Output()), "address already in use") {
+				t.Logf("%s lost a port race (attempt %d); again on new ports", s.dp.Name, attempt)
+				continue
+			}
+		default:
+		}
+		t.Fatalf("%s: %v", s.dp.Name, err)
+	}
+}
+
+// restartScheduler starts the separate scheduler again on its ports.
+func (s *system) restartScheduler(t *testing.T) time.Time {
+	t.Helper()
+	s.sched = harness.Start(t, s.schedSpec)
+	return s.sched.WaitLog(t, startTimeout, "scheduler started", nil).At
+}
+
+// restartGateway starts the separate gateway again on its ports.
+func (s *system) restartGateway(t *testing.T) time.Time {
+	t.Helper()
+	s.gw = harness.Start(t, s.gwSpec)
+	return s.gw.WaitLog(t, startTimeout, "gateway started", nil).At
 }
 
 // renderBootstrap writes `llmrouter bootstrap` for this system's ports.
@@ -231,57 +275,63 @@ func (s *system) waitFleet(t *testing.T, timeout time.Duration) {
 // waitDataPlane waits for the admin's /ready and for the three engines in
 // llm_backends (Envoy's /clusters?format=json shape; the stand-in serves
 // the same).
-func (s *system) waitDataPlane(t *testing.T) {
-	t.Helper()
-	harness.Eventually(t, startTimeout, s.dp.Name+" ready", func() error {
+func (s *system) waitDataPlane() error {
+	deadline := time.Now().Add(startTimeout)
+	var last error
+	for time.Now().Before(deadline) {
 		select {
 		case <-s.dp.Exited():
-			t.Fatalf("%s exited: %v", s.dp.Name, s.dp.ExitErr())
+			return fmt.Errorf("exited: %v", s.dp.ExitErr())
 		default:
 		}
-		b, err := harness.Get("http://"+s.admin+"/ready", "")
-		if err != nil {
-			return err
-		}
-		if strings.TrimSpace(string(b)) != "LIVE" {
-			return fmt.Errorf("/ready: %s", b)
-		}
-		return nil
-	})
-	harness.Eventually(t, settle, "the three engines in llm_backends", func() error {
-		var cs struct {
-			ClusterStatuses []struct {
-				Name         string `json:"name"`
-				HostStatuses []struct {
-					Address struct {
-						SocketAddress struct {
-							Address   string `json:"address"`
-							PortValue int    `json:"port_value"`
-						} `json:"socket_address"`
-					} `json:"address"`
-				} `json:"host_statuses"`
-			} `json:"cluster_statuses"`
-		}
-		if err := harness.GetJSON("http://"+s.admin+"/clusters?format=json", "", &cs); err != nil {
-			return err
-		}
-		for _, c := range cs.ClusterStatuses {
-			if c.Name != "llm_backends" {
-				continue
-			}
-			have := map[string]bool{}
-			for _, h := range c.HostStatuses {
-				have[fmt.Sprintf("%s:%d", h.Address.SocketAddress.Address, h.Address.SocketAddress.PortValue)] = true
-			}
-			for _, e := range s.engines {
-				if !have[e.addr] {
-					return fmt.Errorf("llm_backends lacks %s: %v", e.addr, have)
-				}
-			}
+		if last = s.dataPlaneReady(); last == nil {
 			return nil
 		}
-		return fmt.Errorf("no llm_backends cluster yet")
-	})
+		time.Sleep(25 * time.Millisecond)
+	}
+	return fmt.Errorf("not ready with the three engines within %s: %v", startTimeout, last)
+}
+
+func (s *system) dataPlaneReady() error {
+	b, err := harness.Get("http://"+s.admin+"/ready", "")
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(string(b)) != "LIVE" {
+		return fmt.Errorf("/ready: %s", b)
+	}
+	var cs struct {
+		ClusterStatuses []struct {
+			Name         string `json:"name"`
+			HostStatuses []struct {
+				Address struct {
+					SocketAddress struct {
+						Address   string `json:"address"`
+						PortValue int    `json:"port_value"`
+					} `json:"socket_address"`
+				} `json:"address"`
+			} `json:"host_statuses"`
+		} `json:"cluster_statuses"`
+	}
+	if err := harness.GetJSON("http://"+s.admin+"/clusters?format=json", "", &cs); err != nil {
+		return err
+	}
+	for _, c := range cs.ClusterStatuses {
+		if c.Name != "llm_backends" {
+			continue
+		}
+		have := map[string]bool{}
+		for _, h := range c.HostStatuses {
+			have[fmt.Sprintf("%s:%d", h.Address.SocketAddress.Address, h.Address.SocketAddress.PortValue)] = true
+		}
+		for _, e := range s.engines {
+			if !have[e.addr] {
+				return fmt.Errorf("llm_backends lacks %s: %v", e.addr, have)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("no llm_backends cluster yet")
 }
 
 // ---------------------------------------------------------------- metrics
