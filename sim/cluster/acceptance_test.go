@@ -14,7 +14,8 @@ import (
 //
 // Workload: multi-turn chat, 8 shared system prompts of 2,048 tokens, user
 // turns of ~300 tokens, replies of ~200, 3-10 turns, a closed loop of
-// acceptanceConcurrency conversations. Its working set (≈ 2 M tokens) is
+// acceptanceConcurrency conversations whose clients start over the first
+// 20 s (all at once would measure the admission queue's burst handling). Its working set (≈ 2 M tokens) is
 // over four times one instance's KV cache (464 k tokens), so an instance can
 // keep its share of the conversations only if the router gives it a share.
 const acceptanceConcurrency = 600
@@ -26,7 +27,9 @@ func acceptanceWorkload(tb testing.TB) workload.Source {
 }
 
 func acceptanceOptions(tb testing.TB, concurrency int, d time.Duration) Options {
-	return opts(acceptanceWorkload(tb), 5, workload.Arrivals{Concurrency: concurrency}, d)
+	o := opts(acceptanceWorkload(tb), 5, workload.Arrivals{Concurrency: concurrency}, d)
+	o.Plan.RampUp = 20 * time.Second
+	return o
 }
 
 func TestAcceptanceMultiTurn(t *testing.T) {

@@ -70,6 +70,10 @@ type Plan struct {
 	Seed uint64
 	// DefaultModel is the model of requests whose workload names none.
 	DefaultModel string
+	// RampUp spreads the start of a closed loop's clients evenly over this
+	// long, instead of all at time 0: a burst of every client at once tests
+	// the admission queue, not the steady state.
+	RampUp time.Duration
 	// FailureBackoff is how long a closed-loop client waits after a failed
 	// request before it starts a new conversation, as a client honouring
 	// Retry-After would (default 1 s). Without it a saturated target that
@@ -154,8 +158,8 @@ func NewDriver(p Plan) (*Driver, error) {
 	if err := p.Arrivals.Validate(); err != nil {
 		return nil, err
 	}
-	if p.Duration < 0 || p.MaxRequests < 0 {
-		return nil, fmt.Errorf("duration %s and max requests %d: want 0 (no bound) or more", p.Duration, p.MaxRequests)
+	if p.Duration < 0 || p.MaxRequests < 0 || p.RampUp < 0 {
+		return nil, fmt.Errorf("duration %s, max requests %d, ramp-up %s: want 0 or more", p.Duration, p.MaxRequests, p.RampUp)
 	}
 	if p.Arrivals.Trace && !HasArrivals(p.Source) {
 		return nil, errors.New("trace arrivals need a workload file whose lines carry arrival_ms; use --rate or --concurrency")
@@ -187,8 +191,9 @@ func NewDriver(p Plan) (*Driver, error) {
 		d.convRate = p.Arrivals.Rate / mt
 		d.scheduleStart(0)
 	default:
-		for i := 0; i < p.Arrivals.Concurrency; i++ {
-			d.startConversation(0)
+		n := p.Arrivals.Concurrency
+		for i := 0; i < n; i++ {
+			d.startConversation(p.RampUp * time.Duration(i) / time.Duration(n))
 		}
 	}
 	return d, nil

@@ -482,6 +482,21 @@ func TestSummaryAndJSONKeys(t *testing.T) {
 	}
 }
 
+func TestDriverClosedLoopRampUp(t *testing.T) {
+	src := mustMultiTurn(t, DefaultMultiTurn())
+	d, err := NewDriver(Plan{Source: src, Arrivals: Arrivals{Concurrency: 4}, RampUp: 4 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		at, ok := d.Next()
+		if !ok || at != time.Duration(i)*time.Second {
+			t.Fatalf("client %d starts at %s, want %ds", i, at, i)
+		}
+		d.Pop()
+	}
+}
+
 func TestDriverClosedLoopBacksOffAfterFailure(t *testing.T) {
 	src := mustMultiTurn(t, DefaultMultiTurn())
 	d, err := NewDriver(Plan{Source: src, Arrivals: Arrivals{Concurrency: 1}, FailureBackoff: 2 * time.Second, Duration: time.Minute})
