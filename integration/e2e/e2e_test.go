@@ -24,14 +24,14 @@ import (
 func TestLeastRequestSystem(t *testing.T) {
 	s := startSystem(t, options{policy: "least-request"})
 	t.Run("StreamingChat", s.testStreaming)
-	t.Run("Spread", func(t *testing.T) { s.testSpread(t) })
+	t.Run("Spread", s.testSpread)
 	t.Run("WebSocket", s.testWebSocket)
 }
 
 // TestRoundRobinSystem: all-in-one under round-robin.
 func TestRoundRobinSystem(t *testing.T) {
 	s := startSystem(t, options{policy: "round-robin"})
-	t.Run("Spread", func(t *testing.T) { s.testSpread(t) })
+	t.Run("Spread", s.testSpread)
 	t.Run("ClientDestinationHeaderIgnored", s.testDestinationHeader)
 }
 
@@ -102,7 +102,7 @@ func (s *system) testStreaming(t *testing.T) {
 // testSpread sends 60 streaming requests, 8 at a time (each ~0.5 s, so
 // they overlap), and wants each engine within ±30% of 20, every request
 // routed by a pick (Envoy's own round robin must not be what spreads them).
-func (s *system) testSpread(t *testing.T) map[string]float64 {
+func (s *system) testSpread(t *testing.T) {
 	const total, workers = 60, 8
 	servedBefore := s.served(t)
 	routedBefore := s.gwCounter(t, "llmrouter_gateway_requests_total", "outcome", "routed")
@@ -159,7 +159,6 @@ func (s *system) testSpread(t *testing.T) map[string]float64 {
 			t.Errorf("%s served %g requests, want %g ±30%% (per engine: %v)", addr, n, even, got)
 		}
 	}
-	return got
 }
 
 // testWebSocket: a WebSocket session through the data plane streams tokens
