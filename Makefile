@@ -28,8 +28,16 @@ test-unit:
 fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
 
+# Go benchmarks, then the issue-7 experiment at full size (docs/benchmarks.md):
+# round robin's unloaded TTFT (one conversation at a time), then every policy
+# under 600 concurrent multi-turn conversations, 10 simulated minutes each.
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1s ./...
+	$(BIN) bench --mode sim --instances 5 --workload multi-turn --system-tokens 2048 --user-tokens 300 --output-tokens 200 \
+		--seed 1 --duration 10m --concurrency 1 --policy round-robin,least-request,prefix-cache
+	$(BIN) bench --mode sim --instances 5 --workload multi-turn --system-tokens 2048 --user-tokens 300 --output-tokens 200 \
+		--seed 1 --duration 10m --concurrency 600 --ramp-up 20s \
+		--policy round-robin,random,least-request,least-token,llm-metric-based,prefix-cache
 
 $(TOOLS)/protoc-gen-go:
 	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)

@@ -200,8 +200,8 @@ type Result struct {
 	// routed to the instance of the conversation's previous turn.
 	FollowUps, AtHome int
 	// PeakLoadRatio is the largest ratio, sampled every simulated second
-	// while the mean is at least one request, of one instance's running plus
-	// waiting requests to the mean over the instances.
+	// while the mean is at least minLoadForRatio requests, of one instance's
+	// running plus waiting requests to the mean over the instances.
 	PeakLoadRatio float64
 }
 
@@ -439,6 +439,11 @@ func stripID(msg string) string {
 	return msg
 }
 
+// minLoadForRatio is the mean load (requests per instance) below which the
+// load-balance ratio is not sampled: at lower loads it says nothing (two
+// requests on one of five otherwise idle instances is "five times the mean").
+const minLoadForRatio = 4
+
 func (s *sim) sampleLoad() {
 	var total, peak int
 	for _, in := range s.insts {
@@ -448,7 +453,7 @@ func (s *sim) sampleLoad() {
 		peak = max(peak, l)
 	}
 	mean := float64(total) / float64(len(s.insts))
-	if mean >= 1 {
+	if mean >= minLoadForRatio {
 		s.peakLoadRatio = max(s.peakLoadRatio, float64(peak)/mean)
 	}
 }
@@ -607,7 +612,7 @@ func (s *sim) result(policy string) Result {
 		workload.KV{Key: "Preemptions", Value: fmt.Sprint(r.Preemptions)},
 		workload.KV{Key: "Peak working set (tokens)", Value: fmt.Sprintf("%d (%.1f× one instance's KV cache of %d)",
 			r.PeakWorkingSet, float64(r.PeakWorkingSet)/float64(r.KVCapacity), r.KVCapacity)})
-	r.Extra = append(r.Extra, workload.KV{Key: "Peak load / mean load", Value: fmt.Sprintf("%.2f (running+waiting, sampled every second)", r.PeakLoadRatio)})
+	r.Extra = append(r.Extra, workload.KV{Key: "Peak load / mean load", Value: fmt.Sprintf("%.2f (running+waiting, sampled every second while the mean is >= 4)", r.PeakLoadRatio)})
 	if r.FollowUps > 0 {
 		r.Extra = append(r.Extra, workload.KV{Key: "Follow-up turns on their last instance",
 			Value: fmt.Sprintf("%d of %d (%.1f%%)", r.AtHome, r.FollowUps, 100*float64(r.AtHome)/float64(r.FollowUps))})
