@@ -136,6 +136,11 @@ func runBench(cmd *cobra.Command, _ []string) error {
 			}
 		}
 	case "live":
+		for _, name := range []string{"policy", "instances", "profile"} {
+			if f.Changed(name) {
+				return fmt.Errorf("--%s is for --mode sim: the live target runs whatever its scheduler is configured with (name the run with --label)", name)
+			}
+		}
 		target, _ := f.GetString("target")
 		if target == "" {
 			return fmt.Errorf("--mode live needs --target, the data plane's base URL (e.g. http://127.0.0.1:8080)")

@@ -89,6 +89,7 @@ func TestBenchRejectsBadInput(t *testing.T) {
 		{[]string{"--concurrency", "1", "--policy", "fastest"}, "fastest"},
 		{[]string{"--concurrency", "1", "--profile", "tpu"}, "tpu"},
 		{[]string{"--mode", "live", "--concurrency", "1"}, "--target"},
+		{[]string{"--mode", "live", "--target", "http://127.0.0.1:1", "--policy", "random", "--concurrency", "1"}, "--policy is for --mode sim"},
 		{[]string{"--concurrency", "1", "--duration", "0"}, "endless"},
 	}
 	for _, c := range cases {
