@@ -42,7 +42,8 @@ or the file's arrival_ms when every line has one.`,
 		RunE: runBench,
 	}
 	f := cmd.Flags()
-	f.String("mode", "sim", "sim (virtual-time cluster simulator) or live (a running data plane)")
+	f.String("mode", "sim", "sim (virtual-time cluster simulator), live (a running data plane) or overhead (what the gateway adds per request)")
+	f.String("prompt-bytes", "4096,262144", "overhead: comma-separated prompt sizes in bytes")
 	f.Int("instances", 5, "sim: number of simulated engine instances")
 	f.String("policy", "round-robin,least-request,prefix-cache", "sim: comma-separated policies to compare")
 	f.String("profile", engine.DefaultProfile, "sim: engine profile: "+strings.Join(engine.ProfileNames(), ", "))
@@ -83,8 +84,11 @@ func runBench(cmd *cobra.Command, _ []string) error {
 	defer func() { _ = log.Sync() }()
 	f := cmd.Flags()
 	mode, _ := f.GetString("mode")
+	if mode == "overhead" {
+		return runOverhead(cmd)
+	}
 	if mode != "sim" && mode != "live" {
-		return fmt.Errorf("--mode %q: want sim or live", mode)
+		return fmt.Errorf("--mode %q: want sim, live or overhead", mode)
 	}
 	plan, err := benchPlan(cmd)
 	if err != nil {
