@@ -38,6 +38,7 @@ bench: build
 	$(BIN) bench --mode sim --instances 5 --workload multi-turn --system-tokens 2048 --user-tokens 300 --output-tokens 200 \
 		--seed 1 --duration 10m --concurrency 600 --ramp-up 20s \
 		--policy round-robin,random,least-request,least-token,llm-metric-based,prefix-cache
+	$(BIN) bench --mode overhead --instances 64 --rate 1000 --duration 10s --prompt-bytes 4096,262144
 
 $(TOOLS)/protoc-gen-go:
 	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
