@@ -114,13 +114,16 @@ type PolicyConfig struct {
 	// prompt blocks, when it does not report its KV capacity.
 	PrefixIndexDefaultBlocks int `mapstructure:"prefix_index_default_blocks" yaml:"prefix_index_default_blocks"`
 	// The prefix-cache cost model: an engine step costs StepTime plus
-	// PrefillTokenTime per prompt token and DecodeTokenTime per running
-	// sequence; a step prefills at most MaxBatchedTokens tokens.
+	// PrefillTokenTime per uncached prompt token and DecodeTokenTime per
+	// running sequence; a step schedules at most MaxBatchedTokens tokens
+	// (the engine's max_num_batched_tokens).
 	StepTime         time.Duration `mapstructure:"step_time" yaml:"step_time"`
 	PrefillTokenTime time.Duration `mapstructure:"prefill_token_time" yaml:"prefill_token_time"`
 	DecodeTokenTime  time.Duration `mapstructure:"decode_token_time" yaml:"decode_token_time"`
 	MaxBatchedTokens int           `mapstructure:"max_batched_tokens" yaml:"max_batched_tokens"`
-	// DecodeWeight scales the decode slow-down term of the prefix-cache cost.
+	// DecodeWeight scales the batch term of the prefix-cache cost: the delay
+	// a request's prefill and decode add to the requests already running on
+	// the instance (the name predates the prefill part).
 	DecodeWeight float64 `mapstructure:"decode_weight" yaml:"decode_weight"`
 	// MaxLoadRatio: prefix-cache sends nothing to an instance whose load
 	// would exceed this multiple of the candidates' mean while another is below.
@@ -233,7 +236,7 @@ func DefaultPolicies() PolicyConfig {
 		StepTime:                 5750 * time.Microsecond,
 		PrefillTokenTime:         17250 * time.Nanosecond,
 		DecodeTokenTime:          6 * time.Microsecond,
-		MaxBatchedTokens:         2048,
+		MaxBatchedTokens:         8192,
 		DecodeWeight:             1,
 		MaxLoadRatio:             2,
 		DefaultOutputTokens:      256,

@@ -47,8 +47,28 @@ type Policy struct {
 	defBlocks     int
 	keep          int // candidates ranked exactly
 
-	avgPrompt float64 // EWMA of prompt tokens: the size of a waiting request
-	avgOut    float64 // EWMA of completion tokens
+	clock policy.Clock
+
+	avgPrompt   float64 // EWMA of prompt tokens
+	avgUncached float64 // EWMA of the uncached prompt tokens of our picks: a waiting request's prefill
+	uncachedFr  float64 // EWMA of uncached / prompt tokens of our picks, for in-flight picks owed does not know
+	avgOut      float64 // EWMA of completion tokens
+
+	// backlog is, per index slot, the prefill our picks brought the
+	// instance that it has not worked off yet, as a fluid queue (see owed).
+	backlog []queued
+
+	// tails remembers, per instance, where the prompts we sent it ended, so
+	// the next turn of a conversation is credited with the previous answer's
+	// blocks (see heldTail).
+	tails []tail
+
+	// The last Pick's request, so Picked reads the chosen instance's held
+	// blocks from match (by its position in pos) instead of a second index
+	// lookup.
+	lastReq *policy.Request
+	lastHit bool
+	lastN   int
 
 	// Per-pick scratch, indexed like the candidates.
 	pos    []slotRef
@@ -56,6 +76,26 @@ type Policy struct {
 	loads  []int64
 	match  []int32
 	ranker rank.Ranker
+}
+
+// tail is one prompt end: the hash of a prompt's last full block and the
+// index slot of the instance it was sent to.
+type tail struct {
+	hash uint64
+	slot int32
+}
+
+// tailSlots sizes the prompt-end table: direct-mapped by hash, a newer end
+// overwrites an older one in its place. 64k entries (1 MB) keep the latest
+// turn of tens of thousands of conversations; a lost entry only costs the
+// credit for one answer.
+const tailSlots = 1 << 16
+
+// queued is an instance's backlog of uncached prompt tokens at time at
+// (UnixNano of the policy's clock).
+type queued struct {
+	at     int64
+	tokens float64
 }
 
 type slotRef struct {
@@ -81,6 +121,7 @@ func New(d policy.Deps) (*Policy, error) {
 		bc = 64
 	}
 	p := &Policy{
+		clock: d.Clock,
 		m: Model{
 			Step:             pc.StepTime.Seconds(),
 			PrefillToken:     pc.PrefillTokenTime.Seconds(),
@@ -97,13 +138,22 @@ func New(d policy.Deps) (*Policy, error) {
 		defBlocks:     pc.PrefixIndexDefaultBlocks,
 		keep:          max(c.Gateway.RetryCount+3, 4),
 		avgPrompt:     512,
+		avgUncached:   512,
+		uncachedFr:    1,
 		avgOut:        float64(pc.DefaultOutputTokens),
+		tails:         make([]tail, tailSlots),
+	}
+	for i := range p.tails {
+		p.tails[i].slot = -1
 	}
 	if p.rand == nil {
 		p.rand = rand.New(rand.NewPCG(1, 2))
 	}
 	if p.log == nil {
 		p.log = zap.NewNop()
+	}
+	if p.clock == nil {
+		p.clock = policy.SystemClock{}
 	}
 	if err := prefixindex.Register(d.Metrics, p.idx); err != nil {
 		return nil, err
@@ -130,9 +180,6 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 	if n == 0 {
 		return policy.Decision{}
 	}
-	if req.PromptTokens > 0 {
-		p.avgPrompt += 0.05 * (float64(req.PromptTokens) - p.avgPrompt)
-	}
 	if cap(p.scores) < n {
 		p.scores = make([]float64, n)
 		p.loads = make([]int64, n)
@@ -141,30 +188,33 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 	scores, loads, match := p.scores[:n], p.loads[:n], p.match[:n]
 	p.match = match
 	hit := p.idx.Match(req.BlockHashes) > 0
-	if hit && len(p.pos) != n {
+	if len(p.pos) != n {
 		p.pos = make([]slotRef, n)
 	}
 	gen := p.idx.SlotGen()
 	in := p.inputs(req)
+	now := p.clock.Now().UnixNano()
 	var total float64
 	for i, c := range cands {
+		// The scheduler passes its candidates in a stable order, so a cache
+		// by position avoids a map lookup per candidate; an entry is
+		// trusted only for the same instance pointer and ID and while no
+		// slot changed.
+		e := &p.pos[i]
+		if e.ptr != c || e.gen != gen || e.id != c.ID {
+			*e = slotRef{ptr: c, id: c.ID, gen: gen, slot: p.idx.Slot(c.ID)}
+		}
 		m := 0
 		if hit {
-			// The scheduler passes its candidates in a stable order, so a
-			// cache by position avoids a map lookup per candidate; an
-			// entry is trusted only for the same instance pointer and ID
-			// and while no slot changed.
-			e := &p.pos[i]
-			if e.ptr != c || e.gen != gen || e.id != c.ID {
-				*e = slotRef{ptr: c, id: c.ID, gen: gen, slot: p.idx.Slot(c.ID)}
+			if m = p.idx.Matched(e.slot); m > 0 {
+				m += p.heldTail(req.BlockHashes, m, e.slot, in.answerBlocks)
 			}
-			m = p.idx.Matched(e.slot)
 		}
 		match[i] = int32(m)
 		l := c.Load()
 		loads[i] = l
 		total += float64(l)
-		scores[i] = in.cost(c, m)
+		scores[i] = in.cost(c, m, p.owed(c, e.slot, now))
 	}
 	limit := p.m.MaxLoadRatio * max((total+1)/float64(n), 1)
 	if p.m.MaxLoadRatio > 0 {
@@ -175,10 +225,55 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 		}
 	}
 	ranked := p.ranker.Top(p.rand, cands, scores, p.keep)
+	p.lastReq, p.lastHit, p.lastN = req, hit, n
 	if ce := p.log.Check(zap.DebugLevel, "prefix-cache decision"); ce != nil {
-		ce.Write(p.explain(req, cands, ranked, scores)...)
+		ce.Write(p.explain(req, cands, ranked, scores, in, now)...)
 	}
 	return policy.Decision{Ranked: ranked}
+}
+
+// owed is the prefill, in uncached tokens, that our picks brought c and c
+// has not done yet. The engine's reports lag (and count a waiting request,
+// not its size); the scheduler's InflightPromptTokens counts whole prompts,
+// most of which a conversation's home already holds. So the policy keeps
+// its own estimate: each pick adds its uncached tokens, and the backlog
+// drains at the engine's prefill rate — a full chunk of max batched tokens
+// per step of step + chunk × prefill + running × decode cost.
+func (p *Policy) owed(c *policy.Instance, slot int32, now int64) float64 {
+	if slot < 0 || int(slot) >= len(p.backlog) {
+		// Picks we did not make (before a restart of the policy): assume
+		// the typical share of a prompt is uncached.
+		return float64(c.InflightPromptTokens) * p.uncachedFr
+	}
+	q := p.backlog[slot]
+	if q.tokens <= 0 {
+		return 0
+	}
+	return max(q.tokens-float64(now-q.at)*1e-9*p.drainRate(c), 0)
+}
+
+// drainRate is c's prefill throughput while backlogged, in tokens per second.
+func (p *Policy) drainRate(c *policy.Instance) float64 {
+	b := p.m.MaxBatchedTokens
+	return b / (p.m.Step + b*p.m.PrefillToken + float64(c.Running+c.InflightRequests)*p.m.DecodeToken)
+}
+
+// heldTail is the credit for the previous answer: when the blocks an
+// instance holds end exactly where a prompt we sent it ended, it also holds
+// the blocks of the answer it generated (engines cache generated tokens),
+// and a follow-up turn's prompt continues with that answer. The gateway
+// hashes prompts only, so the index cannot know those blocks until the next
+// pick inserts them; without the credit a conversation's home looks about
+// one answer worse than it is.
+func (p *Policy) heldTail(hashes []uint64, m int, slot int32, answer int) int {
+	if m >= len(hashes) || answer <= 0 {
+		return 0
+	}
+	h := hashes[m-1]
+	if t := p.tails[h&(tailSlots-1)]; t.hash != h || t.slot != slot {
+		return 0
+	}
+	return min(answer, len(hashes)-m)
 }
 
 // inputs are the numbers the cost needs besides the candidate's: the
@@ -187,12 +282,13 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 type inputs struct {
 	prompt, out, tokensPerBlock float64
 	invBatch                    float64 // 1 / max batched tokens
-	decodePerRunning            float64 // decode weight × output × decode cost
+	decodeOut                   float64 // expected output × decode cost: the request's decode work per running neighbour
 	blocks                      int
+	answerBlocks                int // full blocks of a typical answer (heldTail)
 
-	avgPrompt                       float64
+	avgUncached                     float64
 	prefillToken, step, decodeToken float64
-	backlogMin, backlogMax          float64 // bounds of the measured prefill cost per token
+	weight                          float64
 }
 
 func (p *Policy) inputs(req *policy.Request) inputs {
@@ -211,48 +307,111 @@ func (p *Policy) inputs(req *policy.Request) inputs {
 	}
 	return inputs{
 		prompt: prompt, out: out, tokensPerBlock: tpb, blocks: len(req.BlockHashes),
-		invBatch:         1 / p.m.MaxBatchedTokens,
-		decodePerRunning: p.m.DecodeWeight * out * p.m.DecodeToken,
-		avgPrompt:        p.avgPrompt,
-		prefillToken:     p.m.PrefillToken,
-		step:             p.m.Step,
-		decodeToken:      p.m.DecodeToken,
-		backlogMin:       p.m.PrefillToken / 4,
-		backlogMax:       8 * p.m.PrefillToken,
+		invBatch:     1 / p.m.MaxBatchedTokens,
+		decodeOut:    out * p.m.DecodeToken,
+		answerBlocks: int(p.avgOut / tpb),
+		avgUncached:  p.avgUncached,
+		prefillToken: p.m.PrefillToken,
+		step:         p.m.Step,
+		decodeToken:  p.m.DecodeToken,
+		weight:       p.m.DecodeWeight,
 	}
+}
+
+// uncached is the prompt tokens c must prefill given the blocks it holds.
+func (in *inputs) uncached(held int) float64 {
+	return max(in.prompt-float64(held)*in.tokensPerBlock, 0)
 }
 
 // cost predicts, in seconds, the request's time to first token on c plus
-// the decode slow-down of sharing c's batch (docs/policies.md):
+// the delay it adds to the requests already running there
+// (docs/policies.md):
 //
-//	queue   = pending prefill tokens × prefill cost per token (measured when backlogged)
-//	prefill = uncached prompt tokens × prefill cost per token
-//	steps   = 1 + (pending + uncached) / max batched tokens
-//	ttft    = queue + prefill + steps × (step + decode per seq × running)
-//	cost    = ttft + decode weight × expected output × decode per seq × running
-func (in *inputs) cost(c *policy.Instance, matched int) float64 {
-	uncached := max(in.prompt-float64(matched)*in.tokensPerBlock, 0)
-	pending := float64(c.InflightPromptTokens) + float64(c.Waiting)*in.avgPrompt
-	bq := in.prefillToken
-	if c.Waiting > 0 && c.PromptTPS > 0 {
-		// Backlogged: the queue drains at the rate the engine measured.
-		bq = min(max(1/c.PromptTPS, in.backlogMin), in.backlogMax)
-	}
+//	uncached = prompt tokens not held in c's cache
+//	ahead    = prefill work queued before it: in-flight prompt tokens × uncached share + waiting × mean uncached prompt
+//	steps    = 1 + (ahead + uncached) / max batched tokens
+//	ttft     = (ahead + uncached) × prefill cost + steps × (step + decode cost × running)
+//	batch    = running × (uncached × prefill cost + expected output × decode cost)
+//	cost     = ttft + weight × batch
+func (in *inputs) cost(c *policy.Instance, held int, owed float64) float64 {
+	ttft, batch := in.parts(c, held, owed)
+	return ttft + in.weight*batch
+}
+
+// parts is cost's two terms: the predicted TTFT and the batch slow-down.
+func (in *inputs) parts(c *policy.Instance, held int, owed float64) (ttft, batch float64) {
+	u := in.uncached(held)
+	ahead := max(owed, float64(c.Waiting)*in.avgUncached)
 	running := float64(c.Running + c.InflightRequests)
-	steps := 1 + (pending+uncached)*in.invBatch
-	return pending*bq + uncached*in.prefillToken + steps*(in.step+in.decodeToken*running) + in.decodePerRunning*running
+	steps := 1 + (ahead+u)*in.invBatch
+	ttft = (ahead+u)*in.prefillToken + steps*(in.step+in.decodeToken*running)
+	return ttft, running * (u*in.prefillToken + in.decodeOut)
 }
 
 // Picked teaches the index that the chosen instance (and a pd-split prefill
-// instance) now holds the request's blocks.
+// instance) now holds the request's blocks, and learns how much of a prompt
+// its picks typically had to prefill.
 func (p *Policy) Picked(req *policy.Request, d policy.Decision) {
 	if len(d.Ranked) > 0 {
+		held := p.held(req, d.Ranked[0])
 		p.insert(req, d.Ranked[0])
+		p.learn(req, d.Ranked[0], held)
 	}
 	if d.Prefill != nil {
 		p.insert(req, d.Prefill)
 	}
+	p.lastReq = nil
 }
+
+// held is the blocks c held of req before the pick: from the last Pick
+// when req was its request, else looked up.
+func (p *Policy) held(req *policy.Request, c *policy.Instance) int {
+	held := -1
+	if req == p.lastReq {
+		if !p.lastHit {
+			held = 0
+		}
+		for i := 0; held < 0 && i < p.lastN; i++ {
+			if p.pos[i].ptr == c {
+				held = int(p.match[i])
+			}
+		}
+	}
+	if held < 0 { // not a candidate of the last Pick: look it up
+		held = 0
+		if p.idx.Match(req.BlockHashes) > 0 {
+			s := p.idx.Slot(c.ID)
+			if held = p.idx.Matched(s); held > 0 {
+				held += p.heldTail(req.BlockHashes, held, s, int(p.avgOut/p.inputs(req).tokensPerBlock))
+			}
+		}
+	}
+	return held
+}
+
+// learn records the uncached prompt of a committed pick: the prefill it
+// owes its instance until the next report, and the running means.
+func (p *Policy) learn(req *policy.Request, c *policy.Instance, held int) {
+	in := p.inputs(req)
+	if in.prompt <= 0 {
+		return
+	}
+	u := in.uncached(held)
+	if s := p.idx.Slot(c.ID); s >= 0 {
+		if int(s) >= len(p.backlog) {
+			p.backlog = append(p.backlog, make([]queued, int(s)+1-len(p.backlog))...)
+		}
+		now := p.clock.Now().UnixNano()
+		q := &p.backlog[s]
+		*q = queued{at: now, tokens: p.owed(c, s, now) + u}
+	}
+	p.avgPrompt += ewma * (in.prompt - p.avgPrompt)
+	p.avgUncached += ewma * (u - p.avgUncached)
+	p.uncachedFr += ewma * (u/in.prompt - p.uncachedFr)
+}
+
+// ewma is the weight of one observation in the policy's running means.
+const ewma = 0.05
 
 func (p *Policy) insert(req *policy.Request, c *policy.Instance) {
 	if len(req.BlockHashes) == 0 {
@@ -264,23 +423,36 @@ func (p *Policy) insert(req *policy.Request, c *policy.Instance) {
 	}
 	capacity := prefixindex.CapacityBlocks(c.NumGPUBlocks, c.BlockSize, p.charsPerToken, bc, p.defBlocks)
 	p.idx.Insert(c.ID, capacity, req.BlockHashes)
+	last := req.BlockHashes[len(req.BlockHashes)-1]
+	p.tails[last&(tailSlots-1)] = tail{hash: last, slot: p.idx.Slot(c.ID)}
 }
 
 // Completed learns the typical output length.
 func (p *Policy) Completed(_ string, _ string, _, completionTokens int64) {
 	if completionTokens > 0 {
-		p.avgOut += 0.05 * (float64(completionTokens) - p.avgOut)
+		p.avgOut += ewma * (float64(completionTokens) - p.avgOut)
 	}
 }
 
-// Removed forgets an instance.
+// Removed forgets an instance: its blocks and the prompt ends it held, so a
+// newcomer reusing its index slot inherits nothing.
 func (p *Policy) Removed(id string) {
+	if s := p.idx.Slot(id); s >= 0 {
+		if int(s) < len(p.backlog) {
+			p.backlog[s] = queued{}
+		}
+		for i := range p.tails {
+			if p.tails[i].slot == s {
+				p.tails[i] = tail{slot: -1}
+			}
+		}
+	}
 	p.idx.Remove(id)
 }
 
-// explain is the debug line's fields: each candidate's predicted cost, best
-// first, up to debugCandidates of them.
-func (p *Policy) explain(req *policy.Request, cands, ranked []*policy.Instance, scores []float64) []zap.Field {
+// explain is the debug line's fields: each candidate's predicted cost and
+// its parts, best first, up to debugCandidates of them.
+func (p *Policy) explain(req *policy.Request, cands, ranked []*policy.Instance, scores []float64, in inputs, now int64) []zap.Field {
 	pos := make(map[*policy.Instance]int, len(cands))
 	for i, c := range cands {
 		pos[c] = i
@@ -290,9 +462,16 @@ func (p *Policy) explain(req *policy.Request, cands, ranked []*policy.Instance, 
 		for _, c := range ranked[:n] {
 			i := pos[c]
 			_ = a.AppendObject(zapcore.ObjectMarshalerFunc(func(o zapcore.ObjectEncoder) error {
+				held := int(p.match[i])
+				owed := p.owed(c, p.pos[i].slot, now)
+				ttft, batch := in.parts(c, held, owed)
 				o.AddString("id", c.ID)
 				o.AddFloat64("cost_ms", scores[i]*1e3)
-				o.AddInt32("matched_blocks", p.match[i])
+				o.AddFloat64("ttft_ms", ttft*1e3)
+				o.AddFloat64("batch_ms", batch*1e3)
+				o.AddInt("held_blocks", held)
+				o.AddFloat64("uncached_tokens", in.uncached(held))
+				o.AddFloat64("backlog_tokens", owed)
 				o.AddInt64("load", c.Load())
 				o.AddBool("over_load_cap", scores[i] >= overloaded)
 				return nil

@@ -3,8 +3,10 @@ package prefixcache
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -16,7 +18,9 @@ import (
 
 func newPolicy(t testing.TB, log *zap.Logger) *Policy {
 	t.Helper()
-	p, err := New(policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 2)), Log: log})
+	// A clock that stands still unless a test moves it: decisions must
+	// not depend on the wall clock (the backlog drains with time).
+	p, err := New(policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 2)), Log: log, Clock: &fakeClock{t: time.Unix(1000, 0)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,8 +77,9 @@ func TestPrefersInstanceHoldingPrefix(t *testing.T) {
 			t.Fatalf("picked %s, want the prefix's home %s", got.ID, home.ID)
 		}
 	}
-	// A busier home still wins while its queue costs less than the prefill
-	// it saves, and loses once its backlog costs more.
+	// A busier home still wins while its queue costs less than what it
+	// saves — the prefill, and the delay that prefill would add to every
+	// request running elsewhere — and loses once its queue costs more.
 	for _, c := range cands {
 		c.Running = 4
 	}
@@ -82,9 +87,126 @@ func TestPrefersInstanceHoldingPrefix(t *testing.T) {
 	if got := p.Pick(next, cands).Ranked[0]; got != home {
 		t.Fatalf("home with 2 more running requests lost to %s", got.ID)
 	}
-	home.Running, home.Waiting = 4, 4
+	home.Running, home.Waiting = 4, 2
+	if got := p.Pick(next, cands).Ranked[0]; got != home {
+		t.Fatalf("home with 2 waiting requests (≈1k tokens of prefill ahead) lost to %s", got.ID)
+	}
+	home.Waiting = 12 // ≈6k tokens of prefill ahead: over 100 ms
 	if got := p.Pick(next, cands).Ranked[0]; got == home {
-		t.Fatal("home with 4 waiting requests still picked; its queue costs more than the prefill saved")
+		t.Fatal("home with 12 waiting requests still picked; its queue costs more than the prefill saved")
+	}
+}
+
+// fakeClock is a settable policy.Clock.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) Now() time.Time { return c.t }
+
+func TestFollowUpTurnIsCreditedWithPreviousAnswer(t *testing.T) {
+	p := newPolicy(t, nil)
+	cands := fleet(3)
+	sys := chain(7, 32)
+	turn1 := append(slices.Clone(sys), chain(8, 8)...)
+	d := p.Pick(req("t1", turn1), cands)
+	p.Picked(req("t1", turn1), d)
+	home := d.Ranked[0]
+	// Another instance holds the same 40 blocks, but as part of a longer
+	// prompt: its copy does not end where a prompt ended, so no answer
+	// follows it there.
+	var other *policy.Instance
+	for _, c := range cands {
+		if c != home {
+			other = c
+			break
+		}
+	}
+	longer := append(slices.Clone(turn1), chain(9, 30)...)
+	p.Picked(req("x", longer), policy.Decision{Ranked: []*policy.Instance{other}})
+	// The next turn: turn 1, its answer (about 16 blocks at the default
+	// 256-token estimate), the new question.
+	turn2 := append(append(slices.Clone(turn1), chain(10, 16)...), chain(11, 6)...)
+	p.Pick(req("t2", turn2), cands)
+	held := map[string]int32{}
+	for i, c := range cands {
+		held[c.ID] = p.match[i]
+	}
+	if held[home.ID] != 40+16 {
+		t.Fatalf("home holds %d blocks of the next turn, want 40 of the prompt + 16 of the answer", held[home.ID])
+	}
+	if held[other.ID] != 40 {
+		t.Fatalf("%s holds %d blocks, want 40: it never served this prompt's answer", other.ID, held[other.ID])
+	}
+	// A newcomer in the home's index slot inherits no answer: sent the
+	// longer prompt, it holds turn 1's blocks, but turn 1 did not end there.
+	s := p.idx.Slot(home.ID)
+	p.Removed(home.ID)
+	newcomer := &policy.Instance{ID: "new"}
+	p.Picked(req("y", longer), policy.Decision{Ranked: []*policy.Instance{newcomer}})
+	if p.idx.Slot("new") != s {
+		t.Fatalf("newcomer got slot %d, not the removed home's %d: the test proves nothing", p.idx.Slot("new"), s)
+	}
+	p.Pick(req("t2", turn2), []*policy.Instance{newcomer})
+	if p.match[0] != 40 {
+		t.Fatalf("newcomer holds %d blocks, want the 40 it was sent", p.match[0])
+	}
+}
+
+func TestBacklogOfUncachedPromptsDrains(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	p, err := New(policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 2)), Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cands := fleet(2)
+	// Two long, uncached prompts in the same instant go to different
+	// instances: the first one's prefill is queued on its instance.
+	a := req("a", chain(1, 500)) // 8,000 tokens, ≈140 ms of prefill
+	d := p.Pick(a, cands)
+	p.Picked(a, d)
+	first := d.Ranked[0]
+	b := req("b", chain(2, 500))
+	if got := p.Pick(b, cands).Ranked[0]; got == first {
+		t.Fatal("the second long prompt queued behind the first instead of taking the idle instance")
+	}
+	// Once the engine has had time to prefill it, the backlog is gone and
+	// the two instances cost the same again.
+	clk.t = clk.t.Add(time.Second)
+	if owed := p.owed(first, p.idx.Slot(first.ID), clk.t.UnixNano()); owed != 0 {
+		t.Fatalf("backlog %v tokens after a second, want 0", owed)
+	}
+	seen := map[string]bool{}
+	for i := range 200 {
+		seen[p.Pick(req(fmt.Sprint(i), chain(uint64(100+i), 500)), cands).Ranked[0].ID] = true
+	}
+	if len(seen) != 2 {
+		t.Fatalf("after the backlog drained only %v led", seen)
+	}
+	// The scheduler's in-flight prompt tokens of a pick this policy did
+	// not make count at the typical uncached share.
+	stranger := &policy.Instance{ID: "stranger", InflightPromptTokens: 4000}
+	if got := p.owed(stranger, -1, clk.t.UnixNano()); got != 4000*p.uncachedFr || got <= 0 {
+		t.Fatalf("unknown instance's backlog %v, want 4000 × %v", got, p.uncachedFr)
+	}
+}
+
+func TestBusierHomeKeepsItsConversation(t *testing.T) {
+	p := newPolicy(t, nil)
+	cands := fleet(4)
+	hs := chain(5, 150) // 2,400 tokens of history
+	r := req("a", hs)
+	d := p.Pick(r, cands)
+	p.Picked(r, d)
+	home := d.Ranked[0]
+	for _, c := range cands {
+		c.Running = 20
+	}
+	// 50% more running than the others, under the load cap (2 × 21.5):
+	// moving would make 20 requests elsewhere wait through 2,400 tokens of
+	// prefill, far more than 10 more neighbours cost here.
+	home.Running = 30
+	next := req("b", append(slices.Clone(hs), chain(6, 20)...))
+	if got := p.Pick(next, cands).Ranked[0]; got != home {
+		t.Fatalf("conversation left its home with 30 running for %s with 20", got.ID)
 	}
 }
 
@@ -114,7 +236,11 @@ func TestHotPrefixSpillsAndIndexLearnsNewHome(t *testing.T) {
 	if got := p.idx.Matched(p.idx.Slot(second.ID)); got != len(hs) {
 		t.Fatalf("the index holds %d of %d blocks on the new home", got, len(hs))
 	}
-	// Both homes now hold it: the prefix stays between them.
+	// Both homes now hold it: the prefix stays between them (once their
+	// prefill of it is done; until then an idle third instance starts
+	// just as soon).
+	clk := p.clock.(*fakeClock)
+	clk.t = clk.t.Add(time.Second)
 	for range 50 {
 		if got := p.Pick(req("c", hs), cands).Ranked[0]; got != home && got != second {
 			t.Fatalf("picked %s, which holds none of the prefix", got.ID)
