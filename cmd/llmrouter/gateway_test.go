@@ -99,10 +99,10 @@ func TestAllInOneRoutesInProcess(t *testing.T) {
 	cfg.Gateway.Listen = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addrs := make(chan allInOneAddrs, 1)
+	addrs := make(chan serverAddrs, 1)
 	done := make(chan error, 1)
-	go func() { done <- runAllInOne(ctx, cfg, zap.NewNop(), func(a allInOneAddrs) { addrs <- a }) }()
-	var a allInOneAddrs
+	go func() { done <- runAllInOne(ctx, cfg, zap.NewNop(), func(a serverAddrs) { addrs <- a }) }()
+	var a serverAddrs
 	select {
 	case a = <-addrs:
 	case err := <-done:
@@ -174,9 +174,9 @@ func TestGatewayDegradedThenRecovers(t *testing.T) {
 	// The scheduler starts: the gateway notices by itself and picks.
 	schedCtx, schedCancel := context.WithCancel(ctx)
 	defer schedCancel()
-	sa := make(chan schedulerAddrs, 1)
+	sa := make(chan serverAddrs, 1)
 	schedDone := make(chan error, 1)
-	go func() { schedDone <- runScheduler(schedCtx, cfg, zap.NewNop(), func(a schedulerAddrs) { sa <- a }) }()
+	go func() { schedDone <- runScheduler(schedCtx, cfg, zap.NewNop(), func(a serverAddrs) { sa <- a }) }()
 	select {
 	case <-sa:
 	case err := <-schedDone:

@@ -33,10 +33,10 @@ func TestSchedulerServes(t *testing.T) {
 	cfg.Scheduler.Listen, cfg.Scheduler.XDSListen, cfg.Scheduler.HTTPListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addrs := make(chan schedulerAddrs, 1)
+	addrs := make(chan serverAddrs, 1)
 	done := make(chan error, 1)
-	go func() { done <- runScheduler(ctx, cfg, zap.NewNop(), func(a schedulerAddrs) { addrs <- a }) }()
-	var a schedulerAddrs
+	go func() { done <- runScheduler(ctx, cfg, zap.NewNop(), func(a serverAddrs) { addrs <- a }) }()
+	var a serverAddrs
 	select {
 	case a = <-addrs:
 	case err := <-done:
