@@ -70,6 +70,7 @@ type Index struct {
 	list2   []int32
 	dense   []uint64
 	matched []int32
+	cuts    []cut
 
 	// statistics for metrics (written under serial use, read by scrapes)
 	statNodes  atomic.Int64

@@ -205,3 +205,87 @@ func (x *Index) nextMark() {
 		x.mark = 1
 	}
 }
+
+// cut is where the holder set of a chain shrinks: the holders of block b
+// (at position pos-1) that do not hold the next block matched pos blocks.
+type cut struct {
+	pos int32
+	b   block
+}
+
+// MatchChain is Match for a chained request — one where each block's hash
+// covers every block before it, as internal/prompthash makes them — and
+// gives the same results with far fewer map lookups.
+//
+// Why it may bisect: Insert touches a chain last block first, so in every
+// instance's LRU a block is always more recent than its successor, and
+// eviction (which takes the least recent) never drops a block before the
+// blocks after it. A held block's hash names its whole prefix, so an
+// instance holding block i holds blocks 0..i: the holders of successive
+// blocks are nested, and equal holder counts at two positions mean equal
+// holder sets in between. MatchChain bisects the chain for the positions
+// where the count drops — about log2(blocks) lookups per distinct match
+// length instead of one per block — and then reads the holders of the
+// block before each drop. For unchained input (blocks shared between
+// unrelated chains) the results may differ from Match; use Match there.
+func (x *Index) MatchChain(hashes []uint64) int {
+	x.lookup++
+	if x.lookup == 0 { // wrapped: old stamps could alias
+		clear(x.lensAt)
+		x.lookup = 1
+	}
+	x.matched = x.matched[:0]
+	if len(hashes) == 0 {
+		return 0
+	}
+	b0, ok := x.blocks[hashes[0]]
+	if !ok {
+		return 0
+	}
+	x.cuts = x.cuts[:0]
+	x.bisect(hashes, 0, b0, int32(len(hashes)), block{})
+	// Longest first: a holder of a later cut's block holds every earlier
+	// one, so each instance takes the first (longest) length it appears at.
+	for i := len(x.cuts) - 1; i >= 0; i-- {
+		c := x.cuts[i]
+		if c.b.first >= 0 {
+			for n := c.b.first; n != none; n = x.nodes[n].same {
+				if s := x.nodes[n].inst; x.lensAt[s] != x.lookup {
+					x.end(s, int(c.pos))
+				}
+			}
+			continue
+		}
+		for w, v := range x.hots[^c.b.first].bits {
+			for v != 0 {
+				t := bits.TrailingZeros64(v)
+				v &= v - 1
+				if s := int32(w<<6 + t); x.lensAt[s] != x.lookup {
+					x.end(s, int(c.pos))
+				}
+			}
+		}
+	}
+	return len(x.matched)
+}
+
+// bisect records, in chain order, the cuts between positions lo and hi,
+// whose blocks are blo and bhi (bhi.n is 0 when hi is past the chain or
+// not held). It is called only when blo has more holders than bhi.
+func (x *Index) bisect(hashes []uint64, lo int32, blo block, hi int32, bhi block) {
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		bm := x.blocks[hashes[mid]] // zero (n 0) when not held
+		if blo.n > bm.n {
+			if bm.n > bhi.n {
+				x.bisect(hashes, lo, blo, mid, bm)
+				lo, blo = mid, bm
+				continue
+			}
+			hi, bhi = mid, bm
+			continue
+		}
+		lo, blo = mid, bm
+	}
+	x.cuts = append(x.cuts, cut{pos: hi, b: blo})
+}

@@ -187,7 +187,9 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 	}
 	scores, loads, match := p.scores[:n], p.loads[:n], p.match[:n]
 	p.match = match
-	hit := p.idx.Match(req.BlockHashes) > 0
+	// The gateway's hashes are chained (internal/prompthash), so the index
+	// may bisect the chain instead of looking up every block.
+	hit := p.idx.MatchChain(req.BlockHashes) > 0
 	if len(p.pos) != n {
 		p.pos = make([]slotRef, n)
 	}
@@ -379,7 +381,7 @@ func (p *Policy) held(req *policy.Request, c *policy.Instance) int {
 	}
 	if held < 0 { // not a candidate of the last Pick: look it up
 		held = 0
-		if p.idx.Match(req.BlockHashes) > 0 {
+		if p.idx.MatchChain(req.BlockHashes) > 0 {
 			s := p.idx.Slot(c.ID)
 			if held = p.idx.Matched(s); held > 0 {
 				held += p.heldTail(req.BlockHashes, held, s, int(p.avgOut/p.inputs(req).tokensPerBlock))
