@@ -216,7 +216,8 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 		l := c.Load()
 		loads[i] = l
 		total += float64(l)
-		scores[i] = in.cost(c, m, p.owed(c, e.slot, now))
+		ttft, batch := in.parts(c, m, p.owed(c, e.slot, now))
+		scores[i] = ttft + in.weight*batch // the cost (see parts)
 	}
 	limit := p.m.MaxLoadRatio * max((total+1)/float64(n), 1)
 	if p.m.MaxLoadRatio > 0 {
@@ -325,9 +326,9 @@ func (in *inputs) uncached(held int) float64 {
 	return max(in.prompt-float64(held)*in.tokensPerBlock, 0)
 }
 
-// cost predicts, in seconds, the request's time to first token on c plus
+// parts predicts, in seconds, the request's time to first token on c and
 // the delay it adds to the requests already running there
-// (docs/policies.md):
+// (docs/policies.md); its cost is ttft + weight × batch:
 //
 //	uncached = prompt tokens not held in c's cache
 //	ahead    = prefill work queued before it: in-flight prompt tokens × uncached share + waiting × mean uncached prompt
@@ -335,19 +336,15 @@ func (in *inputs) uncached(held int) float64 {
 //	ttft     = (ahead + uncached) × prefill cost + steps × (step + decode cost × running)
 //	batch    = running × (uncached × prefill cost + expected output × decode cost)
 //	cost     = ttft + weight × batch
-func (in *inputs) cost(c *policy.Instance, held int, owed float64) float64 {
-	ttft, batch := in.parts(c, held, owed)
-	return ttft + in.weight*batch
-}
-
-// parts is cost's two terms: the predicted TTFT and the batch slow-down.
+//
+// It is small enough for the compiler to inline into Pick's loop over every
+// candidate (keep it so: a call per candidate was a tenth of a pick).
 func (in *inputs) parts(c *policy.Instance, held int, owed float64) (ttft, batch float64) {
 	u := in.uncached(held)
 	ahead := max(owed, float64(c.Waiting)*in.avgUncached)
 	running := float64(c.Running + c.InflightRequests)
 	steps := 1 + (ahead+u)*in.invBatch
-	ttft = (ahead+u)*in.prefillToken + steps*(in.step+in.decodeToken*running)
-	return ttft, running * (u*in.prefillToken + in.decodeOut)
+	return (ahead+u)*in.prefillToken + steps*(in.step+in.decodeToken*running), running * (u*in.prefillToken + in.decodeOut)
 }
 
 // Picked teaches the index that the chosen instance (and a pd-split prefill
