@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/prometheus/common/expfmt"
@@ -21,20 +22,35 @@ type selector struct {
 	labels map[string]string
 }
 
+// String prints the selector in the exposition syntax parseSelector reads:
+// names outside the legacy character set are quoted inside the braces, as in
+// `{"my metric",pool="hot"}`, so the printed form parses back to itself.
 func (s selector) String() string {
-	if len(s.labels) == 0 {
-		return s.name
-	}
 	keys := make([]string, 0, len(s.labels))
 	for k := range s.labels {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s=%q", k, s.labels[k])
+	parts := make([]string, 0, len(keys)+1)
+	legacyName := model.IsValidLegacyMetricName(s.name)
+	if !legacyName {
+		parts = append(parts, strconv.Quote(s.name))
 	}
-	return s.name + "{" + strings.Join(parts, ",") + "}"
+	for _, k := range keys {
+		key := k
+		if !model.LabelName(k).IsValidLegacy() {
+			key = strconv.Quote(k)
+		}
+		parts = append(parts, key+"="+strconv.Quote(s.labels[k]))
+	}
+	if legacyName && len(parts) == 0 {
+		return s.name
+	}
+	prefix := ""
+	if legacyName {
+		prefix = s.name
+	}
+	return prefix + "{" + strings.Join(parts, ",") + "}"
 }
 
 // mapFields are the unified fields agent.metric_map accepts.
