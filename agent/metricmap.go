@@ -32,13 +32,13 @@ func (s selector) String() string {
 	}
 	sort.Strings(keys)
 	parts := make([]string, 0, len(keys)+1)
-	legacyName := model.IsValidLegacyMetricName(s.name)
+	legacyName := model.LegacyValidation.IsValidMetricName(s.name)
 	if !legacyName {
 		parts = append(parts, strconv.Quote(s.name))
 	}
 	for _, k := range keys {
 		key := k
-		if !model.LabelName(k).IsValidLegacy() {
+		if !model.LegacyValidation.IsValidLabelName(k) {
 			key = strconv.Quote(k)
 		}
 		parts = append(parts, key+"="+strconv.Quote(s.labels[k]))
