@@ -99,17 +99,7 @@ func TestAllInOneRoutesInProcess(t *testing.T) {
 	cfg.Gateway.Listen = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addrs := make(chan serverAddrs, 1)
-	done := make(chan error, 1)
-	go func() { done <- runAllInOne(ctx, cfg, zap.NewNop(), func(a serverAddrs) { addrs <- a }) }()
-	var a serverAddrs
-	select {
-	case a = <-addrs:
-	case err := <-done:
-		t.Fatalf("all-in-one exited: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("all-in-one did not start")
-	}
+	a, done := startControlPlane(t, ctx, cfg, true)
 	agentCtx, agentCancel := context.WithCancel(ctx)
 	defer agentCancel()
 	registerAgent(t, agentCtx, cfg, a.API, "127.0.0.1:8001")
@@ -174,16 +164,7 @@ func TestGatewayDegradedThenRecovers(t *testing.T) {
 	// The scheduler starts: the gateway notices by itself and picks.
 	schedCtx, schedCancel := context.WithCancel(ctx)
 	defer schedCancel()
-	sa := make(chan serverAddrs, 1)
-	schedDone := make(chan error, 1)
-	go func() { schedDone <- runScheduler(schedCtx, cfg, zap.NewNop(), func(a serverAddrs) { sa <- a }) }()
-	select {
-	case <-sa:
-	case err := <-schedDone:
-		t.Fatalf("scheduler exited: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("scheduler did not start")
-	}
+	_, schedDone := startControlPlane(t, schedCtx, cfg, false)
 	registerAgent(t, schedCtx, cfg, schedAddr, "127.0.0.1:8002")
 	waitFor(t, "picks to resume", func() bool { return dest(f.Do(ctx, chatReq)) == "127.0.0.1:8002" })
 	if code, body := readyz(t, g.HTTP); code != 200 || strings.Contains(body, "degraded") {

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -33,17 +32,7 @@ func TestSchedulerServes(t *testing.T) {
 	cfg.Scheduler.Listen, cfg.Scheduler.XDSListen, cfg.Scheduler.HTTPListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addrs := make(chan serverAddrs, 1)
-	done := make(chan error, 1)
-	go func() { done <- runScheduler(ctx, cfg, zap.NewNop(), func(a serverAddrs) { addrs <- a }) }()
-	var a serverAddrs
-	select {
-	case a = <-addrs:
-	case err := <-done:
-		t.Fatalf("scheduler exited: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("scheduler did not start")
-	}
+	a, done := startControlPlane(t, ctx, cfg, false)
 
 	opts, err := grpcx.DialOptions(cfg)
 	if err != nil {
