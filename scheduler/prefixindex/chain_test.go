@@ -82,6 +82,17 @@ func TestMatchChainAgreesWithMatch(t *testing.T) {
 						t.Fatalf("n=%d step %d: %s: MatchChain %d blocks, Match %d", nInst, step, id, g, lens[id])
 					}
 				}
+				// MatchedSlots lists exactly the matched slots, once each.
+				listed := map[int32]bool{}
+				for _, s := range x.MatchedSlots() {
+					if listed[s] || s < 0 || int(s) >= x.SlotCount() || x.Matched(s) == 0 {
+						t.Fatalf("n=%d step %d: MatchedSlots lists slot %d (twice %v, slots %d, matched %d)", nInst, step, s, listed[s], x.SlotCount(), x.Matched(s))
+					}
+					listed[s] = true
+				}
+				if len(listed) != got {
+					t.Fatalf("n=%d step %d: MatchedSlots lists %d slots, %d matched", nInst, step, len(listed), got)
+				}
 				if id, n := x.Best(); id != wantID || n != wantN {
 					t.Fatalf("n=%d step %d: Best after MatchChain %s/%d, after Match %s/%d", nInst, step, id, n, wantID, wantN)
 				}

@@ -128,6 +128,16 @@ func (x *Index) Matched(s int32) int {
 	return int(x.lens[s])
 }
 
+// MatchedSlots lists the slots that matched at least one block in the last
+// Match or MatchChain, in no particular order; valid (and not to be kept or
+// changed) until the next Match, MatchChain, Insert or Remove. A caller that
+// reads the lengths of a few matched instances out of a thousand candidates
+// walks this list instead of asking Matched for every candidate.
+func (x *Index) MatchedSlots() []int32 { return x.matched }
+
+// SlotCount bounds the slot numbers: every slot is below it.
+func (x *Index) SlotCount() int { return len(x.slots) }
+
 // Slot is the index's number for instance id, or -1 when it holds nothing.
 // Slots are reused after Remove; SlotID tells which instance holds one now.
 func (x *Index) Slot(id string) int32 {

@@ -54,9 +54,12 @@ type Policy struct {
 	uncachedFr  float64 // EWMA of uncached / prompt tokens of our picks, for in-flight picks owed does not know
 	avgOut      float64 // EWMA of completion tokens
 
-	// backlog is, per index slot, the prefill our picks brought the
+	// backlog is, per index slot + 1, the prefill our picks brought the
 	// instance that it has not worked off yet, as a fluid queue (see owed).
 	backlog []queued
+	// heldBySlot is per-pick scratch by index slot + 1: the blocks each matched
+	// instance holds; all zero between picks.
+	heldBySlot []int32
 
 	// tails remembers, per instance, where the prompts we sent it ended, so
 	// the next turn of a conversation is credited with the previous answer's
@@ -96,11 +99,11 @@ const tailSlots = 1 << 16
 type queued struct {
 	at     int64
 	tokens float64
+	known  bool // false: no pick of ours recorded (owed falls back to the reports)
 }
 
 type slotRef struct {
 	ptr  *policy.Instance
-	id   string
 	gen  uint64
 	slot int32
 }
@@ -193,34 +196,46 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 	if len(p.pos) != n {
 		p.pos = make([]slotRef, n)
 	}
-	gen := p.idx.SlotGen()
 	in := p.inputs(req)
+	p.growSlots()
+	// held gets the blocks each matched instance holds, by slot+1, so the
+	// loop below reads one number per candidate whether it matched or not
+	// (held[0], for instances without a slot, stays 0).
+	held, backlog := p.heldBySlot, p.backlog
+	if hit {
+		for _, s := range p.idx.MatchedSlots() {
+			m := p.idx.Matched(s)
+			held[s+1] = int32(m + p.heldTail(req.BlockHashes, m, s, in.answerBlocks))
+		}
+	}
+	gen := p.idx.SlotGen()
 	now := p.clock.Now().UnixNano()
-	var total float64
+	var total int64
 	for i, c := range cands {
 		// The scheduler passes its candidates in a stable order, so a cache
-		// by position avoids a map lookup per candidate; an entry is
-		// trusted only for the same instance pointer and ID and while no
-		// slot changed.
+		// by position avoids a map lookup per candidate. An entry is
+		// trusted for the same instance pointer while no slot changed: pos
+		// holds the pointer, so its address cannot be reused by another
+		// instance, and an Instance's ID never changes.
 		e := &p.pos[i]
-		if e.ptr != c || e.gen != gen || e.id != c.ID {
-			*e = slotRef{ptr: c, id: c.ID, gen: gen, slot: p.idx.Slot(c.ID)}
+		if e.ptr != c || e.gen != gen {
+			*e = slotRef{ptr: c, gen: gen, slot: p.idx.Slot(c.ID)}
 		}
-		m := 0
-		if hit {
-			if m = p.idx.Matched(e.slot); m > 0 {
-				m += p.heldTail(req.BlockHashes, m, e.slot, in.answerBlocks)
-			}
-		}
-		match[i] = int32(m)
+		m := held[e.slot+1]
+		match[i] = m
 		l := c.Load()
 		loads[i] = l
-		total += float64(l)
-		ttft, batch := in.parts(c, m, p.owed(c, e.slot, now))
+		total += l
+		ttft, batch := in.parts(c, int(m), p.owedFrom(c, backlog[e.slot+1], now))
 		scores[i] = ttft + in.weight*batch // the cost (see parts)
 	}
-	limit := p.m.MaxLoadRatio * max((total+1)/float64(n), 1)
+	if hit {
+		for _, s := range p.idx.MatchedSlots() {
+			held[s+1] = 0
+		}
+	}
 	if p.m.MaxLoadRatio > 0 {
+		limit := p.m.MaxLoadRatio * max((float64(total)+1)/float64(n), 1)
 		for i, l := range loads {
 			if float64(l+1) > limit {
 				scores[i] += overloaded
@@ -243,16 +258,41 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 // drains at the engine's prefill rate — a full chunk of max batched tokens
 // per step of step + chunk × prefill + running × decode cost.
 func (p *Policy) owed(c *policy.Instance, slot int32, now int64) float64 {
-	if slot < 0 || int(slot) >= len(p.backlog) {
+	var q queued
+	if int(slot+1) < len(p.backlog) {
+		q = p.backlog[slot+1]
+	}
+	return p.owedFrom(c, q, now)
+}
+
+// owedFrom is owed given c's backlog entry; small enough to inline into
+// Pick's loop, which reads the entry itself.
+func (p *Policy) owedFrom(c *policy.Instance, q queued, now int64) float64 {
+	if !q.known {
 		// Picks we did not make (before a restart of the policy): assume
 		// the typical share of a prompt is uncached.
 		return float64(c.InflightPromptTokens) * p.uncachedFr
 	}
-	q := p.backlog[slot]
 	if q.tokens <= 0 {
 		return 0
 	}
+	return p.drained(c, q, now)
+}
+
+// drained is what is left of backlog q at now; apart so that owedFrom stays
+// small enough to inline.
+func (p *Policy) drained(c *policy.Instance, q queued, now int64) float64 {
 	return max(q.tokens-float64(now-q.at)*1e-9*p.drainRate(c), 0)
+}
+
+// growSlots sizes the per-slot tables (held, backlog), indexed by slot+1 so
+// that an instance without a slot (-1) reads entry 0, to cover every slot
+// the index has handed out.
+func (p *Policy) growSlots() {
+	if n := p.idx.SlotCount() + 1; len(p.heldBySlot) < n {
+		p.heldBySlot = append(p.heldBySlot, make([]int32, n-len(p.heldBySlot))...)
+		p.backlog = append(p.backlog, make([]queued, n-len(p.backlog))...)
+	}
 }
 
 // drainRate is c's prefill throughput while backlogged, in tokens per second.
@@ -397,12 +437,16 @@ func (p *Policy) learn(req *policy.Request, c *policy.Instance, held int) {
 	}
 	u := in.uncached(held)
 	if s := p.idx.Slot(c.ID); s >= 0 {
-		if int(s) >= len(p.backlog) {
-			p.backlog = append(p.backlog, make([]queued, int(s)+1-len(p.backlog))...)
-		}
+		p.growSlots()
 		now := p.clock.Now().UnixNano()
-		q := &p.backlog[s]
-		*q = queued{at: now, tokens: p.owed(c, s, now) + u}
+		// The first record starts from this pick alone: the fallback
+		// owed would read InflightPromptTokens, which the scheduler has
+		// already raised by this very request.
+		var prev float64
+		if q := p.backlog[s+1]; q.known {
+			prev = p.owedFrom(c, q, now)
+		}
+		p.backlog[s+1] = queued{at: now, tokens: prev + u, known: true}
 	}
 	p.avgPrompt += ewma * (in.prompt - p.avgPrompt)
 	p.avgUncached += ewma * (u - p.avgUncached)
@@ -437,8 +481,8 @@ func (p *Policy) Completed(_ string, _ string, _, completionTokens int64) {
 // newcomer reusing its index slot inherits nothing.
 func (p *Policy) Removed(id string) {
 	if s := p.idx.Slot(id); s >= 0 {
-		if int(s) < len(p.backlog) {
-			p.backlog[s] = queued{}
+		if int(s)+1 < len(p.backlog) {
+			p.backlog[s+1] = queued{}
 		}
 		for i := range p.tails {
 			if p.tails[i].slot == s {
