@@ -2,6 +2,7 @@ package prefixcache
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -360,5 +361,28 @@ func TestOutputEstimateFollowsCompletions(t *testing.T) {
 	in := p.inputs(&policy.Request{MaxTokens: 50})
 	if in.out != 50 {
 		t.Fatalf("expected output %v tokens, want max_tokens 50 to bound it", in.out)
+	}
+}
+
+// TestCostMatchesParts: the regrouped cost Pick ranks by is the cost the
+// model defines (ttft + weight × batch, as the debug line explains it).
+func TestCostMatchesParts(t *testing.T) {
+	p := newPolicy(t, nil)
+	r := rand.New(rand.NewPCG(3, 3))
+	for range 1000 {
+		q := req("x", chain(r.Uint64(), 1+r.IntN(200)))
+		if r.IntN(2) == 0 {
+			q.MaxTokens = int64(1 + r.IntN(2000))
+		}
+		p.avgUncached = float64(r.IntN(3000))
+		in := p.inputs(q)
+		c := &policy.Instance{Running: int64(r.IntN(300)), Waiting: int64(r.IntN(50)), InflightRequests: int64(r.IntN(5))}
+		held := int32(r.IntN(len(q.BlockHashes) + 1))
+		owed := float64(r.IntN(20000))
+		ttft, batch := in.parts(c, int(held), owed)
+		want := ttft + in.weight*batch
+		if got := in.cost(c, held, owed); math.Abs(got-want) > 1e-12*max(1, want) {
+			t.Fatalf("cost %v, parts give %v (instance %+v, held %d, owed %v)", got, want, c, held, owed)
+		}
 	}
 }

@@ -107,19 +107,21 @@ func selectBest(r *rand.Rand, scores []float64, k int, buf []item) []item {
 	// A max-heap of the k best so far; most candidates lose against its
 	// top in one comparison and never draw a random number.
 	h := slices.Grow(buf[:0], k)
-	for i, s := range scores {
-		if len(h) < k {
-			h = append(h, item{s, r.Uint64(), int32(i)})
-			up(h, len(h)-1)
-			continue
-		}
-		if s > h[0].s {
+	for i, s := range scores[:k] {
+		h = append(h, item{s, r.Uint64(), int32(i)})
+		up(h, len(h)-1)
+	}
+	top := h[0].s // kept in a register: the loop below mostly compares
+	for i := k; i < len(scores); i++ {
+		s := scores[i]
+		if s > top {
 			continue
 		}
 		it := item{s, r.Uint64(), int32(i)}
 		if less(it, h[0]) {
 			h[0] = it
 			down(h, 0)
+			top = h[0].s
 		}
 	}
 	slices.SortFunc(h, cmpItem)
