@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"slices"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -78,6 +79,8 @@ type Policy struct {
 	posPtr  []*policy.Instance
 	posSlot []int32
 	posGen  uint64
+
+	hitBlocks, missBlocks prometheus.Counter // see blockCounter
 
 	// Per-pick scratch, indexed like the candidates.
 	scores []float64
@@ -160,6 +163,11 @@ func New(d policy.Deps) (*Policy, error) {
 	if err := prefixindex.Register(d.Metrics, p.idx); err != nil {
 		return nil, err
 	}
+	blocks, err := blockCounter(d.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	p.hitBlocks, p.missBlocks = blocks.WithLabelValues("hit"), blocks.WithLabelValues("miss")
 	return p, nil
 }
 
@@ -439,6 +447,11 @@ func (in *inputs) cost(c *policy.Instance, held int32, owed float64) float64 {
 func (p *Policy) Picked(req *policy.Request, d policy.Decision) {
 	if len(d.Ranked) > 0 {
 		held := p.held(req, d.Ranked[0])
+		if n := len(req.BlockHashes); n > 0 {
+			h := min(held, n)
+			p.hitBlocks.Add(float64(h))
+			p.missBlocks.Add(float64(n - h))
+		}
 		p.insert(req, d.Ranked[0])
 		p.learn(req, d.Ranked[0], held)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -384,5 +385,62 @@ func TestCostMatchesParts(t *testing.T) {
 		if got := in.cost(c, held, owed); math.Abs(got-want) > 1e-12*max(1, want) {
 			t.Fatalf("cost %v, parts give %v (instance %+v, held %d, owed %v)", got, want, c, held, owed)
 		}
+	}
+}
+
+// TestHitBlocksMetric: the hit ratio's counters follow what the chosen
+// instance held — a first turn is all misses, the next turn of the same
+// conversation hits its earlier blocks — and two policies on one registry
+// (pd-split's two sub-policies) share the series instead of failing.
+func TestHitBlocksMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	mk := func() *Policy {
+		p, err := New(policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 2)), Clock: &fakeClock{t: time.Unix(1000, 0)}, Metrics: reg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	p, other := mk(), mk()
+	count := func(outcome string) float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v float64
+		for _, mf := range mfs {
+			if mf.GetName() != "llmrouter_prefix_cache_blocks_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "outcome" && (outcome == "" || l.GetValue() == outcome) {
+						v += m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return v
+	}
+	cands := fleet(4)
+	turn1 := chain(77, 10)
+	q := req("a", turn1)
+	p.Picked(q, p.Pick(q, cands))
+	if h, m := count("hit"), count("miss"); h != 0 || m != 10 {
+		t.Fatalf("after a first turn: hit %v miss %v blocks, want 0 and 10", h, m)
+	}
+	turn2 := append(slices.Clone(turn1), chain(turn1[9], 6)...)
+	q = req("b", turn2)
+	d := p.Pick(q, cands)
+	p.Picked(q, d)
+	if h, m := count("hit"), count("miss"); h < 10 || h+m != 26 {
+		t.Fatalf("after the second turn: hit %v miss %v blocks, want at least the 10 held and 26 in all", h, m)
+	}
+	// The second policy adds to the same series.
+	q = req("c", chain(99, 5))
+	other.Picked(q, other.Pick(q, cands))
+	total := count("")
+	if total != 31 {
+		t.Fatalf("llmrouter_prefix_cache_blocks_total sums to %v over both policies, want 31", total)
 	}
 }
