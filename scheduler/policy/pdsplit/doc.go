@@ -10,6 +10,8 @@
 // decode instance does not already hold, arriving while that instance is
 // busy, is prefilled elsewhere so it does not stall the instance's running
 // decodes; a short or cached prompt is prefilled where it decodes, saving the
-// KV transfer. Both-role instances sit in both pools, and the sub-policies'
-// load terms share them between the two kinds of work.
+// KV transfer. What the destination holds is read from the decode policy's
+// prefix index when it keeps one (prefix-cache), else from an index
+// dynamic-pd-split keeps itself. Both-role instances sit in both pools, and
+// the sub-policies' load terms share them between the two kinds of work.
 package pdsplit

@@ -27,8 +27,11 @@ type Split struct {
 	prefill, decode policy.Policy
 	preObs, decObs  policy.Observer
 
-	// dynamic only
+	// dynamic only. idx tells which blocks each destination holds: the
+	// decode policy's own index when it keeps one (shared, read only here),
+	// else one this policy keeps (own).
 	idx           *prefixindex.Index
+	own           bool
 	minTokens     float64
 	busyLoad      int64
 	charsPerToken float64
@@ -71,9 +74,16 @@ func New(d policy.Deps, dynamic bool) (*Split, error) {
 	s.preObs, _ = pre.(policy.Observer)
 	s.decObs, _ = dec.(policy.Observer)
 	if dynamic {
-		s.idx = prefixindex.New(pc.PrefixIndexMaxBlocks)
-		if err := prefixindex.Register(d.Metrics, s.idx); err != nil {
-			return nil, err
+		if x, ok := dec.(indexer); ok && s.decObs != nil && x.Index() != nil {
+			// The decode policy learns every destination it ranks first
+			// (Picked below): exactly what disaggregate asks. A second
+			// index would double the memory and the insert work.
+			s.idx = x.Index()
+		} else {
+			s.idx, s.own = prefixindex.New(pc.PrefixIndexMaxBlocks), true
+			if err := prefixindex.Register(d.Metrics, s.idx); err != nil {
+				return nil, err
+			}
 		}
 		s.minTokens = float64(pc.PDMinPrefillTokens)
 		s.busyLoad = int64(pc.PDDecodeBusyLoad)
@@ -88,6 +98,12 @@ func New(d policy.Deps, dynamic bool) (*Split, error) {
 		s.defBlocks = pc.PrefixIndexDefaultBlocks
 	}
 	return s, nil
+}
+
+// indexer is a sub-policy that keeps a prefix index of the instances it
+// picked (prefix-cache).
+type indexer interface {
+	Index() *prefixindex.Index
 }
 
 // Name returns the configured name.
@@ -157,16 +173,35 @@ func (s *Split) disaggregate(req *policy.Request, dest *policy.Instance) bool {
 	if prompt <= 0 {
 		prompt = float64(len(req.BlockHashes)) * tpb
 	}
+	if prompt < s.minTokens {
+		return false // too short even when nothing is cached: skip the lookup
+	}
 	cached := 0.0
-	if s.idx.Match(req.BlockHashes) > 0 {
+	if s.match(req.BlockHashes) > 0 {
 		cached = float64(s.idx.Matched(s.idx.Slot(dest.ID))) * tpb
 	}
 	return prompt-cached >= s.minTokens
 }
 
+// match looks hashes up in idx. The decode policy's index is read the way
+// that policy reads it (MatchChain: the gateway's hashes are chained), so
+// both agree on what the destination holds. The lookup only overwrites the
+// index's per-lookup scratch, which prefix-cache reads within its own Pick
+// and not across to its Picked (it keeps its last Pick's matches itself),
+// so reading between the two does not change its decisions or learning
+// (TestDynamicSharedIndexKeepsDecodeDecisions).
+func (s *Split) match(hashes []uint64) int {
+	if s.own {
+		return s.idx.Match(hashes)
+	}
+	return s.idx.MatchChain(hashes)
+}
+
 // Picked forwards the decision: the decode policy learns the destination,
-// the prefill policy its prefill instance; dynamic-pd-split's index learns
-// that both now hold the prompt (the KV cache moved to the destination).
+// the prefill policy its prefill instance. dynamic-pd-split's own index,
+// when it keeps one, learns that both now hold the prompt (the KV cache
+// moved to the destination); a shared one learns the destination from the
+// decode policy, before the next Pick reads it.
 func (s *Split) Picked(req *policy.Request, d policy.Decision) {
 	if s.decObs != nil {
 		s.decObs.Picked(req, policy.Decision{Ranked: d.Ranked})
@@ -174,7 +209,7 @@ func (s *Split) Picked(req *policy.Request, d policy.Decision) {
 	if s.preObs != nil && d.Prefill != nil {
 		s.preObs.Picked(req, policy.Decision{Ranked: []*policy.Instance{d.Prefill}})
 	}
-	if s.idx != nil && len(req.BlockHashes) > 0 {
+	if s.own && len(req.BlockHashes) > 0 {
 		for _, c := range []*policy.Instance{first(d.Ranked), d.Prefill} {
 			if c != nil {
 				capacity := prefixindex.CapacityBlocks(c.NumGPUBlocks, c.BlockSize, s.charsPerToken, s.blockChars, s.defBlocks)
@@ -209,7 +244,7 @@ func (s *Split) Removed(id string) {
 	if s.preObs != nil {
 		s.preObs.Removed(id)
 	}
-	if s.idx != nil {
+	if s.own { // a shared index is the decode policy's to forget
 		s.idx.Remove(id)
 	}
 }
