@@ -8,34 +8,54 @@ import (
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/config"
+	_ "github.com/llmrouter/llmrouter/scheduler/policy/prefixcache" // BenchmarkPick compares it
 )
 
-// BenchmarkPick measures one least-request decision plus its completion
+// BenchmarkPick measures one whole scheduler decision — candidate
+// filtering, the policy, the in-flight bookkeeping — plus its completion
 // report (so in-flight state stays bounded) over fleets of 16, 256 and 1,024
-// instances.
+// instances, for least-request and for prefix-cache with a 64-block prompt
+// (conversations of 8 turns over 64 system prompts, so the index holds
+// prefixes of many instances).
 func BenchmarkPick(b *testing.B) {
-	for _, n := range []int{16, 256, 1024} {
-		b.Run(fmt.Sprintf("instances=%d", n), func(b *testing.B) {
-			s, _ := newTestScheduler(b, func(c *config.Config) { c.Scheduler.MaxWaiting = 0 })
-			for i := range n {
-				addr := fmt.Sprintf("10.%d.%d.%d:8000", i>>16&255, i>>8&255, i&255)
-				mustRegister(b, s, addr)
-				mustReport(b, s, addr, load(int64(i%7), int64(i%3)))
-			}
-			req := &llmrouterv1.PickRequest{Model: "m", PromptTokens: 500, MaxTokens: 100}
-			out := &llmrouterv1.OutcomeReport{}
-			ctx := context.Background()
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; b.Loop(); i++ {
-				req.RequestId = strconv.Itoa(i)
-				resp, err := s.Pick(ctx, req, nil)
-				if err != nil || resp.Status != llmrouterv1.PickResponse_ROUTED {
-					b.Fatal(resp, err)
+	for _, pol := range []string{"least-request", "prefix-cache"} {
+		for _, n := range []int{16, 256, 1024} {
+			b.Run(fmt.Sprintf("policy=%s/instances=%d", pol, n), func(b *testing.B) {
+				s, _ := newTestScheduler(b, func(c *config.Config) { c.Scheduler.MaxWaiting = 0; c.Scheduler.Policy = pol })
+				for i := range n {
+					addr := fmt.Sprintf("10.%d.%d.%d:8000", i>>16&255, i>>8&255, i&255)
+					mustRegister(b, s, addr)
+					mustReport(b, s, addr, load(int64(i%7), int64(i%3)))
 				}
-				out.RequestId = req.RequestId
-				_ = s.Report(ctx, out)
-			}
-		})
+				req := &llmrouterv1.PickRequest{Model: "m", PromptTokens: 1024, MaxTokens: 100}
+				out := &llmrouterv1.OutcomeReport{}
+				ctx := context.Background()
+				hashes := make([]uint64, 64)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; b.Loop(); i++ {
+					req.RequestId = strconv.Itoa(i)
+					// 16 system blocks, then the conversation's turns so far.
+					conv, turn := uint64(i/8), uint64(i%8)
+					for j := range hashes {
+						switch {
+						case j < 16:
+							hashes[j] = (conv%64)<<32 | uint64(j) | 1<<62
+						case uint64(j-16) < (turn+1)*6:
+							hashes[j] = conv<<32 | uint64(j)
+						default:
+							hashes[j] = uint64(i)<<32 | uint64(j) | 1<<63
+						}
+					}
+					req.PromptBlockHashes = hashes
+					resp, err := s.Pick(ctx, req, nil)
+					if err != nil || resp.Status != llmrouterv1.PickResponse_ROUTED {
+						b.Fatal(resp, err)
+					}
+					out.RequestId = req.RequestId
+					_ = s.Report(ctx, out)
+				}
+			})
+		}
 	}
 }

@@ -104,3 +104,30 @@ func benchMatch1024(b *testing.B, match func(*Index, []uint64) int) {
 		}
 	}
 }
+
+// BenchmarkInsertNextTurn teaches a full index (1,024 instances, 1M pairs)
+// the next turn of conversations that stay on their instance: the previous
+// prompt, which the instance holds, plus 6 new blocks — the Picked of a
+// multi-turn workload. A conversation starts over past 200 blocks.
+func BenchmarkInsertNextTurn(b *testing.B) {
+	x := New(0)
+	ids := fill(x, 1024, 1024)
+	r := rand.New(rand.NewPCG(8, 9))
+	type conv struct {
+		id string
+		hs []uint64
+	}
+	convs := make([]*conv, 4096)
+	for i := range convs {
+		convs[i] = &conv{id: ids[i%len(ids)], hs: chain(uint64(i+1)<<44, 16)}
+		x.Insert(convs[i].id, 1024, convs[i].hs)
+	}
+	for i := 0; b.Loop(); i++ {
+		c := convs[r.IntN(len(convs))]
+		c.hs = append(c.hs, chain(c.hs[len(c.hs)-1]^uint64(i), 6)...)
+		if len(c.hs) > 200 {
+			c.hs = c.hs[:16]
+		}
+		x.Insert(c.id, 1024, c.hs)
+	}
+}

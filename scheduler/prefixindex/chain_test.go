@@ -109,3 +109,97 @@ func TestMatchChainAgreesWithMatch(t *testing.T) {
 		}
 	}
 }
+
+// insertEach is Insert without the run splice: every block touched on its
+// own, last to first — the definition Insert's shortcut must agree with.
+func insertEach(x *Index, id string, capacity int, hashes []uint64) {
+	s := x.slotFor(id)
+	x.slots[s].cap = int32(max(capacity, 1))
+	limit := x.limit(s)
+	for i := len(hashes) - 1; i >= 0; i-- {
+		x.touch(s, hashes[i], none)
+		for x.slots[s].n > limit {
+			x.evict(s)
+		}
+	}
+	for x.slots[s].n > limit {
+		x.evict(s)
+	}
+	x.updateStats()
+}
+
+// lruOf lists the blocks of id, most recently used first.
+func lruOf(x *Index, id string) []uint64 {
+	s := x.Slot(id)
+	if s < 0 {
+		return nil
+	}
+	var out []uint64
+	for n := x.slots[s].head; n != none; n = x.nodes[n].next {
+		out = append(out, x.nodes[n].hash)
+	}
+	return out
+}
+
+// TestInsertRunSpliceAgreesWithEachBlock replays chained conversations —
+// next turns on the same instance, turns moving to another instance,
+// restarts, tight and changing capacities, a global bound, removals — into
+// two indexes, one through Insert and one block by block, and requires the
+// same LRU order on every instance and the same totals after every step.
+func TestInsertRunSpliceAgreesWithEachBlock(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	const nInst = 12
+	a, b := New(nInst*50), New(nInst*50)
+	ids := make([]string, nInst)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("10.0.2.%d:8000", i)
+	}
+	sys := [][]uint64{extend(nil, 1, 10), extend(nil, 2, 25)}
+	convs := make([][]uint64, 30)
+	home := make([]string, len(convs))
+	for i := range convs {
+		convs[i], home[i] = sys[i%2], ids[i%nInst]
+	}
+	spliced := 0
+	for step := range 5000 {
+		ci := r.IntN(len(convs))
+		switch op := r.IntN(100); {
+		case op < 2:
+			id := ids[r.IntN(nInst)]
+			a.Remove(id)
+			b.Remove(id)
+		case op < 8:
+			home[ci] = ids[r.IntN(nInst)] // the conversation moves
+		case op < 10:
+			convs[ci] = sys[r.IntN(2)] // starts over
+		default:
+			convs[ci] = extend(convs[ci], uint64(step), 1+r.IntN(6))
+			if len(convs[ci]) > 90 {
+				convs[ci] = sys[r.IntN(2)]
+			}
+			capacity := 20 + r.IntN(120)
+			hs := convs[ci]
+			if r.IntN(4) == 0 {
+				hs = hs[:1+r.IntN(len(hs))] // an older turn again
+			}
+			if s := a.Slot(home[ci]); s >= 0 && len(hs) > 1 {
+				if _, _, n := a.run(s, hs); n > 1 {
+					spliced++
+				}
+			}
+			a.Insert(home[ci], capacity, hs)
+			insertEach(b, home[ci], capacity, hs)
+		}
+		for _, id := range ids {
+			if la, lb := lruOf(a, id), lruOf(b, id); fmt.Sprint(la) != fmt.Sprint(lb) {
+				t.Fatalf("step %d: %s holds\n%v\nblock by block\n%v", step, id, la, lb)
+			}
+		}
+		if a.Pairs() != b.Pairs() || a.Blocks() != b.Blocks() {
+			t.Fatalf("step %d: pairs %d/%d, blocks %d/%d", step, a.Pairs(), b.Pairs(), a.Blocks(), b.Blocks())
+		}
+	}
+	if spliced < 1000 {
+		t.Fatalf("only %d inserts took the run shortcut: the scenario does not test it", spliced)
+	}
+}

@@ -118,8 +118,22 @@ func (x *Index) Insert(id string, capacity int, hashes []uint64) {
 	}
 	sl.cap = int32(min(capacity, 1<<30))
 	limit := x.limit(s)
-	for i := len(hashes) - 1; i >= 0; i-- {
-		x.touch(s, hashes[i])
+	// The next turn of a conversation mostly repeats a prompt the instance
+	// already holds, and holds in chain order as one run of its LRU list
+	// (the last Insert put it there). Moving that run to the front at once
+	// replaces a map lookup and a relink per block with a walk along the
+	// list; the remaining blocks then go in right behind it. While the
+	// request fits the capacity, evictions only take blocks older than all
+	// of the request's, so the result is the block-by-block one's.
+	anchor, held := int32(none), 0
+	if len(hashes) <= int(limit) {
+		if first, last, r := x.run(s, hashes); r > 0 {
+			x.lruSplice(s, first, last)
+			anchor, held = last, r
+		}
+	}
+	for i := len(hashes) - 1; i >= held; i-- {
+		x.touch(s, hashes[i], anchor)
 		for x.slots[s].n > limit {
 			x.evict(s)
 		}
@@ -128,6 +142,33 @@ func (x *Index) Insert(id string, capacity int, hashes []uint64) {
 		x.evict(s)
 	}
 	x.updateStats()
+}
+
+// run finds the longest prefix of hashes that s holds as consecutive
+// entries of its LRU list, hashes[0] most recent: its first and last nodes
+// and its length (0 when s does not hold hashes[0]).
+func (x *Index) run(s int32, hashes []uint64) (first, last int32, n int) {
+	if len(hashes) == 0 {
+		return none, none, 0
+	}
+	b, ok := x.blocks[hashes[0]]
+	if !ok {
+		return none, none, 0
+	}
+	first = x.find(b, s, hashes[0])
+	if first == none {
+		return none, none, 0
+	}
+	last, n = first, 1
+	for n < len(hashes) {
+		nx := x.nodes[last].next
+		if nx == none || x.nodes[nx].hash != hashes[n] {
+			break
+		}
+		last = nx
+		n++
+	}
+	return first, last, n
 }
 
 // limit is an instance's effective capacity: its own, bounded by a fair
@@ -195,18 +236,21 @@ func (x *Index) slotFor(id string) int32 {
 	return s
 }
 
-// touch makes (hash, s) the most recently used block of s, adding it if new.
-func (x *Index) touch(s int32, h uint64) {
+// touch makes (hash, s) the most recently used block of s after anchor (the
+// most recently used of all when anchor is none), adding it if new.
+func (x *Index) touch(s int32, h uint64, anchor int32) {
 	b, ok := x.blocks[h]
 	if ok {
 		if n := x.find(b, s, h); n != none {
-			x.lruUnlink(s, n)
-			x.lruPush(s, n)
+			if n != anchor { // a chain that repeats a hash may name the anchor again
+				x.lruUnlink(s, n)
+				x.lruInsert(s, n, anchor)
+			}
 			return
 		}
 	}
 	n := x.allocNode(h, s)
-	x.lruPush(s, n)
+	x.lruInsert(s, n, anchor)
 	if !ok {
 		x.blocks[h] = block{first: n, n: 1}
 		return
@@ -350,6 +394,42 @@ func (x *Index) lruPush(s, n int32) {
 	if sl.tail == none {
 		sl.tail = n
 	}
+}
+
+// lruInsert links n after anchor, or at the head when anchor is none.
+func (x *Index) lruInsert(s, n, anchor int32) {
+	if anchor == none {
+		x.lruPush(s, n)
+		return
+	}
+	nx := x.nodes[anchor].next
+	x.nodes[n].prev, x.nodes[n].next = anchor, nx
+	x.nodes[anchor].next = n
+	if nx != none {
+		x.nodes[nx].prev = n
+	} else {
+		x.slots[s].tail = n
+	}
+}
+
+// lruSplice moves the segment first..last (first the more recent) of s's
+// list to its head.
+func (x *Index) lruSplice(s, first, last int32) {
+	sl := &x.slots[s]
+	if sl.head == first {
+		return
+	}
+	p, nx := x.nodes[first].prev, x.nodes[last].next
+	x.nodes[p].next = nx // p exists: first is not the head
+	if nx != none {
+		x.nodes[nx].prev = p
+	} else {
+		sl.tail = p
+	}
+	x.nodes[first].prev = none
+	x.nodes[last].next = sl.head
+	x.nodes[sl.head].prev = last
+	sl.head = first
 }
 
 func (x *Index) lruUnlink(s, n int32) {
