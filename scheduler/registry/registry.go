@@ -207,7 +207,8 @@ func (r *Registry) ValidateAddress(addr string) (netip.AddrPort, error) {
 }
 
 // Register adds or replaces the instance reg describes and returns its lease.
-// A previous lease for the same address ends (reason "replaced").
+// A previous lease for the same address ends (reason "replaced"); its drain
+// carries over.
 func (r *Registry) Register(reg *llmrouterv1.Register) (*Lease, error) {
 	if reg == nil {
 		return nil, fmt.Errorf("%w: empty registration", ErrInvalid)
@@ -240,6 +241,12 @@ func (r *Registry) Register(reg *llmrouterv1.Register) (*Lease, error) {
 	r.gen++
 	lease := &Lease{ID: id, Gen: r.gen, done: make(chan struct{}), commands: make(chan *llmrouterv1.Command, commandBuffer)}
 	old := r.entries[id]
+	if old != nil {
+		// A drain is the operator's decision about the instance, not about
+		// one registration of it: the new registration starts drained, so
+		// no pick can reach it in between.
+		inst.Draining = old.inst.Draining
+	}
 	r.entries[id] = &entry{inst: inst, lease: lease}
 	r.mu.Unlock()
 

@@ -75,3 +75,30 @@ func TestIPv4MappedAddressNormalised(t *testing.T) {
 		t.Fatalf("id = %q", l.ID)
 	}
 }
+
+// TestDrainCarriesOverReRegistration: an instance drained by the operator
+// that registers again (its engine restarted) is never routable in
+// between; a fresh registration after it was removed starts undrained.
+func TestDrainCarriesOverReRegistration(t *testing.T) {
+	r := New(Options{})
+	const a = "10.0.0.1:80"
+	if _, err := r.Register(reg(a, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.SetDraining(a, true, "maintenance"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Register(reg(a, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := r.Get(a); !got.Draining || len(r.Routable()) != 0 {
+		t.Fatalf("after re-registration: draining %v, routable %d; the drain must carry over", got.Draining, len(r.Routable()))
+	}
+	r.Remove(a, 0, "gone")
+	if _, err := r.Register(reg(a, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := r.Get(a); got.Draining || len(r.Routable()) != 1 {
+		t.Fatalf("a fresh registration after removal: draining %v, routable %d", got.Draining, len(r.Routable()))
+	}
+}

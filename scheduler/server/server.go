@@ -224,9 +224,9 @@ func (a *agents) reRegister(stream llmrouterv1.AgentService_ConnectServer, old *
 		}
 	}
 	if lease.ID == old.ID && prev.Draining {
-		// A drain is the operator's decision about this instance, not about
-		// one registration of it. Drain queues the command that tells the
-		// agent again, after the ack.
+		// The registry kept the drain across the new registration (so no
+		// pick reached the instance meanwhile); Drain queues the command
+		// that tells the agent again, after the ack.
 		if err := a.s.sch.Drain(lease.ID, "kept across re-registration"); err != nil {
 			a.s.log.Warn("drain not restored after re-registration", zap.String("instance", lease.ID), zap.Error(err))
 		}
