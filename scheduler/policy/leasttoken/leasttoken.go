@@ -2,6 +2,7 @@ package leasttoken
 
 import (
 	"container/list"
+	"math"
 	"math/rand/v2"
 	"time"
 
@@ -20,21 +21,137 @@ func init() {
 	policy.Register(Name, func(d policy.Deps) (policy.Policy, error) { return New(d), nil })
 }
 
+// floorDiv sets the least a pick still weighs once the generation rate says
+// it should be done: 1/floorDiv of its expected output (at least a token).
+// A pick that outran its expectation is still running: it holds a batch
+// seat and its KV cache, and having run long it is likely a long one. One
+// token would let an instance with fifty overdue requests look lighter than
+// one with a single fresh request. A small fraction still lets old picks
+// rank well below fresh ones, and bounds what a pick whose completion was
+// never reported weighs until inflight_timeout releases it.
+const floorDiv = 8
+
 type entry struct {
 	id, inst string
-	out      float64
-	at       time.Time
+	acct     *account // the account it was added to, even if since removed
+	out      int64    // expected output tokens
+	floor    int64    // the least it weighs while in flight
+	atMs     int64    // when picked, ms since the policy's epoch
+	settled  bool     // at its floor, out of the counting sums
+	prev     *entry   // in acct's counting list, oldest first
+	next     *entry
 }
 
+// account aggregates an instance's in-flight picks so that the output still
+// to generate, Σ max(out − rate·age, floor), is estimated in O(1).
+//
+// The cn picks still counting down are summed: each generates at the same
+// rate, so together they have max(Σout − rate·(cn·now − Σat), Σfloor) left.
+// That linear sum lets a pick far past its expectation subtract from the
+// others (one lost report, minutes old, would zero a whole instance), so a
+// pick at its floor is settled: moved out of the sums into settledFloor,
+// oldest first, checked at each Pick. Each pick settles at most once, so
+// this costs O(1) per candidate amortised. A younger pick past its floor
+// behind an older one still counting stays in the sums until the older one
+// settles; each such pick understates the total by less than the older
+// one's expected output, and the total never falls below the floors.
+//
+// The sums are integers (whole tokens, whole milliseconds) so that adding
+// and removing picks in any order leaves no rounding residue.
 type account struct {
-	out float64 // expected output tokens of its in-flight picks
-	n   int64
+	// What Pick reads for each candidate comes first, in one 64-byte span.
+	cn    int64 // the picks still counting down
+	out   int64 // their Σ expected output
+	floor int64 // their Σ floor
+	atMs  int64 // their Σ pick time, ms since the policy's epoch
+	// The oldest counting pick's out−floor and pick time, copied so that
+	// Pick reads only the account, not an entry elsewhere in memory.
+	headSlack, headAtMs int64
+	settledFloor        int64 // Σ floor of the settled picks
+	n                   int64 // every in-flight pick, counting or settled
+
+	head, tail *entry // the counting picks, oldest first
+}
+
+func (a *account) add(e *entry) {
+	a.n++
+	a.cn++
+	a.out += e.out
+	a.floor += e.floor
+	a.atMs += e.atMs
+	e.prev, e.next = a.tail, nil
+	if a.tail != nil {
+		a.tail.next = e
+	} else {
+		a.setHead(e)
+	}
+	a.tail = e
+}
+
+func (a *account) remove(e *entry) {
+	a.n--
+	if e.settled {
+		a.settledFloor -= e.floor
+		return
+	}
+	a.unlink(e)
+}
+
+// unlink takes a counting pick out of the sums and the list.
+func (a *account) unlink(e *entry) {
+	a.cn--
+	a.out -= e.out
+	a.floor -= e.floor
+	a.atMs -= e.atMs
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		a.setHead(e.next)
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		a.tail = e.prev
+	}
+	e.prev, e.next = nil, nil
+}
+
+func (a *account) setHead(e *entry) {
+	a.head = e
+	if e != nil {
+		a.headSlack, a.headAtMs = e.out-e.floor, e.atMs
+	}
+}
+
+// remaining is the output its picks still have to generate at nowMs when
+// each of its running requests generates rate tokens/s (0: unknown).
+func (a *account) remaining(nowMs int64, rate float64) float64 {
+	if !(rate > 0) || math.IsInf(rate, 1) { // NaN or +Inf from a bad report: unknown too
+		return float64(a.out + a.settledFloor)
+	}
+	perMs := rate * 1e-3
+	for a.cn > 0 && perMs*float64(nowMs-a.headAtMs) >= float64(a.headSlack) {
+		e := a.head
+		a.unlink(e)
+		e.settled = true
+		a.settledFloor += e.floor
+	}
+	// Plain comparisons: the builtin min and max order NaNs and signed
+	// zeros, which costs a third of the pick at a thousand candidates.
+	left := float64(a.out) - perMs*float64(a.cn*nowMs-a.atMs)
+	if f := float64(a.floor); left < f {
+		left = f
+	} else if o := float64(a.out); left > o {
+		left = o
+	}
+	return left + float64(a.settledFloor)
 }
 
 // Policy is least-token. The scheduler calls it serially.
 type Policy struct {
 	rand      *rand.Rand
 	clock     policy.Clock
+	epoch     time.Time // pick times are kept as ms since
 	ttl       time.Duration
 	keep      int
 	avgOut    float64
@@ -68,6 +185,7 @@ func New(d policy.Deps) *Policy {
 	if p.clock == nil {
 		p.clock = policy.SystemClock{}
 	}
+	p.epoch = p.clock.Now()
 	return p
 }
 
@@ -83,12 +201,19 @@ func (p *Policy) ExpectedOutput(req *policy.Request) float64 {
 	return p.avgOut
 }
 
-// Tokens is the policy's estimate of c's tokens in flight.
-func (p *Policy) Tokens(c *policy.Instance) float64 {
+// Tokens is the policy's estimate of c's tokens in flight now.
+func (p *Policy) Tokens(c *policy.Instance) float64 { return p.tokens(c, p.nowMs()) }
+
+// nowMs is the policy's clock in ms since its epoch.
+func (p *Policy) nowMs() int64 { return p.clock.Now().Sub(p.epoch).Milliseconds() }
+
+func (p *Policy) tokens(c *policy.Instance, nowMs int64) float64 {
 	t := float64(c.InflightPromptTokens)
 	var known int64
 	if a := p.byInst[c.ID]; a != nil {
-		t += a.out
+		// Each running request generates an equal share of the instance's
+		// reported rate; with no rate reported, nothing counts down.
+		t += a.remaining(nowMs, c.GenTPS/float64(max(c.Running, 1)))
 		known = a.n
 	}
 	// Requests the engine runs that no pick of ours accounts for: on average
@@ -115,8 +240,9 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 		p.scores = make([]float64, len(cands))
 	}
 	sc := p.scores[:len(cands)]
+	now := p.nowMs()
 	for i, c := range cands {
-		sc[i] = p.Tokens(c)
+		sc[i] = p.tokens(c, now)
 	}
 	return policy.Decision{Ranked: rank.Top(p.rand, cands, sc, p.keep)}
 }
@@ -130,15 +256,15 @@ func (p *Policy) Picked(req *policy.Request, d policy.Decision) {
 		p.drop(req.ID)
 	}
 	inst := d.Ranked[0].ID
-	e := &entry{id: req.ID, inst: inst, out: p.ExpectedOutput(req), at: p.clock.Now()}
-	p.byReq[req.ID] = p.order.PushBack(e)
 	a := p.byInst[inst]
 	if a == nil {
 		a = &account{}
 		p.byInst[inst] = a
 	}
-	a.out += e.out
-	a.n++
+	out := max(int64(math.Round(p.ExpectedOutput(req))), 1)
+	e := &entry{id: req.ID, inst: inst, acct: a, out: out, floor: max(out/floorDiv, 1), atMs: p.nowMs()}
+	p.byReq[req.ID] = p.order.PushBack(e)
+	a.add(e)
 	for p.order.Len() > maxLedger {
 		p.drop(p.order.Front().Value.(*entry).id)
 	}
@@ -162,22 +288,22 @@ func (p *Policy) drop(reqID string) {
 	}
 	e := p.order.Remove(el).(*entry)
 	delete(p.byReq, reqID)
-	if a := p.byInst[e.inst]; a != nil {
-		a.out -= e.out
-		a.n--
-		if a.n <= 0 {
-			delete(p.byInst, e.inst)
-		}
+	// Subtract from the account the pick was added to: if the instance was
+	// removed and has come back, its new account never held this pick.
+	a := e.acct
+	a.remove(e)
+	if a.n == 0 && p.byInst[e.inst] == a {
+		delete(p.byInst, e.inst)
 	}
 }
 
 // expire forgets picks no gateway reported within the in-flight timeout,
 // as the scheduler does, so a lost report does not weigh forever.
 func (p *Policy) expire() {
-	now := p.clock.Now()
+	now, ttl := p.nowMs(), p.ttl.Milliseconds()
 	for f := p.order.Front(); f != nil; f = p.order.Front() {
 		e := f.Value.(*entry)
-		if now.Sub(e.at) < p.ttl {
+		if now-e.atMs < ttl {
 			return
 		}
 		p.drop(e.id)

@@ -14,7 +14,7 @@ type fakeClock struct{ t time.Time }
 
 func (c *fakeClock) Now() time.Time { return c.t }
 
-func newPolicy(t *testing.T) (*Policy, *fakeClock) {
+func newPolicy(t testing.TB) (*Policy, *fakeClock) {
 	t.Helper()
 	clk := &fakeClock{t: time.Unix(1000, 0)}
 	p, err := policy.New(Name, policy.Deps{Config: config.Default(), Clock: clk, Rand: rand.New(rand.NewPCG(5, 5))})
@@ -105,5 +105,214 @@ func TestTiesRandom(t *testing.T) {
 		if first[x] < 800 || first[x] > 1200 {
 			t.Fatalf("ties not shared: %v", first)
 		}
+	}
+}
+
+// pickOn records n picks of the given max_tokens on inst, IDs prefix0...
+func pickOn(p *Policy, inst *policy.Instance, prefix string, n int, maxTokens int64) {
+	for i := range n {
+		p.Picked(&policy.Request{ID: fmt.Sprint(prefix, i), MaxTokens: maxTokens}, policy.Decision{Ranked: []*policy.Instance{inst}})
+	}
+}
+
+func TestOutputCountsDown(t *testing.T) {
+	// Four picks expecting 256 tokens each (the default mean) or their
+	// max_tokens, weighed some time after they were picked.
+	for _, tc := range []struct {
+		name      string
+		maxTokens int64
+		running   int64
+		genTPS    float64
+		age       time.Duration
+		want      float64
+	}{
+		{"no rate reported: no count-down", 0, 4, 0, 20 * time.Second, 4 * 256},
+		{"just picked", 0, 4, 160, 0, 4 * 256},
+		{"partway: 10 tok/s each for 10 s", 0, 4, 40, 10 * time.Second, 4 * (256 - 100)},
+		{"rate shared by the running batch", 0, 8, 80, 10 * time.Second, 4*(256-100) + 4*256/2}, // 4 unknown at half
+		{"no batch reported counts as one", 0, 0, 10, 10 * time.Second, 4 * (256 - 100)},
+		{"past expectation: held at the floor", 0, 4, 160, 20 * time.Second, 4 * 256 / 8},
+		{"long past expectation: still the floor", 0, 4, 160, 9 * time.Minute, 4 * 256 / 8},
+		{"max_tokens caps expectation and floor", 16, 4, 40, 10 * time.Second, 4 * 2},
+		{"floor at least one token", 4, 4, 40, 10 * time.Second, 4 * 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, clk := newPolicy(t)
+			c := fleet(1)[0]
+			c.Running, c.GenTPS = tc.running, tc.genTPS
+			pickOn(p, c, "r", 4, tc.maxTokens)
+			clk.t = clk.t.Add(tc.age)
+			if got := p.Tokens(c); got != tc.want {
+				t.Fatalf("tokens in flight %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestOldPicksRankAheadOfFresh(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		genTPS float64
+		tie    bool
+	}{
+		{"generation rate reported", 320, false},
+		{"no generation rate: a tie", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, clk := newPolicy(t)
+			c := fleet(2)
+			for _, x := range c {
+				x.Running, x.GenTPS = 8, tc.genTPS
+			}
+			pickOn(p, c[0], "old", 8, 0)
+			clk.t = clk.t.Add(5 * time.Second) // 40 tok/s each: 200 of 256 done
+			pickOn(p, c[1], "new", 8, 0)
+			old, fresh := p.Tokens(c[0]), p.Tokens(c[1])
+			if tc.tie != (old == fresh) || old > fresh {
+				t.Fatalf("old picks weigh %v, fresh %v", old, fresh)
+			}
+			first := map[*policy.Instance]int{}
+			for range 400 {
+				first[p.Pick(&policy.Request{}, c).Ranked[0]]++
+			}
+			if tc.tie && (first[c[0]] < 100 || first[c[1]] < 100) {
+				t.Fatalf("a tie was not broken both ways: old first %d, fresh first %d", first[c[0]], first[c[1]])
+			}
+			if !tc.tie && first[c[0]] != 400 {
+				t.Fatalf("fresh picks ranked first %d of 400 times", first[c[1]])
+			}
+		})
+	}
+}
+
+func TestOverduePickDoesNotHideOthers(t *testing.T) {
+	p, clk := newPolicy(t)
+	c := fleet(1)[0]
+	c.Running, c.GenTPS = 5, 200 // 40 tok/s each
+	pickOn(p, c, "long", 1, 0)
+	clk.t = clk.t.Add(100 * time.Second) // 4,000 tokens generated of 256 expected
+	pickOn(p, c, "fresh", 4, 0)
+	if got, want := p.Tokens(c), float64(4*256+256/8); got != want {
+		t.Fatalf("tokens in flight %v, want fresh picks whole plus the long one's floor (%v)", got, want)
+	}
+}
+
+func TestYoungerOverduePickBehindOlderOne(t *testing.T) {
+	// An older pick still counting down keeps a younger one past its
+	// expectation in the linear sum: the estimate may understate, but never
+	// below the floors, and is exact once the older one settles.
+	p, clk := newPolicy(t)
+	c := fleet(1)[0]
+	c.Running, c.GenTPS = 2, 20 // 10 tok/s each
+	pickOn(p, c, "big", 1, 0)
+	clk.t = clk.t.Add(time.Second)
+	pickOn(p, c, "small", 1, 16)
+	clk.t = clk.t.Add(4 * time.Second)
+	trueLeft := float64((256 - 50) + 2)
+	if got := p.Tokens(c); got < 32+2 || got > trueLeft {
+		t.Fatalf("tokens in flight %v, want between the floors (34) and the true %v", got, trueLeft)
+	}
+	clk.t = clk.t.Add(25 * time.Second)
+	if got := p.Tokens(c); got != 32+2 {
+		t.Fatalf("tokens in flight %v once both are overdue, want their floors 34", got)
+	}
+}
+
+// checkAccounts recomputes every account from the ledger and compares the
+// aggregates exactly.
+func checkAccounts(t *testing.T, p *Policy, seen map[*account]bool) {
+	t.Helper()
+	want := map[*account]*account{}
+	for el := p.order.Front(); el != nil; el = el.Next() {
+		e := el.Value.(*entry)
+		w := want[e.acct]
+		if w == nil {
+			w = &account{}
+			want[e.acct] = w
+		}
+		w.n++
+		if e.settled {
+			w.settledFloor += e.floor
+			continue
+		}
+		w.cn++
+		w.out += e.out
+		w.floor += e.floor
+		w.atMs += e.atMs
+	}
+	for _, a := range p.byInst {
+		seen[a] = true
+	}
+	for a := range seen {
+		w := want[a]
+		if w == nil {
+			w = &account{}
+		}
+		got := [6]int64{a.n, a.cn, a.out, a.floor, a.atMs, a.settledFloor}
+		exp := [6]int64{w.n, w.cn, w.out, w.floor, w.atMs, w.settledFloor}
+		if got != exp {
+			t.Fatalf("account n,cn,out,floor,at,settled = %v, ledger says %v", got, exp)
+		}
+		if (a.cn == 0) != (a.head == nil && a.tail == nil) {
+			t.Fatalf("account counts %d picks but its list head=%v tail=%v", a.cn, a.head, a.tail)
+		}
+	}
+}
+
+func TestAggregatesHaveNoDrift(t *testing.T) {
+	p, clk := newPolicy(t)
+	c := fleet(3)
+	for i, x := range c {
+		x.Running, x.GenTPS = int64(4+i), float64(100*i) // instance 0 reports no rate
+	}
+	r := rand.New(rand.NewPCG(3, 3))
+	seen := map[*account]bool{}
+	var live []string
+	for step := range 3000 {
+		clk.t = clk.t.Add(time.Duration(r.IntN(200)) * time.Millisecond)
+		id := fmt.Sprint("r", step)
+		p.Picked(&policy.Request{ID: id, MaxTokens: int64(r.IntN(600))}, policy.Decision{Ranked: c[r.IntN(3):][:1]})
+		live = append(live, id)
+		if step%7 == 0 {
+			p.Pick(&policy.Request{}, c) // settles overdue picks, expires lost ones
+		}
+		if k := r.IntN(len(live)); r.IntN(2) == 0 {
+			p.Completed(live[k], "", 10, int64(r.IntN(500)))
+			live = append(live[:k], live[k+1:]...)
+		}
+		if step == 1500 { // instance 2 leaves and returns; its old picks complete later
+			p.Removed(c[2].ID)
+		}
+		checkAccounts(t, p, seen)
+	}
+	for _, id := range live[:len(live)/2] {
+		p.Completed(id, "", 10, 100)
+	}
+	checkAccounts(t, p, seen)
+	clk.t = clk.t.Add(11 * time.Minute) // the rest were lost: expire them
+	p.Pick(&policy.Request{}, c)
+	checkAccounts(t, p, seen)
+	if len(p.byInst) != 0 || len(p.byReq) != 0 || p.order.Len() != 0 {
+		t.Fatalf("left behind: %d accounts, %d requests, %d ledger entries", len(p.byInst), len(p.byReq), p.order.Len())
+	}
+	if len(seen) < 4 {
+		t.Fatalf("only %d accounts seen; the removal should have made a fourth", len(seen))
+	}
+	for _, x := range c {
+		if got := p.Tokens(x); got != float64(x.Running)*p.avgOut/2 {
+			t.Fatalf("instance %s weighs %v with nothing of ours in flight", x.ID, got)
+		}
+	}
+}
+
+func TestRemovedInstanceReturns(t *testing.T) {
+	p, _ := newPolicy(t)
+	c := fleet(1)[0]
+	pickOn(p, c, "before", 1, 0)
+	p.Removed(c.ID)
+	pickOn(p, c, "after", 1, 100)
+	p.Completed("before0", c.ID, 10, 256)
+	if got := p.Tokens(c); got != 100 {
+		t.Fatalf("returned instance weighs %v, want its one new pick (100)", got)
 	}
 }
