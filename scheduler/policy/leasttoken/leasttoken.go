@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/llmrouter/llmrouter/internal/config"
@@ -118,6 +119,7 @@ func (a *account) unlink(e *entry) {
 
 func (a *account) setHead(e *entry) {
 	a.head = e
+	a.headSlack, a.headAtMs = 0, 0 // an emptied account is all zero
 	if e != nil {
 		a.headSlack, a.headAtMs = e.out-e.floor, e.atMs
 	}
@@ -161,6 +163,13 @@ type Policy struct {
 	byReq  map[string]*list.Element
 	byInst map[string]*account
 	scores []float64
+
+	// The candidates' accounts by position (see accounts), valid while
+	// acctGen, which changes whenever an account is made or dropped, equals
+	// posGen.
+	posPtr          []*policy.Instance
+	posAcct         []*account
+	posGen, acctGen uint64
 }
 
 // New builds the policy from d.Config.
@@ -208,9 +217,14 @@ func (p *Policy) Tokens(c *policy.Instance) float64 { return p.tokens(c, p.nowMs
 func (p *Policy) nowMs() int64 { return p.clock.Now().Sub(p.epoch).Milliseconds() }
 
 func (p *Policy) tokens(c *policy.Instance, nowMs int64) float64 {
+	return p.tokensOf(c, p.byInst[c.ID], nowMs)
+}
+
+// tokensOf is tokens given c's account a (nil: none).
+func (p *Policy) tokensOf(c *policy.Instance, a *account, nowMs int64) float64 {
 	t := float64(c.InflightPromptTokens)
 	var known int64
-	if a := p.byInst[c.ID]; a != nil {
+	if a != nil {
 		// Each running request generates an equal share of the instance's
 		// reported rate; with no rate reported, nothing counts down.
 		t += a.remaining(nowMs, c.GenTPS/float64(max(c.Running, 1)))
@@ -241,10 +255,34 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 	}
 	sc := p.scores[:len(cands)]
 	now := p.nowMs()
+	accts := p.accounts(cands)
 	for i, c := range cands {
-		sc[i] = p.tokens(c, now)
+		sc[i] = p.tokensOf(c, accts[i], now)
 	}
 	return policy.Decision{Ranked: rank.Top(p.rand, cands, sc, p.keep)}
+}
+
+// accounts returns each candidate's account, by position. The scheduler
+// passes its candidates in a stable order, so a cache by position saves a
+// map lookup by ID per candidate (the largest cost of a pick over a
+// thousand). An entry is trusted for the same instance pointer while no
+// account was made or dropped: the cache holds the pointer, so its address
+// cannot be reused by another instance, and an Instance's ID never changes.
+func (p *Policy) accounts(cands []*policy.Instance) []*account {
+	n := len(cands)
+	if len(p.posPtr) != n || p.posGen != p.acctGen {
+		p.posPtr = slices.Grow(p.posPtr[:0], n)[:n]
+		p.posAcct = slices.Grow(p.posAcct[:0], n)[:n]
+		clear(p.posPtr)
+		p.posGen = p.acctGen
+	}
+	ptrs, accts := p.posPtr[:n], p.posAcct[:n]
+	for i, c := range cands {
+		if ptrs[i] != c {
+			ptrs[i], accts[i] = c, p.byInst[c.ID]
+		}
+	}
+	return accts
 }
 
 // Picked records the request's expected output against the chosen instance.
@@ -260,6 +298,7 @@ func (p *Policy) Picked(req *policy.Request, d policy.Decision) {
 	if a == nil {
 		a = &account{}
 		p.byInst[inst] = a
+		p.acctGen++
 	}
 	out := max(int64(math.Round(p.ExpectedOutput(req))), 1)
 	e := &entry{id: req.ID, inst: inst, acct: a, out: out, floor: max(out/floorDiv, 1), atMs: p.nowMs()}
@@ -279,7 +318,12 @@ func (p *Policy) Completed(reqID, _ string, _, completionTokens int64) {
 }
 
 // Removed forgets an instance's account; its ledger entries age out.
-func (p *Policy) Removed(id string) { delete(p.byInst, id) }
+func (p *Policy) Removed(id string) {
+	if _, ok := p.byInst[id]; ok {
+		delete(p.byInst, id)
+		p.acctGen++
+	}
+}
 
 func (p *Policy) drop(reqID string) {
 	el, ok := p.byReq[reqID]
@@ -290,11 +334,9 @@ func (p *Policy) drop(reqID string) {
 	delete(p.byReq, reqID)
 	// Subtract from the account the pick was added to: if the instance was
 	// removed and has come back, its new account never held this pick.
-	a := e.acct
-	a.remove(e)
-	if a.n == 0 && p.byInst[e.inst] == a {
-		delete(p.byInst, e.inst)
-	}
+	// An emptied account stays (until Removed): dropping it would
+	// invalidate every pick's cached accounts.
+	e.acct.remove(e)
 }
 
 // expire forgets picks no gateway reported within the in-flight timeout,

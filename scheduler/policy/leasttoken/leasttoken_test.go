@@ -292,8 +292,15 @@ func TestAggregatesHaveNoDrift(t *testing.T) {
 	clk.t = clk.t.Add(11 * time.Minute) // the rest were lost: expire them
 	p.Pick(&policy.Request{}, c)
 	checkAccounts(t, p, seen)
-	if len(p.byInst) != 0 || len(p.byReq) != 0 || p.order.Len() != 0 {
-		t.Fatalf("left behind: %d accounts, %d requests, %d ledger entries", len(p.byInst), len(p.byReq), p.order.Len())
+	// Emptied accounts stay until their instance is removed; each must be
+	// exactly zero (checkAccounts compared them with the empty ledger).
+	if len(p.byReq) != 0 || p.order.Len() != 0 || len(p.byInst) > len(c) {
+		t.Fatalf("left behind: %d accounts for %d instances, %d requests, %d ledger entries", len(p.byInst), len(c), len(p.byReq), p.order.Len())
+	}
+	for id, a := range p.byInst {
+		if *a != (account{}) {
+			t.Fatalf("%s's account is not empty: %+v", id, *a)
+		}
 	}
 	if len(seen) < 4 {
 		t.Fatalf("only %d accounts seen; the removal should have made a fourth", len(seen))
@@ -314,5 +321,33 @@ func TestRemovedInstanceReturns(t *testing.T) {
 	p.Completed("before0", c.ID, 10, 256)
 	if got := p.Tokens(c); got != 100 {
 		t.Fatalf("returned instance weighs %v, want its one new pick (100)", got)
+	}
+}
+
+// TestCachedAccountsFollowNewAndRemovedAccounts: Pick caches each
+// candidate's account by position; an account made by Picked, or dropped by
+// Removed, must show in the very next Pick.
+func TestCachedAccountsFollowNewAndRemovedAccounts(t *testing.T) {
+	for trial := range 20 {
+		// A different tie-breaking seed each trial: a stale "no account"
+		// would tie the two and lose half the trials.
+		pp, err := policy.New(Name, policy.Deps{Config: config.Default(), Clock: &fakeClock{t: time.Unix(1000, 0)}, Rand: rand.New(rand.NewPCG(uint64(trial), 9))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, c := pp.(*Policy), fleet(2)
+		p.Pick(&policy.Request{}, c) // caches "no account" for both
+		p.Picked(&policy.Request{ID: "r", MaxTokens: 500}, policy.Decision{Ranked: c[:1]})
+		if d := p.Pick(&policy.Request{}, c); d.Ranked[0] != c[1] {
+			t.Fatalf("trial %d: %s carries a pick's output yet ranked first", trial, c[0].ID)
+		}
+		p.Picked(&policy.Request{ID: "s", MaxTokens: 100}, policy.Decision{Ranked: c[1:]})
+		if d := p.Pick(&policy.Request{}, c); d.Ranked[0] != c[1] {
+			t.Fatalf("trial %d: %s carries more output yet ranked first", trial, c[0].ID)
+		}
+		p.Removed(c[0].ID) // forgets its picks: it is the emptier one now
+		if d := p.Pick(&policy.Request{}, c); d.Ranked[0] != c[0] {
+			t.Fatalf("trial %d: after Removed(%s), %s ranked first", trial, c[0].ID, d.Ranked[0].ID)
+		}
 	}
 }
