@@ -1,6 +1,7 @@
 package prefixcache
 
 import (
+	"math"
 	"math/rand/v2"
 	"slices"
 
@@ -82,11 +83,16 @@ type Policy struct {
 
 	hitBlocks, missBlocks prometheus.Counter // see blockCounter
 
+	// priceAll turns selectBest's passing over off: tests compare the two.
+	priceAll bool
+
 	// Per-pick scratch, indexed like the candidates.
-	scores []float64
-	loads  []int64
-	match  []int32
-	ranker rank.Ranker
+	scores  []float64
+	loads   []int64
+	running []int64
+	bounds  []bound
+	match   []int32
+	ranker  rank.Ranker
 }
 
 // tail is one prompt end: the hash of a prompt's last full block and the
@@ -216,27 +222,133 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 	for i, s := range slots {
 		match[i] = held[s+1]
 	}
-	now := p.clock.Now().UnixNano()
-	total := p.costs(cands, slots, match, scores, loads, &in, now)
 	if hit {
 		for _, s := range p.idx.MatchedSlots() {
 			held[s+1] = 0
 		}
 	}
-	if p.m.MaxLoadRatio > 0 {
-		limit := p.m.MaxLoadRatio * max((float64(total)+1)/float64(n), 1)
-		for i, l := range loads {
-			if float64(l+1) > limit {
-				scores[i] += overloaded
+	now := p.clock.Now().UnixNano()
+	var ranked []*policy.Instance
+	if n >= rank.FullBelow && p.keep < n && !p.priceAll {
+		ranked = p.selectBest(cands, slots, match, &in, now, len(req.BlockHashes))
+	} else {
+		total := p.costs(cands, slots, match, scores, loads, &in, now)
+		if p.m.MaxLoadRatio > 0 {
+			limit := p.m.MaxLoadRatio * max((float64(total)+1)/float64(n), 1)
+			for i, l := range loads {
+				if float64(l+1) > limit {
+					scores[i] += overloaded
+				}
 			}
 		}
+		ranked = p.ranker.Top(p.rand, cands, scores, p.keep)
 	}
-	ranked := p.ranker.Top(p.rand, cands, scores, p.keep)
 	p.lastReq, p.lastHit, p.lastN = req, hit, n
 	if ce := p.log.Check(zap.DebugLevel, "prefix-cache decision"); ce != nil {
 		ce.Write(p.explain(req, cands, ranked, scores, in, now)...)
 	}
 	return policy.Decision{Ranked: ranked}
+}
+
+// selectBest is Pick's ranking when only the best keep of many candidates
+// are wanted. It returns what ranking every candidate's cost would (the
+// same candidates, the same random tie-breaks), but prices only those that
+// can still make the cut: a candidate's cost is at least its bound — the
+// cost with nothing queued ahead — which grows with its running count, so
+// once keep candidates are held, one whose running count is above the
+// bound's limit for its held blocks (see inputs.bound) is passed over
+// without reading more of it. On a fleet of a thousand most candidates are
+// passed over.
+func (p *Policy) selectBest(cands []*policy.Instance, slots, match []int32, in *inputs, now int64, blocks int) []*policy.Instance {
+	n := len(cands)
+	scores, loads := p.scores[:n], p.loads[:n]
+	if cap(p.running) < n {
+		p.running = make([]int64, n)
+	}
+	running := p.running[:n]
+	// The load cap needs the mean load before any cost is final.
+	var total int64
+	for i, c := range cands {
+		r := c.Running + c.InflightRequests
+		running[i] = r
+		l := r + c.Waiting
+		loads[i] = l
+		total += l
+	}
+	limit := math.Inf(1)
+	if p.m.MaxLoadRatio > 0 {
+		limit = p.m.MaxLoadRatio * max((float64(total)+1)/float64(n), 1)
+	}
+	bounds := slices.Grow(p.bounds[:0], blocks+1)[:blocks+1]
+	for i := range bounds {
+		bounds[i] = bound{tau: -1}
+	}
+	p.bounds = bounds
+	backlog := p.backlog
+	st := p.ranker.Stream(p.rand, p.keep)
+	// tau is the threshold the limits are checked against; a limit computed
+	// for a larger threshold is still sound (it passes over fewer) and is
+	// refreshed once the threshold has fallen by a sixteenth (stale).
+	full, tau, stale := false, 0.0, 0.0
+	for i, c := range cands {
+		if full {
+			b := &bounds[match[i]]
+			if b.tau > stale || b.tau < 0 {
+				*b = in.bound(match[i], tau)
+			}
+			if running[i] > b.maxRunning {
+				continue
+			}
+		}
+		s := in.cost(c, match[i], p.owedFrom(c, backlog[slots[i]+1], now))
+		if float64(loads[i]+1) > limit {
+			s += overloaded
+		}
+		scores[i] = s
+		st.Offer(int32(i), s)
+		if full = st.Full(); full && st.Threshold() != tau {
+			tau = st.Threshold()
+			stale = tau + tau*(1.0/16)
+		}
+	}
+	return p.ranker.Ranked(st, cands)
+}
+
+// bound is, for candidates holding a given number of blocks, the largest
+// running count whose cost bound stays within tau.
+type bound struct {
+	tau        float64 // the threshold it was computed for; < 0: not yet
+	maxRunning int64
+}
+
+// bound computes the bound for candidates holding held blocks: lb(r) is
+// cost with nothing queued ahead (ahead = 0) and r running, which no
+// candidate's cost undercuts (every term of cost grows with ahead ≥ 0), and
+// grows with r. A relative margin of 2^-40 absorbs rounding differences
+// between the two expressions (a compiler may fuse multiply-adds).
+func (in *inputs) bound(held int32, tau float64) bound {
+	u := max(in.prompt-float64(held)*in.tokensPerBlock, 0)
+	a, b := in.step+u*in.q0, in.c1+u*in.c2
+	lb := func(r int64) float64 { return a + float64(r)*b }
+	t := tau + math.Abs(tau)*0x1p-40
+	const most = 1 << 40 // no engine runs more; candidates above are priced
+	switch {
+	case !(lb(0) <= t): // NaN too: price everyone
+		if math.IsNaN(lb(0)) || math.IsNaN(t) {
+			return bound{tau: tau, maxRunning: most}
+		}
+		return bound{tau: tau, maxRunning: -1}
+	case !(b > 0):
+		return bound{tau: tau, maxRunning: most}
+	}
+	r := int64(min((t-a)/b, most))
+	for r < most && lb(r+1) <= t {
+		r++
+	}
+	for r > 0 && lb(r) > t {
+		r--
+	}
+	return bound{tau: tau, maxRunning: r}
 }
 
 // slots returns the index slot of each candidate, by position. The

@@ -444,3 +444,71 @@ func TestHitBlocksMetric(t *testing.T) {
 		t.Fatalf("llmrouter_prefix_cache_blocks_total sums to %v over both policies, want 31", total)
 	}
 }
+
+// TestPassingOverKeepsDecisions: selectBest, which prices only the
+// candidates that can still make the cut, ranks exactly as pricing every
+// candidate does — same picks, same order, same tie-breaks — over fleets
+// with spread and with uniform loads, backlogs, shared and private
+// prefixes, the load cap and instances leaving.
+func TestPassingOverKeepsDecisions(t *testing.T) {
+	for _, uniform := range []bool{false, true} {
+		fast, full := newPolicy(t, nil), newPolicy(t, nil)
+		full.priceAll = true
+		r := rand.New(rand.NewPCG(41, 42))
+		cands := fleet(300)
+		sys := [][]uint64{chain(1<<40, 12), chain(2<<40, 30)}
+		convs := make([][]uint64, 80)
+		for i := range convs {
+			convs[i] = slices.Clone(sys[i%2])
+		}
+		passed := 0
+		for step := range 2000 {
+			for range 20 {
+				c := cands[r.IntN(len(cands))]
+				if uniform {
+					c.Running = int64(20 + r.IntN(3))
+				} else {
+					c.Running = int64(r.IntN(60))
+				}
+				c.Waiting, c.InflightRequests = int64(r.IntN(3)), int64(r.IntN(2))
+				c.InflightPromptTokens = int64(r.IntN(5000))
+			}
+			if step%300 == 150 {
+				id := cands[r.IntN(len(cands))].ID
+				fast.Removed(id)
+				full.Removed(id)
+			}
+			ci := r.IntN(len(convs))
+			convs[ci] = append(convs[ci], chain(convs[ci][len(convs[ci])-1]^uint64(step), 1+r.IntN(5))...)
+			if len(convs[ci]) > 150 {
+				convs[ci] = slices.Clone(sys[r.IntN(2)])
+			}
+			q := req(fmt.Sprint(step), convs[ci])
+			if step%5 == 0 {
+				q.MaxTokens = int64(1 + r.IntN(300))
+			}
+			a, b := fast.Pick(q, cands), full.Pick(q, cands)
+			if fmt.Sprint(a.Ranked) != fmt.Sprint(b.Ranked) {
+				t.Fatalf("uniform=%v step %d: passing over ranked %v, pricing all %v", uniform, step, ids(a.Ranked), ids(b.Ranked))
+			}
+			for i := range cands {
+				if fast.scores[i] != full.scores[i] {
+					passed++
+				}
+			}
+			fast.Picked(q, a)
+			full.Picked(q, b)
+		}
+		if !uniform && passed < 2000*100 {
+			t.Fatalf("only %d candidates passed over in 2,000 picks of 300: the test does not exercise it", passed)
+		}
+	}
+}
+
+func ids(xs []*policy.Instance) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = x.ID
+	}
+	return out
+}

@@ -72,6 +72,7 @@ func Top(r *rand.Rand, cands []*policy.Instance, scores []float64, k int) []*pol
 // It is not safe for concurrent use (a policy's picks are serial).
 type Ranker struct {
 	scratch []item
+	stream  Stream
 }
 
 // Top returns a new slice of the k candidates with the lowest scores in
@@ -155,4 +156,64 @@ func down(h []item, i int) {
 		h[i], h[m] = h[m], h[i]
 		i = m
 	}
+}
+
+// Stream selects the k best of candidates offered one at a time, in index
+// order, drawing tie-break numbers exactly as selectBest does — so a policy
+// that offers every candidate ranks identically to Top — while letting the
+// policy skip the scoring of a candidate it can prove loses: once Full, a
+// candidate whose score would exceed Threshold would have been passed over
+// without a draw, so not offering it changes nothing.
+//
+// Use it only where selectBest keeps a heap: n ≥ FullBelow and k < n.
+type Stream struct {
+	r   *rand.Rand
+	k   int
+	h   []item
+	top float64
+}
+
+// Stream starts a selection of the k best (k ≥ 1) in rk's scratch space.
+func (rk *Ranker) Stream(r *rand.Rand, k int) *Stream {
+	st := &rk.stream
+	*st = Stream{r: r, k: max(k, 1), h: slices.Grow(rk.scratch[:0], max(k, 1))}
+	return st
+}
+
+// Full reports whether k candidates are held; until then every candidate
+// must be offered.
+func (st *Stream) Full() bool { return len(st.h) == st.k }
+
+// Threshold is the largest score that can still enter once Full.
+func (st *Stream) Threshold() float64 { return st.top }
+
+// Offer considers candidate i with score s.
+func (st *Stream) Offer(i int32, s float64) {
+	if len(st.h) < st.k {
+		st.h = append(st.h, item{s, st.r.Uint64(), i})
+		up(st.h, len(st.h)-1)
+		st.top = st.h[0].s
+		return
+	}
+	if s > st.top {
+		return
+	}
+	it := item{s, st.r.Uint64(), i}
+	if less(it, st.h[0]) {
+		st.h[0] = it
+		down(st.h, 0)
+		st.top = st.h[0].s
+	}
+}
+
+// Ranked returns a new slice of the selected candidates, best first, and
+// gives the scratch space back to the Ranker.
+func (rk *Ranker) Ranked(st *Stream, cands []*policy.Instance) []*policy.Instance {
+	slices.SortFunc(st.h, cmpItem)
+	out := make([]*policy.Instance, len(st.h))
+	for j, x := range st.h {
+		out[j] = cands[x.i]
+	}
+	rk.scratch = st.h[:0]
+	return out
 }

@@ -131,3 +131,43 @@ func TestRankerAllocatesOnlyItsResult(t *testing.T) {
 		t.Fatalf("%.1f allocations per Top over 1,024 candidates, want 1 (the result)", allocs)
 	}
 }
+
+// TestStreamAgreesWithTop: offering every candidate — or skipping, once
+// Full, those scoring above Threshold — selects exactly what Top does, with
+// the same random draws (the generator is in the same state afterwards).
+func TestStreamAgreesWithTop(t *testing.T) {
+	var rk Ranker
+	sc := rand.New(rand.NewPCG(4, 4))
+	for _, n := range []int{64, 65, 300, 1024} {
+		for _, k := range []int{1, 4, 9} {
+			for _, skip := range []bool{false, true} {
+				c := insts(n)
+				scores := make([]float64, n)
+				for i := range scores {
+					scores[i] = float64(sc.IntN(50)) // many exact ties
+				}
+				rw, rg := rand.New(rand.NewPCG(uint64(n), uint64(k))), rand.New(rand.NewPCG(uint64(n), uint64(k)))
+				want := Top(rw, c, scores, k)[:k]
+				st := rk.Stream(rg, k)
+				skipped := 0
+				for i, s := range scores {
+					if skip && st.Full() && s > st.Threshold() {
+						skipped++
+						continue
+					}
+					st.Offer(int32(i), s)
+				}
+				got := rk.Ranked(st, c)
+				if fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Fatalf("n=%d k=%d skip=%v: %v, Top gives %v", n, k, skip, got, want)
+				}
+				if rw.Uint64() != rg.Uint64() {
+					t.Fatalf("n=%d k=%d skip=%v: the generators drew differently", n, k, skip)
+				}
+				if skip && skipped < n/4 {
+					t.Fatalf("n=%d k=%d: only %d of %d skipped; the test does not exercise skipping", n, k, skipped, n)
+				}
+			}
+		}
+	}
+}
