@@ -14,15 +14,22 @@ import (
 // instance) pairs in the index: 32 system prompts of 16 blocks held by
 // every instance (hot blocks) and conversations of 48 more blocks, each on
 // two instances. Each request is a system prompt plus a known conversation
-// plus 8 new blocks. It reports the p50 and p99 of single Picks.
+// plus 8 new blocks. It reports the p50 and p99 of single Picks, for loads
+// spread over 0-40 running requests and for uniform ones (20-22), where few
+// candidates can be passed over.
 func BenchmarkPick1024(b *testing.B) {
+	b.Run("loads=spread", func(b *testing.B) { benchPick1024(b, 0, 40) })
+	b.Run("loads=uniform", func(b *testing.B) { benchPick1024(b, 20, 3) })
+}
+
+func benchPick1024(b *testing.B, minRunning, spread int) {
 	p := newPolicy(b, nil)
 	const nInst, perInst = 1024, 1024
 	r := rand.New(rand.NewPCG(7, 7))
 	cands := make([]*policy.Instance, nInst)
 	for i := range cands {
 		cands[i] = &policy.Instance{
-			ID: fmt.Sprintf("10.0.%d.%d:8000", i>>8, i&255), Running: int64(r.IntN(40)), Waiting: int64(r.IntN(3)),
+			ID: fmt.Sprintf("10.0.%d.%d:8000", i>>8, i&255), Running: int64(minRunning + r.IntN(spread)), Waiting: int64(r.IntN(3)),
 			InflightRequests: int64(r.IntN(2)), InflightPromptTokens: int64(r.IntN(4000)), PromptTPS: 5000,
 		}
 	}
