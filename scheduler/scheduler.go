@@ -232,7 +232,7 @@ func (s *Scheduler) mirror(in *inst, ri *registry.Instance) {
 	v.ID, v.Address, v.Engine, v.Role = ri.ID, ri.Address, ri.Engine, ri.Role
 	v.Models, v.LoRAs = ri.Models, ri.LoRAs
 	v.Running, v.Waiting, v.KVCacheUsage = ri.Running, ri.Waiting, ri.KVCacheUsage
-	v.PromptTPS, v.GenTPS = ri.PromptTPS, ri.GenTPS
+	v.PromptTPS, v.GenTPS, v.PrefixCacheHitRatio = ri.PromptTPS, ri.GenTPS, ri.PrefixCacheHitRatio
 	v.NumGPUBlocks, v.BlockSize, v.LastReport = ri.NumGPUBlocks, ri.BlockSize, ri.LastReport
 	in.healthy, in.draining = ri.Healthy, ri.Draining
 }

@@ -128,6 +128,10 @@ type PolicyConfig struct {
 	// MaxLoadRatio: prefix-cache sends nothing to an instance whose load
 	// would exceed this multiple of the candidates' mean while another is below.
 	MaxLoadRatio float64 `mapstructure:"max_load_ratio" yaml:"max_load_ratio"`
+	// SpeedCalibration lets prefix-cache scale each instance's predicted
+	// costs by its speed measured from its reported token throughput, so a
+	// slower GPU in a mixed fleet is priced as such.
+	SpeedCalibration bool `mapstructure:"speed_calibration" yaml:"speed_calibration"`
 	// DefaultOutputTokens is the output length assumed before any completion
 	// has been observed.
 	DefaultOutputTokens int `mapstructure:"default_output_tokens" yaml:"default_output_tokens"`
@@ -239,6 +243,7 @@ func DefaultPolicies() PolicyConfig {
 		MaxBatchedTokens:         8192,
 		DecodeWeight:             1,
 		MaxLoadRatio:             2,
+		SpeedCalibration:         true,
 		DefaultOutputTokens:      256,
 		WaitingWeight:            1,
 		KVCacheWeight:            0.5,

@@ -92,6 +92,9 @@ type Instance struct {
 
 	PromptTPS    float64 // prompt tokens/s over the last report interval
 	GenTPS       float64 // generation tokens/s over the last report interval
+	// PrefixCacheHitRatio is the engine's share of prompt tokens served
+	// from its prefix cache (0..1); -1 when it does not say.
+	PrefixCacheHitRatio float64
 	NumGPUBlocks int64   // 0 when unknown
 	BlockSize    int64   // tokens per KV block, 0 when unknown
 	LastReport   time.Time

@@ -60,6 +60,15 @@ type Policy struct {
 	// backlog is, per index slot + 1, the prefill our picks brought the
 	// instance that it has not worked off yet, as a fluid queue (see owed).
 	backlog []queued
+	// speed is, per index slot + 1, the instance's speed measured against
+	// the cost model (see calibrate; 1 until measured), inv its reciprocal,
+	// which its costs are multiplied by, and sampledAt the report it was
+	// last measured from. fastest is the largest speed (selectBest's bound).
+	speed, inv []float64
+	sampledAt  []int64
+	fastest    float64
+	calibrated bool // llm_scheduler.policies.speed_calibration
+
 	// heldBySlot is per-pick scratch by index slot + 1: the blocks each matched
 	// instance holds; all zero between picks.
 	heldBySlot []int32
@@ -153,6 +162,8 @@ func New(d policy.Deps) (*Policy, error) {
 		uncachedFr:    1,
 		avgOut:        float64(pc.DefaultOutputTokens),
 		tails:         make([]tail, tailSlots),
+		fastest:       1,
+		calibrated:    pc.SpeedCalibration,
 	}
 	for i := range p.tails {
 		p.tails[i].slot = -1
@@ -294,13 +305,17 @@ func (p *Policy) selectBest(cands []*policy.Instance, slots, match []int32, in *
 		if full {
 			b := &bounds[match[i]]
 			if b.tau > stale || b.tau < 0 {
-				*b = in.bound(match[i], tau)
+				// Costs are scaled by the instance's 1/speed, never
+				// below 1/fastest: the bound's threshold is scaled back.
+				*b = in.bound(match[i], tau*p.fastest)
+				b.tau = tau
 			}
 			if running[i] > b.maxRunning {
 				continue
 			}
 		}
-		s := in.cost(c, match[i], p.owedFrom(c, backlog[slots[i]+1], now))
+		k := slots[i] + 1
+		s := in.cost(c, match[i], p.owedFrom(c, backlog[k], p.speed[k], now)) * p.inv[k]
 		if float64(loads[i]+1) > limit {
 			s += overloaded
 		}
@@ -384,7 +399,8 @@ func (p *Policy) costs(cands []*policy.Instance, slots, match []int32, scores []
 		l := c.Load()
 		loads[i] = l
 		total += l
-		scores[i] = in.cost(c, match[i], p.owedFrom(c, backlog[slots[i]+1], now))
+		k := slots[i] + 1
+		scores[i] = in.cost(c, match[i], p.owedFrom(c, backlog[k], p.speed[k], now)) * p.inv[k]
 	}
 	return total
 }
@@ -397,16 +413,16 @@ func (p *Policy) costs(cands []*policy.Instance, slots, match []int32, scores []
 // drains at the engine's prefill rate — a full chunk of max batched tokens
 // per step of step + chunk × prefill + running × decode cost.
 func (p *Policy) owed(c *policy.Instance, slot int32, now int64) float64 {
-	var q queued
+	q, speed := queued{}, 1.0
 	if int(slot+1) < len(p.backlog) {
-		q = p.backlog[slot+1]
+		q, speed = p.backlog[slot+1], p.speed[slot+1]
 	}
-	return p.owedFrom(c, q, now)
+	return p.owedFrom(c, q, speed, now)
 }
 
-// owedFrom is owed given c's backlog entry; small enough to inline into
-// Pick's loop, which reads the entry itself.
-func (p *Policy) owedFrom(c *policy.Instance, q queued, now int64) float64 {
+// owedFrom is owed given c's backlog entry and speed; small enough to
+// inline into Pick's loop, which reads them itself.
+func (p *Policy) owedFrom(c *policy.Instance, q queued, speed float64, now int64) float64 {
 	if !q.known {
 		// Picks we did not make (before a restart of the policy): assume
 		// the typical share of a prompt is uncached.
@@ -415,22 +431,26 @@ func (p *Policy) owedFrom(c *policy.Instance, q queued, now int64) float64 {
 	if q.tokens <= 0 {
 		return 0
 	}
-	return p.drained(c, q, now)
+	return p.drained(c, q, speed, now)
 }
 
 // drained is what is left of backlog q at now; apart so that owedFrom stays
 // small enough to inline.
-func (p *Policy) drained(c *policy.Instance, q queued, now int64) float64 {
-	return max(q.tokens-float64(now-q.at)*1e-9*p.drainRate(c), 0)
+func (p *Policy) drained(c *policy.Instance, q queued, speed float64, now int64) float64 {
+	return max(q.tokens-float64(now-q.at)*1e-9*p.drainRate(c)*speed, 0)
 }
 
-// growSlots sizes the per-slot tables (held, backlog), indexed by slot+1 so
+// growSlots sizes the per-slot tables (held, backlog, speed), indexed by slot+1 so
 // that an instance without a slot (-1) reads entry 0, to cover every slot
 // the index has handed out.
 func (p *Policy) growSlots() {
 	if n := p.idx.SlotCount() + 1; len(p.heldBySlot) < n {
 		p.heldBySlot = append(p.heldBySlot, make([]int32, n-len(p.heldBySlot))...)
 		p.backlog = append(p.backlog, make([]queued, n-len(p.backlog))...)
+		p.sampledAt = append(p.sampledAt, make([]int64, n-len(p.sampledAt))...)
+		for len(p.speed) < n {
+			p.speed, p.inv = append(p.speed, 1), append(p.inv, 1)
+		}
 	}
 }
 
@@ -566,6 +586,7 @@ func (p *Policy) Picked(req *policy.Request, d policy.Decision) {
 		}
 		p.insert(req, d.Ranked[0])
 		p.learn(req, d.Ranked[0], held)
+		p.calibrate(d.Ranked[0])
 	}
 	if d.Prefill != nil {
 		p.insert(req, d.Prefill)
@@ -615,13 +636,71 @@ func (p *Policy) learn(req *policy.Request, c *policy.Instance, held int) {
 		// already raised by this very request.
 		var prev float64
 		if q := p.backlog[s+1]; q.known {
-			prev = p.owedFrom(c, q, now)
+			prev = p.owedFrom(c, q, p.speed[s+1], now)
 		}
 		p.backlog[s+1] = queued{at: now, tokens: prev + u, known: true}
 	}
 	p.avgPrompt += ewma * (in.prompt - p.avgPrompt)
 	p.avgUncached += ewma * (u - p.avgUncached)
 	p.uncachedFr += ewma * (u/in.prompt - p.uncachedFr)
+}
+
+// Speed calibration (see calibrate).
+const (
+	calibrateMinRunning = 4      // below, the engine may idle within a report interval
+	speedEWMA           = 0.1    // weight of one report: about 2 s of reports at 200 ms
+	minSpeed, maxSpeed  = 0.2, 5 // a sample outside is clamped: a bad report moves little
+)
+
+// calibrate measures c's speed against the cost model from its latest
+// report: an engine with requests running steps without pause, so the
+// work the model says its reported throughput takes —
+//
+//	generated / running × (step + decode cost × running) + uncached prompt tokens × prefill cost
+//
+// seconds of model time per second — is its speed (1: as the model says;
+// 0.5: a GPU half as fast). Uncached prompt tokens are the reported prompt
+// throughput times the engine's prefix-cache miss ratio (ours when it does
+// not report one). Each instance's costs are then divided by its speed, so
+// a mixed fleet is priced by what each instance does, not by one profile.
+// It samples the instance chosen by each pick, once per report.
+func (p *Policy) calibrate(c *policy.Instance) {
+	s := p.idx.Slot(c.ID)
+	if !p.calibrated || s < 0 || c.Running < calibrateMinRunning || !(c.GenTPS > 0) {
+		return
+	}
+	p.growSlots()
+	at := c.LastReport.UnixNano()
+	if at == p.sampledAt[s+1] {
+		return
+	}
+	p.sampledAt[s+1] = at
+	hit := c.PrefixCacheHitRatio
+	if !(hit >= 0 && hit <= 1) {
+		hit = 1 - p.uncachedFr
+	}
+	r := float64(c.Running)
+	work := c.GenTPS/r*(p.m.Step+p.m.DecodeToken*r) + max(c.PromptTPS, 0)*(1-hit)*p.m.PrefillToken
+	if !(work > 0) || math.IsInf(work, 0) {
+		return
+	}
+	v := p.speed[s+1]
+	p.setSpeed(s, v+speedEWMA*(min(max(work, minSpeed), maxSpeed)-v))
+}
+
+// setSpeed records slot s's speed and keeps fastest the largest.
+func (p *Policy) setSpeed(s int32, v float64) {
+	old := p.speed[s+1]
+	p.speed[s+1], p.inv[s+1] = v, 1/v
+	switch {
+	case v >= p.fastest:
+		p.fastest = v
+	case old == p.fastest: // the fastest slowed down: find the new one
+		p.fastest = 1
+		for _, x := range p.speed[1:] {
+			p.fastest = max(p.fastest, x)
+		}
+	}
 }
 
 // ewma is the weight of one observation in the policy's running means.
@@ -654,6 +733,8 @@ func (p *Policy) Removed(id string) {
 	if s := p.idx.Slot(id); s >= 0 {
 		if int(s)+1 < len(p.backlog) {
 			p.backlog[s+1] = queued{}
+			p.sampledAt[s+1] = 0
+			p.setSpeed(s, 1) // a newcomer in the slot is measured afresh
 		}
 		for i := range p.tails {
 			if p.tails[i].slot == s {
@@ -686,6 +767,9 @@ func (p *Policy) explain(req *policy.Request, cands, ranked []*policy.Instance, 
 				o.AddInt("held_blocks", held)
 				o.AddFloat64("uncached_tokens", in.uncached(held))
 				o.AddFloat64("backlog_tokens", owed)
+				if k := int(p.posSlot[i]) + 1; k < len(p.speed) {
+					o.AddFloat64("speed", p.speed[k]) // cost_ms = (ttft + batch) / speed
+				}
 				o.AddInt64("load", c.Load())
 				o.AddBool("over_load_cap", scores[i] >= overloaded)
 				return nil

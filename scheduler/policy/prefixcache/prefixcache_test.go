@@ -472,6 +472,9 @@ func TestPassingOverKeepsDecisions(t *testing.T) {
 				}
 				c.Waiting, c.InflightRequests = int64(r.IntN(3)), int64(r.IntN(2))
 				c.InflightPromptTokens = int64(r.IntN(5000))
+				// Throughputs that measure speeds from 0.2 to 5 (calibrate).
+				c.GenTPS, c.PromptTPS, c.PrefixCacheHitRatio = float64(100+r.IntN(20000)), float64(r.IntN(50000)), r.Float64()
+				c.LastReport = time.Unix(int64(step), 0)
 			}
 			if step%300 == 150 {
 				id := cands[r.IntN(len(cands))].ID
@@ -502,6 +505,9 @@ func TestPassingOverKeepsDecisions(t *testing.T) {
 		if !uniform && passed < 2000*100 {
 			t.Fatalf("only %d candidates passed over in 2,000 picks of 300: the test does not exercise it", passed)
 		}
+		if fast.fastest < 2 {
+			t.Fatalf("fastest measured speed %v: the scenario should measure fast instances too", fast.fastest)
+		}
 	}
 }
 
@@ -511,4 +517,67 @@ func ids(xs []*policy.Instance) []string {
 		out[i] = x.ID
 	}
 	return out
+}
+
+// TestSpeedCalibration: an instance whose reported throughput shows it half
+// as fast as the cost model is measured so and priced so — it loses to a
+// full-speed instance carrying more load — while speed_calibration off
+// prices both by the model alone; Removed forgets a measured speed.
+func TestSpeedCalibration(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		cfg := config.Default()
+		cfg.Scheduler.Policies.SpeedCalibration = on
+		clk := &fakeClock{t: time.Unix(1000, 0)}
+		p, err := New(policy.Deps{Config: cfg, Rand: rand.New(rand.NewPCG(1, 2)), Clock: clk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fast, slow := &policy.Instance{ID: "fast"}, &policy.Instance{ID: "slow"}
+		cands := []*policy.Instance{fast, slow}
+		// Running 8: a step of the model takes step + 8 × decode, so a
+		// full-speed engine generates 8 / that tokens a second.
+		const running = 8
+		full := running / (p.m.Step + p.m.DecodeToken*running)
+		for k := range 60 {
+			for _, c := range cands {
+				c.Running, c.LastReport, c.PrefixCacheHitRatio = running, clk.t.Add(time.Duration(k)*200*time.Millisecond), 0.5
+				c.GenTPS = full
+				if c == slow {
+					c.GenTPS = full / 2
+				}
+				q := req(fmt.Sprint(k, c.ID), chain(uint64(k), 1))
+				p.Picked(q, policy.Decision{Ranked: []*policy.Instance{c}})
+			}
+		}
+		sp := func(c *policy.Instance) float64 { return p.speed[p.idx.Slot(c.ID)+1] }
+		if on && (math.Abs(sp(fast)-1) > 0.02 || math.Abs(sp(slow)-0.5) > 0.02) {
+			t.Fatalf("measured speeds fast %.3f slow %.3f, want 1 and 0.5", sp(fast), sp(slow))
+		}
+		if !on && (sp(fast) != 1 || sp(slow) != 1) {
+			t.Fatalf("calibration off measured speeds %v %v", sp(fast), sp(slow))
+		}
+		// The slow instance now carries less load: by the model alone it
+		// is the better pick; at half speed it is not.
+		fast.Running, slow.Running = 10, 8
+		want := fast
+		if !on {
+			want = slow
+		}
+		for i := range 20 {
+			if d := p.Pick(req(fmt.Sprint("new", i), chain(uint64(1e6+i), 40)), cands); d.Ranked[0] != want {
+				t.Fatalf("calibration %v: picked %s, want %s", on, d.Ranked[0].ID, want.ID)
+			}
+		}
+		if on {
+			p.Removed(slow.ID)
+			if p.idx.Slot(slow.ID) >= 0 || p.fastest != 1 {
+				t.Fatalf("after Removed: slot %d, fastest %v", p.idx.Slot(slow.ID), p.fastest)
+			}
+			for _, v := range p.speed[1:] {
+				if v != 1 && v != sp(fast) {
+					t.Fatalf("a removed instance's speed %v stayed in its slot", v)
+				}
+			}
+		}
+	}
 }
