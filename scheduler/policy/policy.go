@@ -90,14 +90,14 @@ type Instance struct {
 	Models  []string
 	LoRAs   []string
 
-	PromptTPS    float64 // prompt tokens/s over the last report interval
-	GenTPS       float64 // generation tokens/s over the last report interval
+	PromptTPS float64 // prompt tokens/s over the last report interval
+	GenTPS    float64 // generation tokens/s over the last report interval
 	// PrefixCacheHitRatio is the engine's share of prompt tokens served
 	// from its prefix cache (0..1); -1 when it does not say.
 	PrefixCacheHitRatio float64
-	NumGPUBlocks int64   // 0 when unknown
-	BlockSize    int64   // tokens per KV block, 0 when unknown
-	LastReport   time.Time
+	NumGPUBlocks        int64 // 0 when unknown
+	BlockSize           int64 // tokens per KV block, 0 when unknown
+	LastReport          time.Time
 }
 
 // Load is the request count a policy should consider: what the engine last
