@@ -3,6 +3,7 @@ package extproc
 import (
 	"bytes"
 	"errors"
+	"math"
 	"strconv"
 	"unicode/utf8"
 )
@@ -48,17 +49,19 @@ func (s *scanner) consume(c byte) bool {
 	return true
 }
 
-// str reads a string and returns its raw (still escaped) contents and the
-// number of backslashes in it (0 means raw is the value itself).
-func (s *scanner) str() (raw []byte, escapes int, ok bool) {
+// str reads a string and returns its raw (still escaped) contents. It makes
+// one IndexByte sweep over the string and nothing more: a 256 KiB prompt is
+// read once here, and callers that need to know about escapes look for them
+// only in what they use.
+func (s *scanner) str() (raw []byte, ok bool) {
 	if !s.consume('"') {
-		return nil, 0, false
+		return nil, false
 	}
 	start := s.i
 	for {
 		j := bytes.IndexByte(s.b[s.i:], '"')
 		if j < 0 {
-			return nil, 0, false
+			return nil, false
 		}
 		end := s.i + j
 		// The quote is escaped when an odd run of backslashes precedes it.
@@ -68,20 +71,18 @@ func (s *scanner) str() (raw []byte, escapes int, ok bool) {
 		}
 		s.i = end + 1
 		if n%2 == 0 {
-			raw = s.b[start:end]
-			escapes = bytes.Count(raw, []byte{'\\'})
-			return raw, escapes, true
+			return s.b[start:end], true
 		}
 	}
 }
 
 // strValue reads a string and returns it unescaped.
 func (s *scanner) strValue() (string, bool) {
-	raw, esc, ok := s.str()
+	raw, ok := s.str()
 	if !ok {
 		return "", false
 	}
-	if esc == 0 {
+	if bytes.IndexByte(raw, '\\') < 0 {
 		return string(raw), true
 	}
 	out, ok := appendUnescaped(nil, raw, -1)
@@ -120,7 +121,7 @@ func (s *scanner) skip() bool {
 		c := s.peek()
 		switch {
 		case c == '"':
-			if _, _, ok := s.str(); !ok {
+			if _, ok := s.str(); !ok {
 				return false
 			}
 		case c == '{' || c == '[':
@@ -166,7 +167,7 @@ func (s *scanner) object(fn func(key []byte) bool) bool {
 		return true
 	}
 	for {
-		key, _, ok := s.str()
+		key, ok := s.str()
 		if !ok || !s.consume(':') {
 			return false
 		}
@@ -244,56 +245,60 @@ func (s *scanner) boolValue() (bool, bool) {
 // appendUnescaped appends the unescaped form of a raw JSON string to dst,
 // stopping once dst has grown by limit bytes (limit < 0: no limit). The
 // result may end mid-rune at the limit, exactly like slicing the full text.
+// Runs without escapes are copied whole; a prompt escapes a character every
+// few dozen bytes (newlines, quotes), so the per-escape step is kept short.
 func appendUnescaped(dst, raw []byte, limit int) ([]byte, bool) {
-	start := len(dst)
-	full := func() bool { return limit >= 0 && len(dst)-start >= limit }
-	for len(raw) > 0 && !full() {
+	room := limit
+	if room < 0 {
+		room = math.MaxInt
+	}
+	for len(raw) > 0 && room > 0 {
 		j := bytes.IndexByte(raw, '\\')
 		if j < 0 {
 			j = len(raw)
 		}
 		if j > 0 {
-			chunk := raw[:j]
-			if limit >= 0 && len(dst)-start+len(chunk) > limit {
-				chunk = chunk[:limit-(len(dst)-start)]
-			}
-			dst = append(dst, chunk...)
+			n := min(j, room)
+			dst = append(dst, raw[:n]...)
+			room -= n
 			raw = raw[j:]
 			continue
 		}
 		if len(raw) < 2 {
 			return dst, false
 		}
-		var tmp [utf8.UTFMax]byte
-		var out []byte
+		var c byte
 		switch raw[1] {
 		case '"', '\\', '/':
-			out = raw[1:2]
-			raw = raw[2:]
+			c = raw[1]
 		case 'b':
-			out, raw = []byte{'\b'}, raw[2:]
+			c = '\b'
 		case 'f':
-			out, raw = []byte{'\f'}, raw[2:]
+			c = '\f'
 		case 'n':
-			out, raw = []byte{'\n'}, raw[2:]
+			c = '\n'
 		case 'r':
-			out, raw = []byte{'\r'}, raw[2:]
+			c = '\r'
 		case 't':
-			out, raw = []byte{'\t'}, raw[2:]
+			c = '\t'
 		case 'u':
 			r, n, ok := hexRune(raw)
 			if !ok {
 				return dst, false
 			}
 			raw = raw[n:]
-			out = tmp[:utf8.EncodeRune(tmp[:], r)]
+			var tmp [utf8.UTFMax]byte
+			out := tmp[:utf8.EncodeRune(tmp[:], r)]
+			out = out[:min(len(out), room)]
+			dst = append(dst, out...)
+			room -= len(out)
+			continue
 		default:
 			return dst, false
 		}
-		if limit >= 0 && len(dst)-start+len(out) > limit {
-			out = out[:limit-(len(dst)-start)]
-		}
-		dst = append(dst, out...)
+		dst = append(dst, c)
+		room--
+		raw = raw[2:]
 	}
 	return dst, true
 }

@@ -345,7 +345,7 @@ func readEvent(data []byte) (token bool, u usage, hasUsage bool) {
 							switch string(k) {
 							case "content", "reasoning_content", "reasoning":
 								if sc.peek() == '"' {
-									raw, _, ok := sc.str()
+									raw, ok := sc.str()
 									token = token || len(raw) > 0
 									return ok
 								}
@@ -358,7 +358,7 @@ func readEvent(data []byte) (token bool, u usage, hasUsage bool) {
 						})
 					case "text": // completions API
 						if sc.peek() == '"' {
-							raw, _, ok := sc.str()
+							raw, ok := sc.str()
 							token = token || len(raw) > 0
 							return ok
 						}

@@ -52,8 +52,12 @@ func APIForPath(path string) llmrouterv1.ApiKind {
 // msgSpan is one chat message, still as spans of the body, so key order
 // inside the message does not matter and nothing is copied until rendering.
 type msgSpan struct {
-	role    []byte // raw string, may hold escapes
-	content []byte // raw JSON value: a string or an array of parts
+	role []byte // raw string, may hold escapes
+	// content is the raw text of a string content when text is set (the
+	// common case, kept as read so a long prompt is swept once), else the
+	// raw JSON value (an array of parts, null, or absent).
+	content []byte
+	text    bool
 }
 
 // ParseBody reads an OpenAI request body for api. The rendered prompt is
@@ -86,10 +90,16 @@ func ParseBody(api llmrouterv1.ApiKind, body []byte, maxPrefix int, buf []byte) 
 					var ok bool
 					switch string(k) {
 					case "role":
-						m.role, _, ok = s.str()
+						m.role, ok = s.str()
 						return ok
 					case "content":
+						if s.peek() == '"' {
+							m.content, ok = s.str()
+							m.text = true
+							return ok
+						}
 						m.content, ok = s.span()
+						m.text = false
 						return ok
 					}
 					return s.skip()
@@ -168,7 +178,13 @@ func ParseBody(api llmrouterv1.ApiKind, body []byte, maxPrefix int, buf []byte) 
 			return out, errors.New(`"messages" is missing or empty`)
 		}
 		for _, m := range msgs {
-			if !r.message(m.role, m.content) {
+			ok := false
+			if m.text {
+				ok = r.messageText(m.role, m.content)
+			} else {
+				ok = r.message(m.role, m.content)
+			}
+			if !ok {
 				return out, errors.New(`a message's "role" or "content" is not valid`)
 			}
 		}
@@ -268,13 +284,27 @@ func (r *renderer) message(role, content []byte) bool {
 	return true
 }
 
+// messageText is message for a string content the parser already read as
+// raw text, so it is not scanned a second time.
+func (r *renderer) messageText(role, text []byte) bool {
+	if !r.raw(role) {
+		return false
+	}
+	r.lit(nl)
+	if !r.raw(text) {
+		return false
+	}
+	r.lit(nl)
+	return true
+}
+
 var nl = []byte{'\n'}
 
 func (r *renderer) content(content []byte) bool {
 	s := scanner{b: content}
 	switch s.peek() {
 	case '"':
-		raw, _, ok := s.str()
+		raw, ok := s.str()
 		return ok && r.raw(raw)
 	case 'n', 0:
 		return true
@@ -282,7 +312,7 @@ func (r *renderer) content(content []byte) bool {
 		first := true
 		return s.array(func() bool {
 			if s.peek() == '"' { // a bare string part
-				raw, _, ok := s.str()
+				raw, ok := s.str()
 				if !ok {
 					return false
 				}
@@ -301,7 +331,7 @@ func (r *renderer) content(content []byte) bool {
 						return s.skip()
 					}
 					var ok bool
-					text, _, ok = s.str()
+					text, ok = s.str()
 					isText = true
 					return ok
 				}
@@ -330,14 +360,14 @@ func (r *renderer) prompt(v []byte) bool {
 	s := scanner{b: v}
 	switch s.peek() {
 	case '"':
-		raw, _, ok := s.str()
+		raw, ok := s.str()
 		return ok && r.raw(raw)
 	case '[':
 		first := true
 		return s.array(func() bool {
 			switch s.peek() {
 			case '"':
-				raw, _, ok := s.str()
+				raw, ok := s.str()
 				if !ok {
 					return false
 				}
@@ -381,7 +411,7 @@ func (r *renderer) responsesInput(v []byte) bool {
 	s := scanner{b: v}
 	switch s.peek() {
 	case '"':
-		raw, _, ok := s.str()
+		raw, ok := s.str()
 		if !ok {
 			return false
 		}
@@ -401,7 +431,7 @@ func (r *renderer) responsesInput(v []byte) bool {
 					if s.peek() != '"' {
 						return s.skip()
 					}
-					role, _, ok = s.str()
+					role, ok = s.str()
 					return ok
 				case "content":
 					content, ok = s.span()

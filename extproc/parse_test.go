@@ -55,6 +55,8 @@ func TestParseBodyAPIs(t *testing.T) {
 			"system\nbe brief\nuser\nhello\n", func(b Body) bool { return b.MaxTokens == 9 }},
 		{"responses items", resp, `{"model":"m","input":[{"role":"user","content":[{"type":"input_text","text":"q"}]},{"type":"function_call_output","call_id":"c","output":"42"},{"type":"reasoning","id":"r"}]}`,
 			"user\nq\ntool\n42\n", nil},
+		{"last content wins", chat, `{"model":"m","messages":[{"role":"user","content":"a","content":["b"]},{"content":["c"],"role":"user","content":"d\"e"}]}`,
+			"user\nb\nuser\nd\"e\n", nil},
 		{"ignores other APIs' fields", chat, `{"model":"m","prompt":"zzz","input":"yyy","messages":[{"role":"user","content":"x"}]}`, "user\nx\n", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
