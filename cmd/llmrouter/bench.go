@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +26,11 @@ func init() {
 virtual time, once per policy in --policy, on identical arrivals, and prints the EAS
 benchmark table for each (plus the prefix cache hit ratio and requests per instance).
 
+--instance-speeds 1,1,1,0.5,0.5 makes the simulated fleet heterogeneous: one speed per
+instance, each dividing every time cost of that instance's engine (0.5 is half as fast,
+as an older GPU generation; the KV cache stays the profile's). It sets --instances to
+its length when --instances is not given.
+
 --mode live sends the same workloads to a running data plane (--target, e.g. Envoy on
 http://127.0.0.1:8080) as streaming chat completions and prints the same table.
 
@@ -36,6 +42,7 @@ Arrivals: --concurrency N (closed loop), --rate R (Poisson, requests/s; conversa
 start at R / mean turns and each next turn follows the previous reply plus think time),
 or the file's arrival_ms when every line has one.`,
 		Example: `  llmrouter bench --mode sim --instances 5 --policy round-robin,least-request,prefix-cache --rate 40 --duration 10m
+  llmrouter bench --mode sim --instance-speeds 1,1,1,0.5,0.5 --policy least-request,prefix-cache --concurrency 600 --duration 3m
   llmrouter bench --mode sim --workload shared-prefix --concurrency 64 --json
   llmrouter bench --mode live --target http://127.0.0.1:8080 --concurrency 16 --duration 2m`,
 		Args: cobra.NoArgs,
@@ -45,6 +52,7 @@ or the file's arrival_ms when every line has one.`,
 	f.String("mode", "sim", "sim (virtual-time cluster simulator), live (a running data plane) or overhead (what the gateway adds per request)")
 	f.String("prompt-bytes", "4096,262144", "overhead: comma-separated prompt sizes in bytes")
 	f.Int("instances", 5, "sim: number of simulated engine instances")
+	f.String("instance-speeds", "", fmt.Sprintf("sim: comma-separated speed of each instance (%g to %g; 0.5 = half as fast), e.g. 1,1,1,0.5,0.5 (default: all 1)", float64(engine.MinSpeed), float64(engine.MaxSpeed)))
 	f.String("policy", "round-robin,least-request,prefix-cache", "sim: comma-separated policies to compare")
 	f.String("profile", engine.DefaultProfile, "sim: engine profile: "+strings.Join(engine.ProfileNames(), ", "))
 	f.String("workload", "multi-turn", "generated workload: multi-turn or shared-prefix")
@@ -107,6 +115,13 @@ func runBench(cmd *cobra.Command, _ []string) error {
 			return fmt.Errorf("--target is for --mode live")
 		}
 		n, _ := f.GetInt("instances")
+		speeds, err := instanceSpeeds(f.Lookup("instance-speeds").Value.String(), n, f.Changed("instances"))
+		if err != nil {
+			return err
+		}
+		if len(speeds) > 0 {
+			n = len(speeds)
+		}
 		profile, _ := f.GetString("profile")
 		ec, err := engine.ProfileConfig(profile)
 		if err != nil {
@@ -121,13 +136,17 @@ func runBench(cmd *cobra.Command, _ []string) error {
 			plan.DefaultModel = cluster.DefaultModel
 		}
 		if !asJSON {
-			fmt.Fprintf(out, "Simulated cluster: %d × %s; workload: %s; arrivals: %s; duration %s; seed %d\n\n",
-				n, profile, plan.Source.Name(), plan.Arrivals, plan.Duration, plan.Seed)
+			fleet := fmt.Sprintf("%d × %s", n, profile)
+			if len(speeds) > 0 {
+				fleet += " at speeds " + f.Lookup("instance-speeds").Value.String()
+			}
+			fmt.Fprintf(out, "Simulated cluster: %s; workload: %s; arrivals: %s; duration %s; seed %d\n\n",
+				fleet, plan.Source.Name(), plan.Arrivals, plan.Duration, plan.Seed)
 		}
 		for _, p := range policies {
 			bar := newProgressBar(cmd.ErrOrStderr(), "sim "+p, showProgress)
 			s, err := cluster.Run(ctx, cluster.Options{
-				Instances: n, Engine: ec, Config: cfg, Plan: plan, Seed: plan.Seed, Progress: bar.set,
+				Instances: n, Speeds: speeds, Engine: ec, Config: cfg, Plan: plan, Seed: plan.Seed, Progress: bar.set,
 			}, p)
 			bar.done()
 			if err != nil {
@@ -140,7 +159,7 @@ func runBench(cmd *cobra.Command, _ []string) error {
 			}
 		}
 	case "live":
-		for _, name := range []string{"policy", "instances", "profile"} {
+		for _, name := range []string{"policy", "instances", "instance-speeds", "profile"} {
 			if f.Changed(name) {
 				return fmt.Errorf("--%s is for --mode sim: the live target runs whatever its scheduler is configured with (name the run with --label)", name)
 			}
@@ -187,6 +206,32 @@ func policyList(s string) ([]string, error) {
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("--policy is empty: name one or more policies, comma-separated")
+	}
+	return out, nil
+}
+
+// instanceSpeeds parses --instance-speeds; with --instances given, the list
+// must have one speed per instance.
+func instanceSpeeds(s string, instances int, instancesSet bool) ([]float64, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	const want = "want comma-separated speeds, one per instance, e.g. 1,1,1,0.5,0.5"
+	parts := strings.Split(s, ",")
+	out := make([]float64, len(parts))
+	for i, p := range parts {
+		v, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil {
+			return nil, fmt.Errorf("--instance-speeds %q: item %d %q is not a number: %s", s, i+1, strings.TrimSpace(p), want)
+		}
+		if !(v >= engine.MinSpeed && v <= engine.MaxSpeed) {
+			return nil, fmt.Errorf("--instance-speeds %q: item %d is %g: want a speed from %g to %g (1 = the profile's speed, 0.5 = half as fast)",
+				s, i+1, v, float64(engine.MinSpeed), float64(engine.MaxSpeed))
+		}
+		out[i] = v
+	}
+	if instancesSet && len(out) != instances {
+		return nil, fmt.Errorf("--instance-speeds has %d speeds and --instances is %d: want one speed per instance (or leave --instances out)", len(out), instances)
 	}
 	return out, nil
 }

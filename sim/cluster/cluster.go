@@ -31,6 +31,11 @@ type Options struct {
 	Instances int
 	// Engine is every instance's model (engine.ProfileConfig).
 	Engine engine.Config
+	// Speeds, when set, holds one speed per instance, in instance order: the
+	// instance runs Engine.WithSpeed(speed), every time cost divided by it
+	// (0.5 is half as fast), with the same KV capacity, as a fleet that
+	// mixes GPU generations does. Empty means every instance at speed 1.
+	Speeds []float64
 	// Config holds the gateway and scheduler settings (block_chars,
 	// max_prefix_chars, queue, saturation, policy knobs); the policy is
 	// chosen per run.
@@ -53,6 +58,10 @@ type Options struct {
 	Progress func(frac float64)
 	// Log receives the scheduler's logs; nil discards them.
 	Log *zap.Logger
+	// OnReport, when set, sees every agent report just before the scheduler
+	// does, with the index of its instance (tests, tracing). It must not
+	// keep or change rep.
+	OnReport func(instance int, rep *llmrouterv1.Report)
 }
 
 func (o *Options) defaults() error {
@@ -64,6 +73,14 @@ func (o *Options) defaults() error {
 	}
 	if err := o.Engine.Validate(); err != nil {
 		return err
+	}
+	if len(o.Speeds) > 0 && len(o.Speeds) != o.Instances {
+		return fmt.Errorf("speeds: %d values for %d instances: want one per instance, or none (all at speed 1)", len(o.Speeds), o.Instances)
+	}
+	for i, sp := range o.Speeds {
+		if _, err := o.Engine.WithSpeed(sp); err != nil {
+			return fmt.Errorf("speeds[%d]: %w", i, err)
+		}
 	}
 	if o.Plan.DefaultModel == "" {
 		o.Plan.DefaultModel = DefaultModel
@@ -255,7 +272,14 @@ func (s *sim) register() error {
 	}
 	base := netip.MustParseAddr("10.0.0.0").As4()
 	for i := 0; i < s.o.Instances; i++ {
-		eng, err := engine.New(s.o.Engine)
+		ec := s.o.Engine
+		if len(s.o.Speeds) > 0 {
+			var err error
+			if ec, err = ec.WithSpeed(s.o.Speeds[i]); err != nil {
+				return err
+			}
+		}
+		eng, err := engine.New(ec)
 		if err != nil {
 			return err
 		}
@@ -584,6 +608,9 @@ func (s *sim) report(in *instance) {
 	in.seq++
 	rep.Sequence = in.seq
 	in.last, in.lastAt = st, now
+	if s.o.OnReport != nil {
+		s.o.OnReport(in.idx, rep)
+	}
 	if err := s.sched.InstanceReport(in.addr, 0, rep); err != nil {
 		// The registry forgets an instance only when its reports stop, which
 		// the simulator never lets happen; anything else is a bug.
@@ -612,12 +639,29 @@ func (s *sim) result(policy string) Result {
 		workload.KV{Key: "Preemptions", Value: fmt.Sprint(r.Preemptions)},
 		workload.KV{Key: "Peak working set (tokens)", Value: fmt.Sprintf("%d (%.1f× one instance's KV cache of %d)",
 			r.PeakWorkingSet, float64(r.PeakWorkingSet)/float64(r.KVCapacity), r.KVCapacity)})
+	if s.heterogeneous() {
+		parts := make([]string, len(s.o.Speeds))
+		for i, sp := range s.o.Speeds {
+			parts[i] = fmt.Sprintf("%s=%g", s.insts[i].addr, sp)
+		}
+		r.Extra = append(r.Extra, workload.KV{Key: "Instance speeds", Value: strings.Join(parts, " ")})
+	}
 	r.Extra = append(r.Extra, workload.KV{Key: "Peak load / mean load", Value: fmt.Sprintf("%.2f (running+waiting, sampled every second while the mean is >= 4)", r.PeakLoadRatio)})
 	if r.FollowUps > 0 {
 		r.Extra = append(r.Extra, workload.KV{Key: "Follow-up turns on their last instance",
 			Value: fmt.Sprintf("%d of %d (%.1f%%)", r.AtHome, r.FollowUps, 100*float64(r.AtHome)/float64(r.FollowUps))})
 	}
 	return r
+}
+
+// heterogeneous reports whether any instance runs at a speed other than 1.
+func (s *sim) heterogeneous() bool {
+	for _, sp := range s.o.Speeds {
+		if sp != 1 {
+			return true
+		}
+	}
+	return false
 }
 
 // RunAll runs the plan under each policy in turn, on identical arrivals.

@@ -5,7 +5,10 @@
 // (internal/prompthash). Each instance registers with its KV capacity and
 // reports its engine's true state every report interval, as an agent would;
 // picks go through TryPick, so the admission queue is honoured, and every
-// completion is reported back as a gateway would.
+// completion is reported back as a gateway would. Options.Speeds mixes
+// instance speeds (GPU generations) in one fleet: a slower instance's steps
+// take longer, so under load the token rates its agent reports are lower,
+// as a real one's would.
 //
 // One goroutine runs an event loop over virtual time — arrivals, engine step
 // ends, agent reports, scheduler ticks — so a run is deterministic for a

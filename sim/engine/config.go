@@ -198,3 +198,32 @@ func (c Config) BlockChars() int {
 	}
 	return n
 }
+
+// MinSpeed and MaxSpeed bound WithSpeed: beyond them a step's cost would
+// round to nothing or overflow, and no real fleet mixes GPUs a hundred times
+// apart.
+const (
+	MinSpeed = 0.01
+	MaxSpeed = 100
+)
+
+// WithSpeed is the Config of an instance speed times as fast: every time cost
+// (the step base, the per-token prefill and decode costs and the fixed step
+// times) is divided by speed, so 0.5 is half as fast. The KV capacity and
+// batch limits are kept: they model the memory and the engine's settings,
+// not its speed.
+func (c Config) WithSpeed(speed float64) (Config, error) {
+	if !(speed >= MinSpeed && speed <= MaxSpeed) {
+		return Config{}, fmt.Errorf("engine speed %g: want a number from %g to %g (1 = the profile's speed, 0.5 = half as fast)", speed, float64(MinSpeed), float64(MaxSpeed))
+	}
+	if speed == 1 {
+		return c, nil
+	}
+	scale := func(d time.Duration) time.Duration { return time.Duration(math.Round(float64(d) / speed)) }
+	c.StepBase = scale(c.StepBase)
+	c.PrefillPerToken = scale(c.PrefillPerToken)
+	c.DecodePerToken = scale(c.DecodePerToken)
+	c.FixedPrefillStep = scale(c.FixedPrefillStep)
+	c.FixedDecodeStep = scale(c.FixedDecodeStep)
+	return c, nil
+}
