@@ -128,9 +128,9 @@ type PolicyConfig struct {
 	// MaxLoadRatio: prefix-cache sends nothing to an instance whose load
 	// would exceed this multiple of the candidates' mean while another is below.
 	MaxLoadRatio float64 `mapstructure:"max_load_ratio" yaml:"max_load_ratio"`
-	// SpeedCalibration lets prefix-cache scale each instance's predicted
-	// costs by its speed measured from its reported token throughput, so a
-	// slower GPU in a mixed fleet is priced as such.
+	// SpeedCalibration lets prefix-cache measure each instance's speed from
+	// its reported token throughput; the prefill it sent an instance drains
+	// at that speed.
 	SpeedCalibration bool `mapstructure:"speed_calibration" yaml:"speed_calibration"`
 	// DefaultOutputTokens is the output length assumed before any completion
 	// has been observed.
