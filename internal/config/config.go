@@ -81,6 +81,11 @@ type Scheduler struct {
 	Listen string `mapstructure:"listen" yaml:"listen"`
 	// XDSListen is the ADS server Envoy connects to.
 	XDSListen string `mapstructure:"xds_listen" yaml:"xds_listen"`
+	// XDSToken, when set, is demanded of every xDS client as
+	// "authorization: Bearer <token>"; `llmrouter bootstrap` renders it into
+	// Envoy's initial_metadata (LLMROUTER_LLM_SCHEDULER_XDS_TOKEN). Empty
+	// leaves the xDS port open. Redacted when printed.
+	XDSToken string `mapstructure:"xds_token" yaml:"xds_token"`
 	// HTTPListen serves /metrics, /healthz and /readyz.
 	HTTPListen string `mapstructure:"http_listen" yaml:"http_listen"`
 	// Insecure allows listening beyond loopback without a token.

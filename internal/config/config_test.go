@@ -103,6 +103,43 @@ func TestTokenFromEnvironmentIsRedacted(t *testing.T) {
 	}
 }
 
+func TestXDSToken(t *testing.T) {
+	if c := mustLoad(t, "", nil); c.Scheduler.XDSToken != "" {
+		t.Fatalf("default xds_token %q, want empty (the xDS port open as before)", c.Scheduler.XDSToken)
+	}
+	c := mustLoad(t, writeFile(t, "c.yaml", "llm_scheduler: {xds_token: from-file_1}"), nil)
+	if c.Scheduler.XDSToken != "from-file_1" {
+		t.Fatalf("xds_token from the file: %q", c.Scheduler.XDSToken)
+	}
+
+	t.Setenv("LLMROUTER_LLM_SCHEDULER_XDS_TOKEN", "xds-s3cret+/=")
+	c = mustLoad(t, "", nil)
+	if c.Scheduler.XDSToken != "xds-s3cret+/=" || c.Token != "" {
+		t.Fatalf("xds_token not read from LLMROUTER_LLM_SCHEDULER_XDS_TOKEN (or leaked into token): %q %q", c.Scheduler.XDSToken, c.Token)
+	}
+	out, err := c.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "s3cret") || !strings.Contains(string(out), "xds_token: "+Redacted) {
+		t.Fatalf("config print leaks or omits the xds token:\n%s", out)
+	}
+	if !strings.Contains(string(out), "\ntoken: \"\"\n") {
+		t.Fatalf("the unset shared token is not printed empty:\n%s", out)
+	}
+
+	// Characters Envoy would expand ('%') or that are not a bearer token
+	// are refused, without echoing the secret.
+	for _, bad := range []string{"has%percent", "two words", "quote\"d", "tab\there", "ünïcode"} {
+		t.Setenv("LLMROUTER_LLM_SCHEDULER_XDS_TOKEN", bad)
+		msg := loadErr(t, "")
+		wantAll(t, msg, "llm_scheduler.xds_token", "letters, digits")
+		if strings.Contains(msg, bad) {
+			t.Errorf("the rejection echoes the token: %s", msg)
+		}
+	}
+}
+
 func TestDurations(t *testing.T) {
 	for _, tc := range []struct {
 		body string

@@ -432,6 +432,10 @@ func (c Config) Validate() error {
 	if s.ClusterName == "" {
 		bad("llm_scheduler.cluster_name", s.ClusterName, "a non-empty name")
 	}
+	if !validXDSToken(s.XDSToken) {
+		// The value is a secret: the message names the key and the rule only.
+		errs = append(errs, errors.New(`config: llm_scheduler.xds_token: accepted: "" (no token), or letters, digits and - . _ ~ + / = (a bearer token, such as the output of openssl rand -hex 32)`))
+	}
 	errs = append(errs, s.Policies.validate()...)
 
 	a := c.Agent
@@ -463,6 +467,22 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// validXDSToken admits RFC 6750's bearer-token characters. Envoy sends the
+// token from its bootstrap's initial_metadata, whose values it expands as
+// header formatters ('%' starts one) and where gRPC allows printable ASCII
+// only; this alphabet needs no escaping anywhere.
+func validXDSToken(tok string) bool {
+	for _, r := range tok {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case strings.ContainsRune("-._~+/=", r):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // Redacted is printed in place of secrets.
 const Redacted = "<redacted>"
 
@@ -481,7 +501,7 @@ func (c Config) YAML() ([]byte, error) {
 		case time.Duration:
 			val = x.String()
 		}
-		if f.key == "token" && c.Token != "" {
+		if (f.key == "token" && c.Token != "") || (f.key == "llm_scheduler.xds_token" && c.Scheduler.XDSToken != "") {
 			val = Redacted
 		}
 		var vn yaml.Node
