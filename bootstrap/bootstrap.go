@@ -30,6 +30,11 @@ type Options struct {
 	Envoy envoy.Options
 	// XDSAddress is the scheduler's ADS server (host:port; a name is resolved by DNS).
 	XDSAddress string
+	// XDSToken, when set, is presented to the xDS server on every stream
+	// (initial_metadata "authorization: Bearer <token>"); it must equal the
+	// scheduler's llm_scheduler.xds_token. The rendered file then holds a
+	// secret.
+	XDSToken string
 	// ExtProcAddress is the gateway's ext_proc server.
 	ExtProcAddress string
 	// AdminAddress is Envoy's admin interface; keep it on loopback.
@@ -53,6 +58,7 @@ func OptionsFromConfig(cfg config.Config) Options {
 	return Options{
 		Envoy:          envoy.OptionsFromConfig(cfg),
 		XDSAddress:     dialable(cfg.Scheduler.XDSListen, "18000"),
+		XDSToken:       cfg.Scheduler.XDSToken,
 		ExtProcAddress: dialable(cfg.Gateway.Listen, "9002"),
 		AdminAddress:   "127.0.0.1:9901",
 		NodeID:         "llmrouter-envoy",
@@ -106,7 +112,7 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 			AdsConfig: &corev3.ApiConfigSource{
 				ApiType:                   api,
 				TransportApiVersion:       corev3.ApiVersion_V3,
-				GrpcServices:              []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: envoy.XDSCluster}}}},
+				GrpcServices:              []*corev3.GrpcService{envoy.XDSGrpcService(envoy.XDSCluster, o.XDSToken)},
 				SetNodeOnFirstMessageOnly: true,
 			},
 			// The listener is static; the fleet cluster (and through it its
@@ -124,6 +130,7 @@ func BuildExistingEnvoy(o Options) (*bootstrapv3.Bootstrap, error) {
 	eo := o.Envoy
 	eo.EDSCluster = xdsClusterName
 	eo.EDSDelta = o.Delta
+	eo.EDSToken = o.XDSToken
 	lis, err := envoy.Listener(eo)
 	if err != nil {
 		return nil, err
@@ -184,13 +191,18 @@ const existingHeader = `# Plugging llmrouter into an Envoy that already has a co
 # The listener here is only a complete, valid example of where those pieces go.
 `
 
+// tokenHeader is added when the rendering carries the xDS token.
+const tokenHeader = `# Envoy presents llm_scheduler.xds_token to the xDS server (initial_metadata): this file holds a
+# secret; give it the permissions of one.
+`
+
 // Render is the YAML of Build(o), with a header comment.
 func Render(o Options) ([]byte, error) {
 	b, err := Build(o)
 	if err != nil {
 		return nil, err
 	}
-	return render(defaultHeader, b)
+	return render(header(defaultHeader, o), b)
 }
 
 // RenderExistingEnvoy is the YAML of BuildExistingEnvoy(o), with a header comment.
@@ -199,7 +211,14 @@ func RenderExistingEnvoy(o Options) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return render(existingHeader, b)
+	return render(header(existingHeader, o), b)
+}
+
+func header(h string, o Options) string {
+	if o.XDSToken != "" {
+		return h + tokenHeader
+	}
+	return h
 }
 
 func render(header string, b *bootstrapv3.Bootstrap) ([]byte, error) {

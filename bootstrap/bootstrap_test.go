@@ -7,9 +7,11 @@ import (
 	"strings"
 	"testing"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	"github.com/llmrouter/llmrouter/envoy"
+	"github.com/llmrouter/llmrouter/internal/config"
 )
 
 // The shipped files are the renderer's output; a change to package envoy
@@ -146,6 +148,97 @@ func TestDialable(t *testing.T) {
 	for in, want := range map[string]string{":18000": "127.0.0.1:18000", "0.0.0.0:1": "127.0.0.1:1", "10.0.0.5:2": "10.0.0.5:2", "junk": "127.0.0.1:9"} {
 		if got := dialable(in, "9"); got != want {
 			t.Errorf("dialable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// metadataOf returns the initial_metadata of the xDS gRPC services of b: the
+// ADS config source's and, for an existing Envoy, the fleet cluster's EDS
+// config source's.
+func metadataOf(t *testing.T, b *bootstrapv3.Bootstrap) (ads, eds []*corev3.HeaderValue) {
+	t.Helper()
+	if ac := b.GetDynamicResources().GetAdsConfig(); ac != nil {
+		ads = ac.GetGrpcServices()[0].GetInitialMetadata()
+	}
+	for _, c := range b.GetStaticResources().GetClusters() {
+		if src := c.GetEdsClusterConfig().GetEdsConfig().GetApiConfigSource(); src != nil {
+			eds = src.GetGrpcServices()[0].GetInitialMetadata()
+		}
+	}
+	return ads, eds
+}
+
+func wantBearer(t *testing.T, where string, md []*corev3.HeaderValue, token string) {
+	t.Helper()
+	if len(md) != 1 || md[0].GetKey() != "authorization" || md[0].GetValue() != "Bearer "+token {
+		t.Errorf("%s: initial_metadata %v, want [authorization: Bearer %s]", where, md, token)
+	}
+}
+
+// With llm_scheduler.xds_token, both renderings present it on every xDS
+// stream (what Envoy sends, read back from the YAML through Envoy's protos
+// and their validation); without it they present nothing.
+func TestXDSToken(t *testing.T) {
+	const token = "tok-3n.v_~+/="
+	cfg := config.Default()
+	cfg.Scheduler.XDSToken = token
+	o := OptionsFromConfig(cfg)
+	if o.XDSToken != token {
+		t.Fatalf("OptionsFromConfig: XDSToken %q", o.XDSToken)
+	}
+
+	out, err := Render(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := envoy.LoadBootstrap(out)
+	if err != nil {
+		t.Fatalf("rendered bootstrap with a token does not load: %v", err)
+	}
+	if err := envoy.Validate(b); err != nil {
+		t.Fatal(err)
+	}
+	ads, eds := metadataOf(t, b)
+	wantBearer(t, "ads_config", ads, token)
+	if eds != nil {
+		t.Errorf("the default bootstrap's fleet cluster takes EDS over ADS, found its own stream with %v", eds)
+	}
+	if !strings.Contains(string(out), "holds a\n# secret") {
+		t.Errorf("the header does not say the file holds a secret:\n%s", out[:600])
+	}
+
+	out, err = RenderExistingEnvoy(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err = envoy.LoadBootstrap(out); err != nil {
+		t.Fatalf("existing-Envoy rendering with a token does not load: %v", err)
+	}
+	if err := envoy.Validate(b); err != nil {
+		t.Fatal(err)
+	}
+	ads, eds = metadataOf(t, b)
+	if ads != nil {
+		t.Errorf("existing Envoy: ADS belongs to the other control plane, found %v", ads)
+	}
+	wantBearer(t, "llm_backends eds_config", eds, token)
+
+	// Tokenless: nothing presented, no secret warning; the shipped files
+	// (TestShippedFilesAreRendered) are these.
+	for name, render := range map[string]func(Options) ([]byte, error){"default": Render, "existing": RenderExistingEnvoy} {
+		out, err := render(DefaultOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(out), "initial_metadata") || strings.Contains(string(out), "secret") {
+			t.Errorf("%s rendering without a token presents metadata or warns of a secret", name)
+		}
+		b, err := envoy.LoadBootstrap(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ads, eds := metadataOf(t, b); ads != nil || eds != nil {
+			t.Errorf("%s rendering without a token: initial_metadata %v %v", name, ads, eds)
 		}
 	}
 }

@@ -137,10 +137,22 @@ func edsConfigSource(o Options) *corev3.ConfigSource {
 		ConfigSourceSpecifier: &corev3.ConfigSource_ApiConfigSource{ApiConfigSource: &corev3.ApiConfigSource{
 			ApiType:             api,
 			TransportApiVersion: corev3.ApiVersion_V3,
-			GrpcServices:        []*corev3.GrpcService{grpcService(o.EDSCluster)},
+			GrpcServices:        []*corev3.GrpcService{XDSGrpcService(o.EDSCluster, o.EDSToken)},
 		}},
 		ResourceApiVersion: corev3.ApiVersion_V3,
 	}
+}
+
+// XDSGrpcService is Envoy's gRPC client of the scheduler's xDS server on
+// cluster. With a token (llm_scheduler.xds_token) every stream carries
+// "authorization: Bearer <token>" as initial metadata, which the xDS server
+// demands when it has one.
+func XDSGrpcService(cluster, token string) *corev3.GrpcService {
+	gs := grpcService(cluster)
+	if token != "" {
+		gs.InitialMetadata = []*corev3.HeaderValue{{Key: "authorization", Value: "Bearer " + token}}
+	}
+	return gs
 }
 
 // ADSConfigSource says "over the aggregated stream" (CDS and EDS of ours).

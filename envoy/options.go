@@ -63,6 +63,8 @@ type Options struct {
 	EDSCluster string
 	// EDSDelta selects incremental xDS for that stream.
 	EDSDelta bool
+	// EDSToken, when set, is presented on that stream (XDSGrpcService).
+	EDSToken string
 }
 
 // DefaultOptions are the options of the shipped bootstrap.

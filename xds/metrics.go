@@ -8,6 +8,8 @@ type metrics struct {
 	clients     prometheus.Gauge
 	endpoints   prometheus.Gauge
 	pushLatency prometheus.Histogram
+	// unauthenticated counts calls refused for llm_scheduler.xds_token.
+	unauthenticated prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -33,7 +35,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time from an endpoint update entering the cache to its response being sent on a stream.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
 		}),
+		unauthenticated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "llmrouter_xds_unauthenticated_total",
+			Help: "xDS calls refused for a missing or wrong llm_scheduler.xds_token.",
+		}),
 	}
-	reg.MustRegister(m.pushes, m.nacks, m.clients, m.endpoints, m.pushLatency)
+	reg.MustRegister(m.pushes, m.nacks, m.clients, m.endpoints, m.pushLatency, m.unauthenticated)
 	return m
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/llmrouter/llmrouter/envoy"
 	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/internal/grpcx"
 )
 
 // Endpoint is one routable engine instance.
@@ -47,6 +48,9 @@ type Server struct {
 	xds      serverv3.Server
 	m        *metrics
 	cb       *callbacks
+	// token, when set, is demanded of every client (llm_scheduler.xds_token).
+	token   string
+	refused *refusals
 
 	mu       sync.Mutex
 	desired  []Endpoint
@@ -102,6 +106,8 @@ func New(cfg config.Config, log *zap.Logger, reg prometheus.Registerer) *Server 
 		m:              newMetrics(reg),
 		edsPrefix:      "eds-" + instance + "-",
 		holdEmptyUntil: time.Now().Add(EmptyHold),
+		token:          cfg.Scheduler.XDSToken,
+		refused:        newRefusals(),
 	}
 	s.cds = cachev3.NewLinearCache(resource.ClusterType,
 		cachev3.WithVersionPrefix("cds-"+instance+"-"),
@@ -126,25 +132,39 @@ func New(cfg config.Config, log *zap.Logger, reg prometheus.Registerer) *Server 
 
 // Register adds the aggregated, cluster and endpoint discovery services
 // (state of the world and delta) to gs. The plain EDS service serves an
-// Envoy whose ADS belongs to another control plane.
+// Envoy whose ADS belongs to another control plane. The token check is
+// Serve's: gs, built by the caller, demands whatever the caller set up.
 func (s *Server) Register(gs *grpc.Server) {
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, s.xds)
 	clusterservice.RegisterClusterDiscoveryServiceServer(gs, s.xds)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, s.xds)
 }
 
-// Serve serves xDS on lis until ctx ends. Envoy's xDS client presents no
-// token: the stream carries only endpoint addresses and is read-only.
+// Serve serves xDS on lis until ctx ends. With llm_scheduler.xds_token every
+// call must carry it ("authorization: Bearer <token>", which Envoy sends from
+// its bootstrap's initial_metadata); others fail with Unauthenticated.
+// Without one the port is open: the streams carry only endpoint addresses
+// and are read-only, but anyone reaching the port reads the fleet, so a
+// port beyond loopback draws a warning.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	gs := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		// Envoy keeps one ADS stream for its lifetime; pings find dead peers.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	if s.token != "" {
+		// Outermost: sees the refusals of grpcx's token check below it.
+		opts = append(opts, grpc.ChainUnaryInterceptor(s.refusedUnary), grpc.ChainStreamInterceptor(s.refusedStream))
+		opts = append(opts, grpcx.TokenInterceptors(s.token)...)
+	} else if !loopback(lis.Addr()) {
+		s.log.Warn("xds port open to anyone who reaches it: set llm_scheduler.xds_token (LLMROUTER_LLM_SCHEDULER_XDS_TOKEN) and render Envoy's bootstrap with it, or bind llm_scheduler.xds_listen to loopback",
+			zap.String("address", lis.Addr().String()))
+	}
+	gs := grpc.NewServer(opts...)
 	s.Register(gs)
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(lis) }()
-	s.log.Info("xds serving", zap.String("address", lis.Addr().String()), zap.String("cluster", s.cluster))
+	s.log.Info("xds serving", zap.String("address", lis.Addr().String()), zap.String("cluster", s.cluster), zap.Bool("token", s.token != ""))
 	select {
 	case <-ctx.Done():
 		// ADS streams never end by themselves: GracefulStop would wait forever.
