@@ -30,7 +30,8 @@ fuzz:
 
 # Go benchmarks, then the issue-7 experiment at full size (docs/benchmarks.md):
 # round robin's unloaded TTFT (one conversation at a time), then every policy
-# under 600 concurrent multi-turn conversations, 10 simulated minutes each.
+# under 600 concurrent multi-turn conversations, 10 simulated minutes each;
+# then a mixed fleet (three full-speed instances, two at half speed).
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1s ./...
 	$(BIN) bench --mode sim --instances 5 --workload multi-turn --system-tokens 2048 --user-tokens 300 --output-tokens 200 \
@@ -38,6 +39,9 @@ bench: build
 	$(BIN) bench --mode sim --instances 5 --workload multi-turn --system-tokens 2048 --user-tokens 300 --output-tokens 200 \
 		--seed 1 --duration 10m --concurrency 600 --ramp-up 20s \
 		--policy round-robin,random,least-request,least-token,llm-metric-based,prefix-cache
+	$(BIN) bench --mode sim --instance-speeds 1,1,1,0.5,0.5 --workload multi-turn --system-tokens 2048 --user-tokens 300 \
+		--output-tokens 200 --seed 1 --duration 3m --concurrency 600 --ramp-up 20s \
+		--policy round-robin,least-request,least-token,prefix-cache
 	$(BIN) bench --mode overhead --instances 64 --rate 1000 --duration 10s --prompt-bytes 4096,262144
 
 $(TOOLS)/protoc-gen-go:
