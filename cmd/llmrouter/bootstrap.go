@@ -17,7 +17,9 @@ func init() {
 		Long: `Prints the Envoy bootstrap: a listener with both ext_proc filters and the routes,
 admin on loopback, the xDS and ext_proc clusters, and ADS for the engine cluster.
 With --existing-envoy it prints what to add to an Envoy that has a configuration
-of its own. "bootstrap validate FILE..." checks Envoy YAML or JSON files.`,
+of its own. With llm_scheduler.xds_token set (LLMROUTER_LLM_SCHEDULER_XDS_TOKEN),
+Envoy presents it to the xDS server on every stream, and the output holds that
+secret. "bootstrap validate FILE..." checks Envoy YAML or JSON files.`,
 		Args: cobra.NoArgs,
 		RunE: runBootstrap,
 	}

@@ -53,3 +53,36 @@ func TestBootstrapRender(t *testing.T) {
 		t.Fatalf("bad --xds accepted: %+v", r)
 	}
 }
+
+// The xDS token from the environment reaches both renderings as Envoy's
+// initial_metadata, and they validate; without it nothing is presented.
+func TestBootstrapRenderXDSToken(t *testing.T) {
+	const token = "c0ffee-xds_token"
+	for _, args := range [][]string{{"bootstrap"}, {"bootstrap", "--existing-envoy"}} {
+		r := run(t, []string{"LLMROUTER_LLM_SCHEDULER_XDS_TOKEN=" + token}, args...)
+		if r.code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, r.code, r.stderr)
+		}
+		if !strings.Contains(r.stdout, "initial_metadata:") || !strings.Contains(r.stdout, "key: authorization") ||
+			!strings.Contains(r.stdout, "value: Bearer "+token) {
+			t.Errorf("%v with a token: no authorization initial_metadata:\n%s", args, r.stdout)
+		}
+		f := filepath.Join(t.TempDir(), "out.yaml")
+		if err := os.WriteFile(f, []byte(r.stdout), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if v := run(t, nil, "bootstrap", "validate", f); v.code != 0 {
+			t.Fatalf("%v with a token: rendered output invalid: %s", args, v.stderr)
+		}
+
+		r = run(t, []string{"LLMROUTER_LLM_SCHEDULER_XDS_TOKEN="}, args...)
+		if r.code != 0 || strings.Contains(r.stdout, "initial_metadata") {
+			t.Errorf("%v without a token: exit %d, initial_metadata present: %v", args, r.code, strings.Contains(r.stdout, "initial_metadata"))
+		}
+	}
+	// A token Envoy would mangle is refused before anything is printed.
+	r := run(t, []string{"LLMROUTER_LLM_SCHEDULER_XDS_TOKEN=50%off"}, "bootstrap")
+	if r.code == 0 || r.stdout != "" || !strings.Contains(r.stderr, "llm_scheduler.xds_token") {
+		t.Errorf("bad token: exit %d, stdout %d bytes, stderr %s", r.code, len(r.stdout), r.stderr)
+	}
+}
