@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmrouter/llmrouter/sim/peers"
 	"github.com/llmrouter/llmrouter/sim/workload"
 )
 
@@ -40,8 +41,11 @@ func TestAcceptanceMultiTurn(t *testing.T) {
 	rr := run(t, acceptanceOptions(t, acceptanceConcurrency, d), "round-robin")
 	lr := run(t, acceptanceOptions(t, acceptanceConcurrency, d), "least-request")
 	pc := run(t, acceptanceOptions(t, acceptanceConcurrency, d), "prefix-cache")
-	t.Logf("simulated 4 runs in %s", time.Since(start).Round(time.Millisecond))
-	for _, r := range []Result{rr, lr, pc} {
+	// The peers' published defaults (sim/peers), on the same arrivals.
+	ca := run(t, acceptanceOptions(t, acceptanceConcurrency, d), peers.CacheAware)
+	sc := run(t, acceptanceOptions(t, acceptanceConcurrency, d), peers.Scorer)
+	t.Logf("simulated 6 runs in %s", time.Since(start).Round(time.Millisecond))
+	for _, r := range []Result{rr, lr, ca, sc, pc} {
 		t.Logf("%-14s requests %6d (failed %d)  out %8.1f tok/s  TTFT mean %7.1f p50 %7.1f p99 %7.1f ms  TPOT %5.2f ms  hit %.3f  at home %d/%d  peak load/mean %.2f  per instance %v",
 			r.Policy, r.Requests, r.Failed, r.OutputThroughput, r.TTFTMeanMs, r.TTFTMedianMs, r.TTFTP99Ms, r.TPOTMeanMs,
 			*r.PrefixHitRatio, r.AtHome, r.FollowUps, r.PeakLoadRatio, r.PerInstance)
@@ -59,7 +63,7 @@ func TestAcceptanceMultiTurn(t *testing.T) {
 	// Requests the scheduler rejects (its admission queue full) drop out of
 	// the latency statistics; a handful is the overload being real, more
 	// would flatter the policy that rejects.
-	for _, r := range []Result{idle, rr, lr, pc} {
+	for _, r := range []Result{idle, rr, lr, ca, sc, pc} {
 		if r.Failed*100 > r.Requests {
 			t.Fatalf("%s: %d of %d requests failed (over 1%%): %v", r.Policy, r.Failed, r.Requests+r.Failed, r.Errors)
 		}
@@ -80,6 +84,17 @@ func TestAcceptanceMultiTurn(t *testing.T) {
 		"prefix-cache %.1f ms, round-robin %.1f ms (ratio %.2f)", pc.TTFTP99Ms, rr.TTFTP99Ms, pc.TTFTP99Ms/rr.TTFTP99Ms)
 	check("output throughput >= 1.1 × round-robin's", pc.OutputThroughput >= 1.1*rr.OutputThroughput,
 		"prefix-cache %.1f tok/s, round-robin %.1f tok/s (ratio %.2f)", pc.OutputThroughput, rr.OutputThroughput, pc.OutputThroughput/rr.OutputThroughput)
+
+	// Issue 6: beat the peers' published approaches, on the mean and the
+	// tail of TTFT and on throughput.
+	for _, peer := range []Result{ca, sc} {
+		check("mean TTFT below "+peer.Policy+"'s", pc.TTFTMeanMs < peer.TTFTMeanMs,
+			"prefix-cache %.1f ms, %s %.1f ms", pc.TTFTMeanMs, peer.Policy, peer.TTFTMeanMs)
+		check("p99 TTFT below "+peer.Policy+"'s", pc.TTFTP99Ms < peer.TTFTP99Ms,
+			"prefix-cache %.1f ms, %s %.1f ms", pc.TTFTP99Ms, peer.Policy, peer.TTFTP99Ms)
+		check("output throughput above "+peer.Policy+"'s", pc.OutputThroughput > peer.OutputThroughput,
+			"prefix-cache %.1f tok/s, %s %.1f tok/s", pc.OutputThroughput, peer.Policy, peer.OutputThroughput)
+	}
 
 	// Issue 6: a higher prefix hit ratio than least-request, and no instance
 	// ever carrying more than twice the mean load.
