@@ -84,6 +84,20 @@ func done(t *testing.T, s *Scheduler, id string) {
 	}
 }
 
+// awaitRouted waits for a queued request's final answer: routed, first to
+// want, and never to gone ("" when any).
+func awaitRouted(t *testing.T, final <-chan *llmrouterv1.PickResponse, want, gone string) {
+	t.Helper()
+	select {
+	case r := <-final:
+		if r.Status != llmrouterv1.PickResponse_ROUTED || r.Endpoints[0] != want || (gone != "" && slices.Contains(r.Endpoints, gone)) {
+			t.Fatalf("queued request: %v, want routed to %s (and never to %q)", r, want, gone)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("queued request not routed when an instance freed up")
+	}
+}
+
 // TestConformanceEmptyPools: no instance serving the model is 404 while
 // others serve other models, 503 while none at all is registered — for every
 // policy, never a pick.
@@ -149,14 +163,7 @@ func TestConformanceSaturatedNeverPicked(t *testing.T) {
 				t.Fatalf("all saturated: %v, want QUEUED", resp)
 			}
 			mustReport(t, s, addrs[2], load(1, 0))
-			select {
-			case r := <-final:
-				if r.Status != llmrouterv1.PickResponse_ROUTED || r.Endpoints[0] != addrs[2] {
-					t.Fatalf("queued request: %v, want routed to %s", r, addrs[2])
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("queued request not routed when an instance freed up")
-			}
+			awaitRouted(t, final, addrs[2], "")
 		})
 	}
 }
@@ -196,14 +203,7 @@ func TestConformanceInstanceLeaves(t *testing.T) {
 			}
 			s.Deregister(addrs[1], 0, "test: left while a request waited")
 			mustReport(t, s, addrs[2], load(1, 0))
-			select {
-			case r := <-final:
-				if r.Status != llmrouterv1.PickResponse_ROUTED || r.Endpoints[0] != addrs[2] || slices.Contains(r.Endpoints, addrs[1]) {
-					t.Fatalf("queued request: %v, want routed to %s only", r, addrs[2])
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("queued request not routed")
-			}
+			awaitRouted(t, final, addrs[2], addrs[1])
 		})
 	}
 }

@@ -9,8 +9,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/llmrouter/llmrouter/internal/grpcx"
 )
 
 // refusedMessage replaces grpcx's refusal text, which speaks of the agents'
@@ -69,14 +70,7 @@ func (s *Server) refusal(ctx context.Context, method string, err error) error {
 	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get("authorization")) > 0 {
 		reason = "wrong token"
 	}
-	addr := "unknown"
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		addr = p.Addr.String()
-	}
-	host := addr
-	if h, _, err := net.SplitHostPort(addr); err == nil {
-		host = h
-	}
+	addr, host := grpcx.PeerHost(ctx)
 	if s.refused.first(host) {
 		s.log.Warn("xds client refused: "+reason+" (logged once per host; llmrouter_xds_unauthenticated_total counts every refusal)",
 			zap.String("peer", addr), zap.String("method", method))

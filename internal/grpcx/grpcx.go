@@ -23,6 +23,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/llmrouter/llmrouter/internal/config"
@@ -211,4 +212,19 @@ func CheckExposure(listen, token string, insecureOK bool) error {
 	}
 	return errors.New("refusing to listen on " + listen + " without a token: set " + TokenEnv +
 		", bind to 127.0.0.1, or pass --insecure (llm_scheduler.insecure) to accept unauthenticated agents")
+}
+
+// PeerHost returns a call's remote address and its host part ("unknown"
+// when the transport gives none), for logs that name a refused caller once
+// per host rather than once per connection.
+func PeerHost(ctx context.Context) (addr, host string) {
+	addr = "unknown"
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		addr = p.Addr.String()
+	}
+	host = addr
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		host = h
+	}
+	return addr, host
 }

@@ -2,15 +2,15 @@ package server
 
 import (
 	"context"
-	"net"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/llmrouter/llmrouter/internal/grpcx"
 )
 
 // refusalLogEvery bounds the log lines one peer's refused calls produce: a
@@ -52,14 +52,7 @@ func (r *refusals) note(ctx context.Context, method string, err error) {
 	if status.Code(err) != codes.Unauthenticated {
 		return
 	}
-	addr := "unknown"
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		addr = p.Addr.String()
-	}
-	ip := addr
-	if h, _, err := net.SplitHostPort(addr); err == nil {
-		ip = h
-	}
+	addr, ip := grpcx.PeerHost(ctx)
 	now := time.Now()
 	r.mu.Lock()
 	last := r.seen[ip]
