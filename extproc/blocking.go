@@ -58,6 +58,7 @@ func (s *Server) blocking(stream extprocv3.ExternalProcessor_ProcessServer, msg 
 			resp = s.onRequestHeaders(stream.Context(), st, r.RequestHeaders)
 		case *extprocv3.ProcessingRequest_RequestBody:
 			resp = s.onRequestBody(stream.Context(), st, r.RequestBody)
+			releaseBody(r.RequestBody) // nothing refers to the body any more
 		case *extprocv3.ProcessingRequest_RequestTrailers:
 			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}}
 		case *extprocv3.ProcessingRequest_ResponseHeaders:

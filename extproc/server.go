@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
@@ -260,9 +261,13 @@ func newRequestID() string {
 // one flight instead of waiting on flow-control updates, a receive limit
 // above Envoy's buffer limits (a larger body would fail the stream and pass
 // through), unlimited concurrent streams (one per HTTP request and filter),
-// and keepalive that tolerates Envoy's pings.
+// keepalive that tolerates Envoy's pings, and the gateway's codec and buffer
+// pool (Codec, BufferPool: a buffered body is copied once and recycled, no
+// buffer is cleared).
 func GRPCServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(Codec()),
+		experimental.BufferPool(BufferPool()),
 		grpc.InitialWindowSize(4 << 20),
 		grpc.InitialConnWindowSize(16 << 20),
 		grpc.MaxRecvMsgSize(32 << 20),
