@@ -19,6 +19,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
@@ -140,7 +142,12 @@ func start(o Options) (*system, error) {
 		return nil, err
 	}
 	go func() { _ = s.srv.Serve(ln) }()
-	client, conn, err := envoytest.Dial(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The Envoy stand-in marshals with the gateway's codec and pool: gRPC's
+	// default ones clear a 1 MiB buffer for every 256 KiB body, a cost of
+	// this generator that Envoy does not have and that would otherwise be
+	// taken from the gateway's share of the two cores.
+	client, conn, err := envoytest.Dial(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		experimental.WithBufferPool(extproc.BufferPool()), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(extproc.Codec())))
 	if err != nil {
 		s.srv.Stop()
 		return nil, err
@@ -182,49 +189,73 @@ func (s *system) reports(ctx context.Context) {
 
 // prompts builds request bodies: conversations under a few shared system
 // prompts, each distinct after its prefix, so the prefix index does real work.
+// The generator shares the cores with the gateway, so its own cost is kept
+// small: each body is one copy of a prebuilt template (per system prompt)
+// into a reused buffer, with the request's number stamped at the start of
+// the user message. Block hashes chain, so every block after the stamp is
+// new to the index, as it is with a fully distinct user text.
 type prompts struct {
-	system []string
-	size   int
-	rng    *rand.Rand
-	mu     sync.Mutex
-	n      int
+	templates [][]byte // a whole body per system prompt, user text filler
+	stampAt   []int    // where the user text starts in each template
+	rng       *rand.Rand
+	mu        sync.Mutex
+	n         int
+	bufs      sync.Pool
 }
 
+// stampLen is the room the request number takes at the start of the user
+// text ("question 0000000042; "), so a body is exactly its template's size.
+const stampLen = len("question 0000000000; ")
+
 func newPrompts(size int, seed uint64) *prompts {
-	p := &prompts{size: size, rng: rand.New(rand.NewPCG(seed, 2))}
+	p := &prompts{rng: rand.New(rand.NewPCG(seed, 2))}
+	filler := strings.Repeat("about topic 17, and then some more words; ", size/40+1)
 	for i := range 8 {
-		p.system = append(p.system, strings.Repeat(fmt.Sprintf("You are assistant %d. Follow the policy. ", i), size/80+1)[:size/2])
+		sys := strings.Repeat(fmt.Sprintf("You are assistant %d. Follow the policy. ", i), size/80+1)[:size/2]
+		userLen := max(stampLen, size-len(sys))
+		user := strings.Repeat(" ", stampLen) + filler[:userLen-stampLen]
+		head := `{"model":"model","stream":true,"max_tokens":128,"messages":[{"role":"system","content":"` +
+			sys + `"},{"role":"user","content":"`
+		p.templates = append(p.templates, []byte(head+user+`"}]}`))
+		p.stampAt = append(p.stampAt, len(head))
 	}
 	return p
 }
 
+// next returns a request id and its body; release gives the body back once
+// the request has been sent.
 func (p *prompts) next() (id string, body []byte) {
 	p.mu.Lock()
 	p.n++
 	n := p.n
-	sys := p.system[p.rng.IntN(len(p.system))]
+	k := p.rng.IntN(len(p.templates))
 	p.mu.Unlock()
-	user := strings.Repeat(fmt.Sprintf("question %d about topic %d; ", n, n%97), p.size/30+1)
-	user = user[:max(1, p.size-len(sys))]
-	var b strings.Builder
-	b.Grow(p.size + 256)
-	b.WriteString(`{"model":"model","stream":true,"max_tokens":128,"messages":[{"role":"system","content":"`)
-	b.WriteString(sys)
-	b.WriteString(`"},{"role":"user","content":"`)
-	b.WriteString(user)
-	b.WriteString(`"}]}`)
-	return fmt.Sprintf("req-%d", n), []byte(b.String())
+	tpl := p.templates[k]
+	var buf []byte
+	if b, ok := p.bufs.Get().(*[]byte); ok && cap(*b) >= len(tpl) {
+		buf = (*b)[:len(tpl)]
+	} else {
+		buf = make([]byte, len(tpl))
+	}
+	copy(buf, tpl)
+	at := p.stampAt[k]
+	var stamp [stampLen]byte
+	copy(buf[at:at+stampLen], fmt.Appendf(stamp[:0], "question %010d; ", n%10_000_000_000))
+	return "req-" + strconv.Itoa(n), buf
 }
+
+func (p *prompts) release(body []byte) { p.bufs.Put(&body) }
 
 // one sends one request through filter #1 and reports its completion to the
 // scheduler (as filter #2 would), returning the exchange's latency.
 func (s *system) one(ctx context.Context, p *prompts) (time.Duration, error) {
 	id, body := p.next()
+	defer p.release(body)
 	req := envoytest.Request{Headers: []envoytest.Header{
 		{Key: ":method", Value: "POST"}, {Key: ":path", Value: "/v1/chat/completions"},
 		{Key: ":authority", Value: "llm"}, {Key: ":scheme", Value: "http"},
 		{Key: "content-type", Value: "application/json"}, {Key: "x-request-id", Value: id},
-		{Key: "content-length", Value: fmt.Sprint(len(body))},
+		{Key: "content-length", Value: strconv.Itoa(len(body))},
 	}, Body: body}
 	t0 := time.Now()
 	res := s.filter.Do(ctx, req)
