@@ -68,7 +68,13 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
-	if req, ok := v.(*extprocv3.ProcessingRequest); ok && data.Len() >= minPooledBody {
+	return c.unmarshal(data, v, minPooledBody)
+}
+
+// unmarshal takes the body shortcut for messages of at least minBody bytes
+// (tests pass 0 to exercise it on small inputs).
+func (c codec) unmarshal(data mem.BufferSlice, v any, minBody int) error {
+	if req, ok := v.(*extprocv3.ProcessingRequest); ok && data.Len() >= minBody {
 		if c.unmarshalBody(data, req) {
 			return nil
 		}
