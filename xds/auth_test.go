@@ -17,7 +17,6 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -58,25 +57,7 @@ func startAuth(t *testing.T, token string, reported net.Addr) *authFixture {
 	if reported != nil {
 		lis = reportedAs{Listener: tcp, addr: reported}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := s.Serve(ctx, lis); err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		<-done
-		s.Close()
-	})
-	return &authFixture{srv: s, conn: conn, logs: logs}
+	return &authFixture{srv: s, conn: serve(t, s, lis, target), logs: logs}
 }
 
 // withAuth is what Envoy sends from the bootstrap's initial_metadata.

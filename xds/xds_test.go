@@ -55,6 +55,13 @@ func start(t testing.TB, interval time.Duration, before func(*Server)) *fixture 
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &fixture{addr: lis.Addr().String(), srv: s, reg: reg, conn: serve(t, s, lis, lis.Addr().String())}
+}
+
+// serve runs s on lis until the test ends and returns a client connection
+// to target.
+func serve(t testing.TB, s *Server, lis net.Listener, target string) *grpc.ClientConn {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -63,7 +70,7 @@ func start(t testing.TB, interval time.Duration, before func(*Server)) *fixture 
 			t.Errorf("serve: %v", err)
 		}
 	}()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +80,7 @@ func start(t testing.TB, interval time.Duration, before func(*Server)) *fixture 
 		<-done
 		s.Close()
 	})
-	return &fixture{addr: lis.Addr().String(), srv: s, reg: reg, conn: conn}
+	return conn
 }
 
 // queue collects responses per type URL from a receiving goroutine.
