@@ -60,10 +60,12 @@ func (r *recorder) leave() { r.mu.Lock(); r.busy = false; r.mu.Unlock() }
 
 func (r *recorder) log(s string) { r.mu.Lock(); r.calls = append(r.calls, s); r.mu.Unlock() }
 
-var rec = &recorder{}
+// rec is the recorder the last scheduler built with "test-recorder" got: a
+// fresh one each time, so no test reads another's calls.
+var rec *recorder
 
 func init() {
-	policy.Register("test-recorder", func(policy.Deps) (policy.Policy, error) { return rec, nil })
+	policy.Register("test-recorder", func(policy.Deps) (policy.Policy, error) { rec = &recorder{}; return rec, nil })
 }
 
 func TestObserverHooks(t *testing.T) {
