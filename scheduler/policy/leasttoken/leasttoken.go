@@ -4,11 +4,11 @@ import (
 	"container/list"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"time"
 
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
+	"github.com/llmrouter/llmrouter/scheduler/policy/internal/bypos"
 	"github.com/llmrouter/llmrouter/scheduler/policy/internal/rank"
 )
 
@@ -164,12 +164,10 @@ type Policy struct {
 	byInst map[string]*account
 	scores []float64
 
-	// The candidates' accounts by position (see accounts), valid while
-	// acctGen, which changes whenever an account is made or dropped, equals
-	// posGen.
-	posPtr          []*policy.Instance
-	posAcct         []*account
-	posGen, acctGen uint64
+	// The candidates' accounts by position (see accounts); acctGen changes
+	// whenever an account is made or dropped.
+	pos     bypos.Cache[*account]
+	acctGen uint64
 }
 
 // New builds the policy from d.Config.
@@ -262,27 +260,10 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 	return policy.Decision{Ranked: rank.Top(p.rand, cands, sc, p.keep)}
 }
 
-// accounts returns each candidate's account, by position. The scheduler
-// passes its candidates in a stable order, so a cache by position saves a
-// map lookup by ID per candidate (the largest cost of a pick over a
-// thousand). An entry is trusted for the same instance pointer while no
-// account was made or dropped: the cache holds the pointer, so its address
-// cannot be reused by another instance, and an Instance's ID never changes.
+// accounts returns each candidate's account, by position (internal/bypos),
+// cached while no account is made or dropped (acctGen).
 func (p *Policy) accounts(cands []*policy.Instance) []*account {
-	n := len(cands)
-	if len(p.posPtr) != n || p.posGen != p.acctGen {
-		p.posPtr = slices.Grow(p.posPtr[:0], n)[:n]
-		p.posAcct = slices.Grow(p.posAcct[:0], n)[:n]
-		clear(p.posPtr)
-		p.posGen = p.acctGen
-	}
-	ptrs, accts := p.posPtr[:n], p.posAcct[:n]
-	for i, c := range cands {
-		if ptrs[i] != c {
-			ptrs[i], accts[i] = c, p.byInst[c.ID]
-		}
-	}
-	return accts
+	return p.pos.Get(cands, p.acctGen, func(c *policy.Instance) *account { return p.byInst[c.ID] })
 }
 
 // Picked records the request's expected output against the chosen instance.

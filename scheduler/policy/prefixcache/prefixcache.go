@@ -11,6 +11,7 @@ import (
 
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
+	"github.com/llmrouter/llmrouter/scheduler/policy/internal/bypos"
 	"github.com/llmrouter/llmrouter/scheduler/policy/internal/rank"
 	"github.com/llmrouter/llmrouter/scheduler/prefixindex"
 )
@@ -83,10 +84,10 @@ type Policy struct {
 	lastHit bool
 	lastN   int
 
-	// The candidates' slots by position (see slots), valid for posGen.
-	posPtr  []*policy.Instance
+	// The candidates' index slots by position (see slots).
+	pos bypos.Cache[int32]
+	// posSlot is the last pick's slots, by candidate position.
 	posSlot []int32
-	posGen  uint64
 
 	hitBlocks, missBlocks prometheus.Counter // see blockCounter
 
@@ -360,27 +361,11 @@ func (in *inputs) bound(held int32, tau float64) bound {
 	return bound{tau: tau, maxRunning: r}
 }
 
-// slots returns the index slot of each candidate, by position. The
-// scheduler passes its candidates in a stable order, so a cache by position
-// avoids a map lookup per candidate. An entry is trusted for the same
-// instance pointer while no slot changed: the cache holds the pointer, so
-// its address cannot be reused by another instance, and an Instance's ID
-// never changes.
+// slots returns the index slot of each candidate, by position, cached
+// while no slot is handed out or freed (the index's slot generation).
 func (p *Policy) slots(cands []*policy.Instance) []int32 {
-	n := len(cands)
-	if gen := p.idx.SlotGen(); len(p.posPtr) != n || p.posGen != gen {
-		p.posPtr = slices.Grow(p.posPtr[:0], n)[:n]
-		p.posSlot = slices.Grow(p.posSlot[:0], n)[:n]
-		clear(p.posPtr)
-		p.posGen = gen
-	}
-	ptrs, slots := p.posPtr[:n], p.posSlot[:n]
-	for i, c := range cands {
-		if ptrs[i] != c {
-			ptrs[i], slots[i] = c, p.idx.Slot(c.ID)
-		}
-	}
-	return slots
+	p.posSlot = p.pos.Get(cands, p.idx.SlotGen(), func(c *policy.Instance) int32 { return p.idx.Slot(c.ID) })
+	return p.posSlot
 }
 
 // costs writes each candidate's cost (see parts) and load, and returns the
@@ -596,10 +581,8 @@ func (p *Policy) held(req *policy.Request, c *policy.Instance) int {
 		if !p.lastHit {
 			held = 0
 		}
-		for i := 0; held < 0 && i < p.lastN; i++ {
-			if p.posPtr[i] == c {
-				held = int(p.match[i])
-			}
+		if i := p.pos.Index(c); held < 0 && i >= 0 && i < p.lastN {
+			held = int(p.match[i])
 		}
 	}
 	if held < 0 { // not a candidate of the last Pick: look it up
