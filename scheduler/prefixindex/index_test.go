@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/llmrouter/llmrouter/internal/config"
 )
 
 // model is the obviously correct index: per instance an ordered LRU list.
@@ -207,5 +209,38 @@ func TestMetrics(t *testing.T) {
 	}
 	if got["llmrouter_prefix_index_blocks"] != 8 || got["llmrouter_prefix_index_pairs"] != 8 || got["llmrouter_prefix_index_bytes"] <= 0 {
 		t.Fatalf("metrics summed over both indexes: %v; want 8 blocks, 8 pairs, some bytes", got)
+	}
+}
+
+// TestSizing: a request's own block size wins over the configuration's;
+// unset settings take the defaults; prompt tokens counted by the gateway
+// win over the estimate from blocks.
+func TestSizing(t *testing.T) {
+	var zero config.Config
+	z := NewSizing(zero) // 4 chars a token, 64-char blocks, 16384 default blocks
+	if got := z.TokensPerBlock(0); got != 16 {
+		t.Fatalf("TokensPerBlock(config) = %v, want 16", got)
+	}
+	if got := z.TokensPerBlock(128); got != 32 {
+		t.Fatalf("TokensPerBlock(128) = %v, want 32", got)
+	}
+	if got := z.PromptTokens(0, 10, 0); got != 160 {
+		t.Fatalf("PromptTokens from 10 blocks = %v, want 160", got)
+	}
+	if got := z.PromptTokens(99, 10, 0); got != 99 {
+		t.Fatalf("PromptTokens counted = %v, want 99", got)
+	}
+	if got := z.Capacity(0, 0, 0); got != 16384 {
+		t.Fatalf("Capacity unknown = %d, want the default 16384", got)
+	}
+	// 1000 KV blocks of 16 tokens at 4 chars a token: 64,000 chars, 500
+	// blocks of 128 chars.
+	if got := z.Capacity(1000, 16, 128); got != 500 {
+		t.Fatalf("Capacity(1000×16, 128-char blocks) = %d, want 500", got)
+	}
+	cfg := config.Default()
+	cfg.Gateway.BlockChars, cfg.Gateway.CharsPerToken = 32, 2
+	if got := NewSizing(cfg).TokensPerBlock(0); got != 16 {
+		t.Fatalf("configured 32 chars at 2 a token: %v tokens a block, want 16", got)
 	}
 }

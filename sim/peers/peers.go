@@ -37,32 +37,21 @@ const (
 // peer is either comparison policy: a prefix index learnt from its own
 // picks and a decision rule.
 type peer struct {
-	kind          kind
-	rand          *rand.Rand
-	idx           *prefixindex.Index
-	charsPerToken float64
-	blockChars    int
-	defBlocks     int
-	scores        []float64
+	kind   kind
+	rand   *rand.Rand
+	idx    *prefixindex.Index
+	size   prefixindex.Sizing
+	scores []float64
 }
 
 func newPeer(d policy.Deps, k kind) *peer {
 	c := d.Config
 	p := &peer{
 		kind: k, rand: d.Rand, idx: prefixindex.New(c.Scheduler.Policies.PrefixIndexMaxBlocks),
-		charsPerToken: c.Gateway.CharsPerToken, blockChars: c.Gateway.BlockChars, defBlocks: c.Scheduler.Policies.PrefixIndexDefaultBlocks,
+		size: prefixindex.NewSizing(c),
 	}
 	if p.rand == nil {
 		p.rand = rand.New(rand.NewPCG(1, 2))
-	}
-	if p.charsPerToken <= 0 {
-		p.charsPerToken = 4
-	}
-	if p.blockChars <= 0 {
-		p.blockChars = 64
-	}
-	if p.defBlocks <= 0 {
-		p.defBlocks = 16384
 	}
 	return p
 }
@@ -148,11 +137,7 @@ func (p *peer) Picked(req *policy.Request, d policy.Decision) {
 		return
 	}
 	c := d.Ranked[0]
-	bc := req.BlockChars
-	if bc <= 0 {
-		bc = p.blockChars
-	}
-	p.idx.Insert(c.ID, prefixindex.CapacityBlocks(c.NumGPUBlocks, c.BlockSize, p.charsPerToken, bc, p.defBlocks), req.BlockHashes)
+	p.idx.Insert(c.ID, p.size.Capacity(c.NumGPUBlocks, c.BlockSize, req.BlockChars), req.BlockHashes)
 }
 
 func (*peer) Completed(string, string, int64, int64) {}

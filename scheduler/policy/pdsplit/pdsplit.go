@@ -30,13 +30,11 @@ type Split struct {
 	// dynamic only. idx tells which blocks each destination holds: the
 	// decode policy's own index when it keeps one (shared, read only here),
 	// else one this policy keeps (own).
-	idx           *prefixindex.Index
-	own           bool
-	minTokens     float64
-	busyLoad      int64
-	charsPerToken float64
-	blockChars    int
-	defBlocks     int
+	idx       *prefixindex.Index
+	own       bool
+	minTokens float64
+	busyLoad  int64
+	size      prefixindex.Sizing
 
 	pre, dec []*policy.Instance // scratch
 }
@@ -87,15 +85,7 @@ func New(d policy.Deps, dynamic bool) (*Split, error) {
 		}
 		s.minTokens = float64(pc.PDMinPrefillTokens)
 		s.busyLoad = int64(pc.PDDecodeBusyLoad)
-		s.charsPerToken = c.Gateway.CharsPerToken
-		if s.charsPerToken <= 0 {
-			s.charsPerToken = 4
-		}
-		s.blockChars = c.Gateway.BlockChars
-		if s.blockChars <= 0 {
-			s.blockChars = 64
-		}
-		s.defBlocks = pc.PrefixIndexDefaultBlocks
+		s.size = prefixindex.NewSizing(c)
 	}
 	return s, nil
 }
@@ -164,21 +154,13 @@ func (s *Split) disaggregate(req *policy.Request, dest *policy.Instance) bool {
 	if dest.Load() < s.busyLoad {
 		return false
 	}
-	bc := req.BlockChars
-	if bc <= 0 {
-		bc = s.blockChars
-	}
-	tpb := float64(bc) / s.charsPerToken
-	prompt := float64(req.PromptTokens)
-	if prompt <= 0 {
-		prompt = float64(len(req.BlockHashes)) * tpb
-	}
+	prompt := s.size.PromptTokens(req.PromptTokens, len(req.BlockHashes), req.BlockChars)
 	if prompt < s.minTokens {
 		return false // too short even when nothing is cached: skip the lookup
 	}
 	cached := 0.0
 	if s.match(req.BlockHashes) > 0 {
-		cached = float64(s.idx.Matched(s.idx.Slot(dest.ID))) * tpb
+		cached = float64(s.idx.Matched(s.idx.Slot(dest.ID))) * s.size.TokensPerBlock(req.BlockChars)
 	}
 	return prompt-cached >= s.minTokens
 }
@@ -212,8 +194,7 @@ func (s *Split) Picked(req *policy.Request, d policy.Decision) {
 	if s.own && len(req.BlockHashes) > 0 {
 		for _, c := range []*policy.Instance{first(d.Ranked), d.Prefill} {
 			if c != nil {
-				capacity := prefixindex.CapacityBlocks(c.NumGPUBlocks, c.BlockSize, s.charsPerToken, s.blockChars, s.defBlocks)
-				s.idx.Insert(c.ID, capacity, req.BlockHashes)
+				s.idx.Insert(c.ID, s.size.Capacity(c.NumGPUBlocks, c.BlockSize, req.BlockChars), req.BlockHashes)
 			}
 		}
 	}

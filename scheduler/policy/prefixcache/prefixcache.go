@@ -42,14 +42,12 @@ type Model struct {
 // Policy is prefix-cache. It keeps its prefix index and estimates; the
 // scheduler calls it serially.
 type Policy struct {
-	m             Model
-	rand          *rand.Rand
-	log           *zap.Logger
-	idx           *prefixindex.Index
-	charsPerToken float64
-	blockChars    int
-	defBlocks     int
-	keep          int // candidates ranked exactly
+	m    Model
+	rand *rand.Rand
+	log  *zap.Logger
+	idx  *prefixindex.Index
+	size prefixindex.Sizing
+	keep int // candidates ranked exactly
 
 	clock policy.Clock
 
@@ -131,14 +129,6 @@ func New(d policy.Deps) (*Policy, error) {
 	if pc.MaxBatchedTokens == 0 { // a zero Config (tests): take the defaults
 		pc = config.DefaultPolicies()
 	}
-	cpt := c.Gateway.CharsPerToken
-	if cpt <= 0 {
-		cpt = 4
-	}
-	bc := c.Gateway.BlockChars
-	if bc <= 0 {
-		bc = 64
-	}
 	p := &Policy{
 		clock: d.Clock,
 		m: Model{
@@ -149,19 +139,17 @@ func New(d policy.Deps) (*Policy, error) {
 			DecodeWeight:     pc.DecodeWeight,
 			MaxLoadRatio:     pc.MaxLoadRatio,
 		},
-		rand:          d.Rand,
-		log:           d.Log,
-		idx:           prefixindex.New(pc.PrefixIndexMaxBlocks),
-		charsPerToken: cpt,
-		blockChars:    bc,
-		defBlocks:     pc.PrefixIndexDefaultBlocks,
-		keep:          max(c.Gateway.RetryCount+3, 4),
-		avgPrompt:     512,
-		avgUncached:   512,
-		uncachedFr:    1,
-		avgOut:        float64(pc.DefaultOutputTokens),
-		tails:         make([]tail, tailSlots),
-		calibrated:    pc.SpeedCalibration,
+		rand:        d.Rand,
+		log:         d.Log,
+		idx:         prefixindex.New(pc.PrefixIndexMaxBlocks),
+		size:        prefixindex.NewSizing(c),
+		keep:        max(c.Gateway.RetryCount+3, 4),
+		avgPrompt:   512,
+		avgUncached: 512,
+		uncachedFr:  1,
+		avgOut:      float64(pc.DefaultOutputTokens),
+		tails:       make([]tail, tailSlots),
+		calibrated:  pc.SpeedCalibration,
 	}
 	for i := range p.tails {
 		p.tails[i].slot = -1
@@ -474,15 +462,8 @@ type inputs struct {
 }
 
 func (p *Policy) inputs(req *policy.Request) inputs {
-	bc := req.BlockChars
-	if bc <= 0 {
-		bc = p.blockChars
-	}
-	tpb := float64(bc) / p.charsPerToken
-	prompt := float64(req.PromptTokens)
-	if prompt <= 0 {
-		prompt = float64(len(req.BlockHashes)) * tpb
-	}
+	tpb := p.size.TokensPerBlock(req.BlockChars)
+	prompt := p.size.PromptTokens(req.PromptTokens, len(req.BlockHashes), req.BlockChars)
 	out := p.avgOut
 	if req.MaxTokens > 0 {
 		out = min(out, float64(req.MaxTokens))
@@ -679,12 +660,7 @@ func (p *Policy) insert(req *policy.Request, c *policy.Instance) {
 	if len(req.BlockHashes) == 0 {
 		return
 	}
-	bc := req.BlockChars
-	if bc <= 0 {
-		bc = p.blockChars
-	}
-	capacity := prefixindex.CapacityBlocks(c.NumGPUBlocks, c.BlockSize, p.charsPerToken, bc, p.defBlocks)
-	p.idx.Insert(c.ID, capacity, req.BlockHashes)
+	p.idx.Insert(c.ID, p.size.Capacity(c.NumGPUBlocks, c.BlockSize, req.BlockChars), req.BlockHashes)
 	last := req.BlockHashes[len(req.BlockHashes)-1]
 	p.tails[last&(tailSlots-1)] = tail{hash: last, slot: p.idx.Slot(c.ID)}
 }
