@@ -12,16 +12,7 @@ import "math/bits"
 // bitsets while many do. The cost is bounded by the blocks matched times the
 // smaller of the holders and the instance count / 64.
 func (x *Index) Match(hashes []uint64) int {
-	x.lookup++
-	if x.lookup == 0 { // wrapped: old stamps could alias
-		clear(x.lensAt)
-		x.lookup = 1
-	}
-	x.matched = x.matched[:0]
-	if len(hashes) == 0 {
-		return 0
-	}
-	b, ok := x.blocks[hashes[0]]
+	b, ok := x.begin(hashes)
 	if !ok {
 		return 0
 	}
@@ -117,6 +108,22 @@ func (x *Index) Match(hashes []uint64) int {
 	}
 	x.endAll(dense, len(hashes))
 	return len(x.matched)
+}
+
+// begin starts a lookup: it forgets the last one's results and returns the
+// chain's first block (false when nothing holds it, or there is none).
+func (x *Index) begin(hashes []uint64) (block, bool) {
+	x.lookup++
+	if x.lookup == 0 { // wrapped: old stamps could alias
+		clear(x.lensAt)
+		x.lookup = 1
+	}
+	x.matched = x.matched[:0]
+	if len(hashes) == 0 {
+		return block{}, false
+	}
+	b, ok := x.blocks[hashes[0]]
+	return b, ok
 }
 
 // Matched is the number of leading blocks instance slot s held in the last
@@ -239,16 +246,7 @@ type cut struct {
 // block before each drop. For unchained input (blocks shared between
 // unrelated chains) the results may differ from Match; use Match there.
 func (x *Index) MatchChain(hashes []uint64) int {
-	x.lookup++
-	if x.lookup == 0 { // wrapped: old stamps could alias
-		clear(x.lensAt)
-		x.lookup = 1
-	}
-	x.matched = x.matched[:0]
-	if len(hashes) == 0 {
-		return 0
-	}
-	b0, ok := x.blocks[hashes[0]]
+	b0, ok := x.begin(hashes)
 	if !ok {
 		return 0
 	}
