@@ -81,45 +81,26 @@ func dialable(listen, defPort string) string {
 
 // Build assembles the bootstrap.
 func Build(o Options) (*bootstrapv3.Bootstrap, error) {
-	lis, err := envoy.Listener(o.Envoy)
+	b, err := common(o, o.Envoy, envoy.XDSCluster)
 	if err != nil {
 		return nil, err
-	}
-	xds, err := envoy.GRPCCluster(envoy.XDSCluster, o.XDSAddress)
-	if err != nil {
-		return nil, fmt.Errorf("--xds: %w", err)
-	}
-	ext, err := envoy.GRPCCluster(envoy.ExtProcCluster, o.ExtProcAddress)
-	if err != nil {
-		return nil, fmt.Errorf("--extproc: %w", err)
-	}
-	admin, err := socketAddress(o.AdminAddress)
-	if err != nil {
-		return nil, fmt.Errorf("--admin: %w", err)
 	}
 	api := corev3.ApiConfigSource_GRPC
 	if o.Delta {
 		api = corev3.ApiConfigSource_DELTA_GRPC
 	}
-	return &bootstrapv3.Bootstrap{
-		Node:  &corev3.Node{Id: o.NodeID, Cluster: o.NodeCluster},
-		Admin: &bootstrapv3.Admin{Address: admin},
-		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
-			Listeners: []*listenerv3.Listener{lis},
-			Clusters:  []*clusterv3.Cluster{xds, ext},
+	b.DynamicResources = &bootstrapv3.Bootstrap_DynamicResources{
+		AdsConfig: &corev3.ApiConfigSource{
+			ApiType:                   api,
+			TransportApiVersion:       corev3.ApiVersion_V3,
+			GrpcServices:              []*corev3.GrpcService{envoy.XDSGrpcService(envoy.XDSCluster, o.XDSToken)},
+			SetNodeOnFirstMessageOnly: true,
 		},
-		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
-			AdsConfig: &corev3.ApiConfigSource{
-				ApiType:                   api,
-				TransportApiVersion:       corev3.ApiVersion_V3,
-				GrpcServices:              []*corev3.GrpcService{envoy.XDSGrpcService(envoy.XDSCluster, o.XDSToken)},
-				SetNodeOnFirstMessageOnly: true,
-			},
-			// The listener is static; the fleet cluster (and through it its
-			// endpoints) comes over ADS.
-			CdsConfig: envoy.ADSConfigSource(),
-		},
-	}, nil
+		// The listener is static; the fleet cluster (and through it its
+		// endpoints) comes over ADS.
+		CdsConfig: envoy.ADSConfigSource(),
+	}
+	return b, nil
 }
 
 // BuildExistingEnvoy is what an Envoy with a configuration of its own needs:
@@ -131,11 +112,23 @@ func BuildExistingEnvoy(o Options) (*bootstrapv3.Bootstrap, error) {
 	eo.EDSCluster = xdsClusterName
 	eo.EDSDelta = o.Delta
 	eo.EDSToken = o.XDSToken
+	b, err := common(o, eo, xdsClusterName)
+	if err != nil {
+		return nil, err
+	}
+	b.StaticResources.Clusters = append([]*clusterv3.Cluster{envoy.BackendCluster(eo)}, b.StaticResources.Clusters...)
+	return b, nil
+}
+
+// common is what both renderings share: the node, the admin address, the
+// listener (from eo), and the scheduler's xDS cluster (named xdsName) and
+// the gateway's ext_proc cluster.
+func common(o Options, eo envoy.Options, xdsName string) (*bootstrapv3.Bootstrap, error) {
 	lis, err := envoy.Listener(eo)
 	if err != nil {
 		return nil, err
 	}
-	xds, err := envoy.GRPCCluster(xdsClusterName, o.XDSAddress)
+	xds, err := envoy.GRPCCluster(xdsName, o.XDSAddress)
 	if err != nil {
 		return nil, fmt.Errorf("--xds: %w", err)
 	}
@@ -152,7 +145,7 @@ func BuildExistingEnvoy(o Options) (*bootstrapv3.Bootstrap, error) {
 		Admin: &bootstrapv3.Admin{Address: admin},
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
 			Listeners: []*listenerv3.Listener{lis},
-			Clusters:  []*clusterv3.Cluster{envoy.BackendCluster(eo), xds, ext},
+			Clusters:  []*clusterv3.Cluster{xds, ext},
 		},
 	}, nil
 }
