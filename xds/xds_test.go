@@ -140,6 +140,24 @@ func (q *queue[R]) none(t testing.TB, typeURL string, d time.Duration) {
 	}
 }
 
+// pump feeds q from recv until the stream ends; the test's end cancels the
+// stream and waits for it.
+func pump[R any](t testing.TB, q *queue[R], recv func() (R, error), cancel func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(q.ch)
+		for {
+			r, err := recv()
+			if err != nil {
+				return
+			}
+			q.ch <- r
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 type sotwClient struct {
 	*queue[*discovery.DiscoveryResponse]
 	stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
@@ -153,19 +171,7 @@ func (f *fixture) sotw(t testing.TB) *sotwClient {
 		t.Fatal(err)
 	}
 	c := &sotwClient{queue: newQueue(func(r *discovery.DiscoveryResponse) string { return r.GetTypeUrl() }), stream: stream}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer close(c.ch)
-		for {
-			r, err := stream.Recv()
-			if err != nil {
-				return
-			}
-			c.ch <- r
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	pump(t, c.queue, stream.Recv, cancel)
 	return c
 }
 
@@ -340,19 +346,7 @@ func (f *fixture) delta(t testing.TB) *deltaClient {
 		t.Fatal(err)
 	}
 	c := &deltaClient{queue: newQueue(func(r *discovery.DeltaDiscoveryResponse) string { return r.GetTypeUrl() }), stream: stream}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer close(c.ch)
-		for {
-			r, err := stream.Recv()
-			if err != nil {
-				return
-			}
-			c.ch <- r
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	pump(t, c.queue, stream.Recv, cancel)
 	return c
 }
 
