@@ -300,6 +300,14 @@ func (r *renderer) messageText(role, text []byte) bool {
 
 var nl = []byte{'\n'}
 
+// sep writes s before every item of a list but the first.
+func (r *renderer) sep(first *bool, s []byte) {
+	if !*first {
+		r.lit(s)
+	}
+	*first = false
+}
+
 func (r *renderer) content(content []byte) bool {
 	s := scanner{b: content}
 	switch s.peek() {
@@ -316,10 +324,7 @@ func (r *renderer) content(content []byte) bool {
 				if !ok {
 					return false
 				}
-				if !first {
-					r.lit(nl)
-				}
-				first = false
+				r.sep(&first, nl)
 				return r.raw(raw)
 			}
 			var text []byte
@@ -341,10 +346,7 @@ func (r *renderer) content(content []byte) bool {
 				return false
 			}
 			if isText {
-				if !first {
-					r.lit(nl)
-				}
-				first = false
+				r.sep(&first, nl)
 				return r.raw(text)
 			}
 			return true
@@ -371,20 +373,14 @@ func (r *renderer) prompt(v []byte) bool {
 				if !ok {
 					return false
 				}
-				if !first {
-					r.lit(nl)
-				}
-				first = false
+				r.sep(&first, nl)
 				return r.raw(raw)
 			case '[':
 				sp, ok := s.span()
 				if !ok {
 					return false
 				}
-				if !first {
-					r.lit(nl)
-				}
-				first = false
+				r.sep(&first, nl)
 				r.lit(sp)
 				return true
 			default:
@@ -392,10 +388,7 @@ func (r *renderer) prompt(v []byte) bool {
 				if !ok {
 					return false
 				}
-				if !first {
-					r.lit([]byte{','})
-				}
-				first = false
+				r.sep(&first, []byte{','})
 				r.lit(num)
 				return true
 			}
@@ -412,15 +405,7 @@ func (r *renderer) responsesInput(v []byte) bool {
 	switch s.peek() {
 	case '"':
 		raw, ok := s.str()
-		if !ok {
-			return false
-		}
-		r.lit([]byte("user\n"))
-		if !r.raw(raw) {
-			return false
-		}
-		r.lit(nl)
-		return true
+		return ok && r.messageText([]byte("user"), raw)
 	case '[':
 		return s.array(func() bool {
 			var role, content, output []byte
