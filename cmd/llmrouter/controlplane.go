@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -142,13 +141,7 @@ func runControlPlane(ctx context.Context, cfg config.Config, log *zap.Logger, wi
 	xdsWG.Wait()
 	xs.Close()
 	if ep != nil {
-		stopped := make(chan struct{})
-		go func() { ep.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(httpserve.ShutdownGrace):
-			ep.Stop()
-		}
+		grpcx.Stop(ep, httpserve.ShutdownGrace)
 		epWG.Wait()
 	}
 	apiCancel()

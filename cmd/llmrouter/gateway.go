@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -122,13 +121,7 @@ func serveGateway(ctx context.Context, gw *extproc.Server, ln net.Listener, hs *
 	<-ctx.Done()
 	log.Info("gateway stopping")
 	hs.SetReadiness(func() error { return errors.New("shutting down") })
-	stopped := make(chan struct{})
-	go func() { g.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(httpserve.ShutdownGrace):
-		g.Stop()
-	}
+	grpcx.Stop(g, httpserve.ShutdownGrace)
 	wg.Wait()
 	close(errs)
 	var all []error

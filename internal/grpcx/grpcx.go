@@ -228,3 +228,17 @@ func PeerHost(ctx context.Context) (addr, host string) {
 	}
 	return addr, host
 }
+
+// Stop stops s gracefully — in-flight calls finish — but for at most grace;
+// then it closes every connection, so a stream that never ends by itself
+// (an agent's, a queued pick's) cannot hold a shutdown up.
+func Stop(s *grpc.Server, grace time.Duration) {
+	done := make(chan struct{})
+	go func() { s.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		s.Stop()
+		<-done
+	}
+}

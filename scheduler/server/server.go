@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -74,14 +73,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.health.Shutdown()
 	close(s.stopping)
-	done := make(chan struct{})
-	go func() { s.grpc.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(httpserve.ShutdownGrace):
-		s.grpc.Stop()
-		<-done
-	}
+	grpcx.Stop(s.grpc, httpserve.ShutdownGrace)
 	return nil
 }
 
