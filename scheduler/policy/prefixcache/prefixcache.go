@@ -544,9 +544,10 @@ func (p *Policy) Picked(req *policy.Request, d policy.Decision) {
 			p.hitBlocks.Add(float64(h))
 			p.missBlocks.Add(float64(n - h))
 		}
-		p.insert(req, d.Ranked[0])
-		p.learn(req, d.Ranked[0], held)
-		p.calibrate(d.Ranked[0])
+		slot := p.insert(req, d.Ranked[0])
+		p.growSlots()
+		p.learn(req, d.Ranked[0], held, slot)
+		p.calibrate(d.Ranked[0], slot)
 	}
 	if d.Prefill != nil {
 		p.insert(req, d.Prefill)
@@ -578,16 +579,16 @@ func (p *Policy) held(req *policy.Request, c *policy.Instance) int {
 	return held
 }
 
-// learn records the uncached prompt of a committed pick: the prefill it
+// learn records the uncached prompt of a committed pick on c (index slot s):
+// the prefill it
 // owes its instance until the next report, and the running means.
-func (p *Policy) learn(req *policy.Request, c *policy.Instance, held int) {
+func (p *Policy) learn(req *policy.Request, c *policy.Instance, held int, s int32) {
 	in := p.inputs(req)
 	if in.prompt <= 0 {
 		return
 	}
 	u := in.uncached(held)
-	if s := p.idx.Slot(c.ID); s >= 0 {
-		p.growSlots()
+	if s >= 0 {
 		now := p.clock.Now().UnixNano()
 		// The first record starts from this pick alone: the fallback
 		// owed would read InflightPromptTokens, which the scheduler has
@@ -629,12 +630,10 @@ const (
 // fleet of three full-speed and two half-speed engines dividing costs by
 // speed as well doubled mean TTFT (75.8 against 38.0 ms) by moving
 // conversations off their homes (83 % of follow-ups at home against 99 %).
-func (p *Policy) calibrate(c *policy.Instance) {
-	s := p.idx.Slot(c.ID)
+func (p *Policy) calibrate(c *policy.Instance, s int32) {
 	if !p.calibrated || s < 0 || c.Running < calibrateMinRunning || !(c.GenTPS > 0) {
 		return
 	}
-	p.growSlots()
 	at := c.LastReport.UnixNano()
 	if at == p.sampledAt[s+1] {
 		return
@@ -656,13 +655,17 @@ func (p *Policy) calibrate(c *policy.Instance) {
 // ewma is the weight of one observation in the policy's running means.
 const ewma = 0.05
 
-func (p *Policy) insert(req *policy.Request, c *policy.Instance) {
+// insert teaches the index that c now holds req's blocks, and returns c's
+// index slot (-1: it has none).
+func (p *Policy) insert(req *policy.Request, c *policy.Instance) int32 {
 	if len(req.BlockHashes) == 0 {
-		return
+		return p.idx.Slot(c.ID)
 	}
 	p.idx.Insert(c.ID, p.size.Capacity(c.NumGPUBlocks, c.BlockSize, req.BlockChars), req.BlockHashes)
+	s := p.idx.Slot(c.ID)
 	last := req.BlockHashes[len(req.BlockHashes)-1]
-	p.tails[last&(tailSlots-1)] = tail{hash: last, slot: p.idx.Slot(c.ID)}
+	p.tails[last&(tailSlots-1)] = tail{hash: last, slot: s}
+	return s
 }
 
 // Completed learns the typical output length.
