@@ -579,9 +579,9 @@ func (p *Policy) held(req *policy.Request, c *policy.Instance) int {
 	return held
 }
 
-// learn records the uncached prompt of a committed pick on c (index slot s):
-// the prefill it
-// owes its instance until the next report, and the running means.
+// learn records the uncached prompt of a committed pick on c (index slot
+// s): the prefill it owes its instance until the next report, and the
+// running means.
 func (p *Policy) learn(req *policy.Request, c *policy.Instance, held int, s int32) {
 	in := p.inputs(req)
 	if in.prompt <= 0 {
