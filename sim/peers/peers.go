@@ -37,11 +37,10 @@ const (
 // peer is either comparison policy: a prefix index learnt from its own
 // picks and a decision rule.
 type peer struct {
-	kind   kind
-	rand   *rand.Rand
-	idx    *prefixindex.Index
-	size   prefixindex.Sizing
-	scores []float64
+	kind kind
+	rand *rand.Rand
+	idx  *prefixindex.Index
+	size prefixindex.Sizing
 }
 
 func newPeer(d policy.Deps, k kind) *peer {
@@ -68,66 +67,52 @@ func (p *peer) Pick(req *policy.Request, cands []*policy.Instance) policy.Decisi
 	if len(cands) == 0 {
 		return policy.Decision{}
 	}
-	if cap(p.scores) < len(cands) {
-		p.scores = make([]float64, len(cands))
-	}
-	sc := p.scores[:len(cands)]
-	match := func(c *policy.Instance) float64 { return 0 }
+	match := func(*policy.Instance) float64 { return 0 }
 	if n := len(req.BlockHashes); n > 0 && p.idx.MatchChain(req.BlockHashes) > 0 {
 		match = func(c *policy.Instance) float64 { return float64(p.idx.Matched(p.idx.Slot(c.ID))) / float64(n) }
 	}
+	var score func(*policy.Instance) float64
 	if p.kind == scorer {
-		p.score(cands, sc, match)
+		score = scoreWith(cands, match)
 	} else {
-		p.cacheAware(cands, sc, match)
+		score = p.cacheAware(cands, match)
 	}
 	// RankBy sorts ascending and breaks exact ties at random.
-	pos := make(map[*policy.Instance]int, len(cands))
-	for i, c := range cands {
-		pos[c] = i
-	}
-	return policy.Decision{Ranked: policy.RankBy(p.rand, cands, func(c *policy.Instance) float64 { return -sc[pos[c]] })}
+	return policy.Decision{Ranked: policy.RankBy(p.rand, cands, func(c *policy.Instance) float64 { return -score(c) })}
 }
 
 // cacheAware: least loaded when the fleet is imbalanced, else the longest
 // match above the threshold, else the instance holding the fewest blocks.
-func (p *peer) cacheAware(cands []*policy.Instance, sc []float64, match func(*policy.Instance) float64) {
+// It returns the score of a candidate, higher better.
+func (p *peer) cacheAware(cands []*policy.Instance, match func(*policy.Instance) float64) func(*policy.Instance) float64 {
 	lo, hi := cands[0].Load(), cands[0].Load()
+	best := 0.0
 	for _, c := range cands {
 		lo, hi = min(lo, c.Load()), max(hi, c.Load())
+		best = max(best, match(c))
 	}
-	if hi-lo > balanceAbsThreshold && float64(hi) > balanceRelThreshold*float64(lo) {
-		for i, c := range cands {
-			sc[i] = -float64(c.Load())
-		}
-		return
+	switch {
+	case hi-lo > balanceAbsThreshold && float64(hi) > balanceRelThreshold*float64(lo):
+		return func(c *policy.Instance) float64 { return -float64(c.Load()) }
+	case best > cacheThreshold:
+		return match
 	}
-	best := 0.0
-	for i, c := range cands {
-		sc[i] = match(c)
-		best = max(best, sc[i])
-	}
-	if best > cacheThreshold {
-		return
-	}
-	for i, c := range cands {
-		sc[i] = -float64(p.idx.Held(c.ID))
-	}
+	return func(c *policy.Instance) float64 { return -float64(p.idx.Held(c.ID)) }
 }
 
-// score is the weighted sum of the prefix match, the queue score (the
+// scoreWith is the weighted sum of the prefix match, the queue score (the
 // shortest waiting queue 1, the longest 0) and the free KV cache.
-func (p *peer) score(cands []*policy.Instance, sc []float64, match func(*policy.Instance) float64) {
+func scoreWith(cands []*policy.Instance, match func(*policy.Instance) float64) func(*policy.Instance) float64 {
 	lo, hi := cands[0].Waiting, cands[0].Waiting
 	for _, c := range cands {
 		lo, hi = min(lo, c.Waiting), max(hi, c.Waiting)
 	}
-	for i, c := range cands {
+	return func(c *policy.Instance) float64 {
 		queue := 1.0
 		if hi > lo {
 			queue = float64(hi-c.Waiting) / float64(hi-lo)
 		}
-		sc[i] = prefixWeight*match(c) + queueWeight*queue + kvWeight*(1-c.KVCacheUsage)
+		return prefixWeight*match(c) + queueWeight*queue + kvWeight*(1-c.KVCacheUsage)
 	}
 }
 
