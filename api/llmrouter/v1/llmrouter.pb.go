@@ -937,8 +937,13 @@ type PickResponse struct {
 	Policy string `protobuf:"bytes,7,opt,name=policy,proto3" json:"policy,omitempty"`
 	// REJECTED with 429: seconds the client should wait before retrying.
 	RetryAfterSeconds int32 `protobuf:"varint,8,opt,name=retry_after_seconds,json=retryAfterSeconds,proto3" json:"retry_after_seconds,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// ROUTED and QUEUED: the served model whose instances take the request
+	// (the request's model, or llm_scheduler.default_pool's). The gateway
+	// labels its metrics with the request's model only when it equals pool,
+	// so the label stays bounded by the models the fleet serves.
+	Pool          string `protobuf:"bytes,9,opt,name=pool,proto3" json:"pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PickResponse) Reset() {
@@ -1025,6 +1030,13 @@ func (x *PickResponse) GetRetryAfterSeconds() int32 {
 		return x.RetryAfterSeconds
 	}
 	return 0
+}
+
+func (x *PickResponse) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
 }
 
 type OutcomeReport struct {
@@ -1270,7 +1282,7 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"sessionKey\x12\x1a\n" +
 	"\bpriority\x18\n" +
 	" \x01(\x05R\bpriority\x12!\n" +
-	"\flora_adapter\x18\v \x01(\tR\vloraAdapter\"\x91\x03\n" +
+	"\flora_adapter\x18\v \x01(\tR\vloraAdapter\"\xa5\x03\n" +
 	"\fPickResponse\x129\n" +
 	"\x06status\x18\x01 \x01(\x0e2!.llmrouter.v1.PickResponse.StatusR\x06status\x12\x1c\n" +
 	"\tendpoints\x18\x02 \x03(\tR\tendpoints\x12)\n" +
@@ -1280,7 +1292,8 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x124\n" +
 	"\bmax_wait\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\amaxWait\x12\x16\n" +
 	"\x06policy\x18\a \x01(\tR\x06policy\x12.\n" +
-	"\x13retry_after_seconds\x18\b \x01(\x05R\x11retryAfterSeconds\"F\n" +
+	"\x13retry_after_seconds\x18\b \x01(\x05R\x11retryAfterSeconds\x12\x12\n" +
+	"\x04pool\x18\t \x01(\tR\x04pool\"F\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
