@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/internal/clip"
 	"github.com/llmrouter/llmrouter/internal/prompthash"
 )
 
@@ -300,16 +301,16 @@ func (s *Server) decide(ctx context.Context, st *reqState, mut *extprocv3.Header
 			if retry <= 0 {
 				retry = 1
 			}
-			msg := resp.Reason
+			msg := clip.Prefix(resp.Reason, maxReason)
 			if msg == "" {
 				msg = "every instance is busy and the admission queue is full; retry later"
 			}
 			return immediate(429, "requests", "rate_limit_exceeded", "queue_full", msg, retry)
 		case 404:
 			s.m.requests.WithLabelValues(api, "rejected").Inc()
-			msg := resp.Reason
+			msg := clip.Prefix(resp.Reason, maxReason)
 			if msg == "" {
-				msg = fmt.Sprintf("The model `%s` does not exist.", req.Model)
+				msg = fmt.Sprintf("The model `%s` does not exist.", clip.Input(req.Model))
 			}
 			return immediate(404, "invalid_request_error", "model_not_found", "model_not_found", msg, 0)
 		}
@@ -317,6 +318,11 @@ func (s *Server) decide(ctx context.Context, st *reqState, mut *extprocv3.Header
 	}
 	return pass("bad_pick_status")
 }
+
+// maxReason bounds the scheduler's reason in an error body: the scheduler
+// quotes only a prefix of the client's input (clip.Input), and an older or
+// foreign scheduler is cut here.
+const maxReason = 1024
 
 // pass2 answers without a pick after the caller counted the request.
 func pass2(st *reqState, onHeaders bool, mut *extprocv3.HeaderMutation, promptTokens int64) *extprocv3.ProcessingResponse {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/internal/clip"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 )
 
@@ -139,7 +140,7 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 		return resp, nil
 	}
 	if limit := s.cfg.Gateway.MaxQueueSize; len(s.queue) >= limit {
-		return s.reject(429, fmt.Sprintf("every instance serving model %q is saturated and the admission queue is full (%d requests, llm_gateway.max_queue_size)", req.Model, limit)), nil
+		return s.reject(429, fmt.Sprintf("every instance serving model %q is saturated and the admission queue is full (%d requests, llm_gateway.max_queue_size)", clip.Input(req.Model), limit)), nil
 	}
 	w.deadline = now.Add(s.cfg.Gateway.WaitScheduleTimeout)
 	// Larger priority first; equal priorities keep arrival order.
@@ -156,7 +157,7 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 		Status:  llmrouterv1.PickResponse_QUEUED,
 		MaxWait: durationpb.New(s.cfg.Gateway.WaitScheduleTimeout),
 		Policy:  s.pol.Name(),
-		Reason:  fmt.Sprintf("every instance serving model %q is saturated; waiting for capacity", req.Model),
+		Reason:  fmt.Sprintf("every instance serving model %q is saturated; waiting for capacity", clip.Input(req.Model)),
 	}, w
 }
 
@@ -174,7 +175,7 @@ func (s *Scheduler) resolvePool(w *waiter) *llmrouterv1.PickResponse {
 	}
 	if def := s.cfg.Scheduler.DefaultPool; def != "" {
 		if _, ok := s.pools[def]; !ok {
-			return s.reject(503, fmt.Sprintf("model %q is not served and the default pool %q has no instance (llm_scheduler.default_pool)", model, def))
+			return s.reject(503, fmt.Sprintf("model %q is not served and the default pool %q has no instance (llm_scheduler.default_pool)", clip.Input(model), def))
 		}
 		w.pool, w.fallback = def, fallbackDefaultPool
 		return nil
@@ -184,12 +185,12 @@ func (s *Scheduler) resolvePool(w *waiter) *llmrouterv1.PickResponse {
 		// before the agents reconnect: nothing says the model does not exist.
 		// 503 (not 404) lets the gateway pass the request to Envoy, which
 		// still holds the last endpoints.
-		return s.reject(503, fmt.Sprintf("no instance is registered (model %q)", model))
+		return s.reject(503, fmt.Sprintf("no instance is registered (model %q)", clip.Input(model)))
 	}
 	if model == "" {
 		return s.reject(404, "the request names no model; served models: "+joinModels(s.pools))
 	}
-	return s.reject(404, fmt.Sprintf("model %q is not served by any instance; served models: %s", model, joinModels(s.pools)))
+	return s.reject(404, fmt.Sprintf("model %q is not served by any instance; served models: %s", clip.Input(model), joinModels(s.pools)))
 }
 
 // saturated: an instance over max_waiting (its reported queue plus the picks
@@ -230,7 +231,7 @@ func (s *Scheduler) decide(w *waiter, mode decideMode) (resp *llmrouterv1.PickRe
 	case len(all) == 0 && mode == modeRetry:
 		return nil, false // the fleet may come back before the deadline
 	case len(all) == 0:
-		return s.reject(503, fmt.Sprintf("no healthy instance serves model %q (pool %q): all are unhealthy, draining or gone", w.req.Model, w.pool)), true
+		return s.reject(503, fmt.Sprintf("no healthy instance serves model %q (pool %q): all are unhealthy, draining or gone", clip.Input(w.req.Model), clip.Input(w.pool))), true
 	case mode == modeForce:
 		unsat, fallback = all, fallbackQueueTimeout
 	default:
