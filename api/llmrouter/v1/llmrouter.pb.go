@@ -203,6 +203,12 @@ const (
 	PickResponse_ROUTED             PickResponse_Status = 1
 	PickResponse_QUEUED             PickResponse_Status = 2
 	PickResponse_REJECTED           PickResponse_Status = 3
+	// No pick: the gateway answers Envoy without a destination and Envoy
+	// balances over its endpoints itself. Sent while every candidate of the
+	// request is silent (its agent stopped reporting) yet still published in
+	// EDS: the engines are probably fine, the scheduler just cannot tell
+	// which is least loaded. reason says why.
+	PickResponse_PASSTHROUGH PickResponse_Status = 4
 )
 
 // Enum value maps for PickResponse_Status.
@@ -212,12 +218,14 @@ var (
 		1: "ROUTED",
 		2: "QUEUED",
 		3: "REJECTED",
+		4: "PASSTHROUGH",
 	}
 	PickResponse_Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED": 0,
 		"ROUTED":             1,
 		"QUEUED":             2,
 		"REJECTED":           3,
+		"PASSTHROUGH":        4,
 	}
 )
 
@@ -1282,7 +1290,7 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"sessionKey\x12\x1a\n" +
 	"\bpriority\x18\n" +
 	" \x01(\x05R\bpriority\x12!\n" +
-	"\flora_adapter\x18\v \x01(\tR\vloraAdapter\"\xa5\x03\n" +
+	"\flora_adapter\x18\v \x01(\tR\vloraAdapter\"\xb6\x03\n" +
 	"\fPickResponse\x129\n" +
 	"\x06status\x18\x01 \x01(\x0e2!.llmrouter.v1.PickResponse.StatusR\x06status\x12\x1c\n" +
 	"\tendpoints\x18\x02 \x03(\tR\tendpoints\x12)\n" +
@@ -1293,14 +1301,15 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"\bmax_wait\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\amaxWait\x12\x16\n" +
 	"\x06policy\x18\a \x01(\tR\x06policy\x12.\n" +
 	"\x13retry_after_seconds\x18\b \x01(\x05R\x11retryAfterSeconds\x12\x12\n" +
-	"\x04pool\x18\t \x01(\tR\x04pool\"F\n" +
+	"\x04pool\x18\t \x01(\tR\x04pool\"W\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06ROUTED\x10\x01\x12\n" +
 	"\n" +
 	"\x06QUEUED\x10\x02\x12\f\n" +
-	"\bREJECTED\x10\x03\"\xbd\x03\n" +
+	"\bREJECTED\x10\x03\x12\x0f\n" +
+	"\vPASSTHROUGH\x10\x04\"\xbd\x03\n" +
 	"\rOutcomeReport\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1a\n" +
