@@ -193,7 +193,7 @@ func (x Command_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Command_Kind.Descriptor instead.
 func (Command_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{5, 0}
+	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{7, 0}
 }
 
 type PickResponse_Status int32
@@ -253,7 +253,7 @@ func (x PickResponse_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PickResponse_Status.Descriptor instead.
 func (PickResponse_Status) EnumDescriptor() ([]byte, []int) {
-	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{7, 0}
+	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{9, 0}
 }
 
 type AgentMessage struct {
@@ -358,7 +358,11 @@ type Register struct {
 	// The agent's report interval; the scheduler counts missed reports with it.
 	ReportInterval *durationpb.Duration `protobuf:"bytes,10,opt,name=report_interval,json=reportInterval,proto3" json:"report_interval,omitempty"`
 	// First report, so the instance is usable the moment it registers.
-	Initial       *Report `protobuf:"bytes,11,opt,name=initial,proto3" json:"initial,omitempty"`
+	Initial *Report `protobuf:"bytes,11,opt,name=initial,proto3" json:"initial,omitempty"`
+	// SGLang prefill instances: the port of the engine's KV bootstrap server
+	// (SGLang's --disaggregation-bootstrap-port), which decode instances
+	// reach at the address's IP. 0 when none.
+	BootstrapPort int32 `protobuf:"varint,12,opt,name=bootstrap_port,json=bootstrapPort,proto3" json:"bootstrap_port,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -468,6 +472,13 @@ func (x *Register) GetInitial() *Report {
 		return x.Initial
 	}
 	return nil
+}
+
+func (x *Register) GetBootstrapPort() int32 {
+	if x != nil {
+		return x.BootstrapPort
+	}
+	return 0
 }
 
 type Report struct {
@@ -615,6 +626,7 @@ type SchedulerMessage struct {
 	//
 	//	*SchedulerMessage_Registered
 	//	*SchedulerMessage_Command
+	//	*SchedulerMessage_PrefillFleet
 	Msg           isSchedulerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -675,6 +687,15 @@ func (x *SchedulerMessage) GetCommand() *Command {
 	return nil
 }
 
+func (x *SchedulerMessage) GetPrefillFleet() *PrefillFleet {
+	if x != nil {
+		if x, ok := x.Msg.(*SchedulerMessage_PrefillFleet); ok {
+			return x.PrefillFleet
+		}
+	}
+	return nil
+}
+
 type isSchedulerMessage_Msg interface {
 	isSchedulerMessage_Msg()
 }
@@ -687,9 +708,117 @@ type SchedulerMessage_Command struct {
 	Command *Command `protobuf:"bytes,2,opt,name=command,proto3,oneof"`
 }
 
+type SchedulerMessage_PrefillFleet struct {
+	// The prefill instances a decode instance's pd proxy may send prefill
+	// work to; sent after the ack and whenever the set changes.
+	PrefillFleet *PrefillFleet `protobuf:"bytes,3,opt,name=prefill_fleet,json=prefillFleet,proto3,oneof"`
+}
+
 func (*SchedulerMessage_Registered) isSchedulerMessage_Msg() {}
 
 func (*SchedulerMessage_Command) isSchedulerMessage_Msg() {}
+
+func (*SchedulerMessage_PrefillFleet) isSchedulerMessage_Msg() {}
+
+// PrefillFleet is the whole current set (not a delta) of routable instances
+// that can prefill for another (roles prefill and both).
+type PrefillFleet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Peers         []*PrefillPeer         `protobuf:"bytes,1,rep,name=peers,proto3" json:"peers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrefillFleet) Reset() {
+	*x = PrefillFleet{}
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrefillFleet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrefillFleet) ProtoMessage() {}
+
+func (x *PrefillFleet) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrefillFleet.ProtoReflect.Descriptor instead.
+func (*PrefillFleet) Descriptor() ([]byte, []int) {
+	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PrefillFleet) GetPeers() []*PrefillPeer {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+type PrefillPeer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The published address, as x-prefiller-host-port names it.
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// Register.bootstrap_port of the instance; 0 when none.
+	BootstrapPort int32 `protobuf:"varint,2,opt,name=bootstrap_port,json=bootstrapPort,proto3" json:"bootstrap_port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrefillPeer) Reset() {
+	*x = PrefillPeer{}
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrefillPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrefillPeer) ProtoMessage() {}
+
+func (x *PrefillPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrefillPeer.ProtoReflect.Descriptor instead.
+func (*PrefillPeer) Descriptor() ([]byte, []int) {
+	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PrefillPeer) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *PrefillPeer) GetBootstrapPort() int32 {
+	if x != nil {
+		return x.BootstrapPort
+	}
+	return 0
+}
 
 type RegisterAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -703,7 +832,7 @@ type RegisterAck struct {
 
 func (x *RegisterAck) Reset() {
 	*x = RegisterAck{}
-	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[4]
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +844,7 @@ func (x *RegisterAck) String() string {
 func (*RegisterAck) ProtoMessage() {}
 
 func (x *RegisterAck) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[4]
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +857,7 @@ func (x *RegisterAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAck.ProtoReflect.Descriptor instead.
 func (*RegisterAck) Descriptor() ([]byte, []int) {
-	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{4}
+	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RegisterAck) GetInstanceId() string {
@@ -755,7 +884,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[5]
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +896,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[5]
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +909,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{5}
+	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Command) GetKind() Command_Kind {
@@ -823,7 +952,7 @@ type PickRequest struct {
 
 func (x *PickRequest) Reset() {
 	*x = PickRequest{}
-	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[6]
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +964,7 @@ func (x *PickRequest) String() string {
 func (*PickRequest) ProtoMessage() {}
 
 func (x *PickRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[6]
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +977,7 @@ func (x *PickRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PickRequest.ProtoReflect.Descriptor instead.
 func (*PickRequest) Descriptor() ([]byte, []int) {
-	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{6}
+	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PickRequest) GetRequestId() string {
@@ -949,14 +1078,17 @@ type PickResponse struct {
 	// (the request's model, or llm_scheduler.default_pool's). The gateway
 	// labels its metrics with the request's model only when it equals pool,
 	// so the label stays bounded by the models the fleet serves.
-	Pool          string `protobuf:"bytes,9,opt,name=pool,proto3" json:"pool,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Pool string `protobuf:"bytes,9,opt,name=pool,proto3" json:"pool,omitempty"`
+	// pd-split: the prefill instance's Register.bootstrap_port (SGLang), sent
+	// upstream as x-prefiller-bootstrap-port; 0 when none.
+	PrefillBootstrapPort int32 `protobuf:"varint,10,opt,name=prefill_bootstrap_port,json=prefillBootstrapPort,proto3" json:"prefill_bootstrap_port,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *PickResponse) Reset() {
 	*x = PickResponse{}
-	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[7]
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1100,7 @@ func (x *PickResponse) String() string {
 func (*PickResponse) ProtoMessage() {}
 
 func (x *PickResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[7]
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1113,7 @@ func (x *PickResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PickResponse.ProtoReflect.Descriptor instead.
 func (*PickResponse) Descriptor() ([]byte, []int) {
-	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{7}
+	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PickResponse) GetStatus() PickResponse_Status {
@@ -1047,6 +1179,13 @@ func (x *PickResponse) GetPool() string {
 	return ""
 }
 
+func (x *PickResponse) GetPrefillBootstrapPort() int32 {
+	if x != nil {
+		return x.PrefillBootstrapPort
+	}
+	return 0
+}
+
 type OutcomeReport struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -1070,7 +1209,7 @@ type OutcomeReport struct {
 
 func (x *OutcomeReport) Reset() {
 	*x = OutcomeReport{}
-	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[8]
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1221,7 @@ func (x *OutcomeReport) String() string {
 func (*OutcomeReport) ProtoMessage() {}
 
 func (x *OutcomeReport) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[8]
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1234,7 @@ func (x *OutcomeReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutcomeReport.ProtoReflect.Descriptor instead.
 func (*OutcomeReport) Descriptor() ([]byte, []int) {
-	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{8}
+	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *OutcomeReport) GetRequestId() string {
@@ -1190,7 +1329,7 @@ type ReportAck struct {
 
 func (x *ReportAck) Reset() {
 	*x = ReportAck{}
-	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[9]
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1341,7 @@ func (x *ReportAck) String() string {
 func (*ReportAck) ProtoMessage() {}
 
 func (x *ReportAck) ProtoReflect() protoreflect.Message {
-	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[9]
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1354,7 @@ func (x *ReportAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAck.ProtoReflect.Descriptor instead.
 func (*ReportAck) Descriptor() ([]byte, []int) {
-	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{9}
+	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{11}
 }
 
 var File_llmrouter_v1_llmrouter_proto protoreflect.FileDescriptor
@@ -1226,7 +1365,7 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"\fAgentMessage\x124\n" +
 	"\bregister\x18\x01 \x01(\v2\x16.llmrouter.v1.RegisterH\x00R\bregister\x12.\n" +
 	"\x06report\x18\x02 \x01(\v2\x14.llmrouter.v1.ReportH\x00R\x06reportB\x05\n" +
-	"\x03msg\"\xa6\x03\n" +
+	"\x03msg\"\xcd\x03\n" +
 	"\bRegister\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
 	"\x06engine\x18\x02 \x01(\tR\x06engine\x12%\n" +
@@ -1240,7 +1379,8 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"\ragent_version\x18\t \x01(\tR\fagentVersion\x12B\n" +
 	"\x0freport_interval\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationR\x0ereportInterval\x12.\n" +
-	"\ainitial\x18\v \x01(\v2\x14.llmrouter.v1.ReportR\ainitial\"\xff\x03\n" +
+	"\ainitial\x18\v \x01(\v2\x14.llmrouter.v1.ReportR\ainitial\x12%\n" +
+	"\x0ebootstrap_port\x18\f \x01(\x05R\rbootstrapPort\"\xff\x03\n" +
 	"\x06Report\x12\x18\n" +
 	"\ahealthy\x18\x01 \x01(\bR\ahealthy\x12)\n" +
 	"\x10unhealthy_reason\x18\x02 \x01(\tR\x0funhealthyReason\x12\x18\n" +
@@ -1254,13 +1394,19 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"\rlora_adapters\x18\n" +
 	" \x03(\tR\floraAdapters\x123\n" +
 	"\x16prefix_cache_hit_ratio\x18\v \x01(\x01R\x13prefixCacheHitRatio\x12\x1a\n" +
-	"\bsequence\x18\f \x01(\x04R\bsequence\"\x89\x01\n" +
+	"\bsequence\x18\f \x01(\x04R\bsequence\"\xcc\x01\n" +
 	"\x10SchedulerMessage\x12;\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x19.llmrouter.v1.RegisterAckH\x00R\n" +
 	"registered\x121\n" +
-	"\acommand\x18\x02 \x01(\v2\x15.llmrouter.v1.CommandH\x00R\acommandB\x05\n" +
-	"\x03msg\"r\n" +
+	"\acommand\x18\x02 \x01(\v2\x15.llmrouter.v1.CommandH\x00R\acommand\x12A\n" +
+	"\rprefill_fleet\x18\x03 \x01(\v2\x1a.llmrouter.v1.PrefillFleetH\x00R\fprefillFleetB\x05\n" +
+	"\x03msg\"?\n" +
+	"\fPrefillFleet\x12/\n" +
+	"\x05peers\x18\x01 \x03(\v2\x19.llmrouter.v1.PrefillPeerR\x05peers\"N\n" +
+	"\vPrefillPeer\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12%\n" +
+	"\x0ebootstrap_port\x18\x02 \x01(\x05R\rbootstrapPort\"r\n" +
 	"\vRegisterAck\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12B\n" +
@@ -1290,7 +1436,7 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"sessionKey\x12\x1a\n" +
 	"\bpriority\x18\n" +
 	" \x01(\x05R\bpriority\x12!\n" +
-	"\flora_adapter\x18\v \x01(\tR\vloraAdapter\"\xb6\x03\n" +
+	"\flora_adapter\x18\v \x01(\tR\vloraAdapter\"\xec\x03\n" +
 	"\fPickResponse\x129\n" +
 	"\x06status\x18\x01 \x01(\x0e2!.llmrouter.v1.PickResponse.StatusR\x06status\x12\x1c\n" +
 	"\tendpoints\x18\x02 \x03(\tR\tendpoints\x12)\n" +
@@ -1301,7 +1447,9 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"\bmax_wait\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\amaxWait\x12\x16\n" +
 	"\x06policy\x18\a \x01(\tR\x06policy\x12.\n" +
 	"\x13retry_after_seconds\x18\b \x01(\x05R\x11retryAfterSeconds\x12\x12\n" +
-	"\x04pool\x18\t \x01(\tR\x04pool\"W\n" +
+	"\x04pool\x18\t \x01(\tR\x04pool\x124\n" +
+	"\x16prefill_bootstrap_port\x18\n" +
+	" \x01(\x05R\x14prefillBootstrapPort\"W\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
@@ -1358,7 +1506,7 @@ func file_llmrouter_v1_llmrouter_proto_rawDescGZIP() []byte {
 }
 
 var file_llmrouter_v1_llmrouter_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_llmrouter_v1_llmrouter_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_llmrouter_v1_llmrouter_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_llmrouter_v1_llmrouter_proto_goTypes = []any{
 	(Role)(0),                   // 0: llmrouter.v1.Role
 	(ApiKind)(0),                // 1: llmrouter.v1.ApiKind
@@ -1368,41 +1516,45 @@ var file_llmrouter_v1_llmrouter_proto_goTypes = []any{
 	(*Register)(nil),            // 5: llmrouter.v1.Register
 	(*Report)(nil),              // 6: llmrouter.v1.Report
 	(*SchedulerMessage)(nil),    // 7: llmrouter.v1.SchedulerMessage
-	(*RegisterAck)(nil),         // 8: llmrouter.v1.RegisterAck
-	(*Command)(nil),             // 9: llmrouter.v1.Command
-	(*PickRequest)(nil),         // 10: llmrouter.v1.PickRequest
-	(*PickResponse)(nil),        // 11: llmrouter.v1.PickResponse
-	(*OutcomeReport)(nil),       // 12: llmrouter.v1.OutcomeReport
-	(*ReportAck)(nil),           // 13: llmrouter.v1.ReportAck
-	(*durationpb.Duration)(nil), // 14: google.protobuf.Duration
+	(*PrefillFleet)(nil),        // 8: llmrouter.v1.PrefillFleet
+	(*PrefillPeer)(nil),         // 9: llmrouter.v1.PrefillPeer
+	(*RegisterAck)(nil),         // 10: llmrouter.v1.RegisterAck
+	(*Command)(nil),             // 11: llmrouter.v1.Command
+	(*PickRequest)(nil),         // 12: llmrouter.v1.PickRequest
+	(*PickResponse)(nil),        // 13: llmrouter.v1.PickResponse
+	(*OutcomeReport)(nil),       // 14: llmrouter.v1.OutcomeReport
+	(*ReportAck)(nil),           // 15: llmrouter.v1.ReportAck
+	(*durationpb.Duration)(nil), // 16: google.protobuf.Duration
 }
 var file_llmrouter_v1_llmrouter_proto_depIdxs = []int32{
 	5,  // 0: llmrouter.v1.AgentMessage.register:type_name -> llmrouter.v1.Register
 	6,  // 1: llmrouter.v1.AgentMessage.report:type_name -> llmrouter.v1.Report
 	0,  // 2: llmrouter.v1.Register.role:type_name -> llmrouter.v1.Role
-	14, // 3: llmrouter.v1.Register.report_interval:type_name -> google.protobuf.Duration
+	16, // 3: llmrouter.v1.Register.report_interval:type_name -> google.protobuf.Duration
 	6,  // 4: llmrouter.v1.Register.initial:type_name -> llmrouter.v1.Report
-	8,  // 5: llmrouter.v1.SchedulerMessage.registered:type_name -> llmrouter.v1.RegisterAck
-	9,  // 6: llmrouter.v1.SchedulerMessage.command:type_name -> llmrouter.v1.Command
-	14, // 7: llmrouter.v1.RegisterAck.report_interval:type_name -> google.protobuf.Duration
-	2,  // 8: llmrouter.v1.Command.kind:type_name -> llmrouter.v1.Command.Kind
-	1,  // 9: llmrouter.v1.PickRequest.api:type_name -> llmrouter.v1.ApiKind
-	3,  // 10: llmrouter.v1.PickResponse.status:type_name -> llmrouter.v1.PickResponse.Status
-	14, // 11: llmrouter.v1.PickResponse.max_wait:type_name -> google.protobuf.Duration
-	14, // 12: llmrouter.v1.OutcomeReport.ttft:type_name -> google.protobuf.Duration
-	14, // 13: llmrouter.v1.OutcomeReport.tpot:type_name -> google.protobuf.Duration
-	14, // 14: llmrouter.v1.OutcomeReport.duration:type_name -> google.protobuf.Duration
-	4,  // 15: llmrouter.v1.AgentService.Connect:input_type -> llmrouter.v1.AgentMessage
-	10, // 16: llmrouter.v1.PickerService.Pick:input_type -> llmrouter.v1.PickRequest
-	12, // 17: llmrouter.v1.PickerService.Report:input_type -> llmrouter.v1.OutcomeReport
-	7,  // 18: llmrouter.v1.AgentService.Connect:output_type -> llmrouter.v1.SchedulerMessage
-	11, // 19: llmrouter.v1.PickerService.Pick:output_type -> llmrouter.v1.PickResponse
-	13, // 20: llmrouter.v1.PickerService.Report:output_type -> llmrouter.v1.ReportAck
-	18, // [18:21] is the sub-list for method output_type
-	15, // [15:18] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	10, // 5: llmrouter.v1.SchedulerMessage.registered:type_name -> llmrouter.v1.RegisterAck
+	11, // 6: llmrouter.v1.SchedulerMessage.command:type_name -> llmrouter.v1.Command
+	8,  // 7: llmrouter.v1.SchedulerMessage.prefill_fleet:type_name -> llmrouter.v1.PrefillFleet
+	9,  // 8: llmrouter.v1.PrefillFleet.peers:type_name -> llmrouter.v1.PrefillPeer
+	16, // 9: llmrouter.v1.RegisterAck.report_interval:type_name -> google.protobuf.Duration
+	2,  // 10: llmrouter.v1.Command.kind:type_name -> llmrouter.v1.Command.Kind
+	1,  // 11: llmrouter.v1.PickRequest.api:type_name -> llmrouter.v1.ApiKind
+	3,  // 12: llmrouter.v1.PickResponse.status:type_name -> llmrouter.v1.PickResponse.Status
+	16, // 13: llmrouter.v1.PickResponse.max_wait:type_name -> google.protobuf.Duration
+	16, // 14: llmrouter.v1.OutcomeReport.ttft:type_name -> google.protobuf.Duration
+	16, // 15: llmrouter.v1.OutcomeReport.tpot:type_name -> google.protobuf.Duration
+	16, // 16: llmrouter.v1.OutcomeReport.duration:type_name -> google.protobuf.Duration
+	4,  // 17: llmrouter.v1.AgentService.Connect:input_type -> llmrouter.v1.AgentMessage
+	12, // 18: llmrouter.v1.PickerService.Pick:input_type -> llmrouter.v1.PickRequest
+	14, // 19: llmrouter.v1.PickerService.Report:input_type -> llmrouter.v1.OutcomeReport
+	7,  // 20: llmrouter.v1.AgentService.Connect:output_type -> llmrouter.v1.SchedulerMessage
+	13, // 21: llmrouter.v1.PickerService.Pick:output_type -> llmrouter.v1.PickResponse
+	15, // 22: llmrouter.v1.PickerService.Report:output_type -> llmrouter.v1.ReportAck
+	20, // [20:23] is the sub-list for method output_type
+	17, // [17:20] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_llmrouter_v1_llmrouter_proto_init() }
@@ -1417,6 +1569,7 @@ func file_llmrouter_v1_llmrouter_proto_init() {
 	file_llmrouter_v1_llmrouter_proto_msgTypes[3].OneofWrappers = []any{
 		(*SchedulerMessage_Registered)(nil),
 		(*SchedulerMessage_Command)(nil),
+		(*SchedulerMessage_PrefillFleet)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1424,7 +1577,7 @@ func file_llmrouter_v1_llmrouter_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmrouter_v1_llmrouter_proto_rawDesc), len(file_llmrouter_v1_llmrouter_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
