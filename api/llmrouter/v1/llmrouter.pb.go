@@ -363,6 +363,9 @@ type Register struct {
 	// (SGLang's --disaggregation-bootstrap-port), which decode instances
 	// reach at the address's IP. 0 when none.
 	BootstrapPort int32 `protobuf:"varint,12,opt,name=bootstrap_port,json=bootstrapPort,proto3" json:"bootstrap_port,omitempty"`
+	// The agent runs a pd proxy in front of the engine (the address is the
+	// proxy's): the scheduler sends it PrefillFleet messages.
+	PdProxy       bool `protobuf:"varint,13,opt,name=pd_proxy,json=pdProxy,proto3" json:"pd_proxy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -479,6 +482,13 @@ func (x *Register) GetBootstrapPort() int32 {
 		return x.BootstrapPort
 	}
 	return 0
+}
+
+func (x *Register) GetPdProxy() bool {
+	if x != nil {
+		return x.PdProxy
+	}
+	return false
 }
 
 type Report struct {
@@ -1365,7 +1375,7 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"\fAgentMessage\x124\n" +
 	"\bregister\x18\x01 \x01(\v2\x16.llmrouter.v1.RegisterH\x00R\bregister\x12.\n" +
 	"\x06report\x18\x02 \x01(\v2\x14.llmrouter.v1.ReportH\x00R\x06reportB\x05\n" +
-	"\x03msg\"\xcd\x03\n" +
+	"\x03msg\"\xe8\x03\n" +
 	"\bRegister\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
 	"\x06engine\x18\x02 \x01(\tR\x06engine\x12%\n" +
@@ -1380,7 +1390,8 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"\x0freport_interval\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationR\x0ereportInterval\x12.\n" +
 	"\ainitial\x18\v \x01(\v2\x14.llmrouter.v1.ReportR\ainitial\x12%\n" +
-	"\x0ebootstrap_port\x18\f \x01(\x05R\rbootstrapPort\"\xff\x03\n" +
+	"\x0ebootstrap_port\x18\f \x01(\x05R\rbootstrapPort\x12\x19\n" +
+	"\bpd_proxy\x18\r \x01(\bR\apdProxy\"\xff\x03\n" +
 	"\x06Report\x12\x18\n" +
 	"\ahealthy\x18\x01 \x01(\bR\ahealthy\x12)\n" +
 	"\x10unhealthy_reason\x18\x02 \x01(\tR\x0funhealthyReason\x12\x18\n" +
