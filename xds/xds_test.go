@@ -22,7 +22,7 @@ import (
 
 	"github.com/llmrouter/llmrouter/envoy"
 	"github.com/llmrouter/llmrouter/internal/config"
-	"github.com/llmrouter/llmrouter/scheduler/policy"
+	schedfleet "github.com/llmrouter/llmrouter/scheduler/fleet"
 	"github.com/llmrouter/llmrouter/scheduler/registry"
 )
 
@@ -469,7 +469,7 @@ func (f *fakeSource) set(insts ...registry.RoutableInstance) {
 
 func TestFollowRegistry(t *testing.T) {
 	f := start(t, 50*time.Millisecond, nil)
-	src := &fakeSource{ch: make(chan struct{}, 1), insts: []registry.RoutableInstance{{ID: "a", Address: "10.0.0.1:8000", Models: []string{"m"}, Role: policy.RoleBoth}}}
+	src := &fakeSource{ch: make(chan struct{}, 1), insts: []registry.RoutableInstance{{ID: "a", Address: "10.0.0.1:8000", Models: []string{"m"}, Role: schedfleet.RoleBoth}}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { FollowRegistry(ctx, src, f.srv); close(done) }()

@@ -12,7 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
-	"github.com/llmrouter/llmrouter/scheduler/policy"
+	"github.com/llmrouter/llmrouter/scheduler/fleet"
 )
 
 // Instance states, as the llmrouter_scheduler_instances{state} metric names them.
@@ -31,7 +31,7 @@ type Instance struct {
 	AgentVersion  string
 	Models        []string
 	LoRAs         []string
-	Role          policy.Role
+	Role          fleet.Role
 	NumGPUBlocks  int64
 	BlockSize     int64
 	// ReportInterval is the agent's; silence for MissedReports of them removes
@@ -78,7 +78,7 @@ type RoutableInstance struct {
 	ID      string
 	Address string
 	Models  []string
-	Role    policy.Role
+	Role    fleet.Role
 }
 
 // Errors wrapped by Register; the gRPC server maps them to status codes.
@@ -100,7 +100,7 @@ const commandBuffer = 8
 
 // Options configure a Registry.
 type Options struct {
-	Clock policy.Clock
+	Clock fleet.Clock
 	// AllowedCIDRs restricts advertised addresses; empty allows any IP.
 	AllowedCIDRs []netip.Prefix
 	// MissedReports of silence remove an instance (llm_scheduler.missed_reports).
@@ -135,7 +135,7 @@ type entry struct {
 
 // Registry is safe for concurrent use.
 type Registry struct {
-	clock   policy.Clock
+	clock   fleet.Clock
 	allowed []netip.Prefix
 	missed  int
 	log     *zap.Logger
@@ -152,7 +152,7 @@ type Registry struct {
 // New returns an empty registry.
 func New(o Options) *Registry {
 	if o.Clock == nil {
-		o.Clock = policy.SystemClock{}
+		o.Clock = fleet.SystemClock{}
 	}
 	if o.MissedReports < 1 {
 		o.MissedReports = 3
@@ -478,14 +478,14 @@ func (r *Registry) notify() {
 }
 
 // RoleFromProto maps the wire role; unspecified means both.
-func RoleFromProto(r llmrouterv1.Role) policy.Role {
+func RoleFromProto(r llmrouterv1.Role) fleet.Role {
 	switch r {
 	case llmrouterv1.Role_ROLE_PREFILL:
-		return policy.RolePrefill
+		return fleet.RolePrefill
 	case llmrouterv1.Role_ROLE_DECODE:
-		return policy.RoleDecode
+		return fleet.RoleDecode
 	}
-	return policy.RoleBoth
+	return fleet.RoleBoth
 }
 
 func dedupe(xs []string) []string {

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
-	"github.com/llmrouter/llmrouter/scheduler/policy"
+	"github.com/llmrouter/llmrouter/scheduler/fleet"
 )
 
 func reg(addr string, role llmrouterv1.Role) *llmrouterv1.Register {
@@ -52,7 +52,7 @@ func TestRoutableSortedAndFiltered(t *testing.T) {
 		t.Fatal(err)
 	}
 	rt := r.Routable()
-	if len(rt) != 1 || rt[0].ID != "10.0.0.1:80" || rt[0].Role != policy.RoleDecode || !slices.Equal(rt[0].Models, []string{"m"}) {
+	if len(rt) != 1 || rt[0].ID != "10.0.0.1:80" || rt[0].Role != fleet.RoleDecode || !slices.Equal(rt[0].Models, []string{"m"}) {
 		t.Fatalf("routable = %+v", rt)
 	}
 	var states []string

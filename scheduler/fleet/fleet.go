@@ -1,0 +1,83 @@
+// Package fleet holds the plain types every part of the scheduler shares —
+// an instance as policies see it, its role, the clock — and nothing else, so
+// that the registry, the policies, the scheduling framework, xDS and the
+// simulator can all use them without importing one another. It imports only
+// the standard library.
+package fleet
+
+import "time"
+
+// Role is the phase of a request an instance serves.
+type Role int
+
+const (
+	RoleBoth Role = iota
+	RolePrefill
+	RoleDecode
+)
+
+func (r Role) String() string {
+	switch r {
+	case RolePrefill:
+		return "prefill"
+	case RoleDecode:
+		return "decode"
+	}
+	return "both"
+}
+
+// Clock gives the scheduler its notion of now, so the simulator can run it in
+// virtual time.
+type Clock interface {
+	Now() time.Time
+}
+
+// SystemClock is the wall clock.
+type SystemClock struct{}
+
+// Now returns time.Now().
+func (SystemClock) Now() time.Time { return time.Now() }
+
+// Instance is a read-only view of one engine instance at decision time.
+// Its ID never changes for the life of an *Instance, so policies may cache
+// what they derive from the ID by pointer.
+//
+// The fields every policy reads for every candidate come first, so that a
+// pass over a thousand candidates touches about one cache line of each.
+type Instance struct {
+	// From the last agent report.
+	Running      int64
+	Waiting      int64
+	KVCacheUsage float64 // 0..1
+
+	// InflightRequests and InflightPromptTokens count picks made since the
+	// instance's last report, which Running/Waiting do not show yet (the next
+	// report is taken to include them). InflightDecodeTokens counts the
+	// expected output of every pick no gateway has reported complete.
+	InflightRequests     int64
+	InflightPromptTokens int64 // prompt tokens of unreported picks (estimate)
+	InflightDecodeTokens int64 // output tokens still to generate for in-flight picks (estimate)
+
+	// Saturated is set when the instance is over a saturation threshold.
+	Saturated bool
+
+	ID      string // stable identity (the advertised address today)
+	Address string // ip:port written into the pick
+	Engine  string
+	Role    Role
+	Models  []string
+	LoRAs   []string
+
+	PromptTPS float64 // prompt tokens/s over the last report interval
+	GenTPS    float64 // generation tokens/s over the last report interval
+	// PrefixCacheHitRatio is the engine's share of prompt tokens served
+	// from its prefix cache (0..1); -1 when it does not say.
+	PrefixCacheHitRatio float64
+	NumGPUBlocks        int64 // 0 when unknown
+	BlockSize           int64 // tokens per KV block, 0 when unknown
+	LastReport          time.Time
+}
+
+// Load is the request count a policy should consider: what the engine last
+// reported plus what the scheduler sent since.
+func (i *Instance) Load() int64 { return i.Running + i.Waiting + i.InflightRequests }
