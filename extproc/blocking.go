@@ -23,6 +23,7 @@ import (
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/clip"
 	"github.com/llmrouter/llmrouter/internal/prompthash"
+	"github.com/llmrouter/llmrouter/internal/sessionkey"
 )
 
 // reqState is filter #1's view of one request.
@@ -158,7 +159,7 @@ func (s *Server) headerPick(st *reqState) *llmrouterv1.PickRequest {
 		Model:       st.model,
 		Api:         st.api,
 		BlockChars:  int32(s.opt.BlockChars),
-		SessionKey:  st.session,
+		SessionKey:  sessionkey.Digest(st.session),
 		Priority:    st.priority,
 		LoraAdapter: loraFor(st.lora, st.model),
 	}
@@ -219,7 +220,7 @@ func (s *Server) onRequestBody(ctx context.Context, st *reqState, b *extprocv3.H
 		PromptTokens:      prompthash.EstimateTokens(body.PromptChars, s.opt.CharsPerToken),
 		MaxTokens:         body.MaxTokens,
 		Stream:            body.Stream,
-		SessionKey:        session,
+		SessionKey:        sessionkey.Digest(session),
 		Priority:          st.priority,
 		LoraAdapter:       loraFor(st.lora, body.Model),
 	}

@@ -16,6 +16,7 @@ import (
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/extproc/envoytest"
 	"github.com/llmrouter/llmrouter/internal/prompthash"
+	"github.com/llmrouter/llmrouter/internal/sessionkey"
 )
 
 const chatBody = `{"model":"llama","user":"alice","max_completion_tokens":64,"stream":true,
@@ -57,7 +58,7 @@ func TestPickWrittenAsHeaderAndMetadata(t *testing.T) {
 
 	p := fake.lastPick()
 	if p.RequestId != "req-1" || p.Model != "llama" || p.Api != llmrouterv1.ApiKind_API_KIND_CHAT_COMPLETIONS ||
-		p.MaxTokens != 64 || !p.Stream || p.LoraAdapter != "llama" || p.SessionKey != "alice" || p.Priority != 5 || p.BlockChars != 16 {
+		p.MaxTokens != 64 || !p.Stream || p.LoraAdapter != "llama" || p.SessionKey != sessionkey.Digest("alice") || p.Priority != 5 || p.BlockChars != 16 {
 		t.Fatalf("pick request = %v", p)
 	}
 	text := prompthash.RenderChat([]prompthash.Message{

@@ -15,6 +15,7 @@ import (
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/clip"
+	"github.com/llmrouter/llmrouter/internal/sessionkey"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 )
 
@@ -126,7 +127,7 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 	req := &policy.Request{
 		ID: pr.GetRequestId(), Model: pr.GetModel(), BlockHashes: pr.GetPromptBlockHashes(),
 		BlockChars: int(pr.GetBlockChars()), PromptTokens: pr.GetPromptTokens(), MaxTokens: pr.GetMaxTokens(),
-		Stream: pr.GetStream(), SessionKey: pr.GetSessionKey(), Priority: int(pr.GetPriority()),
+		Stream: pr.GetStream(), SessionKey: sessionkey.Bound(pr.GetSessionKey()), Priority: int(pr.GetPriority()),
 		LoRA: pr.GetLoraAdapter(), Arrival: now,
 	}
 	if req.ID == "" {

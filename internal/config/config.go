@@ -154,7 +154,10 @@ type PolicyConfig struct {
 	SessionAffinity bool          `mapstructure:"session_affinity" yaml:"session_affinity"`
 	SessionTTL      time.Duration `mapstructure:"session_ttl" yaml:"session_ttl"`
 	SessionMax      int           `mapstructure:"session_max" yaml:"session_max"`
-	LoRAAffinity    bool          `mapstructure:"lora_affinity" yaml:"lora_affinity"`
+	// SessionMaxBytes bounds the session map's memory as well as its
+	// entries: least recently used sessions go first past either bound.
+	SessionMaxBytes int  `mapstructure:"session_max_bytes" yaml:"session_max_bytes"`
+	LoRAAffinity    bool `mapstructure:"lora_affinity" yaml:"lora_affinity"`
 }
 
 // Agent is the sidecar beside one engine.
@@ -259,6 +262,7 @@ func DefaultPolicies() PolicyConfig {
 		SessionAffinity:          true,
 		SessionTTL:               30 * time.Minute,
 		SessionMax:               100000,
+		SessionMaxBytes:          32 << 20,
 		LoRAAffinity:             true,
 	}
 }

@@ -585,5 +585,8 @@ func (p PolicyConfig) validate() []error {
 	if p.SessionMax < 1 {
 		bad("session_max", p.SessionMax, "1 or more")
 	}
+	if p.SessionMaxBytes < 4096 {
+		bad("session_max_bytes", p.SessionMaxBytes, "4096 or more (bytes)")
+	}
 	return errs
 }

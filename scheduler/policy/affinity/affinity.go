@@ -36,7 +36,11 @@ func Wrap(inner policy.Policy, d policy.Deps) policy.Policy {
 		if clock == nil {
 			clock = policy.SystemClock{}
 		}
-		w.sessions = &sessions{clock: clock, ttl: pc.SessionTTL, max: pc.SessionMax, lru: list.New(), byKey: map[string]*list.Element{}}
+		maxBytes := int64(pc.SessionMaxBytes)
+		if maxBytes <= 0 {
+			maxBytes = int64(config.DefaultPolicies().SessionMaxBytes)
+		}
+		w.sessions = &sessions{clock: clock, ttl: pc.SessionTTL, max: pc.SessionMax, maxBytes: maxBytes, lru: list.New(), byKey: map[string]*list.Element{}}
 	}
 	return w
 }
@@ -162,14 +166,40 @@ func (w *Wrapper) Sessions() int {
 	return len(w.sessions.byKey)
 }
 
-// sessions maps session keys to instances: bounded, least recently used
-// first out, entries older than ttl forgotten.
+// SessionBytes is the memory the remembered sessions are accounted at
+// (keys, instance ids and a fixed cost per entry); it stays at most
+// llm_scheduler.policies.session_max_bytes.
+func (w *Wrapper) SessionBytes() int64 {
+	if w.sessions == nil {
+		return 0
+	}
+	return w.sessions.bytes
+}
+
+// sessions maps session keys to instances: bounded in entries and in bytes,
+// least recently used first out, entries older than ttl forgotten. The
+// scheduler hands it bounded keys (sessionkey.Bound); the byte bound holds
+// whatever a caller passes.
 type sessions struct {
-	clock policy.Clock
-	ttl   time.Duration
-	max   int
-	lru   *list.List // of *session, most recent at the front
-	byKey map[string]*list.Element
+	clock    policy.Clock
+	ttl      time.Duration
+	max      int
+	maxBytes int64
+	bytes    int64
+	lru      *list.List // of *session, most recent at the front
+	byKey    map[string]*list.Element
+}
+
+// sessionOverhead approximates an entry's memory beside its two strings: the
+// list element, the session struct and the map slot.
+const sessionOverhead = 160
+
+func entryBytes(e *session) int64 { return int64(len(e.key) + len(e.inst) + sessionOverhead) }
+
+func (s *sessions) remove(el *list.Element) {
+	e := s.lru.Remove(el).(*session)
+	delete(s.byKey, e.key)
+	s.bytes -= entryBytes(e)
 }
 
 type session struct {
@@ -184,8 +214,7 @@ func (s *sessions) get(key string) (string, bool) {
 	}
 	e := el.Value.(*session)
 	if s.clock.Now().Sub(e.at) > s.ttl {
-		s.lru.Remove(el)
-		delete(s.byKey, key)
+		s.remove(el)
 		return "", false
 	}
 	return e.inst, true
@@ -195,18 +224,20 @@ func (s *sessions) put(key, inst string) {
 	now := s.clock.Now()
 	if el, ok := s.byKey[key]; ok {
 		e := el.Value.(*session)
+		s.bytes += int64(len(inst) - len(e.inst))
 		e.inst, e.at = inst, now
 		s.lru.MoveToFront(el)
 	} else {
-		s.byKey[key] = s.lru.PushFront(&session{key: key, inst: inst, at: now})
+		e := &session{key: key, inst: inst, at: now}
+		s.byKey[key] = s.lru.PushFront(e)
+		s.bytes += entryBytes(e)
 	}
 	for b := s.lru.Back(); b != nil; b = s.lru.Back() {
 		e := b.Value.(*session)
-		if s.lru.Len() <= s.max && now.Sub(e.at) <= s.ttl {
+		if s.lru.Len() <= s.max && s.bytes <= s.maxBytes && now.Sub(e.at) <= s.ttl {
 			break
 		}
-		s.lru.Remove(b)
-		delete(s.byKey, e.key)
+		s.remove(b)
 	}
 }
 
@@ -214,8 +245,7 @@ func (s *sessions) dropInstance(inst string) {
 	for el := s.lru.Front(); el != nil; {
 		next := el.Next()
 		if e := el.Value.(*session); e.inst == inst {
-			s.lru.Remove(el)
-			delete(s.byKey, e.key)
+			s.remove(el)
 		}
 		el = next
 	}

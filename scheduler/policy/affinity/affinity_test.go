@@ -153,3 +153,39 @@ func TestOffReturnsInner(t *testing.T) {
 		t.Fatal("ranked something out of nothing")
 	}
 }
+
+// TestSessionMapBoundedInBytes: whatever keys a caller passes, the session
+// map evicts least recently used entries past session_max_bytes, as it does
+// past session_max entries.
+func TestSessionMapBoundedInBytes(t *testing.T) {
+	const maxBytes = 1 << 20
+	w, _ := wrapped(t, "least-request", func(p *config.PolicyConfig) { p.SessionMaxBytes = maxBytes; p.SessionMax = 1000 })
+	c := fleet(2)
+	key := func(i int) string { return fmt.Sprintf("%08d", i) + string(make([]byte, 64<<10)) }
+	for i := range 100 {
+		pickAndCommit(w, &policy.Request{SessionKey: key(i)}, c)
+		if b := w.SessionBytes(); b > maxBytes {
+			t.Fatalf("after %d sessions of 64 KiB: %d bytes, bound %d", i+1, b, maxBytes)
+		}
+	}
+	if n := w.Sessions(); n == 0 || n >= 16 {
+		t.Fatalf("sessions = %d, want the most recent few (1 MiB / 64 KiB)", n)
+	}
+	if _, ok := w.sessions.get(key(99)); !ok {
+		t.Fatal("the most recent session was evicted")
+	}
+	if _, ok := w.sessions.get(key(0)); ok {
+		t.Fatal("the oldest session survived past the byte bound")
+	}
+	// Short keys: the entry bound still applies, and the accounting returns
+	// to what the remaining entries hold.
+	for i := range 2000 {
+		pickAndCommit(w, &policy.Request{SessionKey: fmt.Sprint("s", i)}, c)
+	}
+	if n := w.Sessions(); n != 1000 {
+		t.Fatalf("sessions = %d, want session_max 1000", n)
+	}
+	if b := w.SessionBytes(); b > 1000*(6+1+sessionOverhead) {
+		t.Fatalf("%d bytes for 1000 short sessions: evicted entries still accounted", b)
+	}
+}
