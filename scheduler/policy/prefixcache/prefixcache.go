@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/costmodel"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/policy/internal/bypos"
 	"github.com/llmrouter/llmrouter/scheduler/policy/internal/rank"
@@ -31,12 +32,12 @@ func init() {
 	policy.Register(Name, func(d policy.Deps) (policy.Policy, error) { return New(d) })
 }
 
-// Model is the cost model, in seconds (docs/policies.md).
+// Model is the cost model, in seconds (docs/policies.md): the engine model
+// shared with admission (scheduler/costmodel) and this policy's weights.
 type Model struct {
-	Step, PrefillToken, DecodeToken float64
-	MaxBatchedTokens                float64
-	DecodeWeight                    float64
-	MaxLoadRatio                    float64
+	costmodel.Model
+	DecodeWeight float64
+	MaxLoadRatio float64
 }
 
 // Policy is prefix-cache. It keeps its prefix index and estimates; the
@@ -132,12 +133,9 @@ func New(d policy.Deps) (*Policy, error) {
 	p := &Policy{
 		clock: d.Clock,
 		m: Model{
-			Step:             pc.StepTime.Seconds(),
-			PrefillToken:     pc.PrefillTokenTime.Seconds(),
-			DecodeToken:      pc.DecodeTokenTime.Seconds(),
-			MaxBatchedTokens: float64(pc.MaxBatchedTokens),
-			DecodeWeight:     pc.DecodeWeight,
-			MaxLoadRatio:     pc.MaxLoadRatio,
+			Model:        costmodel.FromConfig(pc),
+			DecodeWeight: pc.DecodeWeight,
+			MaxLoadRatio: pc.MaxLoadRatio,
 		},
 		rand:        d.Rand,
 		log:         d.Log,
@@ -423,8 +421,7 @@ func (p *Policy) growSlots() {
 
 // drainRate is c's prefill throughput while backlogged, in tokens per second.
 func (p *Policy) drainRate(c *policy.Instance) float64 {
-	b := p.m.MaxBatchedTokens
-	return b / (p.m.Step + b*p.m.PrefillToken + float64(c.Running+c.InflightRequests)*p.m.DecodeToken)
+	return p.m.PrefillRate(float64(c.Running + c.InflightRequests))
 }
 
 // heldTail is the credit for the previous answer: when the blocks an
@@ -643,8 +640,7 @@ func (p *Policy) calibrate(c *policy.Instance, s int32) {
 	if !(hit >= 0 && hit <= 1) {
 		hit = 1 - p.uncachedFr
 	}
-	r := float64(c.Running)
-	work := c.GenTPS/r*(p.m.Step+p.m.DecodeToken*r) + max(c.PromptTPS, 0)*(1-hit)*p.m.PrefillToken
+	work := p.m.Work(float64(c.Running), c.GenTPS, c.PromptTPS, 1-hit)
 	if !(work > 0) || math.IsInf(work, 0) {
 		return
 	}
