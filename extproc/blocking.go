@@ -107,7 +107,7 @@ func (s *Server) onRequestHeaders(ctx context.Context, st *reqState, h *extprocv
 			st.lora = headerValue(hv)
 		case "upgrade":
 			upgrade = strings.ToLower(headerValue(hv))
-		case HeaderDestination, HeaderPrefiller:
+		case HeaderDestination, HeaderPrefiller, HeaderPrefillerBootstrap:
 			// A client must never steer routing: drop what it sent.
 			mut.RemoveHeaders = append(mut.RemoveHeaders, strings.ToLower(hv.Key))
 		}
@@ -282,6 +282,9 @@ func (s *Server) decide(ctx context.Context, st *reqState, mut *extprocv3.Header
 		mut.SetHeaders = append(mut.SetHeaders, setHeader(HeaderDestination, dest))
 		if resp.PrefillEndpoint != "" {
 			mut.SetHeaders = append(mut.SetHeaders, setHeader(HeaderPrefiller, resp.PrefillEndpoint))
+			if resp.PrefillBootstrapPort > 0 {
+				mut.SetHeaders = append(mut.SetHeaders, setHeader(HeaderPrefillerBootstrap, strconv.Itoa(int(resp.PrefillBootstrapPort))))
+			}
 		}
 		md := decisionMetadata(st, req.PromptTokens)
 		md.Fields[MetadataNamespace] = structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{

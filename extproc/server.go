@@ -27,9 +27,12 @@ import (
 const (
 	HeaderDestination = "x-gateway-destination-endpoint"
 	HeaderPrefiller   = "x-prefiller-host-port"
-	HeaderRequestID   = "x-request-id"
-	HeaderSessionID   = "x-session-id"
-	HeaderPriority    = "x-llmrouter-priority"
+	// HeaderPrefillerBootstrap is the prefill instance's SGLang bootstrap
+	// port, beside HeaderPrefiller when its agent registered one.
+	HeaderPrefillerBootstrap = "x-prefiller-bootstrap-port"
+	HeaderRequestID          = "x-request-id"
+	HeaderSessionID          = "x-session-id"
+	HeaderPriority           = "x-llmrouter-priority"
 	// HeaderModel names the model of a request without a body (WebSocket
 	// upgrades, body-less calls); the query parameter model= works too.
 	HeaderModel = "x-model"

@@ -27,7 +27,7 @@ const chatBody = `{"model":"llama","user":"alice","max_completion_tokens":64,"st
 func TestPickWrittenAsHeaderAndMetadata(t *testing.T) {
 	fake := newFake(func(context.Context, *llmrouterv1.PickRequest, func(*llmrouterv1.PickResponse)) (*llmrouterv1.PickResponse, error) {
 		return &llmrouterv1.PickResponse{Status: llmrouterv1.PickResponse_ROUTED,
-			Endpoints: []string{"10.0.0.1:8000", "10.0.0.2:8000"}, PrefillEndpoint: "10.0.0.3:8000"}, nil
+			Endpoints: []string{"10.0.0.1:8000", "10.0.0.2:8000"}, PrefillEndpoint: "10.0.0.3:8000", PrefillBootstrapPort: 8998}, nil
 	})
 	h := newHarness(t, fake, testOptions())
 	res := h.f.Do(context.Background(), envoytest.Request{
@@ -36,6 +36,7 @@ func TestPickWrittenAsHeaderAndMetadata(t *testing.T) {
 			envoytest.Header{Key: "x-llmrouter-priority", Value: "5"},
 			envoytest.Header{Key: HeaderDestination, Value: "10.9.9.9:1"},
 			envoytest.Header{Key: HeaderPrefiller, Value: "10.9.9.9:2"},
+			envoytest.Header{Key: HeaderPrefillerBootstrap, Value: "1"},
 		),
 		Body: []byte(chatBody),
 	})
@@ -50,6 +51,9 @@ func TestPickWrittenAsHeaderAndMetadata(t *testing.T) {
 	}
 	if got := headerValues(res.Headers, HeaderPrefiller); !slices.Equal(got, []string{"10.0.0.3:8000"}) {
 		t.Fatalf("%s upstream = %q, want the prefill pick only", HeaderPrefiller, got)
+	}
+	if got := headerValues(res.Headers, HeaderPrefillerBootstrap); !slices.Equal(got, []string{"8998"}) {
+		t.Fatalf("%s upstream = %q, want the prefill's registered port only", HeaderPrefillerBootstrap, got)
 	}
 	md := res.Metadata[MetadataNamespace]
 	if md == nil || md.Fields[HeaderDestination].GetStringValue() != "10.0.0.1:8000,10.0.0.2:8000" {

@@ -325,6 +325,7 @@ func (s *Scheduler) route(w *waiter, cands, all []*policy.Instance, fallback str
 	}
 	if d.Prefill != nil {
 		resp.PrefillEndpoint = d.Prefill.Address
+		resp.PrefillBootstrapPort = s.insts[d.Prefill.ID].bootstrapPort
 	}
 	return resp
 }

@@ -39,9 +39,11 @@ const defaultDecodeTokens = 256
 // inst is the scheduler's mirror of one registry instance, plus its
 // in-flight bookkeeping. Guarded by Scheduler.mu.
 type inst struct {
-	view     policy.Instance // handed to policies; Inflight* maintained here
-	healthy  bool
-	draining bool
+	view policy.Instance // handed to policies; Inflight* maintained here
+	// bootstrapPort goes with the pick when the instance prefills (SGLang).
+	bootstrapPort int32
+	healthy       bool
+	draining      bool
 	// unseen holds picks made since the last report (some may have been
 	// released since; they are skipped).
 	unseen []*pick
@@ -235,6 +237,7 @@ func (s *Scheduler) mirror(in *inst, ri *registry.Instance) {
 	v.PromptTPS, v.GenTPS, v.PrefixCacheHitRatio = ri.PromptTPS, ri.GenTPS, ri.PrefixCacheHitRatio
 	v.NumGPUBlocks, v.BlockSize, v.LastReport = ri.NumGPUBlocks, ri.BlockSize, ri.LastReport
 	in.healthy, in.draining = ri.Healthy, ri.Draining
+	in.bootstrapPort = ri.BootstrapPort
 }
 
 // forget drops a removed instance: its in-flight picks, its metrics, the

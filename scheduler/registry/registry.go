@@ -34,6 +34,9 @@ type Instance struct {
 	Role          fleet.Role
 	NumGPUBlocks  int64
 	BlockSize     int64
+	// BootstrapPort is an SGLang prefill instance's KV bootstrap port, 0
+	// when none (Register.bootstrap_port).
+	BootstrapPort int32
 	// ReportInterval is the agent's; silence for MissedReports of them removes
 	// the instance.
 	ReportInterval time.Duration
@@ -221,6 +224,9 @@ func (r *Registry) Register(reg *llmrouterv1.Register) (*Lease, error) {
 	if len(models) == 0 {
 		return nil, fmt.Errorf("%w: instance %s lists no models: register the names /v1/models returns", ErrInvalid, reg.GetAddress())
 	}
+	if bp := reg.GetBootstrapPort(); bp < 0 || bp > 65535 {
+		return nil, fmt.Errorf("%w: instance %s bootstrap_port %d: want 0 (none) or a port 1-65535", ErrInvalid, reg.GetAddress(), bp)
+	}
 	now := r.clock.Now()
 	interval := reg.GetReportInterval().AsDuration()
 	if interval <= 0 {
@@ -231,6 +237,7 @@ func (r *Registry) Register(reg *llmrouterv1.Register) (*Lease, error) {
 		ID: id, Address: id, Engine: reg.GetEngine(), EngineVersion: reg.GetEngineVersion(),
 		AgentVersion: reg.GetAgentVersion(), Models: models, LoRAs: dedupe(reg.GetLoraAdapters()),
 		Role: RoleFromProto(reg.GetRole()), NumGPUBlocks: reg.GetNumGpuBlocks(), BlockSize: reg.GetBlockSize(),
+		BootstrapPort:  reg.GetBootstrapPort(),
 		ReportInterval: interval, Healthy: true, Registered: now, LastReport: now, PrefixCacheHitRatio: -1,
 	}
 	if ini := reg.GetInitial(); ini != nil {

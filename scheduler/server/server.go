@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -19,6 +20,7 @@ import (
 	"github.com/llmrouter/llmrouter/internal/grpcx"
 	"github.com/llmrouter/llmrouter/internal/httpserve"
 	"github.com/llmrouter/llmrouter/scheduler"
+	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/registry"
 )
 
@@ -115,6 +117,14 @@ func (a *agents) Connect(stream llmrouterv1.AgentService_ConnectServer) error {
 	if err := sendAck(stream, lease, reg); err != nil {
 		return err
 	}
+	// A decode agent's pd proxy sends prefill work only to the instances
+	// named here, so it follows the routable set.
+	fleetChanged, unwatch := a.s.sch.Registry().Watch()
+	defer unwatch()
+	var fleet fleetSender
+	if err := fleet.send(stream, a.s.sch.Registry(), reg); err != nil {
+		return err
+	}
 
 	// One goroutine receives, this one sends and applies: gRPC allows exactly
 	// that, and applying here keeps the lease in one goroutine's hands.
@@ -147,6 +157,7 @@ func (a *agents) Connect(stream llmrouterv1.AgentService_ConnectServer) error {
 				next, err := a.reRegister(stream, lease, m.GetRegister())
 				if next != nil {
 					lease = next
+					reg = m.GetRegister()
 				}
 				if err != nil {
 					reason = "re-registration failed: " + err.Error()
@@ -165,6 +176,10 @@ func (a *agents) Connect(stream llmrouterv1.AgentService_ConnectServer) error {
 			return status.Error(codes.Aborted, "registration ended: "+lease.Reason())
 		case cmd := <-lease.Commands():
 			if err := sendCommand(stream, cmd); err != nil {
+				return err
+			}
+		case <-fleetChanged:
+			if err := fleet.send(stream, a.s.sch.Registry(), reg); err != nil {
 				return err
 			}
 		case <-stream.Context().Done():
@@ -240,6 +255,42 @@ func sendAck(stream llmrouterv1.AgentService_ConnectServer, lease *registry.Leas
 
 func sendCommand(stream llmrouterv1.AgentService_ConnectServer, cmd *llmrouterv1.Command) error {
 	return stream.Send(&llmrouterv1.SchedulerMessage{Msg: &llmrouterv1.SchedulerMessage_Command{Command: cmd}})
+}
+
+// fleetSender tells one agent that runs a pd proxy the prefill fleet when
+// it changed since the last message.
+type fleetSender struct {
+	last []*llmrouterv1.PrefillPeer
+	sent bool
+}
+
+func (f *fleetSender) send(stream llmrouterv1.AgentService_ConnectServer, reg *registry.Registry, self *llmrouterv1.Register) error {
+	if !self.GetPdProxy() {
+		return nil
+	}
+	peers := PrefillPeers(reg)
+	if f.sent && slices.EqualFunc(peers, f.last, func(a, b *llmrouterv1.PrefillPeer) bool {
+		return a.GetAddress() == b.GetAddress() && a.GetBootstrapPort() == b.GetBootstrapPort()
+	}) {
+		return nil
+	}
+	f.last, f.sent = peers, true
+	return stream.Send(&llmrouterv1.SchedulerMessage{Msg: &llmrouterv1.SchedulerMessage_PrefillFleet{
+		PrefillFleet: &llmrouterv1.PrefillFleet{Peers: peers},
+	}})
+}
+
+// PrefillPeers lists the routable instances that may prefill for another
+// (roles prefill and both), sorted by address: the instances pd-split can
+// name in x-prefiller-host-port.
+func PrefillPeers(reg *registry.Registry) []*llmrouterv1.PrefillPeer {
+	var out []*llmrouterv1.PrefillPeer
+	for _, in := range reg.List() {
+		if in.Routable() && in.Role != policy.RoleDecode {
+			out = append(out, &llmrouterv1.PrefillPeer{Address: in.Address, BootstrapPort: in.BootstrapPort})
+		}
+	}
+	return out
 }
 
 // ---------------------------------------------------------------- gateways

@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -441,5 +443,69 @@ func TestShutdownEndsAgentStreams(t *testing.T) {
 	// Well inside the grace period: the agent stream did not hold shutdown.
 	if d := time.Since(start); d > 4*time.Second {
 		t.Fatalf("shutdown took %v", d)
+	}
+}
+
+// A pd proxy's agent learns the routable prefill-capable instances (with
+// their bootstrap ports) after its ack and again whenever the set changes;
+// decode instances and unhealthy ones are never named.
+func TestPrefillFleetFollowsRegistry(t *testing.T) {
+	e := start(t, nil)
+	c, cancel := context.WithCancel(ctx(t))
+	defer cancel()
+	client := llmrouterv1.NewAgentServiceClient(e.dial(t, ""))
+	connect := func(addr string, role llmrouterv1.Role, port int32, proxy bool) llmrouterv1.AgentService_ConnectClient {
+		t.Helper()
+		st, err := client.Connect(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := registerMsg(addr)
+		m.GetRegister().Role, m.GetRegister().BootstrapPort, m.GetRegister().PdProxy = role, port, proxy
+		if err := st.Send(m); err != nil {
+			t.Fatal(err)
+		}
+		if ack, err := st.Recv(); err != nil || ack.GetRegistered() == nil {
+			t.Fatalf("ack = %v, %v", ack, err)
+		}
+		return st
+	}
+	pre := connect("10.0.0.1:8000", llmrouterv1.Role_ROLE_PREFILL, 8998, false)
+	dec := connect("10.0.0.2:9000", llmrouterv1.Role_ROLE_DECODE, 0, true)
+	fleet := func(st llmrouterv1.AgentService_ConnectClient) string {
+		t.Helper()
+		m, err := st.Recv()
+		if err != nil || m.GetPrefillFleet() == nil {
+			t.Fatalf("want a PrefillFleet, got %v, %v", m, err)
+		}
+		var s []string
+		for _, p := range m.GetPrefillFleet().GetPeers() {
+			s = append(s, fmt.Sprintf("%s/%d", p.GetAddress(), p.GetBootstrapPort()))
+		}
+		return strings.Join(s, " ")
+	}
+	if got := fleet(dec); got != "10.0.0.1:8000/8998" {
+		t.Fatalf("first fleet = %q, want the prefill instance with its bootstrap port", got)
+	}
+	both := connect("10.0.0.3:8000", llmrouterv1.Role_ROLE_BOTH, 0, false)
+	if got := fleet(dec); got != "10.0.0.1:8000/8998 10.0.0.3:8000/0" {
+		t.Fatalf("fleet after a both-role instance joined = %q", got)
+	}
+	if err := pre.Send(reportMsg(&llmrouterv1.Report{Healthy: false, UnhealthyReason: "down"})); err != nil {
+		t.Fatal(err)
+	}
+	if got := fleet(dec); got != "10.0.0.3:8000/0" {
+		t.Fatalf("fleet after the prefill instance went unhealthy = %q", got)
+	}
+	// Agents without a pd proxy are not told: the next message the
+	// both-role agent sees is a command.
+	if err := e.sch.Drain("10.0.0.3:8000", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := both.Recv(); err != nil || m.GetCommand().GetKind() != llmrouterv1.Command_KIND_DRAIN {
+		t.Fatalf("both-role agent got %v, %v; want only the drain", m, err)
+	}
+	if got := fleet(dec); got != "" {
+		t.Fatalf("fleet after the both-role instance drained = %q, want none", got)
 	}
 }
