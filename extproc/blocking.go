@@ -88,7 +88,13 @@ func (s *Server) onRequestHeaders(ctx context.Context, st *reqState, h *extprocv
 	upgrade := ""
 	var hdrModel string
 	for _, hv := range h.GetHeaders().GetHeaders() {
-		switch strings.ToLower(hv.Key) {
+		key := strings.ToLower(hv.Key)
+		if key == s.opt.TrustedPriorityHeader {
+			if p, err := strconv.ParseInt(strings.TrimSpace(headerValue(hv)), 10, 32); err == nil {
+				st.priority = int32(p)
+			}
+		}
+		switch key {
 		case ":method":
 			st.method = headerValue(hv)
 		case ":path":
@@ -98,9 +104,8 @@ func (s *Server) onRequestHeaders(ctx context.Context, st *reqState, h *extprocv
 		case HeaderSessionID:
 			st.session = headerValue(hv)
 		case HeaderPriority:
-			if p, err := strconv.ParseInt(strings.TrimSpace(headerValue(hv)), 10, 32); err == nil {
-				st.priority = int32(p)
-			}
+			// Read above only when it is the trusted source; never sent on.
+			mut.RemoveHeaders = append(mut.RemoveHeaders, HeaderPriority)
 		case HeaderModel:
 			hdrModel = headerValue(hv)
 		case HeaderLoRA:
@@ -109,7 +114,7 @@ func (s *Server) onRequestHeaders(ctx context.Context, st *reqState, h *extprocv
 			upgrade = strings.ToLower(headerValue(hv))
 		case HeaderDestination, HeaderPrefiller, HeaderPrefillerBootstrap:
 			// A client must never steer routing: drop what it sent.
-			mut.RemoveHeaders = append(mut.RemoveHeaders, strings.ToLower(hv.Key))
+			mut.RemoveHeaders = append(mut.RemoveHeaders, key)
 		}
 	}
 	if st.requestID == "" {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,6 +69,9 @@ type Options struct {
 	// MaxObservedBody bounds how much of a non-streaming response body is kept
 	// to read its usage.
 	MaxObservedBody int
+	// TrustedPriorityHeader is the only header a priority is read from
+	// (llm_gateway.trusted_priority_header, lower case); "" reads none.
+	TrustedPriorityHeader string
 }
 
 // QueueTimeoutSlack is added to wait_schedule_timeout in the
@@ -83,6 +87,8 @@ func OptionsFromConfig(g config.Gateway) Options {
 		CharsPerToken:       g.CharsPerToken,
 		PickTimeout:         g.PickTimeout,
 		WaitScheduleTimeout: g.WaitScheduleTimeout,
+		// Lower-cased so "" can never equal a header key.
+		TrustedPriorityHeader: strings.ToLower(g.TrustedPriorityHeader),
 	}
 }
 

@@ -62,7 +62,7 @@ func TestPickWrittenAsHeaderAndMetadata(t *testing.T) {
 
 	p := fake.lastPick()
 	if p.RequestId != "req-1" || p.Model != "llama" || p.Api != llmrouterv1.ApiKind_API_KIND_CHAT_COMPLETIONS ||
-		p.MaxTokens != 64 || !p.Stream || p.LoraAdapter != "llama" || p.SessionKey != sessionkey.Digest("alice") || p.Priority != 5 || p.BlockChars != 16 {
+		p.MaxTokens != 64 || !p.Stream || p.LoraAdapter != "llama" || p.SessionKey != sessionkey.Digest("alice") || p.Priority != 0 || p.BlockChars != 16 {
 		t.Fatalf("pick request = %v", p)
 	}
 	text := prompthash.RenderChat([]prompthash.Message{

@@ -69,6 +69,14 @@ type Gateway struct {
 	MaxPrefixChars int `mapstructure:"max_prefix_chars" yaml:"max_prefix_chars"`
 	// CharsPerToken converts prompt characters to estimated tokens.
 	CharsPerToken float64 `mapstructure:"chars_per_token" yaml:"chars_per_token"`
+
+	// TrustedPriorityHeader names the request header the gateway takes a
+	// request's priority from; "" (the default) takes none: every request
+	// has priority 0 and a client's x-llmrouter-priority is removed. Set it
+	// only to a header your Envoy strips from clients and sets itself (the
+	// shipped bootstrap strips every x-llmrouter-* header before the
+	// gateway sees the request).
+	TrustedPriorityHeader string `mapstructure:"trusted_priority_header" yaml:"trusted_priority_header"`
 }
 
 // Scheduler is the global brain: registry, policies, queue, xDS.

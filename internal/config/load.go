@@ -387,6 +387,9 @@ func (c Config) Validate() error {
 	if g.CharsPerToken <= 0 {
 		bad("llm_gateway.chars_per_token", g.CharsPerToken, "a positive number")
 	}
+	if !validHeaderName(g.TrustedPriorityHeader) {
+		bad("llm_gateway.trusted_priority_header", g.TrustedPriorityHeader, `"" (no client priority) or a lower-case header name: letters, digits, - and _`)
+	}
 	for _, a := range []struct{ key, val string }{
 		{"llm_gateway.listen", g.Listen}, {"llm_gateway.http_listen", g.HTTPListen},
 		{"llm_gateway.scheduler_address", g.SchedulerAddress},
@@ -465,6 +468,19 @@ func (c Config) Validate() error {
 		bad("tls.client_ca_file", t.ClientCAFile, "only with tls.cert_file and tls.key_file (mTLS needs a server certificate)")
 	}
 	return errors.Join(errs...)
+}
+
+// validHeaderName admits "" and lower-case HTTP header names (as Envoy
+// hands them to ext_proc); pseudo-headers are not a priority source.
+func validHeaderName(h string) bool {
+	for _, r := range h {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // validXDSToken admits RFC 6750's bearer-token characters. Envoy sends the
