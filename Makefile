@@ -16,8 +16,14 @@ FUZZTIME ?= 10s
 
 all: build
 
+# The build's version and revision (llmrouter version, llmrouter_build_info).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BUILDINFO := github.com/llmrouter/llmrouter/internal/buildinfo
+LDFLAGS := -X $(BUILDINFO).Version=$(VERSION) -X $(BUILDINFO).Revision=$(REVISION)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/llmrouter
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/llmrouter
 
 test: build test-unit fuzz
 

@@ -192,7 +192,7 @@ func TestGrafanaDashboardUsesExportedMetrics(t *testing.T) {
 	}
 	// Every metric the dashboard queries must be defined somewhere in the code.
 	var src strings.Builder
-	for _, dir := range []string{"../scheduler", "../extproc", "../agent", "../xds"} {
+	for _, dir := range []string{"../scheduler", "../extproc", "../agent", "../xds", "../internal"} {
 		_ = walkGo(dir, &src)
 	}
 	re := regexp.MustCompile(`llmrouter_[a-z_]+`)

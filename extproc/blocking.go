@@ -256,7 +256,7 @@ func (s *Server) decide(ctx context.Context, st *reqState, mut *extprocv3.Header
 	now := time.Now()
 	if !s.health.allow(now) {
 		s.noteHealth()
-		s.m.requests.WithLabelValues(api, "degraded").Inc()
+		s.m.requests.WithLabelValues(api, "degraded", s.m.models.label(req.Model)).Inc()
 		s.m.passthrough.WithLabelValues("degraded").Inc()
 		s.trackPassthrough(st, req.PromptTokens)
 		return pass2(st, onHeaders, mut, req.PromptTokens)
@@ -278,6 +278,10 @@ func (s *Server) decide(ctx context.Context, st *reqState, mut *extprocv3.Header
 	if s.health.success() {
 		s.noteHealth()
 	}
+	if resp.Pool != "" && resp.Pool == req.Model {
+		s.m.models.served(req.Model)
+	}
+	model := s.m.models.label(req.Model)
 	switch resp.Status {
 	case llmrouterv1.PickResponse_ROUTED:
 		if len(resp.Endpoints) == 0 {
@@ -295,7 +299,7 @@ func (s *Server) decide(ctx context.Context, st *reqState, mut *extprocv3.Header
 		md.Fields[MetadataNamespace] = structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
 			HeaderDestination: structpb.NewStringValue(dest),
 		}})
-		s.m.requests.WithLabelValues(api, "routed").Inc()
+		s.m.requests.WithLabelValues(api, "routed", model).Inc()
 		s.track.put(st.requestID, &tracked{arrival: st.arrival, model: req.Model, api: st.api,
 			endpoint: resp.Endpoints[0], promptTokens: req.PromptTokens}, time.Now())
 		if onHeaders {
@@ -305,7 +309,7 @@ func (s *Server) decide(ctx context.Context, st *reqState, mut *extprocv3.Header
 	case llmrouterv1.PickResponse_REJECTED:
 		switch resp.HttpStatus {
 		case 429:
-			s.m.requests.WithLabelValues(api, "rejected").Inc()
+			s.m.requests.WithLabelValues(api, "rejected", model).Inc()
 			retry := resp.RetryAfterSeconds
 			if retry <= 0 {
 				retry = 1
@@ -316,7 +320,7 @@ func (s *Server) decide(ctx context.Context, st *reqState, mut *extprocv3.Header
 			}
 			return immediate(429, "requests", "rate_limit_exceeded", "queue_full", msg, retry)
 		case 404:
-			s.m.requests.WithLabelValues(api, "rejected").Inc()
+			s.m.requests.WithLabelValues(api, "rejected", model).Inc()
 			msg := clip.Prefix(resp.Reason, maxReason)
 			if msg == "" {
 				msg = fmt.Sprintf("The model `%s` does not exist.", clip.Input(req.Model))
@@ -424,7 +428,7 @@ func (s *Server) passBody(st *reqState, reason string) *extprocv3.ProcessingResp
 }
 
 func (s *Server) countPass(st *reqState, reason string) {
-	s.m.requests.WithLabelValues(apiLabel(int32(st.api)), "passthrough").Inc()
+	s.m.requests.WithLabelValues(apiLabel(int32(st.api)), "passthrough", s.m.models.label(st.model)).Inc()
 	s.m.passthrough.WithLabelValues(reason).Inc()
 	if reason != "cancelled" {
 		s.trackPassthrough(st, 0)

@@ -1,25 +1,28 @@
 package extproc
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // metrics are the gateway's series (ARCHITECTURE §7).
 type metrics struct {
-	requests         *prometheus.CounterVec // api, outcome
+	requests         *prometheus.CounterVec // api, outcome, model
 	passthrough      *prometheus.CounterVec // reason
 	pending          prometheus.Gauge
 	inflight         prometheus.Gauge
-	ttft             prometheus.Histogram
-	tpot             prometheus.Histogram
-	promptTokens     prometheus.Counter
-	completionTokens prometheus.Counter
+	ttft             *prometheus.HistogramVec // model
+	tpot             *prometheus.HistogramVec // model
+	promptTokens     *prometheus.CounterVec   // model
+	completionTokens *prometheus.CounterVec   // model
 	pickDuration     prometheus.Histogram
 	responses        *prometheus.CounterVec // code class
 	reportsDropped   prometheus.Counter
 	reportErrors     prometheus.Counter
 	trackerEvicted   *prometheus.CounterVec // reason
 	registry         *prometheus.Registry
+	models           modelLabels
 }
 
 func newMetrics(reg *prometheus.Registry, degraded func() float64) *metrics {
@@ -27,8 +30,8 @@ func newMetrics(reg *prometheus.Registry, degraded func() float64) *metrics {
 		registry: reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "llmrouter_gateway_requests_total",
-			Help: "Requests seen by the blocking filter, by API and outcome (routed, rejected, passthrough, degraded).",
-		}, []string{"api", "outcome"}),
+			Help: "Requests seen by the blocking filter, by API, outcome (routed, rejected, passthrough, degraded) and model (\"other\" for models the fleet does not serve).",
+		}, []string{"api", "outcome", "model"}),
 		passthrough: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "llmrouter_gateway_passthrough_total",
 			Help: "Requests passed to Envoy without a pick (Envoy round-robins), by reason.",
@@ -41,24 +44,24 @@ func newMetrics(reg *prometheus.Registry, degraded func() float64) *metrics {
 			Name: "llmrouter_gateway_inflight_requests",
 			Help: "Requests picked and not yet seen completing by the observability filter.",
 		}),
-		ttft: prometheus.NewHistogram(prometheus.HistogramOpts{
+		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "llmrouter_gateway_ttft_seconds",
 			Help:    "Time from the request's arrival at the gateway to the first response body chunk.",
 			Buckets: []float64{.01, .025, .05, .1, .2, .3, .5, .75, 1, 1.5, 2, 3, 5, 7.5, 10, 20, 30, 60},
-		}),
-		tpot: prometheus.NewHistogram(prometheus.HistogramOpts{
+		}, []string{"model"}),
+		tpot: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "llmrouter_gateway_tpot_seconds",
 			Help:    "Mean time per output token after the first, per request.",
 			Buckets: []float64{.001, .0025, .005, .01, .015, .02, .03, .04, .05, .075, .1, .15, .2, .3, .5, 1},
-		}),
-		promptTokens: prometheus.NewCounter(prometheus.CounterOpts{
+		}, []string{"model"}),
+		promptTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "llmrouter_gateway_prompt_tokens_total",
-			Help: "Prompt tokens of completed requests (engine-reported usage, else the gateway's estimate).",
-		}),
-		completionTokens: prometheus.NewCounter(prometheus.CounterOpts{
+			Help: "Prompt tokens of completed requests (engine-reported usage, else the gateway's estimate), by model.",
+		}, []string{"model"}),
+		completionTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "llmrouter_gateway_completion_tokens_total",
-			Help: "Completion tokens of completed requests (engine-reported usage, else counted stream chunks).",
-		}),
+			Help: "Completion tokens of completed requests (engine-reported usage, else counted stream chunks), by model.",
+		}, []string{"model"}),
 		pickDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "llmrouter_gateway_pick_duration_seconds",
 			Help:    "Time the blocking filter spends on one request body: parse, hash, pick (including queue waits).",
@@ -87,7 +90,70 @@ func newMetrics(reg *prometheus.Registry, degraded func() float64) *metrics {
 			Name: "llmrouter_gateway_degraded",
 			Help: "1 while the scheduler is unreachable and requests pass through without a pick.",
 		}, degraded))
+	// Series the dashboard and the alerts read exist from start, so a
+	// healthy system shows 0 rather than no data.
+	for _, r := range passthroughReasons {
+		m.passthrough.WithLabelValues(r)
+	}
+	for _, v := range []*prometheus.CounterVec{m.promptTokens, m.completionTokens} {
+		v.WithLabelValues(modelOther)
+	}
 	return m
+}
+
+// passthroughReasons are the known llmrouter_gateway_passthrough_total
+// reasons (a 4xx/5xx the gateway does not turn into an answer adds
+// rejected_<code>).
+var passthroughReasons = []string{"degraded", "cancelled", "scheduler_error", "no_endpoint", "no_model",
+	"bad_body", "body_not_buffered", "bad_pick_status"}
+
+// modelOther labels requests for models the fleet does not serve (as far as
+// the gateway has learnt), keeping the model label bounded.
+const modelOther = "other"
+
+// maxModelLabels bounds the model label's values even when the fleet's
+// models change over time: past it, new models are counted as "other".
+const maxModelLabels = 64
+
+// modelLabels is the set of models the scheduler confirmed served (a routed
+// or queued answer whose pool is the request's model). Only those become
+// model label values; anything a client makes up stays "other".
+type modelLabels struct {
+	mu  sync.RWMutex
+	set map[string]struct{}
+}
+
+// served records that the fleet serves model.
+func (l *modelLabels) served(model string) {
+	if model == "" || model == modelOther {
+		return
+	}
+	l.mu.RLock()
+	_, ok := l.set[model]
+	n := len(l.set)
+	l.mu.RUnlock()
+	if ok || n >= maxModelLabels {
+		return
+	}
+	l.mu.Lock()
+	if l.set == nil {
+		l.set = map[string]struct{}{}
+	}
+	if len(l.set) < maxModelLabels {
+		l.set[model] = struct{}{}
+	}
+	l.mu.Unlock()
+}
+
+// label is model's label value: itself when served, else "other".
+func (l *modelLabels) label(model string) string {
+	l.mu.RLock()
+	_, ok := l.set[model]
+	l.mu.RUnlock()
+	if ok {
+		return model
+	}
+	return modelOther
 }
 
 // apiLabel names an API for metric labels.

@@ -241,10 +241,14 @@ func (s *Server) finish(o *obsState, now time.Time, errText string) {
 	if e != nil && !e.arrival.IsZero() && e.arrival.Before(arrival) {
 		arrival = e.arrival
 	}
+	model := modelOther
+	if e != nil {
+		model = s.m.models.label(e.model)
+	}
 	var ttft, tpot time.Duration
 	if !o.firstChunk.IsZero() {
 		ttft = o.firstChunk.Sub(arrival)
-		s.m.ttft.Observe(ttft.Seconds())
+		s.m.ttft.WithLabelValues(model).Observe(ttft.Seconds())
 	}
 	completion := o.chunks
 	if o.usage.seen {
@@ -252,14 +256,14 @@ func (s *Server) finish(o *obsState, now time.Time, errText string) {
 	}
 	if completion > 1 && !o.firstToken.IsZero() && o.lastToken.After(o.firstToken) {
 		tpot = o.lastToken.Sub(o.firstToken) / time.Duration(completion-1)
-		s.m.tpot.Observe(tpot.Seconds())
+		s.m.tpot.WithLabelValues(model).Observe(tpot.Seconds())
 	}
 	prompt := o.usage.prompt
 	if !o.usage.seen && e != nil {
 		prompt = e.promptTokens
 	}
-	s.m.promptTokens.Add(float64(prompt))
-	s.m.completionTokens.Add(float64(completion))
+	s.m.promptTokens.WithLabelValues(model).Add(float64(prompt))
+	s.m.completionTokens.WithLabelValues(model).Add(float64(completion))
 	class := "reset"
 	if o.status > 0 {
 		class = strconv.Itoa(o.status/100) + "xx"

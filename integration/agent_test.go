@@ -230,7 +230,7 @@ func TestAgentWithScheduler(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); errs <- stream(ctx, engineAddr, 50) }()
 	}
-	sched.waitMetric(t, settle, streams, "llmrouter_instance_running_requests", "instance", engineAddr)
+	sched.waitMetric(t, settle, streams, "llmrouter_instance_running_requests", "engine", engineAddr)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -238,7 +238,7 @@ func TestAgentWithScheduler(t *testing.T) {
 			t.Fatalf("stream: %v", err)
 		}
 	}
-	sched.waitMetric(t, settle, 0, "llmrouter_instance_running_requests", "instance", engineAddr)
+	sched.waitMetric(t, settle, 0, "llmrouter_instance_running_requests", "engine", engineAddr)
 
 	// The engine dies (SIGKILL): the scheduler holds it unhealthy within a
 	// second, still registered (the agent keeps reporting).

@@ -22,12 +22,23 @@ const (
 	fallbackReplaced     = "duplicate_request_id"
 )
 
+// labelEngine labels the per-engine series with the engine's ip:port. Not
+// "instance": Prometheus sets that on every scraped series (the scrape
+// target), renames a clashing label to exported_instance, and a
+// `sum by (instance)` would then merge the engines.
+const labelEngine = "engine"
+
+// fallbackReasons are the known fallback reasons, exported at 0 from start so
+// that a rate over them (dashboard, alerts) exists on a healthy system.
+var fallbackReasons = []string{fallbackQueueTimeout, fallbackDefaultPool, fallbackPolicyEmpty, fallbackReplaced}
+
 type metrics struct {
 	pickDuration *prometheus.HistogramVec
 	decisions    *prometheus.CounterVec
 	fallbacks    *prometheus.CounterVec
 	queueWait    prometheus.Histogram
 	queueLength  prometheus.Gauge
+	queueCap     prometheus.Gauge
 	instances    *prometheus.GaugeVec
 	inflight     prometheus.Gauge
 
@@ -38,7 +49,7 @@ type metrics struct {
 	genTPS    *prometheus.GaugeVec
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer, queueCapacity int) *metrics {
 	m := &metrics{
 		pickDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "llmrouter_scheduler_pick_duration_seconds",
@@ -62,6 +73,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "llmrouter_scheduler_queue_length",
 			Help: "Requests waiting in the admission queue.",
 		}),
+		queueCap: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "llmrouter_scheduler_queue_capacity",
+			Help: "Requests the admission queue holds at most (llm_gateway.max_queue_size); an alert compares the length with it.",
+		}),
 		instances: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "llmrouter_scheduler_instances",
 			Help: "Registered engine instances by state (healthy, unhealthy, draining).",
@@ -73,30 +88,34 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		kvUsage: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "llmrouter_instance_kv_cache_usage_ratio",
 			Help: "KV cache usage reported by the instance, 0..1.",
-		}, []string{"instance"}),
+		}, []string{labelEngine}),
 		running: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "llmrouter_instance_running_requests",
 			Help: "Requests the engine reported running.",
-		}, []string{"instance"}),
+		}, []string{labelEngine}),
 		waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "llmrouter_instance_waiting_requests",
 			Help: "Requests the engine reported waiting.",
-		}, []string{"instance"}),
+		}, []string{labelEngine}),
 		promptTPS: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "llmrouter_instance_prompt_tokens_per_second",
 			Help: "Prompt (prefill) tokens per second over the last report interval.",
-		}, []string{"instance"}),
+		}, []string{labelEngine}),
 		genTPS: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "llmrouter_instance_generation_tokens_per_second",
 			Help: "Generated tokens per second over the last report interval.",
-		}, []string{"instance"}),
+		}, []string{labelEngine}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.pickDuration, m.decisions, m.fallbacks, m.queueWait, m.queueLength, m.instances,
+		reg.MustRegister(m.pickDuration, m.decisions, m.fallbacks, m.queueWait, m.queueLength, m.queueCap, m.instances,
 			m.inflight, m.kvUsage, m.running, m.waiting, m.promptTPS, m.genTPS)
 	}
 	for _, st := range []string{registry.StateHealthy, registry.StateUnhealthy, registry.StateDraining} {
 		m.instances.WithLabelValues(st).Set(0)
+	}
+	m.queueCap.Set(float64(queueCapacity))
+	for _, r := range fallbackReasons {
+		m.fallbacks.WithLabelValues(r)
 	}
 	return m
 }

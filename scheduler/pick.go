@@ -158,6 +158,7 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 		Status:  llmrouterv1.PickResponse_QUEUED,
 		MaxWait: durationpb.New(s.cfg.Gateway.WaitScheduleTimeout),
 		Policy:  s.pol.Name(),
+		Pool:    w.pool,
 		Reason:  fmt.Sprintf("every instance serving model %q is saturated; waiting for capacity", clip.Input(req.Model)),
 	}, w
 }
@@ -319,7 +320,7 @@ func (s *Scheduler) route(w *waiter, cands, all []*policy.Instance, fallback str
 		s.m.fallbacks.WithLabelValues(fallback).Inc()
 	}
 	s.m.decisions.WithLabelValues(s.pol.Name(), outcomeRouted).Inc()
-	resp := &llmrouterv1.PickResponse{Status: llmrouterv1.PickResponse_ROUTED, Policy: s.pol.Name(), Endpoints: make([]string, len(ranked))}
+	resp := &llmrouterv1.PickResponse{Status: llmrouterv1.PickResponse_ROUTED, Policy: s.pol.Name(), Pool: w.pool, Endpoints: make([]string, len(ranked))}
 	for i, v := range ranked {
 		resp.Endpoints[i] = v.Address
 	}

@@ -175,6 +175,15 @@ func TestPerInstanceMetricsDeleted(t *testing.T) {
 	if n, v := series("llmrouter_instance_kv_cache_usage_ratio"); n != 1 || v != 0.5 {
 		t.Fatalf("kv usage series %d value %v", n, v)
 	}
+	// The per-engine label is "engine": "instance" would clash with the
+	// label Prometheus gives every scraped series.
+	for _, mf := range must(reg.Gather()) {
+		if mf.GetName() == "llmrouter_instance_kv_cache_usage_ratio" {
+			if l := mf.GetMetric()[0].GetLabel(); len(l) != 1 || l[0].GetName() != "engine" || l[0].GetValue() != "10.0.0.1:8000" {
+				t.Fatalf("per-engine labels = %v, want engine=10.0.0.1:8000", l)
+			}
+		}
+	}
 	if _, v := series("llmrouter_instance_generation_tokens_per_second"); v != 30 {
 		t.Fatalf("gen tps %v", v)
 	}
@@ -197,4 +206,33 @@ func TestPerInstanceMetricsDeleted(t *testing.T) {
 	if len(states) != 3 || states["healthy"] != 0 {
 		t.Fatalf("instance states = %v", states)
 	}
+}
+
+// Every fallback reason exists at 0 before the first fallback: a dashboard
+// panel or an alert over their rate has a series on a healthy system.
+func TestFallbacksExportedFromStart(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := New(testConfig(), Deps{Clock: newFakeClock(), Metrics: reg}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, mf := range must(reg.Gather()) {
+		if mf.GetName() == "llmrouter_scheduler_fallbacks_total" {
+			for _, m := range mf.GetMetric() {
+				got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue() == 0
+			}
+		}
+	}
+	for _, r := range []string{"queue_timeout", "default_pool", "policy_empty", "duplicate_request_id"} {
+		if !got[r] {
+			t.Errorf("llmrouter_scheduler_fallbacks_total{reason=%q} not exported at 0 from start (got %v)", r, got)
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -105,7 +105,7 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 		return nil, fmt.Errorf("llm_scheduler.policy: %w", err)
 	}
 	s := &Scheduler{
-		cfg: cfg, clock: d.Clock, log: d.Log, pol: pol, m: newMetrics(d.Metrics),
+		cfg: cfg, clock: d.Clock, log: d.Log, pol: pol, m: newMetrics(d.Metrics, cfg.Gateway.MaxQueueSize),
 		reg: registry.New(registry.Options{Clock: d.Clock, AllowedCIDRs: cidrs,
 			MissedReports: cfg.Scheduler.MissedReports, Log: d.Log.Named("registry")}),
 		maxWaiting: int64(cfg.Scheduler.MaxWaiting), maxKV: cfg.Scheduler.MaxKVCacheUsage,

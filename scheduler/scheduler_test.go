@@ -223,6 +223,13 @@ func TestDefaultPool(t *testing.T) {
 		if resp.Status != llmrouterv1.PickResponse_ROUTED || resp.Endpoints[0] != "10.0.0.1:8000" || len(resp.Endpoints) != 1 {
 			t.Fatalf("default pool: %v", resp)
 		}
+		// The gateway labels metrics by model only when pool equals it.
+		if resp.Pool != "base" {
+			t.Fatalf("default pool answer names pool %q, want base", resp.Pool)
+		}
+	}
+	if resp, _ := s.TryPick(pickReq("own", "other"), nil); resp.Pool != "other" {
+		t.Fatalf("a served model's answer names pool %q, want other", resp.Pool)
 	}
 }
 

@@ -1,6 +1,9 @@
 package xds
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 type metrics struct {
 	pushes      *prometheus.CounterVec
@@ -41,5 +44,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	reg.MustRegister(m.pushes, m.nacks, m.clients, m.endpoints, m.pushLatency, m.unauthenticated)
+	// The served types exist at 0 from start: the dashboard's and the
+	// alerts' rates over pushes and NACKs have a series before the first.
+	for _, t := range []string{resource.ClusterType, resource.EndpointType} {
+		m.pushes.WithLabelValues(t)
+		m.nacks.WithLabelValues(t)
+	}
 	return m
 }

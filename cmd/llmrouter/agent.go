@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/llmrouter/llmrouter/agent"
+	"github.com/llmrouter/llmrouter/internal/buildinfo"
 	"github.com/llmrouter/llmrouter/internal/grpcx"
 	"github.com/llmrouter/llmrouter/internal/httpserve"
 )
@@ -72,7 +73,7 @@ func runAgent(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	reg := httpserve.NewRegistry()
-	a, err := agent.New(agent.OptionsFromConfig(cfg, dial, Version), log, reg)
+	a, err := agent.New(agent.OptionsFromConfig(cfg, dial, buildinfo.Get().Version), log, reg)
 	if err != nil {
 		return err
 	}

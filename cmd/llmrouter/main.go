@@ -14,12 +14,10 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/llmrouter/llmrouter/internal/buildinfo"
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/internal/logging"
 )
-
-// Version is set at build time (-ldflags "-X main.Version=...").
-var Version = "dev"
 
 var rootCmd = &cobra.Command{
 	Use:   "llmrouter",
@@ -36,12 +34,17 @@ func init() {
 	pf.String("config", "", "configuration file (YAML or JSON)")
 	pf.String("log-level", "", "log level: debug, info, warn, error (default info)")
 	pf.String("log-format", "", "log format: json or console (default json)")
+	// --version and `version` print the same line: the version and revision
+	// set by the Makefile or Dockerfile (else Go's embedded build information)
+	// and the Go version.
+	rootCmd.Version = buildinfo.Get().Version
+	rootCmd.SetVersionTemplate(buildinfo.Get().String() + "\n")
 	rootCmd.AddCommand(&cobra.Command{
 		Use:   "version",
-		Short: "Print the version",
+		Short: "Print the version, VCS revision and Go version of this build",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintln(cmd.OutOrStdout(), "llmrouter", Version)
+			fmt.Fprintln(cmd.OutOrStdout(), buildinfo.Get().String())
 		},
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -55,8 +56,13 @@ func TestHelpListsCommands(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
-	if r := run(t, nil, "version"); r.code != 0 || !strings.HasPrefix(r.stdout, "llmrouter ") {
+	r := run(t, nil, "version")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "llmrouter ") || !strings.Contains(r.stdout, "(revision ") ||
+		!strings.Contains(r.stdout, runtime.Version()) {
 		t.Fatalf("version: %+v", r)
+	}
+	if f := run(t, nil, "--version"); f.code != 0 || f.stdout != r.stdout {
+		t.Fatalf("--version printed %+v, want the same as version: %q", f, r.stdout)
 	}
 }
 

@@ -86,7 +86,7 @@ func TestSchedulerServes(t *testing.T) {
 	code, body := get("GET", "/metrics", "")
 	for _, want := range []string{
 		`llmrouter_scheduler_decisions_total{outcome="routed",policy="least-request"} 1`,
-		`llmrouter_instance_kv_cache_usage_ratio{instance="127.0.0.1:8000"} 0.25`,
+		`llmrouter_instance_kv_cache_usage_ratio{engine="127.0.0.1:8000"} 0.25`,
 		`llmrouter_scheduler_instances{state="healthy"} 1`,
 		`llmrouter_scheduler_inflight_requests 1`,
 		"llmrouter_scheduler_pick_duration_seconds_bucket",

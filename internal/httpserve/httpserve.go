@@ -16,17 +16,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+
+	"github.com/llmrouter/llmrouter/internal/buildinfo"
 )
 
 // ShutdownGrace bounds graceful shutdown of every server a role runs.
 const ShutdownGrace = 5 * time.Second
 
 // NewRegistry returns a Prometheus registry for one process with the Go and
-// process collectors. Each process (and each test) gets its own, so nothing
-// registers into a global.
+// process collectors and llmrouter_build_info. Each process (and each test)
+// gets its own, so nothing registers into a global.
 func NewRegistry() *prometheus.Registry {
 	r := prometheus.NewRegistry()
-	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildinfo.Collector())
 	return r
 }
 
