@@ -48,6 +48,10 @@ caching and preemption. Profiles (--profile), each value overridable by flag:
 	f.Int("default-max-tokens", 128, "output tokens of a request that sets no max_tokens")
 	f.StringSlice("served-lora", nil, "LoRA adapter names to serve besides the base model (repeatable or comma-separated)")
 	f.Int64("seed", 0, "seed for response ids and filler text")
+	f.String("role", enginesim.RoleBoth, "prefill/decode disaggregation side: both, prefill or decode")
+	f.String("engine", enginesim.APIVLLM, "API and metric names presented: vllm (kv_transfer_params, NixlConnector) or sglang (bootstrap_host/port/room)")
+	f.Duration("kv-transfer-per-block", 0, "decode: what receiving one prompt KV block from a prefill instance costs (e.g. 20us)")
+	f.String("bootstrap-listen", "", "sglang prefill: the bootstrap server's address (SGLang's --disaggregation-bootstrap-port), e.g. :8998")
 	rootCmd.AddCommand(cmd)
 }
 
@@ -100,8 +104,19 @@ func runEngineSim(cmd *cobra.Command, _ []string) error {
 	maxTokens, _ := f.GetInt("default-max-tokens")
 	loras, _ := f.GetStringSlice("served-lora")
 	seed, _ := f.GetInt64("seed")
+	role, _ := f.GetString("role")
+	api, _ := f.GetString("engine")
+	perBlock, _ := f.GetDuration("kv-transfer-per-block")
+	var boot net.Listener
+	if addr, _ := f.GetString("bootstrap-listen"); addr != "" {
+		if boot, err = net.Listen("tcp", addr); err != nil {
+			return fmt.Errorf("enginesim: --bootstrap-listen %s: %w", addr, err)
+		}
+		defer boot.Close()
+	}
 	srv, err := enginesim.New(enginesim.Options{
 		Model: model, Engine: ec, DefaultMaxTokens: maxTokens, ServedLoRAs: loras, Seed: seed, Log: log,
+		Role: role, API: api, KVTransferPerBlock: perBlock, Bootstrap: boot,
 	})
 	if err != nil {
 		return fmt.Errorf("enginesim: %w", err)

@@ -20,6 +20,13 @@ type Request struct {
 	// become cached as decoding fills them. The engine keeps the slice; the
 	// caller must not change it while the request lives.
 	BlockHashes []uint64
+	// KVTransferred says the prompt's KV cache arrived from a prefill
+	// instance (prefill/decode disaggregation): at its first admission the
+	// request computes only its last prompt token, as a vLLM decode
+	// instance does after NixlConnector's pull. The transfer's duration is
+	// the caller's to model (it adds the request when the transfer ends);
+	// a request preempted later recomputes its prompt like any other.
+	KVTransferred bool
 }
 
 // EventKind says what happened to a request.
@@ -86,6 +93,9 @@ type Stats struct {
 	// PromptTokens counts the prompt tokens of requests that produced their
 	// first token; GenerationTokens counts output tokens.
 	PromptTokens, GenerationTokens int64
+	// TransferredTokens counts prompt tokens whose KV came from a prefill
+	// instance instead of being computed here.
+	TransferredTokens              int64
 	Preemptions, Finished, Aborted int64
 	Steps                          int64
 	// BusyTime is the total duration of the steps run.
@@ -112,6 +122,7 @@ type seq struct {
 	committed int // leading blocks registered in the prefix cache
 	cached    int // tokens served from the cache at the last admission
 	admitted  bool
+	remoteKV  bool          // the prompt's KV arrives with the first admission
 	firstAt   time.Duration // first scheduled
 	blocks    []int32
 }
@@ -186,6 +197,7 @@ func (e *Engine) Add(now time.Duration, r Request) error {
 		s = &seq{}
 	}
 	s.id, s.prompt, s.maxTokens, s.hashes, s.state = r.ID, r.PromptTokens, r.MaxTokens, r.BlockHashes, stateWaiting
+	s.remoteKV = r.KVTransferred
 	e.byID[r.ID] = s
 	if !e.inFlight && !e.hasWork() {
 		e.readyAt = max(now, e.lastEnd)
@@ -322,13 +334,23 @@ func (e *Engine) schedule(start time.Duration) {
 				e.kv.scratch = e.kv.scratch[:0]
 			}
 			cached := hits * bs
-			n := min(s.seqLen()-cached, budget)
-			if !e.kv.admit(s, hitsFree, cached+n) {
+			computed := cached
+			if s.remoteKV && s.prompt-1 > computed {
+				// The transferred prompt is computed but for its last
+				// token, which yields the first output token.
+				computed = s.prompt - 1
+			}
+			n := min(s.seqLen()-computed, budget)
+			if !e.kv.admit(s, hitsFree, computed+n) {
 				break
 			}
 			e.waiting.popFront()
 			s.state = stateRunning
-			s.computed, s.cached, s.committed = cached, cached, hits
+			if s.remoteKV {
+				e.stats.TransferredTokens += int64(computed - cached)
+				s.remoteKV = false
+			}
+			s.computed, s.cached, s.committed = computed, cached, hits
 			if !s.admitted {
 				s.admitted, s.firstAt = true, start
 			}

@@ -530,3 +530,39 @@ func TestOutputBlocksCachedForTheNextTurn(t *testing.T) {
 		t.Fatalf("turn 2 hit %d tokens, want 96 (prompt and generated blocks of turn 1)", ft.CachedTokens)
 	}
 }
+
+// A request whose prompt KV was transferred computes only its last prompt
+// token: its first token comes after one step of one prefill token instead
+// of the chunked prefill of the whole prompt, and the prompt becomes cached
+// here as it would after a local prefill.
+func TestTransferredKVSkipsPrefill(t *testing.T) {
+	c := testConfig()
+	local, remote := mustEngine(t, c), mustEngine(t, c)
+	const prompt = 2000 // four chunks of 512
+	for _, e := range []*Engine{local, remote} {
+		if err := e.Add(0, Request{ID: 1, PromptTokens: prompt, MaxTokens: 2, BlockHashes: hashes("p", prompt/16), KVTransferred: e == remote}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := func(evs []Event) time.Duration {
+		for _, ev := range evs {
+			if ev.Kind == FirstToken {
+				return ev.At
+			}
+		}
+		t.Fatal("no first token")
+		return 0
+	}
+	if got, want := first(drain(t, remote)), c.StepTime(1, 0); got != want {
+		t.Fatalf("transferred TTFT = %v, want one step of one token (%v)", got, want)
+	}
+	if got, want := first(drain(t, local)), 3*c.StepTime(512, 0)+c.StepTime(prompt-3*512, 0); got != want {
+		t.Fatalf("local TTFT = %v, want the chunked prefill (%v)", got, want)
+	}
+	if st := remote.Stats(); st.TransferredTokens != prompt-1 || st.CachedBlocks < prompt/16 {
+		t.Fatalf("remote stats = %+v, want %d transferred tokens and the prompt cached", st, prompt-1)
+	}
+	if st := local.Stats(); st.TransferredTokens != 0 {
+		t.Fatalf("local transferred %d tokens", st.TransferredTokens)
+	}
+}

@@ -44,9 +44,19 @@ type metrics struct {
 	promptTokens, genTokens                       prometheus.Histogram
 	success                                       *prometheus.CounterVec
 	histograms                                    []prometheus.Collector
+	// pd counts disaggregated requests served, by side (prefill: computed
+	// a prompt for another instance; decode: received one). The name is
+	// the simulator's own: no engine exports this count.
+	pd *prometheus.CounterVec
+
+	sglang                   bool
+	usedTokens, cacheHitRate *prometheus.Desc
 }
 
 func newMetrics(s *Server) *metrics {
+	if s.opts.API == APISGLang {
+		return newSGLangMetrics(s)
+	}
 	labels := prometheus.Labels{"model_name": s.opts.Model, "engine": "0"}
 	m := &metrics{s: s, labels: labels}
 	desc := func(name, help string) *prometheus.Desc {
@@ -89,6 +99,49 @@ func newMetrics(s *Server) *metrics {
 		m.success.WithLabelValues(r)
 	}
 	m.histograms = append(m.histograms, m.success)
+	m.addPD()
+	return m
+}
+
+func (m *metrics) addPD() {
+	m.pd = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "enginesim_pd_requests_total",
+		Help: "Disaggregated requests served, by side: prefill computed a prompt for another instance, decode received one."}, []string{"side"})
+	for _, r := range []string{RolePrefill, RoleDecode} {
+		m.pd.WithLabelValues(r)
+	}
+	m.histograms = append(m.histograms, m.pd)
+}
+
+// newSGLangMetrics renders SGLang's /metrics names (the ones in
+// /work/shared/fixtures' SGLang dumps), labelled with engine_type as SGLang
+// labels them (unified, prefill or decode), so the agent detects SGLang and
+// the role. Series SGLang does not have are observed but not exported.
+func newSGLangMetrics(s *Server) *metrics {
+	engineType := map[string]string{RoleBoth: "unified", RolePrefill: "prefill", RoleDecode: "decode"}[s.opts.Role]
+	labels := prometheus.Labels{"model_name": s.opts.Model, "engine_type": engineType}
+	m := &metrics{s: s, labels: labels, sglang: true}
+	desc := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, labels) }
+	m.running = desc("sglang:num_running_reqs", "The number of running requests.")
+	m.waiting = desc("sglang:num_queue_reqs", "The number of requests in the waiting queue.")
+	m.kvUsage = desc("sglang:token_usage", "The token usage.")
+	m.usedTokens = desc("sglang:num_used_tokens", "The number of used tokens.")
+	m.cacheHitRate = desc("sglang:cache_hit_rate", "The prefix cache hit rate.")
+	m.promptTotal = desc("sglang:prompt_tokens_total", "Number of prefill tokens processed.")
+	m.genTotal = desc("sglang:generation_tokens_total", "Number of generation tokens processed.")
+	exported := func(name, help string, buckets []float64) prometheus.Histogram {
+		h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets, ConstLabels: labels})
+		m.histograms = append(m.histograms, h)
+		return h
+	}
+	hidden := func() prometheus.Histogram {
+		return prometheus.NewHistogram(prometheus.HistogramOpts{Name: "unexported"})
+	}
+	m.ttft = exported("sglang:time_to_first_token_seconds", "Histogram of time to first token in seconds.", ttftBuckets)
+	m.tpot = exported("sglang:time_per_output_token_seconds", "Histogram of time per output token in seconds.", tpotBuckets)
+	m.e2e = exported("sglang:e2e_request_latency_seconds", "Histogram of End-to-end request latency in seconds", latencyBuckets)
+	m.itl, m.reqTPOT, m.queue, m.promptTokens, m.genTokens = hidden(), hidden(), hidden(), hidden(), hidden()
+	m.success = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "unexported"}, []string{"finished_reason"})
+	m.addPD()
 	return m
 }
 
@@ -100,6 +153,15 @@ func pyBool(b bool) string {
 }
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	if m.sglang {
+		for _, d := range []*prometheus.Desc{m.running, m.waiting, m.kvUsage, m.usedTokens, m.cacheHitRate, m.promptTotal, m.genTotal} {
+			ch <- d
+		}
+		for _, h := range m.histograms {
+			h.Describe(ch)
+		}
+		return
+	}
 	for _, d := range []*prometheus.Desc{m.running, m.waiting, m.kvUsage, m.prefixQueries, m.prefixHits, m.promptTotal, m.genTotal, m.preemptions, m.cacheInfo} {
 		ch <- d
 	}
@@ -121,6 +183,20 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	gauge(m.running, float64(st.Running))
 	gauge(m.waiting, float64(st.Waiting))
 	gauge(m.kvUsage, st.KVUsage)
+	if m.sglang {
+		gauge(m.usedTokens, float64(st.UsedBlocks*st.BlockSize))
+		hit := 0.0
+		if st.PrefixQueries > 0 {
+			hit = float64(st.PrefixHits) / float64(st.PrefixQueries)
+		}
+		gauge(m.cacheHitRate, hit)
+		counter(m.promptTotal, st.PromptTokens)
+		counter(m.genTotal, st.GenerationTokens)
+		for _, h := range m.histograms {
+			h.Collect(ch)
+		}
+		return
+	}
 	counter(m.prefixQueries, st.PrefixQueries)
 	counter(m.prefixHits, st.PrefixHits)
 	counter(m.promptTotal, st.PromptTokens)

@@ -37,6 +37,12 @@ type genRequest struct {
 		ContinuousUsageStats bool `json:"continuous_usage_stats"`
 	} `json:"stream_options"`
 	CacheSalt string `json:"cache_salt"`
+	// Disaggregation (pd.go): vLLM's NixlConnector field, SGLang's
+	// bootstrap fields.
+	KVTransferParams json.RawMessage `json:"kv_transfer_params"`
+	BootstrapHost    *string         `json:"bootstrap_host"`
+	BootstrapPort    *int            `json:"bootstrap_port"`
+	BootstrapRoom    *uint64         `json:"bootstrap_room"`
 }
 
 type chatMessage struct {
@@ -95,6 +101,11 @@ type prepared struct {
 	usage        bool
 	continuous   bool
 	salt         string
+
+	pd           pdSide
+	room         uint64 // SGLang
+	bootstrap    string // SGLang decode: the prefill's bootstrap host:port
+	remoteEngine string // vLLM decode: the prefill's engine id
 }
 
 // prepare validates a decoded request and renders its prompt as the gateway
@@ -292,6 +303,9 @@ type fullResponse struct {
 	Model   string       `json:"model"`
 	Choices []fullChoice `json:"choices"`
 	Usage   *usage       `json:"usage"`
+	// KVTransferParams is a vLLM prefill instance's answer to
+	// do_remote_decode.
+	KVTransferParams *kvTransferParams `json:"kv_transfer_params,omitempty"`
 }
 
 func (s *Server) handleCompletion(kind apiKind) http.HandlerFunc {
@@ -302,6 +316,9 @@ func (s *Server) handleCompletion(kind apiKind) http.HandlerFunc {
 			return
 		}
 		p, e := s.prepare(kind, &req)
+		if e == nil {
+			e = s.pdRequest(&req, p)
+		}
 		if e != nil {
 			writeError(w, e.status, e.typ, e.msg)
 			return
@@ -312,11 +329,21 @@ func (s *Server) handleCompletion(kind apiKind) http.HandlerFunc {
 			return
 		}
 		ctx := r.Context()
+		finished := false
+		if p.pd == pdPrefill && s.opts.API == APISGLang {
+			s.rooms.get(p.room)
+			defer func() { s.rooms.finish(p.room, finished) }()
+		}
+		if err := s.transferIn(ctx, p, st); err != nil {
+			if ctx.Err() == nil {
+				writeError(w, http.StatusInternalServerError, "InternalServerError", err.Error())
+			}
+			return
+		}
 		if err := s.enqueue(ctx, st); err != nil {
 			writeError(w, http.StatusServiceUnavailable, "ServiceUnavailableError", err.Error())
 			return
 		}
-		finished := false
 		defer func() {
 			if !finished {
 				s.cancel(st.id)
@@ -367,6 +394,9 @@ func (s *Server) handleCompletion(kind apiKind) http.HandlerFunc {
 				return
 			}
 			finished = true
+			if p.pd == pdPrefill {
+				s.m.pd.WithLabelValues(RolePrefill).Inc()
+			}
 			out := replyText(seed, v.tokens)
 			ch := fullChoice{Logprobs: jsonNull, FinishReason: p.finishReason, StopReason: jsonNull}
 			if kind == apiChat {
@@ -374,8 +404,12 @@ func (s *Server) handleCompletion(kind apiKind) http.HandlerFunc {
 			} else {
 				ch.Text = &out
 			}
-			writeJSON(w, http.StatusOK, fullResponse{ID: respID, Object: object, Created: created, Model: p.model,
-				Choices: []fullChoice{ch}, Usage: mkUsage(prompt, v.tokens)})
+			resp := fullResponse{ID: respID, Object: object, Created: created, Model: p.model,
+				Choices: []fullChoice{ch}, Usage: mkUsage(prompt, v.tokens)}
+			if p.pd == pdPrefill && s.opts.API == APIVLLM {
+				resp.KVTransferParams = s.prefillParams(st)
+			}
+			writeJSON(w, http.StatusOK, resp)
 			return
 		}
 
@@ -437,6 +471,9 @@ func (s *Server) handleCompletion(kind apiKind) http.HandlerFunc {
 			}
 			if v.done {
 				finished = true
+				if p.pd == pdPrefill {
+					s.m.pd.WithLabelValues(RolePrefill).Inc()
+				}
 				fr := p.finishReason
 				last := streamChoice{FinishReason: &fr, StopReason: jsonNull}
 				if kind == apiChat {
@@ -473,10 +510,10 @@ type modelCard struct {
 func (s *Server) handleModels(w http.ResponseWriter, _ *http.Request) {
 	created := s.start.Unix()
 	maxLen := s.opts.MaxModelLen
-	data := []modelCard{{ID: s.opts.Model, Object: "model", Created: created, OwnedBy: "vllm", Root: s.opts.Model, MaxModelLen: maxLen}}
+	data := []modelCard{{ID: s.opts.Model, Object: "model", Created: created, OwnedBy: s.opts.API, Root: s.opts.Model, MaxModelLen: maxLen}}
 	base := s.opts.Model
 	for _, l := range sortedKeys(s.loras) {
-		data = append(data, modelCard{ID: l, Object: "model", Created: created, OwnedBy: "vllm", Root: l, Parent: &base})
+		data = append(data, modelCard{ID: l, Object: "model", Created: created, OwnedBy: s.opts.API, Root: l, Parent: &base})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
 }

@@ -39,6 +39,18 @@ type Options struct {
 	// ShutdownGrace is how long in-flight requests may finish once Serve's
 	// context ends (default 5 s); negative stops at once.
 	ShutdownGrace time.Duration
+	// Role is both (default), prefill or decode: which side of a
+	// disaggregated request the server takes (pd.go).
+	Role string
+	// API is vllm (default) or sglang: the request fields, /v1/models owner
+	// and /metrics names presented.
+	API string
+	// KVTransferPerBlock is what receiving one prompt block's KV cache from
+	// a prefill instance costs a decode request (before it is scheduled).
+	KVTransferPerBlock time.Duration
+	// Bootstrap, for an SGLang prefill server, is the listener of its
+	// bootstrap server (--disaggregation-bootstrap-port).
+	Bootstrap net.Listener
 	// Log may be nil.
 	Log *zap.Logger
 }
@@ -78,6 +90,12 @@ type Server struct {
 
 	snapMu sync.Mutex
 	snap   snapshot
+
+	// Disaggregation (pd.go).
+	addr       atomic.Value // the listener's address, for kv_transfer_params
+	engineID   string
+	rooms      roomBook
+	bootClient *http.Client
 }
 
 // snapshot is the state /metrics reports, published by the engine goroutine.
@@ -155,22 +173,44 @@ func New(opts Options) (*Server, error) {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
+	switch opts.Role {
+	case "":
+		opts.Role = RoleBoth
+	case RoleBoth, RolePrefill, RoleDecode:
+	default:
+		return nil, fmt.Errorf("role %q: accepted: both, prefill, decode", opts.Role)
+	}
+	switch opts.API {
+	case "":
+		opts.API = APIVLLM
+	case APIVLLM, APISGLang:
+	default:
+		return nil, fmt.Errorf("engine %q: accepted: vllm, sglang", opts.API)
+	}
+	if opts.KVTransferPerBlock < 0 {
+		return nil, fmt.Errorf("kv transfer per block %v: want 0 or more", opts.KVTransferPerBlock)
+	}
+	if opts.Bootstrap != nil && (opts.API != APISGLang || opts.Role != RolePrefill) {
+		return nil, errors.New("a bootstrap server is for an SGLang prefill server (--engine sglang --role prefill)")
+	}
 	eng, err := engine.New(opts.Engine)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
-		opts:     opts,
-		eng:      eng,
-		reg:      prometheus.NewRegistry(),
-		log:      opts.Log,
-		loras:    map[string]bool{},
-		mux:      http.NewServeMux(),
-		start:    time.Now(),
-		submit:   make(chan *reqState, submitQueue),
-		abort:    make(chan uint64, submitQueue),
-		loopDone: make(chan struct{}),
-		live:     map[uint64]*reqState{},
+		opts:       opts,
+		eng:        eng,
+		reg:        prometheus.NewRegistry(),
+		log:        opts.Log,
+		loras:      map[string]bool{},
+		mux:        http.NewServeMux(),
+		start:      time.Now(),
+		submit:     make(chan *reqState, submitQueue),
+		abort:      make(chan uint64, submitQueue),
+		loopDone:   make(chan struct{}),
+		live:       map[uint64]*reqState{},
+		engineID:   fmt.Sprintf("enginesim-%016x", splitmix(uint64(opts.Seed)^uint64(time.Now().UnixNano()))),
+		bootClient: &http.Client{Timeout: 5 * time.Second},
 	}
 	for _, l := range opts.ServedLoRAs {
 		if l == "" || l == opts.Model {
@@ -185,9 +225,16 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("POST /v1/completions", s.handleCompletion(apiCompletion))
 	s.mux.HandleFunc("GET /v1/models", s.handleModels)
 	s.mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	s.mux.HandleFunc("GET /version", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"version": simVersion})
-	})
+	if opts.API == APISGLang {
+		s.mux.HandleFunc("GET /get_server_info", func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]any{"version": sglangVersion, "tp_size": 1,
+				"disaggregation_mode": map[string]string{RoleBoth: "null", RolePrefill: "prefill", RoleDecode: "decode"}[opts.Role]})
+		})
+	} else {
+		s.mux.HandleFunc("GET /version", func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"version": simVersion})
+		})
+	}
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /v1/realtime", s.handleRealtime)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -199,6 +246,9 @@ func New(opts Options) (*Server, error) {
 // simVersion is the vLLM version whose API and metric names the simulator
 // follows.
 const simVersion = "0.10.1"
+
+// sglangVersion is the SGLang version presented with --engine sglang.
+const sglangVersion = "0.4.6"
 
 // Registry is the registry /metrics renders.
 func (s *Server) Registry() *prometheus.Registry { return s.reg }
@@ -224,6 +274,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		Handler:           s.mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return handlerCtx },
+	}
+	s.addr.Store(ln.Addr().String())
+	if s.opts.Bootstrap != nil {
+		boot := &http.Server{Handler: s.bootstrapHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = boot.Serve(s.opts.Bootstrap) }()
+		defer boot.Close()
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
