@@ -16,20 +16,20 @@ import (
 )
 
 // instance is the part of the scheduler's /admin/instances entries the tests
-// read (registry.Instance as JSON).
+// read (scheduler/server.Instance as JSON).
 type instance struct {
-	ID              string
-	Address         string
-	Engine          string
-	EngineVersion   string
-	Models          []string
-	NumGPUBlocks    int64
-	BlockSize       int64
-	Healthy         bool
-	UnhealthyReason string
-	Draining        bool
-	Running         int64
-	Sequence        uint64
+	ID              string   `json:"id"`
+	Address         string   `json:"address"`
+	Engine          string   `json:"engine"`
+	EngineVersion   string   `json:"engine_version"`
+	Models          []string `json:"models"`
+	NumGPUBlocks    int64    `json:"num_gpu_blocks"`
+	BlockSize       int64    `json:"block_size"`
+	Healthy         bool     `json:"healthy"`
+	UnhealthyReason string   `json:"unhealthy_reason"`
+	Draining        bool     `json:"draining"`
+	Running         int64    `json:"running"`
+	Sequence        uint64   `json:"sequence"`
 }
 
 // fleet is a scheduler process and how to reach it.

@@ -244,9 +244,9 @@ func (s *system) renderBootstrap(t *testing.T) {
 
 // instanceView is what the tests read of /admin/instances.
 type instanceView struct {
-	ID      string
-	Address string
-	Healthy bool
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Healthy bool   `json:"healthy"`
 }
 
 // waitFleet waits until the scheduler holds the three engines healthy.

@@ -16,7 +16,7 @@ import (
 //
 //	POST /admin/drain?instance=ip:port    stop new picks; in-flight requests finish
 //	POST /admin/resume?instance=ip:port   undo a drain
-//	GET  /admin/instances                 the fleet as JSON
+//	GET  /admin/instances                 the fleet as JSON (Instance)
 //
 // With a token configured every call needs "Authorization: Bearer <token>".
 func AdminHandler(sch *scheduler.Scheduler, token string) http.Handler {
@@ -47,13 +47,18 @@ func AdminHandler(sch *scheduler.Scheduler, token string) http.Handler {
 				return
 			}
 			inst, _ := sch.Registry().Get(id)
-			writeJSON(w, inst)
+			writeJSON(w, instanceJSON(inst))
 		}
 	}
 	mux.HandleFunc("POST /admin/drain", setDrain(true))
 	mux.HandleFunc("POST /admin/resume", setDrain(false))
 	mux.HandleFunc("GET /admin/instances", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, sch.Registry().List())
+		list := sch.Registry().List()
+		out := make([]Instance, len(list))
+		for i, in := range list {
+			out[i] = instanceJSON(in)
+		}
+		writeJSON(w, out)
 	})
 	if token == "" {
 		return mux
