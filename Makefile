@@ -12,7 +12,7 @@ STATICCHECK_VERSION := v0.8.2
 PROTOC_VERSION := 3.21.12
 FUZZTIME ?= 10s
 
-.PHONY: all build test test-unit fuzz bench proto proto-check lint run clean tools
+.PHONY: all build test test-unit test-faults fuzz bench proto proto-check lint run clean tools
 
 all: build
 
@@ -29,6 +29,12 @@ test: build test-unit fuzz
 
 test-unit:
 	$(GO) test -count=1 -timeout 15m ./...
+
+# Issue 13's fleet-safety suite over real processes (integration/faults):
+# faults injected under open-loop load; ends with "N passed, M failed". The
+# build tag keeps it out of test-unit, so it runs once.
+test-faults: build
+	LLMROUTER_BIN=$(CURDIR)/$(BIN) $(GO) test -tags faults -count=1 -timeout 12m -v ./integration/faults/
 
 # Every fuzz target runs for $(FUZZTIME) without a crash.
 fuzz:
@@ -75,7 +81,9 @@ proto-check: proto
 lint: $(TOOLS)/staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags faults ./integration/faults/
 	$(TOOLS)/staticcheck ./...
+	$(TOOLS)/staticcheck -tags faults ./integration/faults/
 
 run: build
 	@scripts/run.sh

@@ -1,0 +1,82 @@
+//go:build faults
+
+package faults
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestEngineKilled: one of three engines is SIGKILLed while streams run on
+// it. Only streams that started before the kill may fail, and a stream that
+// broke after its first token must have come from the killed engine (its
+// seed's first token); nothing sent after the kill fails. The engine comes
+// back on the same port and serves again.
+func TestEngineKilled(t *testing.T) {
+	row := scenario(t)
+	s := startSystem(t, options{fixedEnginePorts: true})
+	// Each engine's first token: which engine served a stream.
+	first := map[string]string{}
+	for _, e := range s.engines {
+		r := s.chatTo(t.Context(), e.addr, chatReq{maxTokens: 1})
+		if err := r.failure(); err != nil || r.text == "" {
+			t.Fatalf("engine %s directly: %v (first token %q)", e.addr, err, r.text)
+		}
+		first[e.addr] = r.text
+	}
+	victim := s.engines[1]
+	if n := len(map[string]bool{first[s.engines[0].addr]: true, first[victim.addr]: true, first[s.engines[2].addr]: true}); n != 3 {
+		t.Fatalf("the engines' first tokens do not tell them apart: %v", first)
+	}
+
+	// 2 s streams (100 tokens at 20 ms): about 10 in flight per engine.
+	l := s.openLoop(15, 10*time.Second, chatReq{maxTokens: 100}, nil)
+	time.Sleep(3 * time.Second)
+	killed := time.Now()
+	victim.proc.Kill(t)
+	time.Sleep(2 * time.Second)
+	victim.proc = victim.proc.Restart(t)
+	victim.proc.WaitLog(t, startTimeout, "enginesim serving", nil)
+	restarted := time.Now()
+	rs := l.wait()
+
+	var o outcome
+	var allowed int
+	var bad []string
+	for _, r := range rs {
+		o.sent++
+		err := r.failure()
+		if err == nil {
+			o.ok++
+			continue
+		}
+		o.failed++
+		inFlight := r.start.Before(killed) && r.end.After(killed)
+		fromVictim := r.text == "" || r.text == first[victim.addr]
+		if inFlight && fromVictim {
+			allowed++
+			continue
+		}
+		if len(bad) < 10 {
+			bad = append(bad, fmt.Sprintf("started %+.3fs from the kill, first token %q: %v", r.start.Sub(killed).Seconds(), r.text, err))
+		}
+	}
+	row.add(o)
+	row.note = fmt.Sprintf("(%d failed in flight on the killed engine, allowed)", allowed)
+	t.Logf("%d sent, %d succeeded, %d failed of which %d were in flight on the killed engine", o.sent, o.ok, o.failed, allowed)
+	if len(bad) > 0 {
+		t.Errorf("%d requests failed that were not in flight on the killed engine: %s", o.failed-allowed, strings.Join(bad, "; "))
+	}
+
+	// Back on its port: healthy again and serving.
+	s.waitFleet(t, settle)
+	t.Logf("the restarted engine is healthy %s after its restart", time.Since(restarted).Round(time.Millisecond))
+	l = s.openLoop(10, 3*time.Second, chatReq{}, nil)
+	judge(t, row, l.wait(), l.began, false)
+	if n := counter(t, victim.addr, "vllm:request_success_total"); n < 1 {
+		t.Errorf("the restarted engine served no request (%s)", victim.addr)
+	}
+	s.alive(t)
+}

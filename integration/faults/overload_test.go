@@ -1,0 +1,144 @@
+//go:build faults
+
+package faults
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const (
+	// defaultWaitScheduleTimeout is llm_gateway.wait_schedule_timeout's
+	// default (internal/config): the overload scenario runs the default
+	// configuration.
+	defaultWaitScheduleTimeout = 10 * time.Second
+	// rssBound is the most scheduler and gateway may hold resident.
+	rssBound = 512 << 20
+)
+
+// TestOverload: three L4-profile engines running at most 4 sequences each,
+// the default configuration, 20x their measured capacity for 30 s. Every
+// request gets its first token, or a 429/503, within
+// wait_schedule_timeout + 4 s of its arrival; a request sent 5 s after the
+// load stops is served within wait_schedule_timeout + 2x its unloaded
+// latency; scheduler and gateway stay under 512 MB resident.
+func TestOverload(t *testing.T) {
+	row := scenario(t)
+	s := startSystem(t, options{split: true, engineArgs: []string{"--profile", "llama3-8b-l4", "--max-num-seqs", "4"}})
+	const maxTokens = 128
+	bound := defaultWaitScheduleTimeout + 4*time.Second
+	q := chatReq{maxTokens: maxTokens, timeout: 60 * time.Second}
+
+	// Unloaded latency of one request alone (the second of two: the first
+	// warms connections and caches).
+	var unloaded time.Duration
+	for range 2 {
+		r := s.chat(t.Context(), q)
+		if err := r.failure(); err != nil {
+			t.Fatalf("unloaded request: %v", err)
+		}
+		unloaded = r.end.Sub(r.start)
+	}
+	capacity := float64(len(s.engines)*4) / unloaded.Seconds() // requests per second
+	rate := 20 * capacity
+	// A request answered within bound then streams for about its unloaded
+	// latency; one still running well after that has failed, and ending it
+	// keeps the scenario short when it does.
+	q.timeout = bound + 2*unloaded + 5*time.Second
+	probeBound := defaultWaitScheduleTimeout + 2*unloaded
+	t.Logf("unloaded latency %s: capacity %.2f req/s; offering %.1f req/s for 30 s", unloaded.Round(time.Millisecond), capacity, rate)
+
+	var peakMu sync.Mutex
+	peak := map[string]int64{}
+	stopRSS := make(chan struct{})
+	rssDone := make(chan struct{})
+	go func() {
+		defer close(rssDone)
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			for _, p := range []struct {
+				name string
+				pid  int
+			}{{"scheduler", s.sched.Pid()}, {"gateway", s.gw.Pid()}} {
+				if b, err := rssBytes(p.pid); err == nil {
+					peakMu.Lock()
+					peak[p.name] = max(peak[p.name], b)
+					peakMu.Unlock()
+				}
+			}
+			select {
+			case <-stopRSS:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+
+	const loadFor = 30 * time.Second
+	l := s.openLoop(rate, loadFor, q, nil)
+	// The probe: 5 s after the last arrival.
+	time.Sleep(time.Until(l.began.Add(loadFor + 5*time.Second)))
+	probe := s.chat(t.Context(), chatReq{maxTokens: maxTokens, timeout: probeBound + 5*time.Second})
+	rs := l.wait()
+	close(stopRSS)
+	<-rssDone
+
+	o := judge(t, row, rs, l.began, true)
+	var late []string
+	nLate := 0
+	var slowest time.Duration
+	for _, r := range rs {
+		answered := r.first // the first token
+		if r.first.IsZero() {
+			answered = r.end // a shed (or failed) answer
+		}
+		d := answered.Sub(r.start)
+		slowest = max(slowest, d)
+		if d > bound {
+			nLate++
+			if len(late) < 5 {
+				late = append(late, fmt.Sprintf("at %+.1fs: %s (status %d)", r.start.Sub(l.began).Seconds(), d.Round(time.Millisecond), r.status))
+			}
+		}
+	}
+	t.Logf("slowest first token or refusal: %s (bound %s)", slowest.Round(time.Millisecond), bound)
+	if nLate > 0 {
+		t.Errorf("%d of %d requests got neither a first token nor a 429/503 within %s: %s", nLate, len(rs), bound, strings.Join(late, "; "))
+	}
+	if o.shed == 0 {
+		t.Errorf("nothing was shed at 20x capacity")
+	}
+
+	row.add(outcome{sent: 1, ok: b2i(probe.failure() == nil), failed: b2i(probe.failure() != nil)})
+	took := probe.end.Sub(probe.start)
+	t.Logf("the request sent 5 s after the load: %s (bound %s)", took.Round(time.Millisecond), probeBound.Round(time.Millisecond))
+	if err := probe.failure(); err != nil {
+		t.Errorf("the request sent 5 s after the load stopped failed after %s: %v", took.Round(time.Millisecond), err)
+	} else if took > probeBound {
+		t.Errorf("the request sent 5 s after the load stopped took %s, want within %s (wait_schedule_timeout + 2x %s)", took.Round(time.Millisecond), probeBound.Round(time.Millisecond), unloaded.Round(time.Millisecond))
+	}
+
+	peakMu.Lock()
+	defer peakMu.Unlock()
+	row.note = fmt.Sprintf("(%.1f req/s; peak RSS scheduler %d MB, gateway %d MB)", rate, peak["scheduler"]>>20, peak["gateway"]>>20)
+	for _, name := range []string{"scheduler", "gateway"} {
+		t.Logf("%s peak RSS %d MB", name, peak[name]>>20)
+		if peak[name] == 0 {
+			t.Errorf("no RSS sample of the %s", name)
+		} else if peak[name] > rssBound {
+			t.Errorf("%s peak RSS %d MB, want under %d MB", name, peak[name]>>20, rssBound>>20)
+		}
+	}
+	s.alive(t)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,165 @@
+//go:build faults
+
+package faults
+
+import (
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/llmrouter/llmrouter/integration/harness"
+)
+
+// steadyRate is the open-loop load of the stall and restart scenarios:
+// requests per second of 6 tokens each (about 0.2 s on fastEngine).
+const steadyRate = 20
+
+// TestAgentsStalled: every agent stops for 3 s (SIGSTOP) and resumes. The
+// silent instances stay in the data plane's endpoints and no request fails.
+func TestAgentsStalled(t *testing.T) {
+	row := scenario(t)
+	s := startSystem(t, options{split: true})
+	l := s.openLoop(steadyRate, 9*time.Second, chatReq{}, nil)
+	time.Sleep(2 * time.Second)
+	for _, e := range s.engines {
+		signal(t, e.agent, syscall.SIGSTOP)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			for _, e := range s.engines {
+				_ = syscall.Kill(e.agent.Pid(), syscall.SIGCONT)
+			}
+		}
+	}()
+	// The endpoints the data plane holds while the agents are silent.
+	fewest, seen := len(s.engines), 0
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if have, err := s.endpoints(); err == nil {
+			seen++
+			n := 0
+			for _, e := range s.engines {
+				if have[e.addr] {
+					n++
+				}
+			}
+			fewest = min(fewest, n)
+		}
+	}
+	for _, e := range s.engines {
+		signal(t, e.agent, syscall.SIGCONT)
+	}
+	stopped = false
+	judge(t, row, l.wait(), l.began, false)
+	if seen == 0 {
+		t.Errorf("could not read the data plane's endpoints during the stall")
+	} else if fewest < len(s.engines) {
+		t.Errorf("the data plane held only %d of %d engines while the agents were silent: silence removed healthy engines", fewest, len(s.engines))
+	}
+	s.waitFleet(t, settle)
+	s.alive(t)
+}
+
+// TestSchedulerStopped: the scheduler stops for 5 s (SIGSTOP) and resumes;
+// the gateway's picks time out and it answers without one, the data plane
+// keeps its endpoints: no request fails.
+func TestSchedulerStopped(t *testing.T) {
+	row := scenario(t)
+	s := startSystem(t, options{split: true})
+	l := s.openLoop(steadyRate, 10*time.Second, chatReq{}, nil)
+	time.Sleep(2 * time.Second)
+	signal(t, s.sched, syscall.SIGSTOP)
+	stopped := true
+	defer func() {
+		if stopped {
+			_ = syscall.Kill(s.sched.Pid(), syscall.SIGCONT)
+		}
+	}()
+	time.Sleep(5 * time.Second)
+	signal(t, s.sched, syscall.SIGCONT)
+	stopped = false
+	judge(t, row, l.wait(), l.began, false)
+	s.waitFleet(t, settle)
+	picksResume(t, s)
+	s.alive(t)
+}
+
+// TestSchedulerKilled: the scheduler is SIGKILLed and restarted on the same
+// ports 2 s later: no request fails; the fleet re-registers and picks
+// resume.
+func TestSchedulerKilled(t *testing.T) {
+	schedulerRestart(t, func(s *system) { s.sched.Kill(t) })
+}
+
+// TestSchedulerTerminated: the scheduler gets SIGTERM, exits cleanly, and is
+// restarted 2 s later: no request fails.
+func TestSchedulerTerminated(t *testing.T) {
+	schedulerRestart(t, func(s *system) { s.sched.Stop(t) })
+}
+
+func schedulerRestart(t *testing.T, end func(*system)) {
+	row := scenario(t)
+	s := startSystem(t, options{split: true})
+	l := s.openLoop(steadyRate, 10*time.Second, chatReq{}, nil)
+	time.Sleep(2 * time.Second)
+	end(s)
+	time.Sleep(2 * time.Second)
+	restarted := s.restartScheduler(t)
+	judge(t, row, l.wait(), l.began, false)
+	s.waitFleet(t, settle)
+	t.Logf("fleet re-registered %s after the restart", time.Since(restarted).Round(time.Millisecond))
+	picksResume(t, s)
+	s.alive(t)
+}
+
+// picksResume wants a request through the data plane routed by a pick of
+// the (restarted) scheduler.
+func picksResume(t *testing.T, s *system) {
+	t.Helper()
+	harness.Eventually(t, settle, "a pick routed by the scheduler", func() error {
+		before := counter(t, s.schedHTTP, "llmrouter_scheduler_decisions_total", "outcome", "routed")
+		if err := s.chat(t.Context(), chatReq{maxTokens: 1}).failure(); err != nil {
+			return err
+		}
+		if d := counter(t, s.schedHTTP, "llmrouter_scheduler_decisions_total", "outcome", "routed") - before; d < 1 {
+			return fmt.Errorf("the request was not routed by a pick")
+		}
+		return nil
+	})
+}
+
+// TestGatewayKilled: the gateway is SIGKILLed and restarted on the same
+// ports 2 s later; failure_mode_allow carries requests on meanwhile: no
+// request fails.
+func TestGatewayKilled(t *testing.T) {
+	gatewayRestart(t, func(s *system) { s.gw.Kill(t) })
+}
+
+// TestGatewayTerminated: the gateway gets SIGTERM, drains and exits cleanly,
+// and is restarted 2 s later: no request fails.
+func TestGatewayTerminated(t *testing.T) {
+	gatewayRestart(t, func(s *system) { s.gw.Stop(t) })
+}
+
+func gatewayRestart(t *testing.T, end func(*system)) {
+	row := scenario(t)
+	s := startSystem(t, options{split: true})
+	l := s.openLoop(steadyRate, 10*time.Second, chatReq{}, nil)
+	time.Sleep(2 * time.Second)
+	end(s)
+	time.Sleep(2 * time.Second)
+	s.restartGateway(t)
+	judge(t, row, l.wait(), l.began, false)
+	harness.Eventually(t, settle, "a pick through the restarted gateway", func() error {
+		before := counter(t, s.gwHTTP, "llmrouter_gateway_requests_total", "outcome", "routed")
+		if err := s.chat(t.Context(), chatReq{maxTokens: 1}).failure(); err != nil {
+			return err
+		}
+		if d := counter(t, s.gwHTTP, "llmrouter_gateway_requests_total", "outcome", "routed") - before; d < 1 {
+			return fmt.Errorf("the request was not routed by the gateway")
+		}
+		return nil
+	})
+	s.alive(t)
+}
