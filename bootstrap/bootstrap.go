@@ -55,8 +55,13 @@ func DefaultOptions() Options {
 // server and the gateway on their configured ports, on loopback when the
 // configured address has no host.
 func OptionsFromConfig(cfg config.Config) Options {
+	eo := envoy.OptionsFromConfig(cfg)
+	if !config.Loopback(cfg.Gateway.Listen) {
+		// The gateway demands the shared token there (llmrouter gateway).
+		eo.ExtProcToken = cfg.Token
+	}
 	return Options{
-		Envoy:          envoy.OptionsFromConfig(cfg),
+		Envoy:          eo,
 		XDSAddress:     dialable(cfg.Scheduler.XDSListen, "18000"),
 		XDSToken:       cfg.Scheduler.XDSToken,
 		ExtProcAddress: dialable(cfg.Gateway.Listen, "9002"),
@@ -124,6 +129,10 @@ func BuildExistingEnvoy(o Options) (*bootstrapv3.Bootstrap, error) {
 // listener (from eo), and the scheduler's xDS cluster (named xdsName) and
 // the gateway's ext_proc cluster.
 func common(o Options, eo envoy.Options, xdsName string) (*bootstrapv3.Bootstrap, error) {
+	if !config.ValidBearerToken(eo.ExtProcToken) {
+		// The value is a secret: name the rule only.
+		return nil, fmt.Errorf(`token: Envoy presents it to the gateway in initial_metadata, where it must be letters, digits and - . _ ~ + / = only (a bearer token, such as the output of openssl rand -hex 32)`)
+	}
 	lis, err := envoy.Listener(eo)
 	if err != nil {
 		return nil, err
@@ -189,6 +198,11 @@ const tokenHeader = `# Envoy presents llm_scheduler.xds_token to the xDS server 
 # secret; give it the permissions of one.
 `
 
+// extProcTokenHeader is added when the rendering carries the shared token.
+const extProcTokenHeader = `# Envoy presents the shared token (LLMROUTER_TOKEN) to the gateway, which listens beyond loopback
+# (initial_metadata of both ext_proc filters): this file holds a secret; give it the permissions of one.
+`
+
 // Render is the YAML of Build(o), with a header comment.
 func Render(o Options) ([]byte, error) {
 	b, err := Build(o)
@@ -209,7 +223,10 @@ func RenderExistingEnvoy(o Options) ([]byte, error) {
 
 func header(h string, o Options) string {
 	if o.XDSToken != "" {
-		return h + tokenHeader
+		h += tokenHeader
+	}
+	if o.Envoy.ExtProcToken != "" {
+		h += extProcTokenHeader
 	}
 	return h
 }

@@ -148,6 +148,12 @@ func edsConfigSource(o Options) *corev3.ConfigSource {
 // "authorization: Bearer <token>" as initial metadata, which the xDS server
 // demands when it has one.
 func XDSGrpcService(cluster, token string) *corev3.GrpcService {
+	return tokenGrpcService(cluster, token)
+}
+
+// tokenGrpcService is a gRPC service on a static cluster that presents token
+// ("authorization: Bearer <token>") on every stream when token is set.
+func tokenGrpcService(cluster, token string) *corev3.GrpcService {
 	gs := grpcService(cluster)
 	if token != "" {
 		gs.InitialMetadata = []*corev3.HeaderValue{{Key: "authorization", Value: "Bearer " + token}}

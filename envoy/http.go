@@ -43,7 +43,7 @@ func grpcService(cluster string) *corev3.GrpcService {
 // it waits in the admission queue.
 func PickFilter(o Options) *extprocv3.ExternalProcessor {
 	return &extprocv3.ExternalProcessor{
-		GrpcService:      grpcService(ExtProcCluster),
+		GrpcService:      tokenGrpcService(ExtProcCluster, o.ExtProcToken),
 		FailureModeAllow: true,
 		ProcessingMode: &extprocv3.ProcessingMode{
 			RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
@@ -68,7 +68,7 @@ func PickFilter(o Options) *extprocv3.ExternalProcessor {
 // TPOT, usage and completion.
 func ObserveFilter(o Options) *extprocv3.ExternalProcessor {
 	return &extprocv3.ExternalProcessor{
-		GrpcService:       grpcService(ExtProcCluster),
+		GrpcService:       tokenGrpcService(ExtProcCluster, o.ExtProcToken),
 		FailureModeAllow:  true,
 		ObservabilityMode: true,
 		ProcessingMode: &extprocv3.ProcessingMode{

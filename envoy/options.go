@@ -65,6 +65,10 @@ type Options struct {
 	EDSDelta bool
 	// EDSToken, when set, is presented on that stream (XDSGrpcService).
 	EDSToken string
+	// ExtProcToken, when set, is presented by both ext_proc filters on every
+	// stream (grpc_service initial_metadata "authorization: Bearer <token>"):
+	// the gateway demands the shared token when it listens beyond loopback.
+	ExtProcToken string
 }
 
 // DefaultOptions are the options of the shipped bootstrap.

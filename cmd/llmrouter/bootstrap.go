@@ -8,6 +8,7 @@ import (
 
 	"github.com/llmrouter/llmrouter/bootstrap"
 	"github.com/llmrouter/llmrouter/envoy"
+	"github.com/llmrouter/llmrouter/internal/config"
 )
 
 func init() {
@@ -19,7 +20,8 @@ admin on loopback, the xDS and ext_proc clusters, and ADS for the engine cluster
 With --existing-envoy it prints what to add to an Envoy that has a configuration
 of its own. With llm_scheduler.xds_token set (LLMROUTER_LLM_SCHEDULER_XDS_TOKEN),
 Envoy presents it to the xDS server on every stream, and the output holds that
-secret. "bootstrap validate FILE..." checks Envoy YAML or JSON files.`,
+secret. Likewise the shared token (LLMROUTER_TOKEN) when the gateway is beyond
+loopback (llm_gateway.listen, or --extproc): the gateway demands it there. "bootstrap validate FILE..." checks Envoy YAML or JSON files.`,
 		Args: cobra.NoArgs,
 		RunE: runBootstrap,
 	}
@@ -77,6 +79,11 @@ func runBootstrap(cmd *cobra.Command, _ []string) error {
 	}
 	str("xds", &o.XDSAddress)
 	str("extproc", &o.ExtProcAddress)
+	if !config.Loopback(o.ExtProcAddress) {
+		// A gateway Envoy reaches beyond loopback listens beyond it, where it
+		// demands the shared token.
+		o.Envoy.ExtProcToken = cfg.Token
+	}
 	str("listen", &o.Envoy.Listen)
 	str("admin", &o.AdminAddress)
 	str("node-id", &o.NodeID)

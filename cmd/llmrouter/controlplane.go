@@ -73,12 +73,17 @@ func runControlPlane(ctx context.Context, cfg config.Config, log *zap.Logger, wi
 		epLn net.Listener
 	)
 	if withGateway {
+		token, err := extProcToken(cfg, log)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("llm_gateway.listen: %w", err)
+		}
 		if epLn, err = listen("llm_gateway.listen", cfg.Gateway.Listen); err != nil {
 			return err
 		}
 		gw = extproc.New(extproc.OptionsFromConfig(cfg.Gateway), sch, metrics, log.Named("gateway"))
 		defer gw.Close()
-		ep = extProcServer(gw)
+		ep = extProcServer(gw, token)
 	}
 	hs, err := httpserve.Listen(sc.HTTPListen, metrics, log.Named("http"))
 	if err != nil {

@@ -35,7 +35,7 @@ stays 200 in degraded mode and says so in its body.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, err := setup(cmd, map[string]string{
 				"listen": "llm_gateway.listen", "scheduler": "llm_gateway.scheduler_address",
-				"http-listen": "llm_gateway.http_listen",
+				"http-listen": "llm_gateway.http_listen", "insecure": "llm_gateway.insecure",
 			})
 			if err != nil {
 				return err
@@ -47,9 +47,10 @@ stays 200 in degraded mode and says so in its body.`,
 		},
 	}
 	f := cmd.Flags()
-	f.String("listen", "", "ext_proc gRPC address Envoy calls (default :9002)")
+	f.String("listen", "", "ext_proc gRPC address Envoy calls (default 127.0.0.1:9002; beyond loopback the token is demanded)")
 	f.String("scheduler", "", "scheduler API address host:port (default 127.0.0.1:18001)")
-	f.String("http-listen", "", "/metrics, /healthz, /readyz (default :9091)")
+	f.String("http-listen", "", "/metrics, /healthz, /readyz (default 127.0.0.1:9091)")
+	f.Bool("insecure", false, "allow the ext_proc port beyond loopback without a token (llm_gateway.insecure)")
 	rootCmd.AddCommand(cmd)
 }
 
@@ -58,6 +59,10 @@ type gatewayAddrs struct{ ExtProc, HTTP string }
 
 // runGateway serves the gateway over the gRPC scheduler client until ctx ends.
 func runGateway(ctx context.Context, cfg config.Config, log *zap.Logger, bound func(gatewayAddrs)) error {
+	token, err := extProcToken(cfg, log)
+	if err != nil {
+		return fmt.Errorf("llm_gateway.listen: %w", err)
+	}
 	metrics := httpserve.NewRegistry()
 	client, err := schedclient.Dial(cfg, cfg.Gateway.SchedulerAddress, log.Named("schedclient"))
 	if err != nil {
@@ -79,14 +84,38 @@ func runGateway(ctx context.Context, cfg config.Config, log *zap.Logger, bound f
 	if bound != nil {
 		bound(gatewayAddrs{ExtProc: ln.Addr().String(), HTTP: hs.Addr()})
 	}
-	return serveGateway(ctx, gw, ln, hs, log)
+	return serveGateway(ctx, gw, token, ln, hs, log)
 }
 
-// extProcServer is the gRPC server Envoy's ext_proc filters call. Envoy does
-// not present the scheduler token, so there is no token check here; the
-// gateway belongs beside its Envoy (loopback or the pod network).
-func extProcServer(gw *extproc.Server) *grpc.Server {
-	g := grpc.NewServer(extproc.GRPCServerOptions()...)
+// extProcToken applies the gateway's exposure rule to llm_gateway.listen and
+// returns the token Envoy must present ("" for none). On loopback only the
+// Envoy beside the gateway reaches it, and nothing is demanded. Beyond
+// loopback the shared token is demanded (llmrouter bootstrap renders it into
+// the ext_proc filters' initial_metadata); without one the gateway refuses to
+// start unless llm_gateway.insecure is set: a forged ext_proc client could
+// otherwise take picks and inflate in-flight load.
+func extProcToken(cfg config.Config, log *zap.Logger) (string, error) {
+	listen := cfg.Gateway.Listen
+	switch {
+	case config.Loopback(listen):
+		return "", nil
+	case cfg.Token != "":
+		return cfg.Token, nil
+	case cfg.Gateway.Insecure:
+		log.Warn("ext_proc port open to anyone who reaches it (llm_gateway.insecure): any client can take picks",
+			zap.String("listen", listen))
+		return "", nil
+	}
+	return "", fmt.Errorf("refusing to listen on %s without a token: set %s (llmrouter bootstrap then renders it into Envoy's ext_proc filters), "+
+		"bind to 127.0.0.1 beside Envoy, or set llm_gateway.insecure (LLMROUTER_LLM_GATEWAY_INSECURE=true) to accept unauthenticated ext_proc clients",
+		listen, grpcx.TokenEnv)
+}
+
+// extProcServer is the gRPC server Envoy's ext_proc filters call; with a
+// token (extProcToken) every stream but the health service's must present
+// it, others get Unauthenticated.
+func extProcServer(gw *extproc.Server, token string) *grpc.Server {
+	g := grpc.NewServer(append(extproc.GRPCServerOptions(), grpcx.TokenInterceptors(token)...)...)
 	gw.Register(g)
 	grpcx.RegisterHealth(g)
 	return g
@@ -95,8 +124,8 @@ func extProcServer(gw *extproc.Server) *grpc.Server {
 // serveGateway serves ext_proc on ln and the HTTP endpoints until ctx ends.
 // In-flight streams get a grace period on shutdown; Envoy's
 // failure_mode_allow lets later requests through without the gateway.
-func serveGateway(ctx context.Context, gw *extproc.Server, ln net.Listener, hs *httpserve.Server, log *zap.Logger) error {
-	g := extProcServer(gw)
+func serveGateway(ctx context.Context, gw *extproc.Server, token string, ln net.Listener, hs *httpserve.Server, log *zap.Logger) error {
+	g := extProcServer(gw, token)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -77,6 +77,9 @@ type Gateway struct {
 	// shipped bootstrap strips every x-llmrouter-* header before the
 	// gateway sees the request).
 	TrustedPriorityHeader string `mapstructure:"trusted_priority_header" yaml:"trusted_priority_header"`
+	// Insecure lets the ext_proc listener leave loopback without the shared
+	// token; beyond loopback with a token, the token is demanded of Envoy.
+	Insecure bool `mapstructure:"insecure" yaml:"insecure"`
 }
 
 // Scheduler is the global brain: registry, policies, queue, xDS.
@@ -212,8 +215,8 @@ func Default() Config {
 			RetryCount:            2,
 			WaitScheduleTimeout:   10 * time.Second,
 			WaitScheduleTryPeriod: time.Second,
-			Listen:                ":9002",
-			HTTPListen:            ":9091",
+			Listen:                "127.0.0.1:9002",
+			HTTPListen:            "127.0.0.1:9091",
 			SchedulerAddress:      "127.0.0.1:18001",
 			PickTimeout:           150 * time.Millisecond,
 			BlockChars:            64,
@@ -224,9 +227,9 @@ func Default() Config {
 			Policy:          "prefix-cache",
 			PrefillPolicy:   "prefix-cache",
 			DecodePolicy:    "least-token",
-			Listen:          ":18001",
-			XDSListen:       ":18000",
-			HTTPListen:      ":9090",
+			Listen:          "127.0.0.1:18001",
+			XDSListen:       "127.0.0.1:18000",
+			HTTPListen:      "127.0.0.1:9090",
 			AllowedCIDRs:    []string{},
 			MissedReports:   3,
 			InflightTimeout: 10 * time.Minute,
@@ -240,7 +243,7 @@ func Default() Config {
 			EngineURL:        "http://127.0.0.1:8000",
 			SchedulerAddress: "127.0.0.1:18001",
 			ReportInterval:   200 * time.Millisecond,
-			HTTPListen:       ":9092",
+			HTTPListen:       "127.0.0.1:9092",
 			Role:             "both",
 			MetricMap:        map[string]string{},
 			ScrapeTimeout:    time.Second,

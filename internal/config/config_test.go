@@ -57,8 +57,8 @@ func TestDefaultsMatchArchitecture(t *testing.T) {
 	if s.Policy != "prefix-cache" || s.PrefillPolicy != "prefix-cache" || s.DecodePolicy != "least-token" {
 		t.Errorf("llm_scheduler defaults differ from ARCHITECTURE §4: %+v", s)
 	}
-	if g.Listen != ":9002" || s.XDSListen != ":18000" || s.Listen != ":18001" || s.HTTPListen != ":9090" ||
-		g.HTTPListen != ":9091" || c.Agent.HTTPListen != ":9092" {
+	if g.Listen != "127.0.0.1:9002" || s.XDSListen != "127.0.0.1:18000" || s.Listen != "127.0.0.1:18001" || s.HTTPListen != "127.0.0.1:9090" ||
+		g.HTTPListen != "127.0.0.1:9091" || c.Agent.HTTPListen != "127.0.0.1:9092" {
 		t.Errorf("default ports differ from ARCHITECTURE §3")
 	}
 	if c.Agent.ReportInterval != 200*time.Millisecond {
