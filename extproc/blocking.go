@@ -328,6 +328,9 @@ func (s *Server) decide(ctx context.Context, st *reqState, mut *extprocv3.Header
 			return immediate(404, "invalid_request_error", "model_not_found", "model_not_found", msg, 0)
 		}
 		return pass("rejected_" + strconv.Itoa(int(resp.HttpStatus)))
+	case llmrouterv1.PickResponse_PASSTHROUGH:
+		// Every candidate is silent but still in EDS: Envoy balances.
+		return pass("scheduler_passthrough")
 	}
 	return pass("bad_pick_status")
 }

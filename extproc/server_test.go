@@ -386,3 +386,23 @@ func TestSlowPickFailsOpenWithinMessageTimeout(t *testing.T) {
 		t.Fatal("timed-out pick not counted")
 	}
 }
+
+// The scheduler's PASSTHROUGH (every candidate silent but still in EDS) is
+// answered without a pick, so Envoy balances over its endpoints, and is
+// counted as a pass through.
+func TestSchedulerPassthrough(t *testing.T) {
+	fake := newFake(func(context.Context, *llmrouterv1.PickRequest, func(*llmrouterv1.PickResponse)) (*llmrouterv1.PickResponse, error) {
+		return &llmrouterv1.PickResponse{Status: llmrouterv1.PickResponse_PASSTHROUGH, Reason: "every instance is silent"}, nil
+	})
+	h := newHarness(t, fake, testOptions())
+	res := h.f.Do(context.Background(), envoytest.Request{Headers: chatHeaders(envoytest.Header{Key: "x-request-id", Value: "r"}), Body: []byte(chatBody)})
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res.Immediate != nil || !res.Continued || len(headerValues(res.Headers, HeaderDestination)) != 0 {
+		t.Fatalf("want a pass through without a pick, got immediate=%v headers=%v", res.Immediate, res.Headers)
+	}
+	if metric(t, h.reg, "llmrouter_gateway_passthrough_total", "reason", "scheduler_passthrough") != 1 {
+		t.Fatal("pass through not counted")
+	}
+}

@@ -6,6 +6,7 @@ import (
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/registry"
 )
 
 // Session affinity wraps every policy: a conversation stays on its instance
@@ -47,8 +48,10 @@ func TestSessionAffinityWrapsThePolicy(t *testing.T) {
 // forgotten by the policy: a session no longer sticks to it.
 func TestReRegistrationForgetsPolicyState(t *testing.T) {
 	s, _ := newTestScheduler(t, nil)
-	mustRegister(t, s, "10.0.0.1:8000")
-	mustRegister(t, s, "10.0.0.2:8000")
+	leases := map[string]*registry.Lease{
+		"10.0.0.1:8000": mustRegister(t, s, "10.0.0.1:8000"),
+		"10.0.0.2:8000": mustRegister(t, s, "10.0.0.2:8000"),
+	}
 	req := pickReq("r1", "m")
 	req.SessionKey = "c"
 	resp, err := s.Pick(context.Background(), req, nil)
@@ -62,7 +65,9 @@ func TestReRegistrationForgetsPolicyState(t *testing.T) {
 	}
 	mustReport(t, s, home, &llmrouterv1.Report{Healthy: true, Running: 5})
 	mustReport(t, s, other, &llmrouterv1.Report{Healthy: true})
-	mustRegister(t, s, home) // the engine came back
+	if _, err := s.RegisterAs(regMsg(home), leases[home]); err != nil { // the engine came back
+		t.Fatal(err)
+	}
 	mustReport(t, s, home, &llmrouterv1.Report{Healthy: true, Running: 5})
 	req = pickReq("r2", "m")
 	req.SessionKey = "c"

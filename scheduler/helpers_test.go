@@ -88,7 +88,7 @@ func load(running, waiting int64) *llmrouterv1.Report {
 
 func routableIDs(s *Scheduler) []string {
 	var out []string
-	for _, r := range s.Registry().Routable() {
+	for _, r := range s.Registry().Published() {
 		out = append(out, r.ID)
 	}
 	return out

@@ -79,7 +79,7 @@ func newMetrics(reg prometheus.Registerer, queueCapacity int) *metrics {
 		}),
 		instances: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "llmrouter_scheduler_instances",
-			Help: "Registered engine instances by state (healthy, unhealthy, draining).",
+			Help: "Registered engine instances by state (healthy, unhealthy, draining, verifying, silent).",
 		}, []string{"state"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "llmrouter_scheduler_inflight_requests",
@@ -110,7 +110,7 @@ func newMetrics(reg prometheus.Registerer, queueCapacity int) *metrics {
 		reg.MustRegister(m.pickDuration, m.decisions, m.fallbacks, m.queueWait, m.queueLength, m.queueCap, m.instances,
 			m.inflight, m.kvUsage, m.running, m.waiting, m.promptTPS, m.genTPS)
 	}
-	for _, st := range []string{registry.StateHealthy, registry.StateUnhealthy, registry.StateDraining} {
+	for _, st := range registry.States {
 		m.instances.WithLabelValues(st).Set(0)
 	}
 	m.queueCap.Set(float64(queueCapacity))

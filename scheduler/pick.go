@@ -215,8 +215,12 @@ func (s *Scheduler) saturated(in *inst) bool {
 // wait.
 func (s *Scheduler) decide(w *waiter, mode decideMode) (resp *llmrouterv1.PickResponse, ok bool) {
 	all, unsat := s.candBuf[:0], s.unsatBuf[:0]
+	silent := 0
 	for _, in := range s.pools[w.pool] {
 		if !in.routable() {
+			if in.published() { // silent, still in EDS
+				silent++
+			}
 			continue
 		}
 		in.view.Saturated = s.saturated(in)
@@ -230,6 +234,8 @@ func (s *Scheduler) decide(w *waiter, mode decideMode) (resp *llmrouterv1.PickRe
 	fallback := w.fallback
 	switch {
 	case len(unsat) > 0:
+	case len(all) == 0 && silent > 0:
+		return s.passthrough(w.req.Model), true
 	case len(all) == 0 && mode == modeRetry:
 		return nil, false // the fleet may come back before the deadline
 	case len(all) == 0:

@@ -12,6 +12,7 @@ import (
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
+	"github.com/llmrouter/llmrouter/scheduler/registry"
 )
 
 // recorder is a test policy that ranks by ID and records its observer calls.
@@ -203,7 +204,7 @@ func TestPerInstanceMetricsDeleted(t *testing.T) {
 			}
 		}
 	}
-	if len(states) != 3 || states["healthy"] != 0 {
+	if len(states) != len(registry.States) || states["healthy"] != 0 {
 		t.Fatalf("instance states = %v", states)
 	}
 }

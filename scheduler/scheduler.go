@@ -30,6 +30,15 @@ type Deps struct {
 	Metrics prometheus.Registerer
 	// Rand breaks policy ties; seed it for reproducible simulations.
 	Rand *rand.Rand
+	// Verify, when set, checks that a new registration's address answers
+	// as the engine its agent described before the instance is picked or
+	// published (scheduler/verify); nil admits registrations as they are
+	// (the simulator, tests, llm_scheduler.verify_engines false).
+	Verify Verifier
+	// Probe, when set, asks a silent instance's address whether its engine
+	// still answers; an error confirms it down. nil leaves silent instances
+	// to llm_scheduler.silent_grace.
+	Probe Prober
 }
 
 // defaultDecodeTokens estimates a request's output when it names no
@@ -42,8 +51,15 @@ type inst struct {
 	view policy.Instance // handed to policies; Inflight* maintained here
 	// bootstrapPort goes with the pick when the instance prefills (SGLang).
 	bootstrapPort int32
+	gen           uint64 // the registration's lease generation
 	healthy       bool
 	draining      bool
+	verified      bool
+	silent        bool
+	// probing: a probe of this silent instance is running; the next one
+	// starts at nextProbe.
+	probing   bool
+	nextProbe time.Time
 	// unseen holds picks made since the last report (some may have been
 	// released since; they are skipped).
 	unseen []*pick
@@ -51,7 +67,10 @@ type inst struct {
 	picks int
 }
 
-func (i *inst) routable() bool { return i.healthy && !i.draining }
+// routable: the scheduler may pick it. published: it is in Envoy's
+// endpoint set (registry.Instance.Routable and Published).
+func (i *inst) routable() bool  { return i.published() && !i.silent }
+func (i *inst) published() bool { return i.healthy && !i.draining && i.verified }
 
 // Scheduler is the registry, the policy, the in-flight bookkeeping and the
 // admission queue. All of its methods are safe for concurrent use; calls
@@ -64,6 +83,9 @@ type Scheduler struct {
 	pol      policy.Policy
 	observer policy.Observer // nil when the policy keeps no state
 	m        *metrics
+	mm       *memberMetrics
+	verify   Verifier
+	probe    Prober
 
 	maxWaiting int64
 	maxKV      float64
@@ -105,9 +127,12 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 		return nil, fmt.Errorf("llm_scheduler.policy: %w", err)
 	}
 	s := &Scheduler{
-		cfg: cfg, clock: d.Clock, log: d.Log, pol: pol, m: newMetrics(d.Metrics, cfg.Gateway.MaxQueueSize),
+		cfg: cfg, clock: d.Clock, log: d.Log, pol: pol, m: newMetrics(d.Metrics, cfg.Gateway.MaxQueueSize), mm: newMemberMetrics(d.Metrics),
+		verify: d.Verify, probe: d.Probe,
 		reg: registry.New(registry.Options{Clock: d.Clock, AllowedCIDRs: cidrs,
-			MissedReports: cfg.Scheduler.MissedReports, Log: d.Log.Named("registry")}),
+			AllowLoopback: ListensOnLoopback(cfg.Scheduler.Listen), MissedReports: cfg.Scheduler.MissedReports,
+			SilentGrace: cfg.Scheduler.SilentGrace, PanicThreshold: cfg.Scheduler.PanicThreshold,
+			Verify: d.Verify != nil, Log: d.Log.Named("registry")}),
 		maxWaiting: int64(cfg.Scheduler.MaxWaiting), maxKV: cfg.Scheduler.MaxKVCacheUsage,
 		retries: max(cfg.Gateway.RetryCount, 0),
 		insts:   map[string]*inst{}, pools: map[string][]*inst{}, inflight: map[string]*pick{},
@@ -138,13 +163,21 @@ func (s *Scheduler) unlock() {
 
 // ---------------------------------------------------------------- instances
 
-// Register adds (or replaces) an instance. The agent stream server and the
-// simulator both call it; the lease identifies this registration in later
-// calls and carries the agent's commands.
+// Register adds an instance. The agent stream server and the simulator both
+// call it; the lease identifies this registration in later calls and
+// carries the agent's commands. An address another live registration holds
+// is refused (registry.ErrTaken); RegisterAs lets that registration's holder
+// replace it.
 func (s *Scheduler) Register(reg *llmrouterv1.Register) (*registry.Lease, error) {
+	return s.RegisterAs(reg, nil)
+}
+
+// RegisterAs is Register by the holder of a current lease (nil: none), as
+// when an agent re-registers on its open stream after its engine restarted.
+func (s *Scheduler) RegisterAs(reg *llmrouterv1.Register, holder *registry.Lease) (*registry.Lease, error) {
 	s.mu.Lock()
 	defer s.unlock()
-	lease, err := s.reg.Register(reg)
+	lease, err := s.reg.Register(reg, holder)
 	if err != nil {
 		return nil, err
 	}
@@ -159,11 +192,15 @@ func (s *Scheduler) Register(reg *llmrouterv1.Register) (*registry.Lease, error)
 		// learnt about it, cached prefixes above all, no longer holds.
 		s.observer.Removed(lease.ID)
 	}
+	in.gen, in.probing = lease.Gen, false
 	s.mirror(in, &ri)
 	s.rebuildPools()
 	s.instanceStates()
 	s.m.instanceReport(&ri)
 	s.capacityChanged()
+	if !ri.Verified {
+		go s.verifyLoop(lease, ri)
+	}
 	return lease, nil
 }
 
@@ -183,7 +220,7 @@ func (s *Scheduler) InstanceReport(id string, gen uint64, rep *llmrouterv1.Repor
 	if in == nil { // cannot happen: the mirror follows every registry change under mu
 		return fmt.Errorf("%w: %s", registry.ErrUnknown, id)
 	}
-	stateChanged := in.healthy != ri.Healthy
+	stateChanged := in.healthy != ri.Healthy || in.silent != ri.Silent
 	s.mirror(in, &ri)
 	s.markSeen(in)
 	s.m.instanceReport(&ri)
@@ -236,7 +273,7 @@ func (s *Scheduler) mirror(in *inst, ri *registry.Instance) {
 	v.Running, v.Waiting, v.KVCacheUsage = ri.Running, ri.Waiting, ri.KVCacheUsage
 	v.PromptTPS, v.GenTPS, v.PrefixCacheHitRatio = ri.PromptTPS, ri.GenTPS, ri.PrefixCacheHitRatio
 	v.NumGPUBlocks, v.BlockSize, v.LastReport = ri.NumGPUBlocks, ri.BlockSize, ri.LastReport
-	in.healthy, in.draining = ri.Healthy, ri.Draining
+	in.healthy, in.draining, in.verified, in.silent = ri.Healthy, ri.Draining, ri.Verified, ri.Silent
 	in.bootstrapPort = ri.BootstrapPort
 }
 
@@ -277,20 +314,14 @@ func (s *Scheduler) rebuildPools() {
 }
 
 func (s *Scheduler) instanceStates() {
-	var healthy, unhealthy, draining float64
+	counts := make(map[string]float64, len(registry.States))
 	for _, in := range s.insts {
-		switch {
-		case in.draining:
-			draining++
-		case !in.healthy:
-			unhealthy++
-		default:
-			healthy++
-		}
+		ri := registry.Instance{Healthy: in.healthy, Draining: in.draining, Verified: in.verified, Silent: in.silent}
+		counts[ri.State()]++
 	}
-	s.m.instances.WithLabelValues(registry.StateHealthy).Set(healthy)
-	s.m.instances.WithLabelValues(registry.StateUnhealthy).Set(unhealthy)
-	s.m.instances.WithLabelValues(registry.StateDraining).Set(draining)
+	for _, st := range registry.States {
+		s.m.instances.WithLabelValues(st).Set(counts[st])
+	}
 }
 
 // Models lists the models the fleet serves, sorted.
@@ -307,8 +338,10 @@ func (s *Scheduler) Models() []string {
 
 // ---------------------------------------------------------------- housekeeping
 
-// Tick does all time-based housekeeping at the clock's now: removes
-// instances that missed their reports, releases picks never reported back,
+// Tick does all time-based housekeeping at the clock's now: marks silent
+// the instances that missed their reports (and probes them, removing those
+// whose engine is confirmed down or whose silence outlasted silent_grace),
+// releases picks never reported back,
 // routes queued requests that waited out wait_schedule_timeout, and
 // re-evaluates the queue every wait_schedule_try_period. The server calls it
 // from a ticker; the simulator calls it as virtual time advances.
@@ -316,9 +349,7 @@ func (s *Scheduler) Tick() {
 	s.mu.Lock()
 	defer s.unlock()
 	now := s.clock.Now()
-	for _, ri := range s.reg.Expire() {
-		s.forget(ri.ID)
-	}
+	s.sweep(now)
 	freed := s.expireInflight(now)
 	s.expireQueue(now)
 	if len(s.queue) > 0 && (freed || !now.Before(s.nextTry)) {

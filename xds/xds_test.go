@@ -451,7 +451,7 @@ type fakeSource struct {
 
 func (f *fakeSource) Watch() (<-chan struct{}, func()) { return f.ch, func() {} }
 
-func (f *fakeSource) Routable() []registry.RoutableInstance {
+func (f *fakeSource) Published() []registry.RoutableInstance {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.insts)

@@ -103,8 +103,17 @@ type Scheduler struct {
 	Insecure bool `mapstructure:"insecure" yaml:"insecure"`
 	// AllowedCIDRs, when set, restricts the addresses agents may advertise.
 	AllowedCIDRs []string `mapstructure:"allowed_cidrs" yaml:"allowed_cidrs"`
-	// MissedReports removes an instance after this many report intervals of silence.
+	// MissedReports makes an instance silent (no longer picked, still in
+	// EDS) after this many report intervals without a report.
 	MissedReports int `mapstructure:"missed_reports" yaml:"missed_reports"`
+	// Membership (issue 13). SilentGrace removes a silent instance whose
+	// engine nothing confirmed down after this long. PanicThreshold: while
+	// more than this share of the published instances is silent, silence
+	// removes nobody (1 disables). VerifyEngines: a new registration enters
+	// EDS only once its address answers as the engine the agent described.
+	SilentGrace    time.Duration `mapstructure:"silent_grace" yaml:"silent_grace"`
+	PanicThreshold float64       `mapstructure:"panic_threshold" yaml:"panic_threshold"`
+	VerifyEngines  bool          `mapstructure:"verify_engines" yaml:"verify_engines"`
 	// DefaultPool serves requests whose model no instance reports; "" rejects them.
 	DefaultPool string `mapstructure:"default_pool" yaml:"default_pool"`
 	// InflightTimeout releases a pick that no gateway reported back.
@@ -232,6 +241,9 @@ func Default() Config {
 			HTTPListen:      "127.0.0.1:9090",
 			AllowedCIDRs:    []string{},
 			MissedReports:   3,
+			SilentGrace:     30 * time.Second,
+			PanicThreshold:  0.5,
+			VerifyEngines:   true,
 			InflightTimeout: 10 * time.Minute,
 			MaxWaiting:      16,
 			MaxKVCacheUsage: 0.95,

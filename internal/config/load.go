@@ -420,6 +420,12 @@ func (c Config) Validate() error {
 	if s.MissedReports < 1 {
 		bad("llm_scheduler.missed_reports", s.MissedReports, "1 or more")
 	}
+	if s.SilentGrace <= 0 {
+		bad("llm_scheduler.silent_grace", s.SilentGrace.String(), "a positive duration such as 30s")
+	}
+	if s.PanicThreshold <= 0 || s.PanicThreshold > 1 {
+		bad("llm_scheduler.panic_threshold", s.PanicThreshold, "a fraction in (0, 1] (1 disables the panic mode)")
+	}
 	if s.InflightTimeout <= 0 {
 		bad("llm_scheduler.inflight_timeout", s.InflightTimeout.String(), "a positive duration")
 	}

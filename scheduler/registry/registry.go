@@ -17,10 +17,26 @@ import (
 
 // Instance states, as the llmrouter_scheduler_instances{state} metric names them.
 const (
-	StateHealthy   = "healthy"
+	// StateHealthy: reporting, healthy, verified: picked and published.
+	StateHealthy = "healthy"
+	// StateUnhealthy: its agent reports the engine down (confirmed down):
+	// neither picked nor published.
 	StateUnhealthy = "unhealthy"
-	StateDraining  = "draining"
+	// StateDraining: the operator stopped new picks: neither picked nor
+	// published.
+	StateDraining = "draining"
+	// StateVerifying: registered, but the advertised address has not yet
+	// answered as the engine the agent described: neither picked nor
+	// published.
+	StateVerifying = "verifying"
+	// StateSilent: its reports stopped (missed_reports intervals): not
+	// picked, still published, until its engine is confirmed down or
+	// silent_grace passes.
+	StateSilent = "silent"
 )
+
+// States lists every state, for metrics that export each one.
+var States = []string{StateHealthy, StateUnhealthy, StateDraining, StateVerifying, StateSilent}
 
 // Instance is everything the registry knows of one engine instance.
 type Instance struct {
@@ -37,15 +53,21 @@ type Instance struct {
 	// BootstrapPort is an SGLang prefill instance's KV bootstrap port, 0
 	// when none (Register.bootstrap_port).
 	BootstrapPort int32
-	// ReportInterval is the agent's; silence for MissedReports of them removes
-	// the instance.
+	// ReportInterval is the agent's; silence for MissedReports of them makes
+	// the instance silent.
 	ReportInterval time.Duration
 
 	Healthy         bool
 	UnhealthyReason string
 	Draining        bool
-	Registered      time.Time
-	LastReport      time.Time
+	// Verified: the advertised address answered as the engine the agent
+	// described (or verification is off).
+	Verified bool
+	// Silent: no report for MissedReports intervals, since SilentSince.
+	Silent      bool
+	SilentSince time.Time
+	Registered  time.Time
+	LastReport  time.Time
 
 	// From the last report.
 	Running             int64
@@ -59,24 +81,35 @@ type Instance struct {
 	Sequence            uint64
 }
 
-// State is healthy, unhealthy or draining (draining wins over health).
+// State is one of the State* constants: draining wins over verifying, which
+// wins over unhealthy, which wins over silent.
 func (i *Instance) State() string {
 	switch {
 	case i.Draining:
 		return StateDraining
+	case !i.Verified:
+		return StateVerifying
 	case !i.Healthy:
 		return StateUnhealthy
+	case i.Silent:
+		return StateSilent
 	}
 	return StateHealthy
 }
 
-// Routable reports whether new requests may go to the instance.
-func (i *Instance) Routable() bool { return i.Healthy && !i.Draining }
+// Routable reports whether the scheduler may pick the instance: healthy,
+// verified, reporting and not draining.
+func (i *Instance) Routable() bool { return i.Published() && !i.Silent }
+
+// Published reports whether the instance belongs in Envoy's endpoint set:
+// verified, not draining and not confirmed down. A silent instance stays
+// published: silence is not death.
+func (i *Instance) Published() bool { return i.Healthy && !i.Draining && i.Verified }
 
 // Serves reports whether the instance serves model.
 func (i *Instance) Serves(model string) bool { return slices.Contains(i.Models, model) }
 
-// RoutableInstance is what the data plane needs of a routable instance.
+// RoutableInstance is what the data plane needs of a published instance.
 type RoutableInstance struct {
 	ID      string
 	Address string
@@ -92,6 +125,8 @@ var (
 	ErrNotAllowed = errors.New("address not allowed")
 	// ErrUnknown: no such instance (or its lease was superseded).
 	ErrUnknown = errors.New("unknown instance")
+	// ErrTaken: another live registration holds the address.
+	ErrTaken = errors.New("address already registered")
 )
 
 // DefaultReportInterval is assumed when an agent does not say its own.
@@ -101,14 +136,39 @@ const DefaultReportInterval = 200 * time.Millisecond
 // does not read them is broken and its commands are dropped.
 const commandBuffer = 8
 
+// DefaultSilentGrace is how long a silent instance stays published when
+// nothing confirms its engine down (llm_scheduler.silent_grace).
+const DefaultSilentGrace = 30 * time.Second
+
+// DefaultPanicThreshold is the share of the published fleet that may be
+// silent at once before silence stops removing anyone
+// (llm_scheduler.panic_threshold).
+const DefaultPanicThreshold = 0.5
+
 // Options configure a Registry.
 type Options struct {
 	Clock fleet.Clock
 	// AllowedCIDRs restricts advertised addresses; empty allows any IP.
 	AllowedCIDRs []netip.Prefix
-	// MissedReports of silence remove an instance (llm_scheduler.missed_reports).
+	// AllowLoopback admits loopback addresses: only sensible when the
+	// agents' API itself listens on loopback, so every agent runs on this
+	// host and 127.0.0.1 means the same machine to Envoy.
+	AllowLoopback bool
+	// MissedReports of silence make an instance silent
+	// (llm_scheduler.missed_reports).
 	MissedReports int
-	Log           *zap.Logger
+	// SilentGrace removes an instance silent that long even though nothing
+	// confirmed its engine down (llm_scheduler.silent_grace); 0 means
+	// DefaultSilentGrace.
+	SilentGrace time.Duration
+	// PanicThreshold: while more than this share of the published
+	// instances is silent, silence removes nobody (llm_scheduler.
+	// panic_threshold); 0 means DefaultPanicThreshold, 1 or more disables.
+	PanicThreshold float64
+	// Verify makes new registrations wait in StateVerifying until
+	// MarkVerified; false admits them verified.
+	Verify bool
+	Log    *zap.Logger
 }
 
 // Lease is one registration. Its Done channel closes when the instance is
@@ -138,14 +198,20 @@ type entry struct {
 
 // Registry is safe for concurrent use.
 type Registry struct {
-	clock   fleet.Clock
-	allowed []netip.Prefix
-	missed  int
-	log     *zap.Logger
+	clock     fleet.Clock
+	allowed   []netip.Prefix
+	loopback  bool
+	missed    int
+	grace     time.Duration
+	threshold float64
+	verify    bool
+	log       *zap.Logger
 
-	mu      sync.RWMutex
-	entries map[string]*entry
-	gen     uint64
+	mu       sync.RWMutex
+	entries  map[string]*entry
+	gen      uint64
+	panic    bool   // silence is over the panic threshold
+	episodes uint64 // panics entered so far
 
 	wmu      sync.Mutex
 	watchers map[int]chan struct{}
@@ -163,8 +229,15 @@ func New(o Options) *Registry {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
+	if o.SilentGrace <= 0 {
+		o.SilentGrace = DefaultSilentGrace
+	}
+	if o.PanicThreshold <= 0 {
+		o.PanicThreshold = DefaultPanicThreshold
+	}
 	return &Registry{
-		clock: o.Clock, allowed: o.AllowedCIDRs, missed: o.MissedReports, log: o.Log,
+		clock: o.Clock, allowed: o.AllowedCIDRs, loopback: o.AllowLoopback, missed: o.MissedReports,
+		grace: o.SilentGrace, threshold: o.PanicThreshold, verify: o.Verify, log: o.Log,
 		entries: map[string]*entry{}, watchers: map[int]chan struct{}{},
 	}
 }
@@ -183,17 +256,27 @@ func ParseCIDRs(cidrs []string) ([]netip.Prefix, error) {
 }
 
 // ValidateAddress checks an advertised address: an IP literal and a non-zero
-// port (Envoy keys override_host by ip:port, so a host name can never match),
-// not unspecified, and inside the allowed CIDRs when any are set.
+// port (Envoy keys override_host by ip:port, so a host name can never match);
+// never unspecified, link-local (169.254.169.254 is a cloud metadata
+// service), multicast or broadcast; loopback only with AllowLoopback; and
+// inside the allowed CIDRs when any are set.
 func (r *Registry) ValidateAddress(addr string) (netip.AddrPort, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil || ap.Port() == 0 {
 		return ap, fmt.Errorf("%w: address %q: want ip:port such as 10.0.0.5:8000 (host names are not accepted: Envoy matches picks by ip:port)", ErrInvalid, addr)
 	}
-	if ap.Addr().IsUnspecified() {
-		return ap, fmt.Errorf("%w: address %q: an unspecified IP cannot be reached; advertise the instance's own IP", ErrInvalid, addr)
-	}
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	ip := ap.Addr()
+	switch {
+	case ip.IsUnspecified():
+		return ap, fmt.Errorf("%w: address %q: an unspecified IP cannot be reached; advertise the instance's own IP", ErrInvalid, addr)
+	case ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast():
+		return ap, fmt.Errorf("%w: address %q is link-local (169.254.0.0/16, fe80::/10): not an engine's address; advertise the instance's routable IP", ErrNotAllowed, addr)
+	case ip.IsMulticast(), ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return ap, fmt.Errorf("%w: address %q is multicast or broadcast: advertise the instance's own unicast IP", ErrNotAllowed, addr)
+	case ip.IsLoopback() && !r.loopback:
+		return ap, fmt.Errorf("%w: address %q is loopback, accepted only while the scheduler's agent API (llm_scheduler.listen) listens on loopback; advertise the instance's routable IP", ErrNotAllowed, addr)
+	}
 	if len(r.allowed) > 0 {
 		ok := false
 		for _, p := range r.allowed {
@@ -209,10 +292,13 @@ func (r *Registry) ValidateAddress(addr string) (netip.AddrPort, error) {
 	return ap, nil
 }
 
-// Register adds or replaces the instance reg describes and returns its lease.
-// A previous lease for the same address ends (reason "replaced"); its drain
-// carries over.
-func (r *Registry) Register(reg *llmrouterv1.Register) (*Lease, error) {
+// Register adds the instance reg describes and returns its lease. An address
+// already registered is refused (ErrTaken) unless holder is that
+// registration's current lease (the same agent re-registering) or the
+// registration is silent (its agent is gone or stalled). A replaced lease
+// ends (reason "replaced"); its drain carries over, and so does its
+// verification when the engine and models are unchanged.
+func (r *Registry) Register(reg *llmrouterv1.Register, holder *Lease) (*Lease, error) {
 	if reg == nil {
 		return nil, fmt.Errorf("%w: empty registration", ErrInvalid)
 	}
@@ -238,21 +324,30 @@ func (r *Registry) Register(reg *llmrouterv1.Register) (*Lease, error) {
 		AgentVersion: reg.GetAgentVersion(), Models: models, LoRAs: dedupe(reg.GetLoraAdapters()),
 		Role: RoleFromProto(reg.GetRole()), NumGPUBlocks: reg.GetNumGpuBlocks(), BlockSize: reg.GetBlockSize(),
 		BootstrapPort:  reg.GetBootstrapPort(),
-		ReportInterval: interval, Healthy: true, Registered: now, LastReport: now, PrefixCacheHitRatio: -1,
+		ReportInterval: interval, Healthy: true, Verified: !r.verify, Registered: now, LastReport: now, PrefixCacheHitRatio: -1,
 	}
 	if ini := reg.GetInitial(); ini != nil {
 		applyReport(&inst, ini, now)
 	}
 
 	r.mu.Lock()
+	old := r.entries[id]
+	if old != nil && !old.inst.Silent && (holder == nil || holder.ID != id || holder.Gen != old.lease.Gen) {
+		r.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s is held by a live registration (instance IDs are the advertised ip:port; one agent per engine address)", ErrTaken, id)
+	}
 	r.gen++
 	lease := &Lease{ID: id, Gen: r.gen, done: make(chan struct{}), commands: make(chan *llmrouterv1.Command, commandBuffer)}
-	old := r.entries[id]
 	if old != nil {
 		// A drain is the operator's decision about the instance, not about
 		// one registration of it: the new registration starts drained, so
 		// no pick can reach it in between.
 		inst.Draining = old.inst.Draining
+		// The address answered as this engine with these models already;
+		// an engine that came back the same needs no second check.
+		if old.inst.Verified && old.inst.Engine == inst.Engine && slices.Equal(old.inst.Models, inst.Models) {
+			inst.Verified = true
+		}
 	}
 	r.entries[id] = &entry{inst: inst, lease: lease}
 	r.mu.Unlock()
@@ -279,10 +374,17 @@ func (r *Registry) Report(id string, gen uint64, rep *llmrouterv1.Report) (Insta
 		r.mu.Unlock()
 		return Instance{}, fmt.Errorf("%w: %s", ErrUnknown, id)
 	}
-	wasHealthy := e.inst.Healthy
+	wasHealthy, wasSilent := e.inst.Healthy, e.inst.Silent
 	applyReport(&e.inst, rep, now)
+	e.inst.Silent, e.inst.SilentSince = false, time.Time{}
 	inst := e.inst
 	r.mu.Unlock()
+	if wasSilent {
+		r.log.Info("instance reporting again", zap.String("instance", id))
+		if wasHealthy == inst.Healthy {
+			r.notify()
+		}
+	}
 	if wasHealthy != inst.Healthy {
 		if inst.Healthy {
 			r.log.Info("instance healthy again", zap.String("instance", id))
@@ -329,32 +431,130 @@ func (r *Registry) Remove(id string, gen uint64, reason string) (Instance, bool)
 	return e.inst, true
 }
 
-// Expire removes every instance silent for MissedReports of its report
-// intervals and returns them.
-func (r *Registry) Expire() []Instance {
+// Sweep is the registry's housekeeping at the clock's now. An instance
+// that missed MissedReports of its report intervals turns silent: no longer
+// picked, still published. A silent instance is removed after SilentGrace,
+// unless more than PanicThreshold of the published instances are silent at
+// once: then silence removes nobody, since a stall of the agents (or of
+// this scheduler) is far likelier than that many engines dying together.
+// Sweep returns the instances that turned silent and those removed.
+func (r *Registry) Sweep() SweepResult {
 	now := r.clock.Now()
+	var res SweepResult
 	var gone []*entry
 	r.mu.Lock()
-	for id, e := range r.entries {
-		if now.Sub(e.inst.LastReport) >= time.Duration(r.missed)*e.inst.ReportInterval {
-			gone = append(gone, e)
-			delete(r.entries, id)
+	published, silent := 0, 0
+	for _, e := range r.entries {
+		if !e.inst.Silent && now.Sub(e.inst.LastReport) >= time.Duration(r.missed)*e.inst.ReportInterval {
+			e.inst.Silent, e.inst.SilentSince = true, now
+			res.Silenced = append(res.Silenced, e.inst)
+		}
+		if e.inst.Published() {
+			published++
+			if e.inst.Silent {
+				silent++
+			}
+		}
+	}
+	wasPanic := r.panic
+	r.panic = published > 0 && float64(silent) > r.threshold*float64(published)
+	if r.panic && !wasPanic {
+		r.episodes++
+	}
+	res.Panic, res.PanicChanged, res.SilentPublished, res.Published = r.panic, r.panic != wasPanic, silent, published
+	if !r.panic {
+		for id, e := range r.entries {
+			if e.inst.Silent && now.Sub(e.inst.SilentSince) >= r.grace {
+				gone = append(gone, e)
+				delete(r.entries, id)
+			}
 		}
 	}
 	r.mu.Unlock()
-	if len(gone) == 0 {
-		return nil
+
+	switch {
+	case res.PanicChanged && res.Panic:
+		r.log.Warn("membership panic: most of the fleet went silent at once; keeping every instance published until they report again or their engines are confirmed down",
+			zap.Int("silent", silent), zap.Int("published", published), zap.Float64("panic_threshold", r.threshold))
+	case res.PanicChanged:
+		r.log.Info("membership panic over", zap.Int("silent", silent), zap.Int("published", published))
 	}
-	out := make([]Instance, len(gone))
-	for i, e := range gone {
-		reason := fmt.Sprintf("missed %d reports (silent for %s)", r.missed, now.Sub(e.inst.LastReport))
+	for _, i := range res.Silenced {
+		r.log.Warn("instance silent: not picked until it reports again; still published", zap.String("instance", i.ID),
+			zap.Int("missed_reports", r.missed), zap.Duration("since_last_report", now.Sub(i.LastReport)))
+	}
+	sort.Slice(res.Silenced, func(a, b int) bool { return res.Silenced[a].ID < res.Silenced[b].ID })
+	for _, e := range gone {
+		reason := fmt.Sprintf("silent for %s (llm_scheduler.silent_grace) and not confirmed alive", now.Sub(e.inst.SilentSince))
 		endLease(e.lease, reason)
 		r.log.Warn("instance removed", zap.String("instance", e.inst.ID), zap.String("reason", reason))
-		out[i] = e.inst
+		res.Removed = append(res.Removed, e.inst)
 	}
-	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	sort.Slice(res.Removed, func(a, b int) bool { return res.Removed[a].ID < res.Removed[b].ID })
+	if len(res.Silenced) > 0 || len(res.Removed) > 0 {
+		r.notify()
+	}
+	return res
+}
+
+// SweepResult is what one Sweep changed.
+type SweepResult struct {
+	Silenced []Instance // turned silent in this sweep
+	Removed  []Instance // silent past SilentGrace, removed
+	// Panic: more than PanicThreshold of the published instances are
+	// silent; PanicChanged: this sweep entered or left that state.
+	Panic, PanicChanged bool
+	// SilentPublished of Published instances are silent.
+	SilentPublished, Published int
+}
+
+// Panic reports whether the registry is in a panic episode, and how many
+// episodes began so far.
+func (r *Registry) Panic() (active bool, episodes uint64) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.panic, r.episodes
+}
+
+// ConfirmDown removes a silent instance whose engine the scheduler's own
+// probe found down. gen must match the current lease. During a panic episode
+// it removes nothing: when most of the fleet looks dead at once the probe's
+// own path (this host, its network) is the likelier culprit.
+func (r *Registry) ConfirmDown(id string, gen uint64, reason string) (Instance, bool) {
+	r.mu.Lock()
+	e := r.entries[id]
+	if e == nil || e.lease.Gen != gen || !e.inst.Silent || r.panic {
+		inPanic := r.panic
+		r.mu.Unlock()
+		if inPanic && e != nil {
+			r.log.Warn("instance probe failed during membership panic; kept published", zap.String("instance", id), zap.String("reason", reason))
+		}
+		return Instance{}, false
+	}
+	delete(r.entries, id)
+	r.mu.Unlock()
+	reason = "engine confirmed down: " + reason
+	endLease(e.lease, reason)
+	r.log.Warn("instance removed", zap.String("instance", id), zap.String("reason", reason))
 	r.notify()
-	return out
+	return e.inst, true
+}
+
+// MarkVerified admits a verifying instance: its address answered as the
+// engine its agent described. gen must match the current lease.
+func (r *Registry) MarkVerified(id string, gen uint64) (Instance, bool) {
+	r.mu.Lock()
+	e := r.entries[id]
+	if e == nil || e.lease.Gen != gen || e.inst.Verified {
+		r.mu.Unlock()
+		return Instance{}, false
+	}
+	e.inst.Verified = true
+	inst := e.inst
+	r.mu.Unlock()
+	r.log.Info("instance verified", zap.String("instance", id), zap.String("engine", inst.Engine), zap.Strings("models", inst.Models))
+	r.notify()
+	return inst, true
 }
 
 // SetDraining marks instance id draining (no new picks) or not, and sends
@@ -437,12 +637,13 @@ func (r *Registry) List() []Instance {
 	return out
 }
 
-// Routable returns the healthy, not draining instances, sorted by ID.
-func (r *Registry) Routable() []RoutableInstance {
+// Published returns the instances that belong in Envoy's endpoint set
+// (Instance.Published: silent ones included), sorted by ID.
+func (r *Registry) Published() []RoutableInstance {
 	r.mu.RLock()
 	out := make([]RoutableInstance, 0, len(r.entries))
 	for _, e := range r.entries {
-		if e.inst.Routable() {
+		if e.inst.Published() {
 			out = append(out, RoutableInstance{ID: e.inst.ID, Address: e.inst.Address, Models: e.inst.Models, Role: e.inst.Role})
 		}
 	}
@@ -452,8 +653,8 @@ func (r *Registry) Routable() []RoutableInstance {
 }
 
 // Watch returns a channel that receives a (coalesced) signal after every
-// change of membership or of an instance's state (health, draining) — the
-// changes that alter the routable set. Load reports alone do not signal. The
+// change of membership or of an instance's state (health, draining,
+// verified, silent) — the changes that alter the published set. Load reports alone do not signal. The
 // registry never blocks on a watcher: a signal not yet consumed absorbs the
 // next ones. cancel stops the signals.
 func (r *Registry) Watch() (changed <-chan struct{}, cancel func()) {

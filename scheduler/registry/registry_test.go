@@ -1,8 +1,11 @@
 package registry
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/scheduler/fleet"
@@ -16,7 +19,7 @@ func TestWatchCoalescesAndNeverBlocks(t *testing.T) {
 	r := New(Options{})
 	ch, cancel := r.Watch()
 	for i := range 100 { // nobody reads: the registry must not block
-		if _, err := r.Register(reg("10.0.0.1:"+string(rune('1'+i%9))+"0", 0)); err != nil {
+		if _, err := r.Register(reg(fmt.Sprintf("10.0.%d.%d:80", i/200, i%200+1), 0), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -28,7 +31,7 @@ func TestWatchCoalescesAndNeverBlocks(t *testing.T) {
 	}
 	cancel()
 	cancel() // idempotent
-	if _, err := r.Register(reg("10.0.0.2:80", 0)); err != nil {
+	if _, err := r.Register(reg("10.1.0.1:80", 0), nil); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -41,7 +44,7 @@ func TestWatchCoalescesAndNeverBlocks(t *testing.T) {
 func TestRoutableSortedAndFiltered(t *testing.T) {
 	r := New(Options{})
 	for _, a := range []string{"10.0.0.3:80", "10.0.0.1:80", "10.0.0.2:80"} {
-		if _, err := r.Register(reg(a, llmrouterv1.Role_ROLE_DECODE)); err != nil {
+		if _, err := r.Register(reg(a, llmrouterv1.Role_ROLE_DECODE), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -51,7 +54,7 @@ func TestRoutableSortedAndFiltered(t *testing.T) {
 	if _, err := r.SetDraining("10.0.0.3:80", true, "test"); err != nil {
 		t.Fatal(err)
 	}
-	rt := r.Routable()
+	rt := r.Published()
 	if len(rt) != 1 || rt[0].ID != "10.0.0.1:80" || rt[0].Role != fleet.RoleDecode || !slices.Equal(rt[0].Models, []string{"m"}) {
 		t.Fatalf("routable = %+v", rt)
 	}
@@ -67,7 +70,7 @@ func TestRoutableSortedAndFiltered(t *testing.T) {
 
 func TestIPv4MappedAddressNormalised(t *testing.T) {
 	r := New(Options{})
-	l, err := r.Register(reg("[::ffff:10.0.0.1]:80", 0))
+	l, err := r.Register(reg("[::ffff:10.0.0.1]:80", 0), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,23 +85,97 @@ func TestIPv4MappedAddressNormalised(t *testing.T) {
 func TestDrainCarriesOverReRegistration(t *testing.T) {
 	r := New(Options{})
 	const a = "10.0.0.1:80"
-	if _, err := r.Register(reg(a, 0)); err != nil {
+	first, err := r.Register(reg(a, 0), nil)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.SetDraining(a, true, "maintenance"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Register(reg(a, 0)); err != nil {
+	if _, err := r.Register(reg(a, 0), first); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := r.Get(a); !got.Draining || len(r.Routable()) != 0 {
-		t.Fatalf("after re-registration: draining %v, routable %d; the drain must carry over", got.Draining, len(r.Routable()))
+	if got, _ := r.Get(a); !got.Draining || len(r.Published()) != 0 {
+		t.Fatalf("after re-registration: draining %v, routable %d; the drain must carry over", got.Draining, len(r.Published()))
 	}
 	r.Remove(a, 0, "gone")
-	if _, err := r.Register(reg(a, 0)); err != nil {
+	if _, err := r.Register(reg(a, 0), nil); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := r.Get(a); got.Draining || len(r.Routable()) != 1 {
-		t.Fatalf("a fresh registration after removal: draining %v, routable %d", got.Draining, len(r.Routable()))
+	if got, _ := r.Get(a); got.Draining || len(r.Published()) != 1 {
+		t.Fatalf("a fresh registration after removal: draining %v, routable %d", got.Draining, len(r.Published()))
+	}
+}
+
+type clock struct{ t time.Time }
+
+func (c *clock) Now() time.Time { return c.t }
+
+// A live registration's address cannot be taken over; a silent one's can
+// (its agent is gone or stalled, and a restarted agent must get back in),
+// and the takeover ends the old lease.
+func TestTakeoverOnlyOfSilent(t *testing.T) {
+	clk := &clock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	r := New(Options{Clock: clk})
+	const a = "10.0.0.1:80"
+	first, err := r.Register(reg(a, 0), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Register(reg(a, 0), nil); !errors.Is(err, ErrTaken) {
+		t.Fatalf("takeover of a live registration: %v, want ErrTaken", err)
+	}
+	stranger := &Lease{ID: a, Gen: first.Gen + 100}
+	if _, err := r.Register(reg(a, 0), stranger); !errors.Is(err, ErrTaken) {
+		t.Fatalf("takeover with a foreign lease: %v, want ErrTaken", err)
+	}
+	clk.t = clk.t.Add(3 * DefaultReportInterval)
+	if res := r.Sweep(); len(res.Silenced) != 1 || len(r.Published()) != 1 {
+		t.Fatalf("sweep = %+v, published %d", res, len(r.Published()))
+	}
+	second, err := r.Register(reg(a, 0), nil)
+	if err != nil {
+		t.Fatalf("registration over a silent one: %v", err)
+	}
+	select {
+	case <-first.Done():
+	default:
+		t.Fatal("silent registration's lease not ended")
+	}
+	if got, _ := r.Get(a); got.Silent || second.Gen == first.Gen {
+		t.Fatalf("new registration = %+v", got)
+	}
+}
+
+// Verification and silence decide what is published and what is picked.
+func TestPublishedVersusRoutable(t *testing.T) {
+	clk := &clock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	r := New(Options{Clock: clk, Verify: true})
+	l, err := r.Register(reg("10.0.0.1:80", 0), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Published()) != 0 {
+		t.Fatal("unverified instance published")
+	}
+	if _, ok := r.MarkVerified(l.ID, l.Gen+1); ok {
+		t.Fatal("a stale generation verified the instance")
+	}
+	if _, ok := r.MarkVerified(l.ID, l.Gen); !ok || len(r.Published()) != 1 {
+		t.Fatal("verified instance not published")
+	}
+	clk.t = clk.t.Add(time.Second)
+	r.Sweep()
+	got, _ := r.Get(l.ID)
+	if got.Routable() || !got.Published() || len(r.Published()) != 1 {
+		t.Fatalf("silent: routable %v published %v", got.Routable(), got.Published())
+	}
+	// Alone and silent it is a panic (100 % > 50 %): the probe may not
+	// remove it.
+	if _, ok := r.ConfirmDown(l.ID, l.Gen, "probe failed"); ok {
+		t.Fatal("confirmed down during a panic episode")
+	}
+	if on, n := r.Panic(); !on || n != 1 {
+		t.Fatalf("panic = %v, episodes %d", on, n)
 	}
 }

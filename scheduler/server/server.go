@@ -26,7 +26,10 @@ import (
 
 // Server is the scheduler's gRPC API.
 type Server struct {
-	sch    *scheduler.Scheduler
+	sch *scheduler.Scheduler
+	// mtls: agents present client certificates (tls.client_ca_file), so an
+	// advertised host must be one of the certificate's SANs.
+	mtls   bool
 	log    *zap.Logger
 	grpc   *grpc.Server
 	health *health.Server
@@ -47,7 +50,8 @@ func New(cfg config.Config, sch *scheduler.Scheduler, log *zap.Logger) (*Server,
 	// Outermost, so it sees the token check's refusals.
 	ref := &refusals{log: log, seen: map[string]*refusal{}}
 	opts = append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(ref.unary), grpc.ChainStreamInterceptor(ref.stream)}, opts...)
-	s := &Server{sch: sch, log: log, grpc: grpc.NewServer(opts...), stopping: make(chan struct{})}
+	s := &Server{sch: sch, log: log, grpc: grpc.NewServer(opts...), stopping: make(chan struct{}),
+		mtls: cfg.TLS.ClientCAFile != "" && cfg.TLS.CertFile != ""}
 	llmrouterv1.RegisterAgentServiceServer(s.grpc, &agents{s: s})
 	llmrouterv1.RegisterPickerServiceServer(s.grpc, &picker{s: s})
 	s.health = grpcx.RegisterHealth(s.grpc)
@@ -91,6 +95,8 @@ func registrationError(err error) error {
 	switch {
 	case errors.Is(err, registry.ErrNotAllowed):
 		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, registry.ErrTaken):
+		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, registry.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -106,7 +112,7 @@ func (a *agents) Connect(stream llmrouterv1.AgentService_ConnectServer) error {
 	if reg == nil {
 		return status.Error(codes.InvalidArgument, "the first message on an agent stream must be Register")
 	}
-	lease, err := a.register(reg)
+	lease, err := a.register(stream.Context(), reg, nil)
 	if err != nil {
 		return err
 	}
@@ -191,11 +197,20 @@ func (a *agents) Connect(stream llmrouterv1.AgentService_ConnectServer) error {
 	}
 }
 
-// register admits a registration, mapping a refusal to its gRPC status.
-func (a *agents) register(reg *llmrouterv1.Register) (*registry.Lease, error) {
-	lease, err := a.s.sch.Register(reg)
+// register admits a registration (holder: the stream's current lease, if
+// any), mapping a refusal to its gRPC status. With mTLS the advertised host
+// must be one of the agent certificate's SANs.
+func (a *agents) register(ctx context.Context, reg *llmrouterv1.Register, holder *registry.Lease) (*registry.Lease, error) {
+	peerAddr, _ := grpcx.PeerHost(ctx)
+	if a.s.mtls {
+		if err := checkSAN(ctx, reg.GetAddress()); err != nil {
+			a.s.log.Warn("registration refused", zap.String("address", reg.GetAddress()), zap.String("peer", peerAddr), zap.Error(err))
+			return nil, status.Error(codes.PermissionDenied, err.Error())
+		}
+	}
+	lease, err := a.s.sch.RegisterAs(reg, holder)
 	if err != nil {
-		a.s.log.Warn("registration refused", zap.String("address", reg.GetAddress()), zap.Error(err))
+		a.s.log.Warn("registration refused", zap.String("address", reg.GetAddress()), zap.String("peer", peerAddr), zap.Error(err))
 		return nil, registrationError(err)
 	}
 	return lease, nil
@@ -208,7 +223,7 @@ func (a *agents) register(reg *llmrouterv1.Register) (*registry.Lease, error) {
 // registration and keeps an operator's drain.
 func (a *agents) reRegister(stream llmrouterv1.AgentService_ConnectServer, old *registry.Lease, reg *llmrouterv1.Register) (*registry.Lease, error) {
 	prev, _ := a.s.sch.Registry().Get(old.ID)
-	lease, err := a.register(reg)
+	lease, err := a.register(stream.Context(), reg, old)
 	if err != nil {
 		return nil, err
 	}
@@ -280,13 +295,14 @@ func (f *fleetSender) send(stream llmrouterv1.AgentService_ConnectServer, reg *r
 	}})
 }
 
-// PrefillPeers lists the routable instances that may prefill for another
+// PrefillPeers lists the published instances (silent ones included: a pick
+// made just before the silence may name one) that may prefill for another
 // (roles prefill and both), sorted by address: the instances pd-split can
 // name in x-prefiller-host-port.
 func PrefillPeers(reg *registry.Registry) []*llmrouterv1.PrefillPeer {
 	var out []*llmrouterv1.PrefillPeer
 	for _, in := range reg.List() {
-		if in.Routable() && in.Role != policy.RoleDecode {
+		if in.Published() && in.Role != policy.RoleDecode {
 			out = append(out, &llmrouterv1.PrefillPeer{Address: in.Address, BootstrapPort: in.BootstrapPort})
 		}
 	}

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"fmt"
+	"github.com/llmrouter/llmrouter/scheduler/registry"
+	"go.uber.org/zap/zaptest/observer"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -127,7 +129,7 @@ func reportMsg(r *llmrouterv1.Report) *llmrouterv1.AgentMessage {
 	return &llmrouterv1.AgentMessage{Msg: &llmrouterv1.AgentMessage_Report{Report: r}}
 }
 
-func routable(e *env) int { return len(e.sch.Registry().Routable()) }
+func routable(e *env) int { return len(e.sch.Registry().Published()) }
 
 func TestTokenRequired(t *testing.T) {
 	e := start(t, func(c *config.Config) { c.Token = "s3cret" })
@@ -253,8 +255,13 @@ func TestAgentStreamRefusals(t *testing.T) {
 	}
 }
 
-func TestMissedReportsEndStream(t *testing.T) {
-	e := start(t, nil)
+// Silence is not death: a stream whose reports stop keeps its registration
+// (published, not picked) until silent_grace; then the registration ends
+// and the stream with it, so a live agent re-registers.
+func TestSilenceKeepsThenGraceEndsStream(t *testing.T) {
+	// Alone, its silence would be a panic episode (100 % of the fleet),
+	// which removes nobody; panic_threshold 1 turns that off.
+	e := start(t, func(c *config.Config) { c.Scheduler.SilentGrace, c.Scheduler.PanicThreshold = 5*time.Second, 1 })
 	st, err := llmrouterv1.NewAgentServiceClient(e.dial(t, "")).Connect(ctx(t))
 	if err != nil {
 		t.Fatal(err)
@@ -267,8 +274,13 @@ func TestMissedReportsEndStream(t *testing.T) {
 	}
 	e.clock.Advance(600 * time.Millisecond) // three report intervals of silence
 	e.sch.Tick()
+	if ri, ok := e.sch.Registry().Get("10.0.0.8:8000"); !ok || ri.State() != registry.StateSilent || routable(e) != 1 {
+		t.Fatalf("after 3 missed reports: %+v (published %d), want silent and still published", ri, routable(e))
+	}
+	e.clock.Advance(5 * time.Second)
+	e.sch.Tick()
 	if e.sch.Registry().Len() != 0 {
-		t.Fatal("instance not removed after 3 missed reports")
+		t.Fatal("instance not removed after silent_grace")
 	}
 	_, err = st.Recv()
 	if status.Code(err) != codes.Aborted {
@@ -276,10 +288,14 @@ func TestMissedReportsEndStream(t *testing.T) {
 	}
 }
 
-func TestDuplicateRegistrationEndsOldStream(t *testing.T) {
-	e := start(t, nil)
+// An agent reusing a live instance's address is refused with AlreadyExists
+// and a WARN naming the address; the holder keeps its registration. Once
+// the holder is silent (its agent gone), a new registration replaces it.
+func TestDuplicateRegistrationRefused(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	e := startLogged(t, nil, zap.New(core))
 	client := llmrouterv1.NewAgentServiceClient(e.dial(t, ""))
-	connect := func() llmrouterv1.AgentService_ConnectClient {
+	connect := func() (llmrouterv1.AgentService_ConnectClient, error) {
 		st, err := client.Connect(ctx(t))
 		if err != nil {
 			t.Fatal(err)
@@ -287,13 +303,35 @@ func TestDuplicateRegistrationEndsOldStream(t *testing.T) {
 		if err := st.Send(registerMsg("10.0.0.9:8000")); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := st.Recv(); err != nil {
-			t.Fatal(err)
-		}
-		return st
+		_, err = st.Recv()
+		return st, err
 	}
-	old := connect()
-	connect()
+	old, err := connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := connect(); status.Code(err) != codes.AlreadyExists || !strings.Contains(status.Convert(err).Message(), "10.0.0.9:8000") {
+		t.Fatalf("second registration: %v, want AlreadyExists naming the address", err)
+	}
+	found := false
+	for _, l := range logs.FilterMessage("registration refused").All() {
+		if l.ContextMap()["address"] == "10.0.0.9:8000" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no WARN naming the address; logs: %v", logs.All())
+	}
+	if err := old.Send(reportMsg(&llmrouterv1.Report{Healthy: true})); err != nil {
+		t.Fatalf("holder's stream ended by the refused takeover: %v", err)
+	}
+	eventually(t, "holder still registered", func() bool { return routable(e) == 1 })
+
+	e.clock.Advance(time.Second) // the holder falls silent
+	e.sch.Tick()
+	if _, err := connect(); err != nil {
+		t.Fatalf("registration over a silent holder: %v", err)
+	}
 	if _, err := old.Recv(); status.Code(err) != codes.Aborted {
 		t.Fatalf("old stream: %v, want Aborted", err)
 	}
