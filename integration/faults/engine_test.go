@@ -75,7 +75,7 @@ func TestEngineKilled(t *testing.T) {
 	t.Logf("the restarted engine is healthy %s after its restart", time.Since(restarted).Round(time.Millisecond))
 	l = s.openLoop(10, 3*time.Second, chatReq{}, nil)
 	judge(t, row, l.wait(), l.began, false)
-	if n := counter(t, victim.addr, "vllm:request_success_total"); n < 1 {
+	if n := s.counter(t, victim.addr, "vllm:request_success_total"); n < 1 {
 		t.Errorf("the restarted engine served no request (%s)", victim.addr)
 	}
 	s.alive(t)

@@ -118,11 +118,11 @@ func schedulerRestart(t *testing.T, end func(*system)) {
 func picksResume(t *testing.T, s *system) {
 	t.Helper()
 	harness.Eventually(t, settle, "a pick routed by the scheduler", func() error {
-		before := counter(t, s.schedHTTP, "llmrouter_scheduler_decisions_total", "outcome", "routed")
+		before := s.counter(t, s.schedHTTP, "llmrouter_scheduler_decisions_total", "outcome", "routed")
 		if err := s.chat(t.Context(), chatReq{maxTokens: 1}).failure(); err != nil {
 			return err
 		}
-		if d := counter(t, s.schedHTTP, "llmrouter_scheduler_decisions_total", "outcome", "routed") - before; d < 1 {
+		if d := s.counter(t, s.schedHTTP, "llmrouter_scheduler_decisions_total", "outcome", "routed") - before; d < 1 {
 			return fmt.Errorf("the request was not routed by a pick")
 		}
 		return nil
@@ -152,11 +152,11 @@ func gatewayRestart(t *testing.T, end func(*system)) {
 	s.restartGateway(t)
 	judge(t, row, l.wait(), l.began, false)
 	harness.Eventually(t, settle, "a pick through the restarted gateway", func() error {
-		before := counter(t, s.gwHTTP, "llmrouter_gateway_requests_total", "outcome", "routed")
+		before := s.counter(t, s.gwHTTP, "llmrouter_gateway_requests_total", "outcome", "routed")
 		if err := s.chat(t.Context(), chatReq{maxTokens: 1}).failure(); err != nil {
 			return err
 		}
-		if d := counter(t, s.gwHTTP, "llmrouter_gateway_requests_total", "outcome", "routed") - before; d < 1 {
+		if d := s.counter(t, s.gwHTTP, "llmrouter_gateway_requests_total", "outcome", "routed") - before; d < 1 {
 			return fmt.Errorf("the request was not routed by the gateway")
 		}
 		return nil

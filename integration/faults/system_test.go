@@ -46,6 +46,9 @@ type options struct {
 	// fixedEnginePorts starts each enginesim on a port picked free
 	// beforehand, so a restarted one comes back on the same address.
 	fixedEnginePorts bool
+	// token is the shared secret (LLMROUTER_TOKEN) of scheduler, gateway,
+	// agents and the bootstrap; the tests present it on admin calls.
+	token string
 	// defaultConfig leaves llm_gateway.wait_schedule_timeout and the
 	// bootstrap's timeouts at their defaults.
 	waitScheduleTimeout time.Duration
@@ -93,6 +96,9 @@ func startSystem(t *testing.T, o options) *system {
 		o.gwListen = "127.0.0.1:0"
 	}
 	env := append([]string{}, o.env...)
+	if o.token != "" {
+		env = append(env, "LLMROUTER_TOKEN="+o.token)
+	}
 	if o.waitScheduleTimeout > 0 {
 		env = append(env, "LLMROUTER_LLM_GATEWAY_WAIT_SCHEDULE_TIMEOUT="+o.waitScheduleTimeout.String())
 	}
@@ -167,8 +173,16 @@ func (s *system) startEngine(t *testing.T, i int, addr string) *engine {
 func (s *system) startAgent(t *testing.T, name, engineAddr, advertise string) *harness.Proc {
 	t.Helper()
 	return harness.Start(t, harness.Spec{Name: name,
-		Env:  []string{"LLMROUTER_AGENT_HTTP_LISTEN=127.0.0.1:0"},
+		Env:  s.agentEnv(),
 		Args: []string{"agent", "--engine-url", "http://" + engineAddr, "--advertise", advertise, "--scheduler", s.api}})
+}
+
+func (s *system) agentEnv() []string {
+	env := []string{"LLMROUTER_AGENT_HTTP_LISTEN=127.0.0.1:0"}
+	if s.opts.token != "" {
+		env = append(env, "LLMROUTER_TOKEN="+s.opts.token)
+	}
+	return env
 }
 
 func (s *system) engineAddrs() []string {
@@ -214,7 +228,7 @@ type instance struct {
 
 func (s *system) instances() ([]instance, error) {
 	var list []instance
-	err := harness.GetJSON("http://"+s.schedHTTP+"/admin/instances", "", &list)
+	err := harness.GetJSON("http://"+s.schedHTTP+"/admin/instances", s.opts.token, &list)
 	return list, err
 }
 
@@ -278,12 +292,9 @@ func (s *system) renderBootstrap(t *testing.T, path string) {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	// The gateway's token, when it demands one, goes into the bootstrap as
-	// Envoy would carry it.
-	for _, kv := range append(append([]string{}, s.opts.env...), s.opts.gwEnv...) {
-		if strings.HasPrefix(kv, "LLMROUTER_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
+	// The token goes into the bootstrap as Envoy carries it.
+	if s.opts.token != "" {
+		cmd.Env = append(cmd.Env, "LLMROUTER_TOKEN="+s.opts.token)
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -411,9 +422,9 @@ next:
 	return total
 }
 
-func counter(t *testing.T, addr, name string, labels ...string) float64 {
+func (s *system) counter(t *testing.T, addr, name string, labels ...string) float64 {
 	t.Helper()
-	m, err := harness.Scrape(addr, "")
+	m, err := harness.Scrape(addr, s.opts.token)
 	if err != nil {
 		t.Fatalf("scrape %s: %v", addr, err)
 	}
@@ -424,7 +435,7 @@ func counter(t *testing.T, addr, name string, labels ...string) float64 {
 func (s *system) waitGauge(t *testing.T, timeout time.Duration, addr, name string, want float64) {
 	t.Helper()
 	harness.Eventually(t, timeout, fmt.Sprintf("%s = %g on %s", name, want, addr), func() error {
-		m, err := harness.Scrape(addr, "")
+		m, err := harness.Scrape(addr, s.opts.token)
 		if err != nil {
 			return err
 		}
