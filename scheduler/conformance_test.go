@@ -9,18 +9,19 @@ import (
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/config"
-	"github.com/llmrouter/llmrouter/scheduler/policy"
-	_ "github.com/llmrouter/llmrouter/scheduler/policy/all" // every policy, by name
+	"github.com/llmrouter/llmrouter/scheduler/framework"
+	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/all" // every plugin and policy, by name
 )
 
 // The conformance tests run every registered policy through the real
 // scheduler and registry — constructed fleets, the same cases for each — so
 // a new policy is held to them by being registered.
 
-// conformancePolicies is every registered policy except test doubles.
+// conformancePolicies is every built-in profile (every registered policy
+// among them) except test doubles.
 func conformancePolicies(t *testing.T) []string {
 	var out []string
-	for _, n := range policy.Names() {
+	for _, n := range framework.BuiltinProfiles() {
 		if n != "test-recorder" {
 			out = append(out, n)
 		}

@@ -16,6 +16,7 @@ import (
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/policy/affinity"
 	"github.com/llmrouter/llmrouter/scheduler/registry"
@@ -122,10 +123,12 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 		return nil, err
 	}
 	// Session and LoRA affinity wrap whichever policy is configured.
-	pol, err := affinity.New(cfg.Scheduler.Policy, policy.Deps{Config: cfg, Clock: d.Clock, Log: d.Log.Named("policy"), Rand: d.Rand, Metrics: d.Metrics})
+	pd := policy.Deps{Config: cfg, Clock: d.Clock, Log: d.Log.Named("policy"), Rand: d.Rand, Metrics: d.Metrics}
+	inner, err := framework.Resolver{}.New(cfg.Scheduler.Policy, pd)
 	if err != nil {
 		return nil, fmt.Errorf("llm_scheduler.policy: %w", err)
 	}
+	pol := affinity.Wrap(inner, pd)
 	s := &Scheduler{
 		cfg: cfg, clock: d.Clock, log: d.Log, pol: pol, m: newMetrics(d.Metrics, cfg.Gateway.MaxQueueSize), mm: newMemberMetrics(d.Metrics),
 		verify: d.Verify, probe: d.Probe,

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	_ "github.com/llmrouter/llmrouter/scheduler/policy/all"
+	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/all"
 	"github.com/llmrouter/llmrouter/sim/cluster"
 	"github.com/llmrouter/llmrouter/sim/engine"
 	"github.com/llmrouter/llmrouter/sim/loadgen"

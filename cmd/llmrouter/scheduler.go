@@ -8,7 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/llmrouter/llmrouter/internal/config"
-	_ "github.com/llmrouter/llmrouter/scheduler/policy/all" // every policy, by name
+	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/all" // every plugin and policy, by name
 )
 
 func init() {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/internal/prompthash"
-	_ "github.com/llmrouter/llmrouter/scheduler/policy/all"
+	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/all"
 	"github.com/llmrouter/llmrouter/sim/engine"
 	"github.com/llmrouter/llmrouter/sim/workload"
 )

@@ -37,7 +37,7 @@ import (
 	"github.com/llmrouter/llmrouter/extproc/envoytest"
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler"
-	_ "github.com/llmrouter/llmrouter/scheduler/policy/all" // every policy by name
+	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/all" // every plugin and policy by name
 )
 
 // Options shape one measurement.

@@ -1,22 +1,17 @@
-// Package peers holds comparison policies modelled on peers' published
-// defaults, so the simulator can measure prefix-cache against them under
-// one workload, engine model and scheduler. They are not offered to
-// operators (llm_scheduler.policy accepts only the product's policies);
-// importing this package registers them by name for `llmrouter bench` and
-// the simulator's tests:
+// Package peers makes the peers' published routing rules built-in
+// profiles, so the simulator and `llmrouter bench` compare prefix-cache with
+// them under one workload, engine model and scheduler. The rules are
+// configuration (EndpointPickerConfig files, copies of
+// docs/examples/endpoint-picker/), not code; importing this package
+// registers them by their profile names:
 //
 //   - peer-cache-aware: the cache_aware policy of the SGLang and vLLM
-//     routers with their defaults. The instance whose routed requests share
-//     the longest prefix with this one, when that share is above 0.3; below
-//     it, the instance holding the fewest blocks; and once the busiest
-//     instance has more than 64 requests over the idlest and more than 1.5
-//     times as many, the least loaded instead.
-//   - peer-scorer: llm-d's default scoring profile: the highest weighted sum
-//     of a prefix-cache match score (weight 3), a queue score (2) and a
-//     KV-cache utilisation score (2), each from 0 to 1.
+//     routers with their defaults (plugin cache-aware-picker).
+//   - peer-scorer: llm-d's default scoring profile: prefix-cache-scorer 3,
+//     queue-scorer 2, kv-cache-scorer 2, max-score-picker.
 //
 // Both learn prefixes the way their originals do by default — from the
 // requests they route, not from the engines — with the same prefix index
-// as prefix-cache, so the comparison is of the decision, not of the
-// bookkeeping.
+// as prefix-cache (prefix-cache-scorer), so the comparison is of the
+// decision, not of the bookkeeping.
 package peers

@@ -1,21 +1,30 @@
 package peers
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"testing"
 
 	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 )
 
-func newP(t *testing.T, name string) *peer {
+type peer interface {
+	policy.Policy
+	policy.Observer
+}
+
+// newP builds the built-in profile name, as the scheduler would.
+func newP(t *testing.T, name string) peer {
 	t.Helper()
-	p, err := policy.New(name, policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 1))})
+	p, err := framework.Resolver{}.New(name, policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 1))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p.(*peer)
+	return p.(peer)
 }
 
 func chain(seed uint64, n int) []uint64 {
@@ -36,7 +45,7 @@ func fleet(n int) []*policy.Instance {
 	return out
 }
 
-func teach(p *peer, c *policy.Instance, hs []uint64) {
+func teach(p peer, c *policy.Instance, hs []uint64) {
 	p.Picked(&policy.Request{BlockHashes: hs}, policy.Decision{Ranked: []*policy.Instance{c}})
 }
 
@@ -86,5 +95,23 @@ func TestScorerWeights(t *testing.T) {
 	}
 	if got["i0"] < 50 || got["i1"] < 50 {
 		t.Fatalf("tied instances: %v, want both picked", got)
+	}
+}
+
+// TestFilesAreTheDocsExamples: the built-in profiles are the files docs/
+// ships, byte for byte.
+func TestFilesAreTheDocsExamples(t *testing.T) {
+	for _, name := range []string{CacheAware, Scorer} {
+		ours, err := files.ReadFile(name + ".yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs, err := os.ReadFile("../../docs/examples/endpoint-picker/" + name + ".yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(ours, docs) {
+			t.Errorf("sim/peers/%s.yaml differs from docs/examples/endpoint-picker/%[1]s.yaml", name)
+		}
 	}
 }

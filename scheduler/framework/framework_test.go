@@ -1,0 +1,159 @@
+package framework_test
+
+import (
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/framework"
+	"github.com/llmrouter/llmrouter/scheduler/policy"
+	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/all"
+	"github.com/llmrouter/llmrouter/scheduler/policy/prefixcache"
+)
+
+func deps() policy.Deps {
+	return policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 2))}
+}
+
+const header = "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\n"
+
+// llmdDefault is llm-d's default profile as its users write it.
+const llmdDefault = header + `plugins:
+- type: single-profile-handler
+- type: prefix-cache-scorer
+  parameters:
+    hashBlockSize: 64
+    maxPrefixBlocksToMatch: 256
+    lruCapacityPerServer: 31250
+- type: queue-scorer
+- type: kv-cache-scorer
+- type: max-score-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: prefix-cache-scorer
+    weight: 3
+  - pluginRef: queue-scorer
+    weight: 2
+  - pluginRef: kv-cache-scorer
+    weight: 2
+  - pluginRef: max-score-picker
+`
+
+func load(t *testing.T, src string) (framework.Spec, error) {
+	t.Helper()
+	s, err := framework.ParseEndpointPickerConfig([]byte(src))
+	if err != nil {
+		return s, err
+	}
+	return s, framework.Check(s, deps())
+}
+
+func TestLLMDDefaultLoads(t *testing.T) {
+	s, err := load(t, llmdDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := framework.Resolver{File: &s}.New("default", deps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Name() != "default" {
+		t.Fatalf("policy named %q, want the profile's name", p.Name())
+	}
+	// The profile prefers the instance holding the prompt, all else equal.
+	c := []*policy.Instance{{ID: "a"}, {ID: "b"}, {ID: "c"}}
+	req := &policy.Request{BlockHashes: []uint64{11, 12, 13}}
+	p.(policy.Observer).Picked(req, policy.Decision{Ranked: []*policy.Instance{c[2]}})
+	for range 20 {
+		if d := p.Pick(req, c); d.Ranked[0] != c[2] {
+			t.Fatalf("picked %s, want c (holds the prompt)", d.Ranked[0].ID)
+		}
+	}
+	// The queue outweighs a partial match: weights are applied.
+	c[2].Waiting = 10
+	if d := p.Pick(&policy.Request{BlockHashes: []uint64{11, 99, 98, 97}}, c); d.Ranked[0] == c[2] {
+		t.Fatal("a quarter match (3 × 0.25) beat the longest queue (2 × 1)")
+	}
+}
+
+// TestErrorsNameTheFault: every rejected file says which plugin, which
+// parameter and what is accepted.
+func TestErrorsNameTheFault(t *testing.T) {
+	prof := "schedulingProfiles:\n- name: p\n  plugins:\n  - pluginRef: x\n"
+	for _, tc := range []struct {
+		name, src string
+		want      []string
+	}{
+		{"api version", "apiVersion: v9\nkind: EndpointPickerConfig\nplugins: [{type: queue-scorer}]\n" + prof, []string{`"v9"`, framework.APIVersion}},
+		{"unknown top-level field", header + "plugins: [{type: queue-scorer}]\nfeatureGatez: []\n" + prof, []string{`"featureGatez"`, "schedulingProfiles"}},
+		{"unknown type", header + "plugins: [{type: fastest-scorer, name: x}]\n" + prof, []string{`plugin "x"`, `"fastest-scorer"`, "queue-scorer", "prefix-cache-scorer"}},
+		{"unknown parameter", header + "plugins: [{type: prefix-cache-scorer, name: x, parameters: {blockSize: 16}}]\n" + prof, []string{`plugin "x"`, `"blockSize"`, "hashBlockSize", "lruCapacityPerServer"}},
+		{"bad value", header + "plugins: [{type: prefix-cache-scorer, name: x, parameters: {hashBlockSize: 16}}]\n" + prof, []string{`plugin "x"`, "hashBlockSize 16", "accepted: 64", "llm_gateway.block_chars"}},
+		{"wrong kind of value", header + "plugins: [{type: cache-aware-picker, name: x, parameters: {cacheThreshold: high}}]\n" + prof, []string{`plugin "x"`, "cacheThreshold", "a number"}},
+		{"parameter of a plugin without", header + "plugins: [{type: queue-scorer, name: x, parameters: {threshold: 3}}]\n" + prof, []string{`plugin "x"`, `"threshold"`, "(none)"}},
+		{"dangling ref", header + "plugins: [{type: queue-scorer}]\n" + prof, []string{`pluginRef "x"`, "queue-scorer"}},
+		{"negative weight", header + "plugins: [{type: queue-scorer, name: x}]\nschedulingProfiles:\n- name: p\n  plugins:\n  - {pluginRef: x, weight: -1}\n", []string{`pluginRef "x"`, "weight -1", "0 or more"}},
+		{"two pickers", header + "plugins: [{type: max-score-picker, name: x}, {type: random-picker, name: y}]\nschedulingProfiles:\n- name: p\n  plugins: [{pluginRef: x}, {pluginRef: y}]\n", []string{`pluginRef "y"`, "second picker"}},
+		{"picker without its scorer", header + "plugins: [{type: cache-aware-picker, name: x}]\n" + prof, []string{`plugin "x"`, "prefix-cache-scorer declared before it"}},
+		{"duplicate name", header + "plugins: [{type: queue-scorer}, {type: queue-scorer}]\n" + prof, []string{`"queue-scorer" declared twice`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := load(t, tc.src)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not name %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestBuiltinProfilesAreThePolicies: a built-in profile of one ranking
+// picker is the policy itself, so it decides exactly as before.
+func TestBuiltinProfilesAreThePolicies(t *testing.T) {
+	p, err := framework.Resolver{}.New(prefixcache.Name, deps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.(*prefixcache.Policy); !ok {
+		t.Fatalf("built-in prefix-cache is a %T", p)
+	}
+	for _, n := range policy.Names() {
+		if _, ok := framework.Builtin(n); !ok {
+			t.Errorf("policy %s is not a built-in profile", n)
+		}
+	}
+	_, err = framework.Resolver{}.New("fastest", deps())
+	if err == nil || !strings.Contains(err.Error(), "prefix-cache") || !strings.Contains(err.Error(), `"fastest"`) {
+		t.Fatalf("unknown name: %v, want the accepted names", err)
+	}
+}
+
+// TestExampleFilesLoad: every file in docs/examples/endpoint-picker loads,
+// checks and builds each of its profiles.
+func TestExampleFilesLoad(t *testing.T) {
+	files, _ := filepath.Glob("../../docs/examples/endpoint-picker/*.yaml")
+	if len(files) < 3 {
+		t.Fatalf("found %v", files)
+	}
+	for _, f := range files {
+		s, err := framework.LoadEndpointPickerConfig(f)
+		if err == nil {
+			err = framework.Check(s, deps())
+		}
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	if _, err := framework.LoadEndpointPickerConfig(filepath.Join(t.TempDir(), "none.yaml")); !os.IsNotExist(err) {
+		t.Fatalf("missing file: %v", err)
+	}
+}
+

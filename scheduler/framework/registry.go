@@ -1,0 +1,322 @@
+package framework
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/llmrouter/llmrouter/scheduler/policy"
+)
+
+// Factory builds one plugin of a type from its parameters. It owns them:
+// defaults, decoding (Params.Decode refuses unknown ones by name) and
+// validation. It may look up plugins built before it through h.
+type Factory func(h *Handle, params Params) (any, error)
+
+var (
+	mu        sync.RWMutex
+	factories = map[string]Factory{}
+	builtins  = map[string]Spec{}
+)
+
+// Register makes a plugin type available by name. It panics on a duplicate
+// (a programming error any test catches). A type is registered once, in
+// its package's init; scheduler/policy/plugins/all imports every package.
+func Register(typ string, f Factory) {
+	mu.Lock()
+	defer mu.Unlock()
+	if _, dup := factories[typ]; dup {
+		panic("framework: duplicate plugin type " + typ)
+	}
+	factories[typ] = f
+}
+
+// RegisterProfile adds a built-in profile: spec's profile named name is
+// then accepted wherever a policy name is.
+func RegisterProfile(name string, spec Spec) {
+	mu.Lock()
+	defer mu.Unlock()
+	if _, dup := builtins[name]; dup {
+		panic("framework: duplicate built-in profile " + name)
+	}
+	builtins[name] = spec
+}
+
+// Types lists the registered plugin types, ranking pickers (every
+// registered policy) included, sorted.
+func Types() []string {
+	mu.RLock()
+	out := make([]string, 0, len(factories))
+	for t := range factories {
+		out = append(out, t)
+	}
+	mu.RUnlock()
+	for _, n := range policy.Names() {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func factory(typ string) (Factory, bool) {
+	mu.RLock()
+	f, ok := factories[typ]
+	mu.RUnlock()
+	if ok {
+		return f, true
+	}
+	if slices.Contains(policy.Names(), typ) {
+		return rankingFactory(typ), true
+	}
+	return nil, false
+}
+
+// BuiltinProfiles lists the built-in profile names — every registered
+// policy and every profile added by RegisterProfile — sorted.
+func BuiltinProfiles() []string {
+	out := policy.Names()
+	mu.RLock()
+	for n := range builtins {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	mu.RUnlock()
+	sort.Strings(out)
+	return out
+}
+
+// Builtin returns the spec of the built-in profile name: a registered
+// profile, or for a registered policy the profile whose one plugin is that
+// policy as a ranking picker.
+func Builtin(name string) (Spec, bool) {
+	mu.RLock()
+	s, ok := builtins[name]
+	mu.RUnlock()
+	if ok {
+		return s, true
+	}
+	if slices.Contains(policy.Names(), name) {
+		return Spec{
+			Plugins:  []PluginSpec{{Type: name, Name: name}},
+			Profiles: []ProfileSpec{{Name: name, Plugins: []PluginRef{{PluginRef: name}}}},
+		}, true
+	}
+	return Spec{}, false
+}
+
+// Resolver builds policies by name: the profiles of a configured
+// EndpointPickerConfig first (when File is set), then the built-in ones.
+type Resolver struct {
+	File *Spec
+}
+
+// Names lists every name the resolver accepts, the file's profiles first.
+func (r Resolver) Names() []string {
+	var out []string
+	if r.File != nil {
+		for _, p := range r.File.Profiles {
+			out = append(out, p.Name)
+		}
+	}
+	for _, n := range BuiltinProfiles() {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// New builds the policy name. d.Build, when unset, resolves through r, so a
+// composing policy (pd-split) may name any profile.
+func (r Resolver) New(name string, d policy.Deps) (policy.Policy, error) {
+	if d.Build == nil {
+		d.Build = func(n string) (policy.Policy, error) {
+			d2 := d
+			d2.Build = nil
+			return r.New(n, d2)
+		}
+	}
+	if r.File != nil && r.File.has(name) {
+		return Build(*r.File, name, d)
+	}
+	if s, ok := Builtin(name); ok {
+		return Build(s, name, d)
+	}
+	return nil, fmt.Errorf("unknown policy %q; accepted: %s", name, strings.Join(r.Names(), ", "))
+}
+
+// Handle is what a factory sees while a spec is being built: the
+// dependencies, its own name and the plugins built before it.
+type Handle struct {
+	Deps policy.Deps
+	// Name and Type are the plugin's being built.
+	Name, Type string
+	built      []builtPlugin
+}
+
+type builtPlugin struct {
+	name, typ string
+	p         any
+}
+
+// Plugin returns the plugin named name, declared (so built) earlier in the
+// same spec.
+func (h *Handle) Plugin(name string) (any, bool) {
+	for _, b := range h.built {
+		if b.name == name {
+			return b.p, true
+		}
+	}
+	return nil, false
+}
+
+// PluginOfType returns the first plugin of type typ declared earlier in the
+// same spec.
+func (h *Handle) PluginOfType(typ string) (any, bool) {
+	for _, b := range h.built {
+		if b.typ == typ {
+			return b.p, true
+		}
+	}
+	return nil, false
+}
+
+// Keep is how many ranks the scheduler uses: the pick and its fallbacks
+// (1 + llm_gateway.retry_count).
+func (h *Handle) Keep() int { return 1 + max(h.Deps.Config.Gateway.RetryCount, 0) }
+
+// DefaultPicker is the picker a profile without one gets, as in llm-d.
+const DefaultPicker = "max-score-picker"
+
+// Build builds the plugins of spec and returns its profile named profile as
+// a policy. Every error names the plugin (and the parameter) at fault.
+func Build(spec Spec, profile string, d policy.Deps) (policy.Policy, error) {
+	ps, ok := spec.profile(profile)
+	if !ok {
+		return nil, fmt.Errorf("no scheduling profile %q; the file has %s", profile, strings.Join(spec.profileNames(), ", "))
+	}
+	h := &Handle{Deps: d}
+	for _, pl := range spec.Plugins {
+		name := pl.name()
+		f, ok := factory(pl.Type)
+		if !ok {
+			return nil, fmt.Errorf("plugin %q: unknown type %q; accepted: %s", name, pl.Type, strings.Join(Types(), ", "))
+		}
+		h.Name, h.Type = name, pl.Type
+		p, err := f(h, Params{plugin: name, typ: pl.Type, raw: pl.Parameters})
+		if err != nil {
+			return nil, fmt.Errorf("plugin %q (type %s): %w", name, pl.Type, err)
+		}
+		h.built = append(h.built, builtPlugin{name, pl.Type, p})
+	}
+	prof := &Profile{name: profile}
+	for _, ref := range ps.Plugins {
+		p, ok := h.Plugin(ref.PluginRef)
+		if !ok {
+			return nil, fmt.Errorf("scheduling profile %q: pluginRef %q names no plugin; declared: %s", profile, ref.PluginRef, strings.Join(spec.pluginNames(), ", "))
+		}
+		w := 1.0
+		if ref.Weight != nil {
+			w = *ref.Weight
+		}
+		switch x := p.(type) {
+		case Scorer:
+			if w < 0 {
+				return nil, fmt.Errorf("scheduling profile %q: pluginRef %q: weight %g: accepted: 0 or more", profile, ref.PluginRef, w)
+			}
+			prof.scorers = append(prof.scorers, weighted{x, w})
+		case Filter:
+			prof.filters = append(prof.filters, x)
+		case Picker:
+			if prof.picker != nil {
+				return nil, fmt.Errorf("scheduling profile %q: pluginRef %q: a second picker; a profile has one", profile, ref.PluginRef)
+			}
+			prof.picker = x
+		case ProfileHandler:
+			return nil, fmt.Errorf("scheduling profile %q: pluginRef %q: a profile handler is declared under plugins, not referenced from a profile", profile, ref.PluginRef)
+		default:
+			return nil, fmt.Errorf("scheduling profile %q: pluginRef %q is neither a filter, a scorer nor a picker", profile, ref.PluginRef)
+		}
+		if ref.Weight != nil {
+			if _, ok := p.(Scorer); !ok {
+				return nil, fmt.Errorf("scheduling profile %q: pluginRef %q: weight: only a scorer takes one", profile, ref.PluginRef)
+			}
+		}
+	}
+	if prof.picker == nil {
+		f, _ := factory(DefaultPicker)
+		if f == nil {
+			return nil, errors.New("no picker and no " + DefaultPicker + " registered")
+		}
+		h.Name, h.Type = DefaultPicker, DefaultPicker
+		p, err := f(h, Params{plugin: DefaultPicker, typ: DefaultPicker})
+		if err != nil {
+			return nil, err
+		}
+		prof.picker = p.(Picker)
+		h.built = append(h.built, builtPlugin{DefaultPicker, DefaultPicker, p})
+	}
+	if r, ok := prof.picker.(Ranking); ok && len(prof.filters) == 0 && len(prof.scorers) == 0 {
+		pol := r.Policy()
+		if pol.Name() == profile {
+			return pol, nil // the policy itself: same decisions, same cost
+		}
+	}
+	for _, b := range h.built {
+		if o, ok := b.p.(policy.Observer); ok {
+			prof.observers = append(prof.observers, o)
+		}
+	}
+	return prof, nil
+}
+
+// ranking is a whole policy used as a profile's picker.
+type ranking struct{ pol policy.Policy }
+
+func (r ranking) Policy() policy.Policy { return r.pol }
+
+func (r ranking) Pick(_ *CycleState, req *policy.Request, cands []*policy.Instance, _ []float64) policy.Decision {
+	return r.pol.Pick(req, cands)
+}
+
+// Picked etc. forward to the policy when it observes; a ranking built into
+// a larger profile is its observer.
+func (r ranking) Picked(req *policy.Request, d policy.Decision) {
+	if o, ok := r.pol.(policy.Observer); ok {
+		o.Picked(req, d)
+	}
+}
+
+func (r ranking) Completed(reqID, instanceID string, promptTokens, completionTokens int64) {
+	if o, ok := r.pol.(policy.Observer); ok {
+		o.Completed(reqID, instanceID, promptTokens, completionTokens)
+	}
+}
+
+func (r ranking) Removed(id string) {
+	if o, ok := r.pol.(policy.Observer); ok {
+		o.Removed(id)
+	}
+}
+
+// rankingFactory builds the registered policy typ as a ranking picker. Its
+// knobs are not plugin parameters (yet): they are read from the
+// configuration the policy was given.
+func rankingFactory(typ string) Factory {
+	return func(h *Handle, params Params) (any, error) {
+		if err := params.Decode(&struct{}{}); err != nil {
+			return nil, err
+		}
+		pol, err := policy.New(typ, h.Deps)
+		if err != nil {
+			return nil, err
+		}
+		return ranking{pol}, nil
+	}
+}

@@ -1,0 +1,290 @@
+package framework
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/llmrouter/llmrouter/scheduler/policy"
+)
+
+// APIVersion and Kind of the EndpointPickerConfig files this package reads
+// (the Gateway API Inference Extension's, which llm-d uses).
+const (
+	APIVersion = "inference.networking.x-k8s.io/v1alpha1"
+	Kind       = "EndpointPickerConfig"
+)
+
+// Spec is an EndpointPickerConfig: plugins, then the scheduling profiles
+// that reference them.
+type Spec struct {
+	APIVersion string        `json:"apiVersion,omitempty"`
+	Kind       string        `json:"kind,omitempty"`
+	Plugins    []PluginSpec  `json:"plugins"`
+	Profiles   []ProfileSpec `json:"schedulingProfiles"`
+}
+
+// PluginSpec declares one plugin: its type, an optional name (default: the
+// type) and its parameters.
+type PluginSpec struct {
+	Type       string          `json:"type"`
+	Name       string          `json:"name,omitempty"`
+	Parameters json.RawMessage `json:"parameters,omitempty"`
+}
+
+func (p PluginSpec) name() string {
+	if p.Name != "" {
+		return p.Name
+	}
+	return p.Type
+}
+
+// ProfileSpec is one scheduling profile: the plugins it runs, by name.
+type ProfileSpec struct {
+	Name    string      `json:"name"`
+	Plugins []PluginRef `json:"plugins"`
+}
+
+// PluginRef references a plugin from a profile; Weight applies to scorers
+// (default 1).
+type PluginRef struct {
+	PluginRef string   `json:"pluginRef"`
+	Weight    *float64 `json:"weight,omitempty"`
+}
+
+func (s Spec) profile(name string) (ProfileSpec, bool) {
+	for _, p := range s.Profiles {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return ProfileSpec{}, false
+}
+
+func (s Spec) has(name string) bool { _, ok := s.profile(name); return ok }
+
+func (s Spec) profileNames() []string {
+	out := make([]string, len(s.Profiles))
+	for i, p := range s.Profiles {
+		out[i] = p.Name
+	}
+	return out
+}
+
+func (s Spec) pluginNames() []string {
+	out := make([]string, len(s.Plugins))
+	for i, p := range s.Plugins {
+		out[i] = p.name()
+	}
+	return out
+}
+
+// ProfileNames lists the spec's scheduling profiles, in file order.
+func (s Spec) ProfileNames() []string { return s.profileNames() }
+
+// LoadEndpointPickerConfig reads an EndpointPickerConfig file.
+func LoadEndpointPickerConfig(path string) (Spec, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Spec{}, err
+	}
+	s, err := ParseEndpointPickerConfig(b)
+	if err != nil {
+		return Spec{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}
+
+// ParseEndpointPickerConfig parses and checks the shape of an
+// EndpointPickerConfig (YAML or JSON). Unknown fields are errors naming
+// them. It does not build the plugins: Check does, with the dependencies
+// the scheduler will give them.
+func ParseEndpointPickerConfig(b []byte) (Spec, error) {
+	var doc any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return Spec{}, err
+	}
+	j, err := json.Marshal(jsonable(doc))
+	if err != nil {
+		return Spec{}, err
+	}
+	var s Spec
+	if err := strictDecode(j, &s); err != nil {
+		return Spec{}, err
+	}
+	if s.APIVersion != APIVersion {
+		return Spec{}, fmt.Errorf("apiVersion %q: accepted: %s", s.APIVersion, APIVersion)
+	}
+	if s.Kind != Kind {
+		return Spec{}, fmt.Errorf("kind %q: accepted: %s", s.Kind, Kind)
+	}
+	if len(s.Plugins) == 0 {
+		return Spec{}, errors.New("plugins: none declared")
+	}
+	var names []string
+	for i, p := range s.Plugins {
+		if p.Type == "" {
+			return Spec{}, fmt.Errorf("plugins[%d]: no type", i)
+		}
+		if slices.Contains(names, p.name()) {
+			return Spec{}, fmt.Errorf("plugins[%d]: name %q declared twice (give one a name:)", i, p.name())
+		}
+		names = append(names, p.name())
+	}
+	if len(s.Profiles) == 0 {
+		return Spec{}, errors.New("schedulingProfiles: none declared")
+	}
+	var profiles []string
+	for i, p := range s.Profiles {
+		if p.Name == "" {
+			return Spec{}, fmt.Errorf("schedulingProfiles[%d]: no name", i)
+		}
+		if slices.Contains(profiles, p.Name) {
+			return Spec{}, fmt.Errorf("schedulingProfiles[%d]: name %q declared twice", i, p.Name)
+		}
+		profiles = append(profiles, p.Name)
+		if len(p.Plugins) == 0 {
+			return Spec{}, fmt.Errorf("scheduling profile %q: no plugins", p.Name)
+		}
+	}
+	return s, nil
+}
+
+// jsonable turns YAML's decoded maps into ones encoding/json accepts.
+func jsonable(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = jsonable(e)
+		}
+		return x
+	case map[any]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[fmt.Sprint(k)] = jsonable(e)
+		}
+		return m
+	case []any:
+		for i, e := range x {
+			x[i] = jsonable(e)
+		}
+		return x
+	}
+	return v
+}
+
+// strictDecode decodes JSON refusing unknown fields, naming them and the
+// accepted ones.
+func strictDecode(b []byte, into any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(into)
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return fmt.Errorf("unknown field %s; accepted: %s", f, strings.Join(fieldNames(into), ", "))
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Errorf("%s: got a JSON %s, want %s", te.Field, te.Value, typeName(te.Type))
+	}
+	return err
+}
+
+func typeName(t reflect.Type) string {
+	switch t {
+	case reflect.TypeOf(Duration(0)):
+		return "a duration such as 5ms"
+	}
+	switch t.Kind() {
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Int, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.String:
+		return "a string"
+	}
+	return t.String()
+}
+
+// fieldNames lists the JSON names of the struct into points to, anywhere the
+// unknown field may have been (it is the top level's for parameters).
+func fieldNames(into any) []string {
+	t := reflect.TypeOf(into)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	var out []string
+	for i := range t.NumField() {
+		tag := strings.Split(t.Field(i).Tag.Get("json"), ",")[0]
+		if tag != "" && tag != "-" {
+			out = append(out, tag)
+		}
+	}
+	if len(out) == 0 {
+		return []string{"(none)"}
+	}
+	return out
+}
+
+// Params are one plugin's parameters as given.
+type Params struct {
+	plugin, typ string
+	raw         json.RawMessage
+}
+
+// Decode decodes the parameters over into (which holds the defaults),
+// refusing unknown ones by name.
+func (p Params) Decode(into any) error {
+	if len(p.raw) == 0 || string(p.raw) == "null" {
+		return nil
+	}
+	if err := strictDecode(p.raw, into); err != nil {
+		return fmt.Errorf("parameters: %w", err)
+	}
+	return nil
+}
+
+// Duration is a parameter given as "5ms", "1.5s" and the like.
+type Duration time.Duration
+
+// UnmarshalJSON reads a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a duration string such as \"5ms\", got %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Check builds every scheduling profile of s with d, so that every error a
+// plugin's factory finds (a bad parameter, a missing plugin) surfaces at
+// load time, and returns the first.
+func Check(s Spec, d policy.Deps) error {
+	for _, p := range s.Profiles {
+		if _, err := Build(s, p.Name, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}

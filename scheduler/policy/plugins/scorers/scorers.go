@@ -1,0 +1,61 @@
+// Package scorers holds the scorers that read one load signal of each
+// candidate from its last report and the scheduler's in-flight counts:
+// queue-scorer (waiting queue), kv-cache-scorer (free KV cache),
+// running-requests-scorer and load-scorer (running + waiting + unreported
+// picks). Each scores in [0, 1], higher better; none takes parameters.
+package scorers
+
+import (
+	"github.com/llmrouter/llmrouter/scheduler/framework"
+	"github.com/llmrouter/llmrouter/scheduler/policy"
+)
+
+// Type names.
+const (
+	Queue   = "queue-scorer"
+	KVCache = "kv-cache-scorer"
+	Running = "running-requests-scorer"
+	Load    = "load-scorer"
+)
+
+func init() {
+	register := func(typ string, s framework.Scorer) {
+		framework.Register(typ, func(_ *framework.Handle, p framework.Params) (any, error) {
+			return s, p.Decode(&struct{}{})
+		})
+	}
+	register(Queue, minMax(func(c *policy.Instance) int64 { return c.Waiting }))
+	register(Running, minMax(func(c *policy.Instance) int64 { return c.Running }))
+	register(Load, minMax((*policy.Instance).Load))
+	register(KVCache, kvCache{})
+}
+
+// minMax scores the candidate with the least of a count 1 and the one with
+// the most 0, linearly between (llm-d's queue-scorer); all 1 when equal.
+type minMax func(*policy.Instance) int64
+
+func (f minMax) Score(_ *framework.CycleState, _ *policy.Request, cands []*policy.Instance, out []float64) {
+	lo, hi := f(cands[0]), f(cands[0])
+	for _, c := range cands[1:] {
+		v := f(c)
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	if hi == lo {
+		for i := range out {
+			out[i] = 1
+		}
+		return
+	}
+	for i, c := range cands {
+		out[i] = float64(hi-f(c)) / float64(hi-lo)
+	}
+}
+
+// kvCache scores the free share of the KV cache (llm-d's kv-cache-scorer).
+type kvCache struct{}
+
+func (kvCache) Score(_ *framework.CycleState, _ *policy.Request, cands []*policy.Instance, out []float64) {
+	for i, c := range cands {
+		out[i] = 1 - min(max(c.KVCacheUsage, 0), 1)
+	}
+}
