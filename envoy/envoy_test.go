@@ -101,7 +101,9 @@ func TestFilters(t *testing.T) {
 	}
 	obs := unpack(t, fs[1].GetTypedConfig(), &extprocv3.ExternalProcessor{})
 	om := obs.GetProcessingMode()
-	if !obs.GetObservabilityMode() || !obs.GetFailureModeAllow() || om.GetRequestHeaderMode() != extprocv3.ProcessingMode_SKIP ||
+	// Request headers SEND: the stream opens with the request, so one that
+	// ends before any response still ends a stream (its pick is released).
+	if !obs.GetObservabilityMode() || !obs.GetFailureModeAllow() || om.GetRequestHeaderMode() != extprocv3.ProcessingMode_SEND ||
 		om.GetResponseHeaderMode() != extprocv3.ProcessingMode_SEND || om.GetResponseBodyMode() != extprocv3.ProcessingMode_STREAMED {
 		t.Fatalf("observe: %v", obs)
 	}

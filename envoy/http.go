@@ -64,15 +64,18 @@ func PickFilter(o Options) *extprocv3.ExternalProcessor {
 }
 
 // ObserveFilter is ext_proc filter #2: observability mode (Envoy sends and
-// never waits), response headers and the STREAMED response body, for TTFT,
-// TPOT, usage and completion.
+// never waits), request headers, response headers and the STREAMED response
+// body, for TTFT, TPOT, usage and completion. The request headers open the
+// stream when the request arrives, so a request that ends before any
+// response (a client cancel, a reset) still ends a stream at the gateway,
+// which releases its pick.
 func ObserveFilter(o Options) *extprocv3.ExternalProcessor {
 	return &extprocv3.ExternalProcessor{
 		GrpcService:       tokenGrpcService(ExtProcCluster, o.ExtProcToken),
 		FailureModeAllow:  true,
 		ObservabilityMode: true,
 		ProcessingMode: &extprocv3.ProcessingMode{
-			RequestHeaderMode:   extprocv3.ProcessingMode_SKIP,
+			RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
 			RequestBodyMode:     extprocv3.ProcessingMode_NONE,
 			RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
 			ResponseHeaderMode:  extprocv3.ProcessingMode_SEND,
@@ -123,7 +126,7 @@ func backendAction(o Options) *routev3.Route_Route {
 
 // WebSocketPerFilter overrides the filters on the WebSocket route: filter #1
 // sends headers only (BUFFERED with an upgrade hangs, envoy#47081), filter #2
-// observes the response headers only (STREAMED with an upgrade hung,
+// observes the request and response headers only (STREAMED with an upgrade hung,
 // envoy#47048). The pick is made from the headers.
 func WebSocketPerFilter() map[string]*anypb.Any {
 	mode := func(req, resp extprocv3.ProcessingMode_HeaderSendMode) *extprocv3.ExtProcPerRoute {
@@ -140,7 +143,7 @@ func WebSocketPerFilter() map[string]*anypb.Any {
 	}
 	return map[string]*anypb.Any{
 		PickFilterName:    mustAny(mode(extprocv3.ProcessingMode_SEND, extprocv3.ProcessingMode_SKIP)),
-		ObserveFilterName: mustAny(mode(extprocv3.ProcessingMode_SKIP, extprocv3.ProcessingMode_SEND)),
+		ObserveFilterName: mustAny(mode(extprocv3.ProcessingMode_SEND, extprocv3.ProcessingMode_SEND)),
 	}
 }
 

@@ -32,12 +32,16 @@ type reqState struct {
 	api       llmrouterv1.ApiKind
 	method    string
 	path      string
-	requestID string
-	session   string
-	priority  int32
-	model     string // from headers
-	lora      string // x-lora-adapter
-	decided   bool   // the request's fate is settled; later messages just continue
+	requestID string // x-request-id: logs and correlation only (clients may reuse it)
+	// pickID keys this stream's pick at the scheduler and in the tracker:
+	// unique per stream, generated here, never taken from the client.
+	pickID   string
+	picked   bool // the scheduler committed a pick for this stream
+	session  string
+	priority int32
+	model    string // from headers
+	lora     string // x-lora-adapter
+	decided  bool   // the request's fate is settled; later messages just continue
 
 	sendMu   sync.Mutex
 	stream   extprocv3.ExternalProcessor_ProcessServer
@@ -52,7 +56,7 @@ func (st *reqState) send(r *extprocv3.ProcessingResponse) error {
 
 // blocking serves filter #1's stream: one answer per message, in order.
 func (s *Server) blocking(stream extprocv3.ExternalProcessor_ProcessServer, msg *extprocv3.ProcessingRequest) error {
-	st := &reqState{arrival: time.Now(), stream: stream}
+	st := &reqState{arrival: time.Now(), stream: stream, pickID: newRequestID()}
 	for {
 		var resp *extprocv3.ProcessingResponse
 		switch r := msg.Request.(type) {
@@ -72,6 +76,9 @@ func (s *Server) blocking(stream extprocv3.ExternalProcessor_ProcessServer, msg 
 		}
 		if resp != nil {
 			if err := st.send(resp); err != nil {
+				// Envoy never got the answer, so no response will carry
+				// this stream's pick to filter #2: release it here.
+				s.abandonPick(st)
 				return ignoreEnd(err)
 			}
 		}
@@ -160,7 +167,7 @@ func (s *Server) onRequestHeaders(ctx context.Context, st *reqState, h *extprocv
 // headerPick is the pick request of a request decided from headers alone.
 func (s *Server) headerPick(st *reqState) *llmrouterv1.PickRequest {
 	return &llmrouterv1.PickRequest{
-		RequestId:   st.requestID,
+		RequestId:   st.pickID,
 		Model:       st.model,
 		Api:         st.api,
 		BlockChars:  int32(s.opt.BlockChars),
@@ -217,7 +224,7 @@ func (s *Server) onRequestBody(ctx context.Context, st *reqState, b *extprocv3.H
 		session = body.User
 	}
 	req := &llmrouterv1.PickRequest{
-		RequestId:         st.requestID,
+		RequestId:         st.pickID,
 		Model:             body.Model,
 		Api:               st.api,
 		PromptBlockHashes: append([]uint64(nil), hashes...),
@@ -265,6 +272,11 @@ func (s *Server) decide(ctx context.Context, st *reqState, mut *extprocv3.Header
 	resp, err := s.pick(ctx, st, req)
 	s.m.pending.Dec()
 	if err != nil {
+		if status.Code(err) != codes.Unavailable {
+			// The scheduler may have committed a pick whose answer was lost
+			// (a timeout or cancel racing it): release it by its id.
+			s.releasePick(st.pickID, releasePickFailed, "pick abandoned: "+err.Error())
+		}
 		if ctx.Err() != nil {
 			// Envoy gave up on this stream; nobody reads the answer.
 			return pass("cancelled")
@@ -300,7 +312,8 @@ func (s *Server) decide(ctx context.Context, st *reqState, mut *extprocv3.Header
 			HeaderDestination: structpb.NewStringValue(dest),
 		}})
 		s.m.requests.WithLabelValues(api, "routed", model).Inc()
-		s.track.put(st.requestID, &tracked{arrival: st.arrival, model: req.Model, api: st.api,
+		st.picked = true
+		s.track.put(&tracked{pickID: st.pickID, requestID: st.requestID, arrival: st.arrival, model: req.Model, api: st.api,
 			endpoint: resp.Endpoints[0], promptTokens: req.PromptTokens}, time.Now())
 		if onHeaders {
 			return headersResponse(mut, md)
@@ -355,6 +368,7 @@ func decisionMetadata(st *reqState, promptTokens int64) *structpb.Struct {
 	return &structpb.Struct{Fields: map[string]*structpb.Value{
 		GatewayNamespace: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
 			MetadataKeyRequestID: structpb.NewStringValue(st.requestID),
+			MetadataKeyPickID:    structpb.NewStringValue(st.pickID),
 			metadataKeyModel:     structpb.NewStringValue(st.model),
 			metadataKeyArrival:   structpb.NewNumberValue(float64(st.arrival.UnixMicro())),
 			metadataKeyPrompt:    structpb.NewNumberValue(float64(promptTokens)),
@@ -417,7 +431,25 @@ func parentDone(st *reqState) bool { return st.stream.Context().Err() != nil }
 // trackPassthrough keeps a request without a pick for the observability
 // filter (TTFT and tokens still count).
 func (s *Server) trackPassthrough(st *reqState, promptTokens int64) {
-	s.track.put(st.requestID, &tracked{arrival: st.arrival, model: st.model, api: st.api, promptTokens: promptTokens}, time.Now())
+	s.track.put(&tracked{pickID: st.pickID, requestID: st.requestID, arrival: st.arrival, model: st.model, api: st.api, promptTokens: promptTokens}, time.Now())
+}
+
+// abandonPick releases the stream's pick when its answer cannot have reached
+// Envoy: no response will carry it, so filter #2 never reports it.
+func (s *Server) abandonPick(st *reqState) {
+	if !st.picked {
+		return
+	}
+	st.picked = false
+	s.track.take(st.pickID)
+	s.releasePick(st.pickID, releaseAnswerLost, "the stream ended before the pick reached Envoy")
+}
+
+// releasePick tells the scheduler to forget pick id without an outcome; an
+// id it never committed is ignored there.
+func (s *Server) releasePick(pickID, reason, text string) {
+	s.m.picksReleased.WithLabelValues(reason).Inc()
+	s.rep.send(&llmrouterv1.OutcomeReport{RequestId: pickID, Error: text})
 }
 
 func (s *Server) passHeaders(st *reqState, mut *extprocv3.HeaderMutation, reason string) *extprocv3.ProcessingResponse {

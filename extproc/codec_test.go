@@ -196,9 +196,11 @@ func TestLargeBodiesThroughServerKeepTheirOwnHashes(t *testing.T) {
 	for i := range n {
 		id := fmt.Sprintf("big-%d", i)
 		text := strings.Repeat(fmt.Sprintf("request %d says hello. ", i), (40<<10)/20)
-		bodies[id] = []byte(fmt.Sprintf(`{"model":"m","messages":[{"role":"user","content":%q}]}`, text))
+		// The model names the body in the pick (its request id is the
+		// gateway's own pick id).
+		bodies[id] = []byte(fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":%q}]}`, id, text))
 		rendered := prompthash.RenderChat([]prompthash.Message{{Role: "user", Content: text}})
-		want[id] = prompthash.Blocks(nil, prompthash.Seed("m", ""), rendered, opt.BlockChars, opt.MaxPrefixChars)
+		want[id] = prompthash.Blocks(nil, prompthash.Seed(id, ""), rendered, opt.BlockChars, opt.MaxPrefixChars)
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -223,8 +225,8 @@ func TestLargeBodiesThroughServerKeepTheirOwnHashes(t *testing.T) {
 		t.Fatalf("%d picks, want %d", len(fake.picks), n)
 	}
 	for _, p := range fake.picks {
-		if !slices.Equal(p.PromptBlockHashes, want[p.RequestId]) {
-			t.Errorf("%s: block hashes differ from its body's", p.RequestId)
+		if !slices.Equal(p.PromptBlockHashes, want[p.Model]) {
+			t.Errorf("%s: block hashes differ from its body's", p.Model)
 		}
 	}
 }

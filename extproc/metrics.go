@@ -21,6 +21,7 @@ type metrics struct {
 	reportsDropped   prometheus.Counter
 	reportErrors     prometheus.Counter
 	trackerEvicted   *prometheus.CounterVec // reason
+	picksReleased    *prometheus.CounterVec // reason
 	registry         *prometheus.Registry
 	models           modelLabels
 }
@@ -83,9 +84,13 @@ func newMetrics(reg *prometheus.Registry, degraded func() float64) *metrics {
 			Name: "llmrouter_gateway_tracked_requests_evicted_total",
 			Help: "Picked requests forgotten without a completion, by reason (expired, full).",
 		}, []string{"reason"}),
+		picksReleased: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llmrouter_gateway_picks_released_total",
+			Help: "Picks released at the scheduler without a response outcome, by reason: pick_failed (a timeout or cancel may have lost a committed answer), answer_lost (the answer never reached Envoy), no_response (the request ended before any response).",
+		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.requests, m.passthrough, m.pending, m.inflight, m.ttft, m.tpot, m.promptTokens,
-		m.completionTokens, m.pickDuration, m.responses, m.reportsDropped, m.reportErrors, m.trackerEvicted,
+		m.completionTokens, m.pickDuration, m.responses, m.reportsDropped, m.reportErrors, m.trackerEvicted, m.picksReleased,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "llmrouter_gateway_degraded",
 			Help: "1 while the scheduler is unreachable and requests pass through without a pick.",
@@ -95,11 +100,21 @@ func newMetrics(reg *prometheus.Registry, degraded func() float64) *metrics {
 	for _, r := range passthroughReasons {
 		m.passthrough.WithLabelValues(r)
 	}
+	for _, r := range []string{releasePickFailed, releaseAnswerLost, releaseNoResponse} {
+		m.picksReleased.WithLabelValues(r)
+	}
 	for _, v := range []*prometheus.CounterVec{m.promptTokens, m.completionTokens} {
 		v.WithLabelValues(modelOther)
 	}
 	return m
 }
+
+// Reasons of llmrouter_gateway_picks_released_total.
+const (
+	releasePickFailed = "pick_failed"
+	releaseAnswerLost = "answer_lost"
+	releaseNoResponse = "no_response"
+)
 
 // passthroughReasons are the known llmrouter_gateway_passthrough_total
 // reasons (a 4xx/5xx the gateway does not turn into an answer adds

@@ -26,6 +26,7 @@ type usage struct {
 type obsState struct {
 	start     time.Time // this stream's first message
 	requestID string
+	pickID    string // from the forwarded metadata: the key of the report
 	entry     *tracked
 	looked    bool // the tracker was consulted
 	upstream  string
@@ -85,8 +86,19 @@ func (s *Server) observe(stream extprocv3.ExternalProcessor_ProcessServer, msg *
 		}
 		var err error
 		if msg, err = stream.Recv(); err != nil {
-			if !o.done && o.status != 0 {
+			switch {
+			case o.done:
+			case o.status != 0:
 				s.finish(o, time.Now(), "response ended before completion (client or upstream reset)")
+			default:
+				// Envoy closes the stream when the request ends; with
+				// request headers sent (the shipped bootstrap), a stream
+				// without a response is a request reset or cancelled before
+				// any response: its pick is released here, or it would weigh
+				// on the instance until inflight_timeout.
+				if s.finish(o, time.Now(), "request ended before any response (client cancel, reset or timeout)") {
+					s.m.picksReleased.WithLabelValues(releaseNoResponse).Inc()
+				}
 			}
 			return ignoreEnd(err)
 		}
@@ -125,11 +137,14 @@ func (s *Server) forwarded(o *obsState, msg *extprocv3.ProcessingRequest) {
 	if o.requestID == "" {
 		o.requestID = gw[MetadataKeyRequestID].GetStringValue()
 	}
+	o.pickID = gw[MetadataKeyPickID].GetStringValue()
 	dest := fm[MetadataNamespace].GetFields()[HeaderDestination].GetStringValue()
 	if i := strings.IndexByte(dest, ','); i >= 0 {
 		dest = dest[:i]
 	}
 	o.meta = &tracked{
+		pickID:       o.pickID,
+		requestID:    o.requestID,
 		arrival:      time.UnixMicro(int64(gw[metadataKeyArrival].GetNumberValue())),
 		model:        gw[metadataKeyModel].GetStringValue(),
 		endpoint:     strings.TrimSpace(dest),
@@ -140,10 +155,20 @@ func (s *Server) forwarded(o *obsState, msg *extprocv3.ProcessingRequest) {
 	}
 }
 
+// lookup takes filter #1's record of the request: by the pick id Envoy
+// forwards, else (no forwarded metadata) by x-request-id, which names the
+// latest of the streams that reused it.
 func (s *Server) lookup(o *obsState) *tracked {
-	if !o.looked && o.requestID != "" {
+	if o.looked {
+		return o.entry
+	}
+	switch {
+	case o.pickID != "":
 		o.looked = true
-		o.entry = s.track.take(o.requestID)
+		o.entry = s.track.take(o.pickID)
+	case o.requestID != "":
+		o.looked = true
+		o.entry = s.track.takeByRequest(o.requestID)
 	}
 	return o.entry
 }
@@ -227,10 +252,10 @@ func (s *Server) sseLine(o *obsState, line []byte, now time.Time) {
 }
 
 // finish records the outcome once: metrics always, a report to the
-// scheduler when the request carried a pick.
-func (s *Server) finish(o *obsState, now time.Time, errText string) {
+// scheduler when the request carried a pick (reported reports whether it did).
+func (s *Server) finish(o *obsState, now time.Time, errText string) (reported bool) {
 	if o.done {
-		return
+		return false
 	}
 	o.done = true
 	e := s.lookup(o)
@@ -274,7 +299,7 @@ func (s *Server) finish(o *obsState, now time.Time, errText string) {
 	s.m.responses.WithLabelValues(class).Inc()
 
 	if e == nil || e.endpoint == "" {
-		return
+		return false
 	}
 	endpoint := e.endpoint
 	if o.upstream != "" {
@@ -284,8 +309,12 @@ func (s *Server) finish(o *obsState, now time.Time, errText string) {
 	if errText == "" && !success {
 		errText = "upstream answered " + strconv.Itoa(o.status)
 	}
+	pickID := e.pickID
+	if pickID == "" {
+		pickID = o.requestID // filter #1 of an older gateway keyed the pick so
+	}
 	rep := &llmrouterv1.OutcomeReport{
-		RequestId:        o.requestID,
+		RequestId:        pickID,
 		Endpoint:         endpoint,
 		Model:            e.model,
 		Success:          success,
@@ -303,8 +332,9 @@ func (s *Server) finish(o *obsState, now time.Time, errText string) {
 		rep.Tpot = durationpb.New(tpot)
 	}
 	s.rep.send(rep)
-	s.log.Debug("request completed", zap.String("request_id", o.requestID), zap.String("endpoint", endpoint),
+	s.log.Debug("request completed", zap.String("request_id", o.requestID), zap.String("pick_id", pickID), zap.String("endpoint", endpoint),
 		zap.Int("status", o.status), zap.Duration("ttft", ttft), zap.Int64("completion_tokens", completion))
+	return true
 }
 
 // readEvent reads one SSE data payload: whether it carries output (a

@@ -85,7 +85,7 @@ func TestObserveSSEFixture(t *testing.T) {
 		t.Fatalf("gateway answered %d observability messages; Envoy ignores them and they cost work", res.Answers)
 	}
 	r := waitReport(t, fake)
-	if r.RequestId != "sse-1" || r.Endpoint != "10.0.0.1:8000" || r.Model != "llama" || !r.Success || r.HttpStatus != 200 {
+	if r.RequestId != fake.lastPick().RequestId || r.Endpoint != "10.0.0.1:8000" || r.Model != "llama" || !r.Success || r.HttpStatus != 200 {
 		t.Fatalf("report = %v", r)
 	}
 	// The fixture's final usage: prompt 46, completion 26.
@@ -205,13 +205,13 @@ func TestTrackerBounded(t *testing.T) {
 	tr := newTracker(time.Minute, 3, m)
 	now := time.Now()
 	for i, id := range []string{"a", "b", "c", "d"} {
-		tr.put(id, &tracked{endpoint: "e"}, now.Add(time.Duration(i)*time.Second))
+		tr.put(&tracked{pickID: id, endpoint: "e"}, now.Add(time.Duration(i)*time.Second))
 	}
 	if tr.len() != 3 {
 		t.Fatalf("tracker holds %d entries, bound is 3", tr.len())
 	}
 	// Past the TTL the next insert sweeps the expired ones.
-	tr.put("late", &tracked{}, now.Add(2*time.Minute))
+	tr.put(&tracked{pickID: "late"}, now.Add(2*time.Minute))
 	if tr.len() != 1 || tr.take("late") == nil || tr.take("a") != nil {
 		t.Fatalf("expired entries not swept: %d left", tr.len())
 	}
@@ -267,7 +267,7 @@ func TestObserveOnAnotherGatewayViaForwardedMetadata(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := waitReport(t, fakeB)
-	if r.RequestId != "pool-1" || r.Endpoint != "10.0.0.8:8000" || r.Model != "llama" || r.CompletionTokens != 26 {
+	if r.RequestId != fakeA.lastPick().RequestId || r.Endpoint != "10.0.0.8:8000" || r.Model != "llama" || r.CompletionTokens != 26 {
 		t.Fatalf("report = %v", r)
 	}
 	if r.Ttft.AsDuration() < 20*time.Millisecond {

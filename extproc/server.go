@@ -48,6 +48,9 @@ const (
 	GatewayNamespace = "llmrouter"
 	// MetadataKeyRequestID is the request id in GatewayNamespace.
 	MetadataKeyRequestID = "request_id"
+	// MetadataKeyPickID is the stream's pick id in GatewayNamespace: the key
+	// filter #2 reports the outcome under.
+	MetadataKeyPickID = "pick_id"
 )
 
 // Options tune the gateway; OptionsFromConfig fills them from llm_gateway.

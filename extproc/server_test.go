@@ -61,7 +61,7 @@ func TestPickWrittenAsHeaderAndMetadata(t *testing.T) {
 	}
 
 	p := fake.lastPick()
-	if p.RequestId != "req-1" || p.Model != "llama" || p.Api != llmrouterv1.ApiKind_API_KIND_CHAT_COMPLETIONS ||
+	if len(p.RequestId) != 36 || p.RequestId == "req-1" || p.Model != "llama" || p.Api != llmrouterv1.ApiKind_API_KIND_CHAT_COMPLETIONS ||
 		p.MaxTokens != 64 || !p.Stream || p.LoraAdapter != "llama" || p.SessionKey != sessionkey.Digest("alice") || p.Priority != 0 || p.BlockChars != 16 {
 		t.Fatalf("pick request = %v", p)
 	}
@@ -110,8 +110,9 @@ func TestRequestIDAddedWhenMissing(t *testing.T) {
 	if res.Err != nil || len(ids) != 1 || len(ids[0]) != 36 {
 		t.Fatalf("err=%v x-request-id=%q", res.Err, ids)
 	}
-	if fake.lastPick().RequestId != ids[0] {
-		t.Fatalf("pick used request id %q, upstream got %q", fake.lastPick().RequestId, ids[0])
+	md := res.Metadata[GatewayNamespace].GetFields()
+	if md[MetadataKeyRequestID].GetStringValue() != ids[0] || md[MetadataKeyPickID].GetStringValue() != fake.lastPick().RequestId {
+		t.Fatalf("metadata %v: want request id %q and the pick's id %q", md, ids[0], fake.lastPick().RequestId)
 	}
 }
 

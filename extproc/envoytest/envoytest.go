@@ -415,6 +415,10 @@ type Exchange struct {
 	// Forwarded is the dynamic metadata of the forwarding namespaces, sent in
 	// metadata_context with every message (pass a Filter Result's Metadata).
 	Forwarded map[string]*structpb.Struct
+	// NoResponse: the request ended (client cancel, reset, timeout) before
+	// any response; only RequestHeaders are sent, then Envoy closes the
+	// stream as it does when the request ends.
+	NoResponse bool
 }
 
 // ObserveResult tells what the processor did on the stream.
@@ -459,26 +463,8 @@ func (o *Observer) Observe(ctx context.Context, ex Exchange) (*ObserveResult, er
 			return res, err
 		}
 	}
-	if err := send(&extprocv3.ProcessingRequest{
-		Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
-			Headers: toHeaderMap(ex.ResponseHeaders), EndOfStream: len(ex.Chunks) == 0}},
-		Attributes: ex.Attributes,
-	}); err != nil {
-		return res, err
-	}
-	for i, c := range ex.Chunks {
-		if ex.Truncate > 0 && i >= ex.Truncate {
-			break
-		}
-		if c.Delay > 0 {
-			select {
-			case <-time.After(c.Delay):
-			case <-ctx.Done():
-				return res, ctx.Err()
-			}
-		}
-		if err := send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
-			ResponseBody: &extprocv3.HttpBody{Body: c.Data, EndOfStream: i == len(ex.Chunks)-1}}}); err != nil {
+	if !ex.NoResponse {
+		if err := o.respond(ctx, ex, send); err != nil {
 			return res, err
 		}
 	}
@@ -494,6 +480,34 @@ func (o *Observer) Observe(ctx context.Context, ex Exchange) (*ObserveResult, er
 		res.Answers = <-counted
 	}
 	return res, nil
+}
+
+// respond sends the response headers and body chunks of ex.
+func (o *Observer) respond(ctx context.Context, ex Exchange, send func(*extprocv3.ProcessingRequest) error) error {
+	if err := send(&extprocv3.ProcessingRequest{
+		Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
+			Headers: toHeaderMap(ex.ResponseHeaders), EndOfStream: len(ex.Chunks) == 0}},
+		Attributes: ex.Attributes,
+	}); err != nil {
+		return err
+	}
+	for i, c := range ex.Chunks {
+		if ex.Truncate > 0 && i >= ex.Truncate {
+			break
+		}
+		if c.Delay > 0 {
+			select {
+			case <-time.After(c.Delay):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if err := send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
+			ResponseBody: &extprocv3.HttpBody{Body: c.Data, EndOfStream: i == len(ex.Chunks)-1}}}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Dial is a convenience for tests: a client of the processor at addr.

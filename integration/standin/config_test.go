@@ -59,7 +59,7 @@ func checkOurShape(t *testing.T, cfg *Config) {
 	if !contains(pick.Receiving, "envoy.lb") {
 		t.Errorf("pick filter does not receive envoy.lb: %v", pick.Receiving)
 	}
-	if !obs.Observability || obs.Mode.RequestHeaders || !obs.Mode.ResponseHeaders || obs.Mode.ResponseBody != extprocv3.ProcessingMode_STREAMED {
+	if !obs.Observability || !obs.Mode.RequestHeaders || !obs.Mode.ResponseHeaders || obs.Mode.ResponseBody != extprocv3.ProcessingMode_STREAMED {
 		t.Errorf("observe filter %+v", obs)
 	}
 	if pick.Cluster != "extproc" || cfg.ADS == nil || cfg.ADS.Cluster != "xds_cluster" || !cfg.ADS.CDS {
