@@ -70,6 +70,11 @@ or the file's arrival_ms when every line has one.`,
 	// workload shape
 	f.Int("groups", 0, "system prompts (multi-turn default 8) or prefix groups (shared-prefix default 64)")
 	f.Int("system-tokens", 0, "tokens of each system prompt (multi-turn 1024, shared-prefix 2048)")
+	f.Float64("system-sigma", 0, "multi-turn: log-normal spread of system prompt sizes around --system-tokens as their mean (0: all the same size)")
+	f.Float64("zipf", 0, "multi-turn: Zipf exponent of system prompt popularity (0: uniform)")
+	f.Int("explain", 0, "sim: after each policy's table, print what it predicted at each pick (cached tokens, prefill queued ahead, TTFT) against what the engines did, as error distributions, and its N worst decisions (--explain alone: 5)")
+	f.Lookup("explain").NoOptDefVal = "5"
+	f.Int("kv-blocks", 0, "sim: KV cache blocks per instance instead of the profile's (a smaller cache puts it under pressure)")
 	f.Int("user-tokens", 0, "multi-turn: median user message tokens (default 100)")
 	f.Int("output-tokens", 0, "median (multi-turn, default 200) or exact (shared-prefix, default 256) output tokens")
 	f.Int("turns-min", 0, "multi-turn: fewest turns per conversation (default 3)")
@@ -129,6 +134,12 @@ func runBench(cmd *cobra.Command, _ []string) error {
 			return err
 		}
 		ec.CharsPerToken = cfg.Gateway.CharsPerToken
+		if kv, _ := f.GetInt("kv-blocks"); f.Changed("kv-blocks") {
+			if kv < 1 {
+				return fmt.Errorf("--kv-blocks %d: want 1 or more KV blocks per instance", kv)
+			}
+			ec.NumBlocks = kv
+		}
 		policies, err := policyList(f.Lookup("policy").Value.String())
 		if err != nil {
 			return err
@@ -144,10 +155,12 @@ func runBench(cmd *cobra.Command, _ []string) error {
 			fmt.Fprintf(out, "Simulated cluster: %s; workload: %s; arrivals: %s; duration %s; seed %d\n\n",
 				fleet, plan.Source.Name(), plan.Arrivals, plan.Duration, plan.Seed)
 		}
+		explain, _ := f.GetInt("explain")
 		for _, p := range policies {
 			bar := newProgressBar(cmd.ErrOrStderr(), "sim "+p, showProgress)
 			s, err := cluster.Run(ctx, cluster.Options{
 				Instances: n, Speeds: speeds, Engine: ec, Config: cfg, Plan: plan, Seed: plan.Seed, Progress: bar.set,
+				Explain: explain,
 			}, p)
 			bar.done()
 			if err != nil {
@@ -157,10 +170,14 @@ func runBench(cmd *cobra.Command, _ []string) error {
 			if !asJSON {
 				workload.WriteTable(out, s.Summary)
 				fmt.Fprintln(out)
+				if s.Explain != nil {
+					s.Explain.Write(out)
+					fmt.Fprintln(out)
+				}
 			}
 		}
 	case "live":
-		for _, name := range []string{"policy", "instances", "instance-speeds", "profile"} {
+		for _, name := range []string{"policy", "instances", "instance-speeds", "profile", "kv-blocks", "explain"} {
 			if f.Changed(name) {
 				return fmt.Errorf("--%s is for --mode sim: the live target runs whatever its scheduler is configured with (name the run with --label)", name)
 			}
@@ -279,6 +296,8 @@ func benchPlan(cmd *cobra.Command) (workload.Plan, error) {
 		m.Seed, m.Model = p.Seed, p.DefaultModel
 		m.Groups = getInt("groups", m.Groups)
 		m.SystemTokens = getInt("system-tokens", m.SystemTokens)
+		m.SystemSigma, _ = f.GetFloat64("system-sigma")
+		m.Zipf, _ = f.GetFloat64("zipf")
 		m.UserTokens = getInt("user-tokens", m.UserTokens)
 		m.OutputTokens = getInt("output-tokens", m.OutputTokens)
 		m.TurnsMin = getInt("turns-min", m.TurnsMin)

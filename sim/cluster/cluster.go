@@ -62,6 +62,10 @@ type Options struct {
 	// does, with the index of its instance (tests, tracing). It must not
 	// keep or change rep.
 	OnReport func(instance int, rep *llmrouterv1.Report)
+	// Explain, when positive, records per pick what the policy predicted
+	// against what the engines did, keeps the Explain worst decisions, and
+	// returns it all in Result.Explain (explain.go).
+	Explain int
 }
 
 func (o *Options) defaults() error {
@@ -169,6 +173,7 @@ type flight struct {
 	first    time.Duration
 	hasFirst bool
 	cached   int
+	explain  *Decision
 }
 
 type sim struct {
@@ -202,6 +207,7 @@ type sim struct {
 	// instance's requests (running + waiting) to the mean.
 	nextSample    time.Duration
 	peakLoadRatio float64
+	explain       *explainer
 }
 
 // Result is one policy's run: the benchmark summary plus what the
@@ -220,6 +226,8 @@ type Result struct {
 	// while the mean is at least minLoadForRatio requests, of one instance's
 	// running plus waiting requests to the mean over the instances.
 	PeakLoadRatio float64
+	// Explain is the per-pick diagnosis when Options.Explain is set.
+	Explain *Explanation `json:"-"`
 }
 
 // Run simulates the plan under one policy and summarises it.
@@ -234,6 +242,11 @@ func Run(ctx context.Context, o Options, policyName string) (Result, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	var x *explainer
+	if o.Explain > 0 {
+		x = newExplainer(o.Explain)
+		log = explainLogger(log, x.record)
+	}
 	sched, err := scheduler.New(cfg, scheduler.Deps{Clock: clock, Log: log, Rand: rand.New(rand.NewPCG(o.Seed, 0x73696d))})
 	if err != nil {
 		return Result{}, err
@@ -247,6 +260,7 @@ func Run(ctx context.Context, o Options, policyName string) (Result, error) {
 		byAddr: map[string]*instance{}, flights: map[uint64]*flight{}, home: map[*workload.Conversation]*instance{},
 		convTokens: map[*workload.Conversation]int{}, systems: map[string]int{},
 		reportStep: max(o.ReportInterval/time.Duration(o.Instances), time.Microsecond),
+		explain:    x,
 	}
 	if err := s.register(); err != nil {
 		return Result{}, err
@@ -440,6 +454,9 @@ func (s *sim) dispatch(f *flight, resp *llmrouterv1.PickResponse) {
 		return
 	}
 	f.inst = in
+	if s.explain != nil {
+		f.explain = s.explain.picked(s, f, in)
+	}
 	err := in.eng.Add(s.clock.now, engine.Request{ID: f.engID, PromptTokens: f.prompt, MaxTokens: f.req.MaxTokens, BlockHashes: f.hashes})
 	if err != nil {
 		s.fail(f, "engine: "+stripID(err.Error()), true)
@@ -555,6 +572,10 @@ func (s *sim) step(in *instance) {
 		switch ev.Kind {
 		case engine.FirstToken:
 			f.first, f.hasFirst, f.cached = ev.At, true, ev.CachedTokens
+			if f.explain != nil {
+				s.explain.firstToken(f.explain, ev.At, ev.CachedTokens, ev.Scheduled)
+				f.explain = nil
+			}
 		case engine.Finished:
 			s.complete(f, ev)
 		}
@@ -632,6 +653,9 @@ func (s *sim) result(policy string) Result {
 	}
 	s.rec.SetPrefixCache(hits, queries)
 	r.Summary = s.rec.Summary(policy)
+	if s.explain != nil {
+		r.Explain = s.explain.result(policy)
+	}
 	for _, in := range s.insts {
 		r.PerInstance = append(r.PerInstance, workload.InstanceCount{Instance: in.addr, Requests: in.requests})
 	}

@@ -489,3 +489,36 @@ func (d *deque) remove(s *seq) {
 		return
 	}
 }
+
+// CachedPrefix is how many prompt tokens a request of promptTokens tokens
+// with these block hashes would be served from the prefix cache if it were
+// admitted now. It changes nothing: the simulator's diagnosis compares it
+// with what a policy predicted.
+func (e *Engine) CachedPrefix(hashes []uint64, promptTokens int) int {
+	if e.cfg.DisablePrefixCaching || promptTokens < 1 {
+		return 0
+	}
+	return e.kv.probe(hashes, (promptTokens-1)/e.cfg.BlockSize) * e.cfg.BlockSize
+}
+
+// QueuedPrefill is the prompt tokens the engine has yet to compute for the
+// requests it holds: the waiting ones (less what they would find cached
+// now) and the running ones still in prefill. It changes nothing.
+func (e *Engine) QueuedPrefill() int {
+	n := 0
+	for i := 0; i < e.waiting.len(); i++ {
+		s := e.waiting.buf[(e.waiting.head+i)%len(e.waiting.buf)]
+		n += s.seqLen() - e.CachedPrefix(s.hashes, s.seqLen())
+	}
+	for _, s := range e.running {
+		if s.generated == 0 {
+			n += max(s.seqLen()-s.computed-s.scheduled, 0)
+		}
+	}
+	return n
+}
+
+// FlushPrefixCache forgets every cached prefix, as vLLM's
+// /reset_prefix_cache does; requests running keep their blocks, later ones
+// find nothing cached.
+func (e *Engine) FlushPrefixCache() { e.kv.flush() }

@@ -566,3 +566,73 @@ func TestTransferredKVSkipsPrefill(t *testing.T) {
 		t.Fatalf("local transferred %d tokens", st.TransferredTokens)
 	}
 }
+
+func TestCachedPrefixQueuedPrefillAndFlush(t *testing.T) {
+	cfg := DefaultConfig()
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashes := make([]uint64, 100)
+	for i := range hashes {
+		hashes[i] = uint64(i + 1)
+	}
+	const prompt = 100 * 16
+	if got := e.CachedPrefix(hashes, prompt); got != 0 {
+		t.Fatalf("empty engine: %d cached tokens", got)
+	}
+	if err := e.Add(0, Request{ID: 1, PromptTokens: prompt, MaxTokens: 2, BlockHashes: hashes}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.QueuedPrefill(); got != prompt {
+		t.Fatalf("one waiting prompt of %d tokens: queued prefill %d", prompt, got)
+	}
+	var now time.Duration
+	for done := false; !done; {
+		at, ok := e.NextStepAt()
+		if !ok {
+			break
+		}
+		now = at
+		for _, ev := range e.Step(now) {
+			done = done || ev.Kind == Finished
+		}
+	}
+	if got := e.QueuedPrefill(); got != 0 {
+		t.Fatalf("idle engine: queued prefill %d", got)
+	}
+	// The last block is always recomputed, so 99 of 100 blocks are served.
+	if got := e.CachedPrefix(hashes, prompt); got != 99*16 {
+		t.Fatalf("after serving the prompt: %d cached tokens, want %d", got, 99*16)
+	}
+	if got := e.CachedPrefix(hashes[:10], prompt); got != 10*16 {
+		t.Fatalf("a 10-block prefix: %d cached tokens, want %d", got, 160)
+	}
+	st := e.Stats()
+	e.FlushPrefixCache()
+	if got := e.CachedPrefix(hashes, prompt); got != 0 {
+		t.Fatalf("after a flush: %d cached tokens", got)
+	}
+	if e.Stats().CachedBlocks != 0 || st.CachedBlocks == 0 {
+		t.Fatalf("cached blocks %d before the flush, %d after", st.CachedBlocks, e.Stats().CachedBlocks)
+	}
+	// Flushed blocks are reusable: the same prompt again is computed whole
+	// and cached again.
+	if err := e.Add(now, Request{ID: 2, PromptTokens: prompt, MaxTokens: 1, BlockHashes: hashes}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		at, ok := e.NextStepAt()
+		if !ok {
+			break
+		}
+		for _, ev := range e.Step(at) {
+			if ev.Kind == FirstToken && ev.CachedTokens != 0 {
+				t.Fatalf("first request after a flush served %d cached tokens", ev.CachedTokens)
+			}
+		}
+	}
+	if got := e.CachedPrefix(hashes, prompt); got != 99*16 {
+		t.Fatalf("after serving it again: %d cached tokens", got)
+	}
+}

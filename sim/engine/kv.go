@@ -175,3 +175,24 @@ func (kv *kvCache) blocksFor(tokens int) int {
 }
 
 func (kv *kvCache) usedBlocks() int { return len(kv.ref) - kv.numFree }
+
+// probe is lookup without side effects: the hit count of the longest cached
+// prefix of hashes, at most maxBlocks blocks.
+func (kv *kvCache) probe(hashes []uint64, maxBlocks int) int {
+	maxBlocks = min(maxBlocks, len(hashes))
+	for i := 0; i < maxBlocks; i++ {
+		if _, ok := kv.cached[hashes[i]]; !ok {
+			return i
+		}
+	}
+	return maxBlocks
+}
+
+// flush forgets every cached hash (the blocks themselves stay allocated to
+// whoever holds them): what vLLM's /reset_prefix_cache does.
+func (kv *kvCache) flush() {
+	for b := range kv.hashed {
+		kv.hashed[b] = false
+	}
+	clear(kv.cached)
+}

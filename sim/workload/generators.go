@@ -2,7 +2,9 @@ package workload
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -15,6 +17,16 @@ type MultiTurn struct {
 	// uses one, chosen at random.
 	Groups       int
 	SystemTokens int
+	// SystemSigma, when positive, draws each system prompt's length from a
+	// log-normal distribution of mean SystemTokens and log-space spread
+	// SystemSigma (clipped to [1, 8×SystemTokens]) instead of giving every
+	// one SystemTokens: a fleet serving many applications, whose prompts
+	// differ in size by an order of magnitude.
+	SystemSigma float64
+	// Zipf, when positive, chooses a conversation's system prompt with
+	// probability proportional to 1/rank^Zipf (rank 1 the most popular)
+	// instead of uniformly: a few applications carry most of the traffic.
+	Zipf float64
 	// UserTokens and OutputTokens are the median lengths of a user message
 	// and of a reply. Both are log-normal, as in ShareGPT: user messages
 	// spread widely (σ = 1, clipped to [4, 8×median]), replies less
@@ -47,6 +59,10 @@ func (m MultiTurn) Validate() error {
 		return fmt.Errorf("multi-turn workload: groups = %d: want 1 or more", m.Groups)
 	case m.SystemTokens < 0:
 		return fmt.Errorf("multi-turn workload: system tokens = %d: want 0 or more", m.SystemTokens)
+	case !(m.SystemSigma >= 0 && m.SystemSigma <= 3):
+		return fmt.Errorf("multi-turn workload: system sigma = %g: want 0 (every system prompt the same size) to 3", m.SystemSigma)
+	case !(m.Zipf >= 0 && m.Zipf <= 5):
+		return fmt.Errorf("multi-turn workload: zipf = %g: want 0 (uniform popularity) to 5", m.Zipf)
 	case m.UserTokens < 1:
 		return fmt.Errorf("multi-turn workload: user tokens = %d: want 1 or more", m.UserTokens)
 	case m.OutputTokens < 1:
@@ -64,6 +80,9 @@ func (m MultiTurn) Validate() error {
 type multiTurn struct {
 	MultiTurn
 	systems []string
+	// cdf is the cumulative popularity of the system prompts under Zipf
+	// (nil: uniform).
+	cdf []float64
 }
 
 // NewMultiTurn builds the multi-turn workload.
@@ -74,14 +93,57 @@ func NewMultiTurn(m MultiTurn) (Source, error) {
 	w := &multiTurn{MultiTurn: m}
 	for g := 0; g < m.Groups; g++ {
 		r := newRand(m.Seed, "system", g)
-		w.systems = append(w.systems, Text(r.Uint64(), m.SystemTokens))
+		n := m.SystemTokens
+		if m.SystemSigma > 0 && n > 0 {
+			// The median that gives a log-normal of mean n.
+			median := float64(n) * math.Exp(-m.SystemSigma*m.SystemSigma/2)
+			n = logNormal(r, median, m.SystemSigma, 1, 8*n)
+		}
+		w.systems = append(w.systems, Text(r.Uint64(), n))
+	}
+	if m.Zipf > 0 {
+		w.cdf = make([]float64, m.Groups)
+		sum := 0.0
+		for g := range w.cdf {
+			sum += math.Pow(float64(g+1), -m.Zipf)
+			w.cdf[g] = sum
+		}
+		for g := range w.cdf {
+			w.cdf[g] /= sum
+		}
 	}
 	return w, nil
 }
 
+// group draws a conversation's system prompt.
+func (w *multiTurn) group(r *rand.Rand) int {
+	if w.cdf == nil {
+		return r.IntN(w.Groups)
+	}
+	u := r.Float64()
+	g, _ := slices.BinarySearch(w.cdf, u)
+	return min(g, w.Groups-1)
+}
+
+// SystemTokens is the length of each system prompt, in tokens, by group.
+func (w *multiTurn) SystemTokens() []int {
+	out := make([]int, len(w.systems))
+	for i, s := range w.systems {
+		out[i] = len(s) / CharsPerToken
+	}
+	return out
+}
+
 func (w *multiTurn) Name() string {
-	return fmt.Sprintf("multi-turn (%d system prompts of %d tokens, user ~%d, output ~%d tokens, %d-%d turns, think %s)",
-		w.Groups, w.SystemTokens, w.UserTokens, w.OutputTokens, w.TurnsMin, w.TurnsMax, w.ThinkTime)
+	sys := fmt.Sprintf("%d system prompts of %d tokens", w.Groups, w.MultiTurn.SystemTokens)
+	if w.SystemSigma > 0 {
+		sys = fmt.Sprintf("%d system prompts of log-normal size, mean %d tokens, sigma %g", w.Groups, w.MultiTurn.SystemTokens, w.SystemSigma)
+	}
+	if w.Zipf > 0 {
+		sys += fmt.Sprintf(", Zipf %g popularity", w.Zipf)
+	}
+	return fmt.Sprintf("multi-turn (%s, user ~%d, output ~%d tokens, %d-%d turns, think %s)",
+		sys, w.UserTokens, w.OutputTokens, w.TurnsMin, w.TurnsMax, w.ThinkTime)
 }
 
 func (w *multiTurn) MeanTurns() float64 { return float64(w.TurnsMin+w.TurnsMax) / 2 }
@@ -93,7 +155,7 @@ func (w *multiTurn) Conversation(i int) (*Conversation, bool) {
 		return nil, false
 	}
 	r := newRand(w.Seed, "conversation", i)
-	g := r.IntN(w.Groups)
+	g := w.group(r)
 	n := w.TurnsMin + r.IntN(w.TurnsMax-w.TurnsMin+1)
 	c := &Conversation{
 		ID: fmt.Sprintf("conv-%d", i), Model: w.Model, System: w.systems[g],

@@ -3,6 +3,7 @@ package workload
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"reflect"
 	"slices"
 	"sort"
@@ -123,11 +124,52 @@ func TestMultiTurnBoundedAndValidated(t *testing.T) {
 		func(m *MultiTurn) { m.TurnsMin, m.TurnsMax = 5, 4 },
 		func(m *MultiTurn) { m.UserTokens = 0 },
 		func(m *MultiTurn) { m.ThinkTime = -time.Second },
+		func(m *MultiTurn) { m.SystemSigma = -0.5 },
+		func(m *MultiTurn) { m.Zipf = math.NaN() },
 	} {
 		x := DefaultMultiTurn()
 		bad(&x)
 		if _, err := NewMultiTurn(x); err == nil {
 			t.Fatalf("%+v accepted", x)
+		}
+	}
+}
+
+func TestMultiTurnLogNormalSystemsAndZipf(t *testing.T) {
+	m := DefaultMultiTurn()
+	m.Groups, m.SystemTokens, m.SystemSigma, m.Zipf = 64, 8000, 0.8, 1.1
+	src := mustMultiTurn(t, m)
+	// Sizes: log-normal of the asked mean — a wide spread around it.
+	var sizes []float64
+	sum := 0.0
+	for _, n := range src.(*multiTurn).SystemTokens() {
+		sizes = append(sizes, float64(n))
+		sum += float64(n)
+	}
+	sort.Float64s(sizes)
+	if mean := sum / float64(len(sizes)); mean < 0.7*8000 || mean > 1.3*8000 {
+		t.Fatalf("mean system prompt %.0f tokens, want ~8000", mean)
+	}
+	if lo, hi := sizes[0], sizes[len(sizes)-1]; hi < 4*lo {
+		t.Fatalf("system prompts from %.0f to %.0f tokens: want sizes spread by sigma 0.8", lo, hi)
+	}
+	// Popularity: the first prompt carries far more conversations than the
+	// last, and the draw is the same whatever order conversations are
+	// asked for in.
+	count := map[string]int{}
+	for i := 0; i < 4000; i++ {
+		c, _ := src.Conversation(i)
+		count[c.System]++
+	}
+	top, bottom := count[src.(*multiTurn).systems[0]], count[src.(*multiTurn).systems[63]]
+	if top < 10*max(bottom, 1) || top < 400 {
+		t.Fatalf("most popular system prompt in %d of 4000 conversations, least popular in %d: want Zipf (about 900 and 8)", top, bottom)
+	}
+	// Uniform popularity and fixed sizes are the default and unchanged.
+	u := mustMultiTurn(t, DefaultMultiTurn()).(*multiTurn)
+	for _, n := range u.SystemTokens() {
+		if n != DefaultMultiTurn().SystemTokens {
+			t.Fatalf("default system prompt of %d tokens, want %d", n, DefaultMultiTurn().SystemTokens)
 		}
 	}
 }
