@@ -136,11 +136,11 @@ const (
 func newExplainer(keep int) *explainer {
 	x := &explainer{pending: map[string]map[string]any{}, seen: map[uint64]struct{}{}, keep: keep}
 	x.rows = make([]ErrorRow, nRows)
-	x.rows[rowCachedAll] = ErrorRow{Name: "cached tokens, every candidate (predicted - true at the pick)", Unit: "tok", explainedOnlyByPrediction: true}
-	x.rows[rowCachedChosen] = ErrorRow{Name: "cached tokens, chosen (predicted - true at the pick)", Unit: "tok", explainedOnlyByPrediction: true}
-	x.rows[rowCachedAdmitted] = ErrorRow{Name: "cached tokens, chosen (predicted - true at admission)", Unit: "tok", explainedOnlyByPrediction: true}
-	x.rows[rowAhead] = ErrorRow{Name: "prefill queued ahead, chosen (predicted - true)", Unit: "tok", explainedOnlyByPrediction: true}
-	x.rows[rowTTFT] = ErrorRow{Name: "TTFT, chosen (predicted - true)", Unit: "ms", explainedOnlyByPrediction: true}
+	x.rows[rowCachedAll] = ErrorRow{Name: "cached tokens, every candidate (predicted - true at the pick)", Unit: "tok"}
+	x.rows[rowCachedChosen] = ErrorRow{Name: "cached tokens, chosen (predicted - true at the pick)", Unit: "tok"}
+	x.rows[rowCachedAdmitted] = ErrorRow{Name: "cached tokens, chosen (predicted - true at admission)", Unit: "tok"}
+	x.rows[rowAhead] = ErrorRow{Name: "prefill queued ahead, chosen (predicted - true)", Unit: "tok"}
+	x.rows[rowTTFT] = ErrorRow{Name: "TTFT, chosen (predicted - true)", Unit: "ms"}
 	x.rows[rowLeft] = ErrorRow{Name: "cache left behind (best candidate's true cached - chosen's)", Unit: "tok"}
 	x.rows[rowRegret] = ErrorRow{Name: "TTFT over its lower bound", Unit: "ms"}
 	return x

@@ -102,11 +102,19 @@ type Policy struct {
 	ranker  rank.Ranker
 }
 
-// tail is one prompt end: the hash of a prompt's last full block and the
-// index slot of the instance it was sent to.
+// tail is one prompt end: the hash of a prompt's last full block, the
+// index slot of the instance it was sent to, and the prompt's tokens (more
+// than its hashed blocks when the gateway hashed only its first
+// max_prefix_chars).
 type tail struct {
-	hash uint64
-	slot int32
+	hash   uint64
+	slot   int32
+	tokens int32
+	// shared: prompts with this hashed start went to several instances, or
+	// one did not continue the last (a system prompt longer than the hashed
+	// window, shared by many conversations): which of them an instance
+	// holds is unknown, so the rest of a prompt is not credited.
+	shared bool
 }
 
 // tailSlots sizes the prompt-end table: direct-mapped by hash, a newer end
@@ -121,6 +129,11 @@ type queued struct {
 	at     int64
 	tokens float64
 	known  bool // false: no pick of ours recorded (owed falls back to the reports)
+	// rep is the instance's report (UnixNano) the backlog was last held
+	// to, and fresh the uncached tokens our picks added since (see
+	// drained).
+	rep   int64
+	fresh float64
 }
 
 // New builds the policy from d.Config.
@@ -210,7 +223,7 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 	if hit {
 		for _, s := range p.idx.MatchedSlots() {
 			m := p.idx.Matched(s)
-			held[s+1] = int32(m + p.heldTail(req.BlockHashes, m, s, in.answerBlocks))
+			held[s+1] = int32(m + p.heldTail(req.BlockHashes, m, s, &in))
 		}
 	}
 	slots := p.slots(cands)
@@ -225,7 +238,7 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 	now := p.clock.Now().UnixNano()
 	var ranked []*policy.Instance
 	if n >= rank.FullBelow && p.keep < n && !p.priceAll {
-		ranked = p.selectBest(cands, slots, match, &in, now, len(req.BlockHashes))
+		ranked = p.selectBest(cands, slots, match, &in, now, max(len(req.BlockHashes), in.promptBlocks))
 	} else {
 		total := p.costs(cands, slots, match, scores, loads, &in, now)
 		if p.m.MaxLoadRatio > 0 {
@@ -401,8 +414,27 @@ func (p *Policy) owedFrom(c *policy.Instance, q queued, speed float64, now int64
 
 // drained is what is left of backlog q at now; apart so that owedFrom stays
 // small enough to inline.
+//
+// The backlog is the policy's own estimate, and a wrong one compounds: a
+// pick whose uncached prefill it overestimates (the unhashed rest of a
+// long prompt, a prefix the engine had already evicted or still held)
+// adds tokens the engine never has to compute, the instance looks busier,
+// and nothing ever takes them back but the drain. So a report newer than
+// the backlog's last correction bounds it by what the engine says it holds:
+// its waiting requests at the typical uncached prompt and one chunk in
+// prefill, plus what our picks sent it since that correction (some of which
+// the report already counts).
 func (p *Policy) drained(c *policy.Instance, q queued, speed float64, now int64) float64 {
-	return max(q.tokens-float64(now-q.at)*1e-9*p.drainRate(c)*speed, 0)
+	left := max(q.tokens-float64(now-q.at)*1e-9*p.drainRate(c)*speed, 0)
+	if r := c.LastReport.UnixNano(); r > q.rep && !c.LastReport.IsZero() {
+		left = min(left, p.reported(c)+q.fresh)
+	}
+	return left
+}
+
+// reported is the prefill an instance's report says it has queued, at most.
+func (p *Policy) reported(c *policy.Instance) float64 {
+	return float64(c.Waiting)*p.avgUncached + p.m.MaxBatchedTokens
 }
 
 // growSlots sizes the per-slot tables (held, backlog, speed), indexed by slot+1 so
@@ -424,22 +456,46 @@ func (p *Policy) drainRate(c *policy.Instance) float64 {
 	return p.m.PrefillRate(float64(c.Running + c.InflightRequests))
 }
 
-// heldTail is the credit for the previous answer: when the blocks an
-// instance holds end exactly where a prompt we sent it ended, it also holds
-// the blocks of the answer it generated (engines cache generated tokens),
-// and a follow-up turn's prompt continues with that answer. The gateway
-// hashes prompts only, so the index cannot know those blocks until the next
-// pick inserts them; without the credit a conversation's home looks about
-// one answer worse than it is.
-func (p *Policy) heldTail(hashes []uint64, m int, slot int32, answer int) int {
-	if m >= len(hashes) || answer <= 0 {
+// heldTail is the credit, in blocks, for what an instance holds beyond the
+// blocks the index can see, when the blocks it holds end exactly where a
+// prompt we sent it ended:
+//
+//   - the previous answer: the instance also holds the blocks of the answer
+//     it generated (engines cache generated tokens), and a follow-up turn's
+//     prompt continues with that answer. The gateway hashes prompts only,
+//     so the index cannot know those blocks until the next pick inserts
+//     them; without the credit a conversation's home looks about one
+//     answer worse than it is.
+//   - the unhashed rest of a long prompt: the gateway hashes only the first
+//     max_prefix_chars of a prompt, so every turn of a conversation longer
+//     than that ends its hashes at the same block. An instance holding all
+//     of them, where the last prompt with this hashed start went, holds that
+//     prompt and its answer. Without the credit the rest of the prompt
+//     counted as uncached on every candidate — tens of thousands of tokens
+//     a pick for 40k-character prompts — so the home looked no better than
+//     a stranger, and the backlog the policy keeps for each instance grew
+//     by the whole rest at every pick and ranked the homes last
+//     (docs/policies.md, "What --explain found").
+func (p *Policy) heldTail(hashes []uint64, m int, slot int32, in *inputs) int {
+	if m < len(hashes) {
+		if in.answerBlocks <= 0 {
+			return 0
+		}
+		h := hashes[m-1]
+		if t := p.tails[h&(tailSlots-1)]; t.hash != h || t.slot != slot {
+			return 0
+		}
+		return min(in.answerBlocks, len(hashes)-m)
+	}
+	if m == 0 || in.promptBlocks <= m {
 		return 0
 	}
 	h := hashes[m-1]
-	if t := p.tails[h&(tailSlots-1)]; t.hash != h || t.slot != slot {
+	t := p.tails[h&(tailSlots-1)]
+	if t.hash != h || t.slot != slot || t.shared || float64(t.tokens) >= in.prompt {
 		return 0
 	}
-	return min(answer, len(hashes)-m)
+	return max(min(int(float64(t.tokens)/in.tokensPerBlock)+in.answerBlocks, in.promptBlocks)-m, 0)
 }
 
 // inputs are the numbers the cost needs besides the candidate's: the
@@ -450,6 +506,7 @@ type inputs struct {
 	invBatch                    float64 // 1 / max batched tokens
 	decodeOut                   float64 // expected output × decode cost: the request's decode work per running neighbour
 	blocks                      int
+	promptBlocks                int // full blocks of the whole prompt: more than blocks when the gateway hashed only its start
 	answerBlocks                int // full blocks of a typical answer (heldTail)
 
 	avgUncached                     float64
@@ -474,6 +531,7 @@ func (p *Policy) inputs(req *policy.Request) inputs {
 		c2: q1 + p.m.DecodeWeight*p.m.PrefillToken,
 
 		prompt: prompt, out: out, tokensPerBlock: tpb, blocks: len(req.BlockHashes),
+		promptBlocks: int(prompt / tpb),
 		invBatch:     invBatch,
 		decodeOut:    out * p.m.DecodeToken,
 		answerBlocks: int(p.avgOut / tpb),
@@ -569,7 +627,8 @@ func (p *Policy) held(req *policy.Request, c *policy.Instance) int {
 		if p.idx.MatchChain(req.BlockHashes) > 0 {
 			s := p.idx.Slot(c.ID)
 			if held = p.idx.Matched(s); held > 0 {
-				held += p.heldTail(req.BlockHashes, held, s, int(p.avgOut/p.inputs(req).tokensPerBlock))
+				in := p.inputs(req)
+				held += p.heldTail(req.BlockHashes, held, s, &in)
 			}
 		}
 	}
@@ -590,11 +649,16 @@ func (p *Policy) learn(req *policy.Request, c *policy.Instance, held int, s int3
 		// The first record starts from this pick alone: the fallback
 		// owed would read InflightPromptTokens, which the scheduler has
 		// already raised by this very request.
-		var prev float64
-		if q := p.backlog[s+1]; q.known {
-			prev = p.owedFrom(c, q, p.speed[s+1], now)
+		var prev, fresh float64
+		q := p.backlog[s+1]
+		if q.known {
+			prev, fresh = p.owedFrom(c, q, p.speed[s+1], now), q.fresh
 		}
-		p.backlog[s+1] = queued{at: now, tokens: prev + u, known: true}
+		rep := q.rep
+		if r := c.LastReport.UnixNano(); r > rep && !c.LastReport.IsZero() {
+			rep, fresh = r, 0 // prev is already held to this report
+		}
+		p.backlog[s+1] = queued{at: now, tokens: prev + u, known: true, rep: rep, fresh: fresh + u}
 	}
 	p.avgPrompt += ewma * (in.prompt - p.avgPrompt)
 	p.avgUncached += ewma * (u - p.avgUncached)
@@ -658,9 +722,13 @@ func (p *Policy) insert(req *policy.Request, c *policy.Instance) int32 {
 		return p.idx.Slot(c.ID)
 	}
 	p.idx.Insert(c.ID, p.size.Capacity(c.NumGPUBlocks, c.BlockSize, req.BlockChars), req.BlockHashes)
+	promptF := p.size.PromptTokens(req.PromptTokens, len(req.BlockHashes), req.BlockChars)
 	s := p.idx.Slot(c.ID)
 	last := req.BlockHashes[len(req.BlockHashes)-1]
-	p.tails[last&(tailSlots-1)] = tail{hash: last, slot: s}
+	prompt := int32(min(promptF, math.MaxInt32))
+	t := &p.tails[last&(tailSlots-1)]
+	shared := t.hash == last && (t.shared || t.slot != s || t.tokens >= prompt)
+	*t = tail{hash: last, slot: s, tokens: prompt, shared: shared}
 	return s
 }
 
@@ -711,6 +779,7 @@ func (p *Policy) explain(req *policy.Request, cands, ranked []*policy.Instance, 
 				o.AddInt("held_blocks", held)
 				o.AddFloat64("uncached_tokens", in.uncached(held))
 				o.AddFloat64("backlog_tokens", owed)
+				o.AddFloat64("ahead_tokens", max(owed, float64(c.Waiting)*in.avgUncached))
 				if k := int(p.posSlot[i]) + 1; k < len(p.speed) {
 					o.AddFloat64("speed", p.speed[k]) // how fast its backlog drains
 				}
