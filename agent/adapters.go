@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -121,6 +122,24 @@ func (a *Adapter) Extract(m Metrics, mm MetricMap) Stats {
 	s.KVCacheUsage = clamp01(s.KVCacheUsage)
 	s.PrefixCacheHitRatio = clamp01(s.PrefixCacheHitRatio)
 	return s
+}
+
+// DetectKind names the engine from what any HTTP client can read of it: its
+// metric names (Detect), else the owned_by values /v1/models lists. The
+// agent detects its engine with it, and the scheduler checks with it that an
+// advertised address answers as the engine its agent reported.
+func DetectKind(m Metrics, ownedBy []string) (engine string, ok bool) {
+	if engine, ok = Detect(m); ok {
+		return engine, true
+	}
+	for _, o := range ownedBy {
+		for _, ad := range Adapters {
+			if slices.Contains(ad.OwnedBy, strings.ToLower(o)) {
+				engine, ok = ad.Name, true
+			}
+		}
+	}
+	return engine, ok
 }
 
 // Detect names the engine whose metric names the scrape holds most of. ok is

@@ -525,20 +525,11 @@ func countersReset(s Stats, prev values) bool {
 // discover learns what a Register says about the engine: its kind, version,
 // models and capacity.
 func (a *Agent) discover(ctx context.Context, m Metrics, info *engineInfo) error {
-	detected, ok := Detect(m)
 	models, lora, ownedBy, modelsErr := a.eng.models(ctx)
 	if modelsErr != nil {
 		a.met.scrapeErrors.WithLabelValues("models").Inc()
 	}
-	if !ok {
-		for _, o := range ownedBy {
-			for _, ad := range Adapters {
-				if slices.Contains(ad.OwnedBy, o) {
-					detected, ok = ad.Name, true
-				}
-			}
-		}
-	}
+	detected, ok := DetectKind(m, ownedBy)
 	if !ok {
 		detected, ok = a.eng.probe(ctx)
 	}

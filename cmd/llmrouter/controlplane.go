@@ -16,6 +16,7 @@ import (
 	"github.com/llmrouter/llmrouter/internal/httpserve"
 	"github.com/llmrouter/llmrouter/scheduler"
 	"github.com/llmrouter/llmrouter/scheduler/server"
+	"github.com/llmrouter/llmrouter/scheduler/verify"
 	"github.com/llmrouter/llmrouter/xds"
 )
 
@@ -35,7 +36,9 @@ func runControlPlane(ctx context.Context, cfg config.Config, log *zap.Logger, wi
 		return fmt.Errorf("llm_scheduler.listen: %w", err)
 	}
 	metrics := httpserve.NewRegistry()
-	sch, err := scheduler.New(cfg, scheduler.Deps{Log: log.Named("scheduler"), Metrics: metrics})
+	deps := scheduler.Deps{Log: log.Named("scheduler"), Metrics: metrics}
+	deps.Verify, deps.Probe = verify.ForScheduler(cfg)
+	sch, err := scheduler.New(cfg, deps)
 	if err != nil {
 		return err
 	}

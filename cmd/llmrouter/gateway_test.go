@@ -95,6 +95,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestAllInOneRoutesInProcess(t *testing.T) {
 	cfg := config.Default()
 	cfg.Scheduler.Policy = "least-request"
+	cfg.Scheduler.VerifyEngines = false // the agents here are fakes with no engine behind their address
 	cfg.Scheduler.Listen, cfg.Scheduler.XDSListen, cfg.Scheduler.HTTPListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Gateway.Listen = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
@@ -135,6 +136,7 @@ func TestGatewayDegradedThenRecovers(t *testing.T) {
 
 	cfg := config.Default()
 	cfg.Scheduler.Policy = "least-request"
+	cfg.Scheduler.VerifyEngines = false // the agents here are fakes with no engine behind their address
 	cfg.Scheduler.Listen, cfg.Scheduler.XDSListen, cfg.Scheduler.HTTPListen = schedAddr, "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Gateway.Listen, cfg.Gateway.HTTPListen, cfg.Gateway.SchedulerAddress = "127.0.0.1:0", "127.0.0.1:0", schedAddr
 	ctx, cancel := context.WithCancel(context.Background())
