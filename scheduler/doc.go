@@ -5,8 +5,9 @@
 // and the simulator call it in-process.
 //
 // Time. Nothing here reads the wall clock for behaviour: the scheduler takes
-// a policy.Clock, and all time-based housekeeping — removing instances that
-// missed llm_scheduler.missed_reports reports, releasing picks never
+// a policy.Clock, and all time-based housekeeping — marking silent the
+// instances that missed llm_scheduler.missed_reports reports (and removing
+// them after llm_scheduler.silent_grace), releasing picks never
 // reported back after llm_scheduler.inflight_timeout, re-evaluating the
 // queue every llm_gateway.wait_schedule_try_period and routing requests that
 // waited out llm_gateway.wait_schedule_timeout — happens in Tick, which the
@@ -14,8 +15,20 @@
 // advances. (The pick-duration histogram alone uses the wall clock: it
 // measures the decision's CPU cost.)
 //
-// Candidates. A request goes to instances that serve its model, are healthy
-// and are not draining. A model no registered instance serves is rejected
+// Membership. Silence is not death: an instance whose reports stop is no
+// longer picked but stays in EDS until its engine is confirmed down — its
+// agent reports it unhealthy, or Deps.Probe of its address fails — or
+// silent_grace passes; while more than llm_scheduler.panic_threshold of the
+// fleet is silent nobody is removed for silence (a panic episode, exported
+// as llmrouter_scheduler_membership_panic). A request whose candidates are
+// all silent is answered PASSTHROUGH: the gateway lets Envoy balance over
+// the endpoints it has. A new registration waits as "verifying" — neither
+// picked nor published — until Deps.Verify (scheduler/verify) confirms its
+// address answers as the engine its agent reported; an address a live
+// registration holds is refused.
+//
+// Candidates. A request goes to instances that serve its model, are healthy,
+// verified, reporting (not silent) and not draining. A model no registered instance serves is rejected
 // with 404, unless llm_scheduler.default_pool names a model: the instances
 // serving that model then take such requests, the model name unchanged
 // (counted as fallback "default_pool"). A known model with no routable
