@@ -120,7 +120,7 @@ const (
 // reasons (a 4xx/5xx the gateway does not turn into an answer adds
 // rejected_<code>).
 var passthroughReasons = []string{"degraded", "cancelled", "scheduler_error", "no_endpoint", "no_model",
-	"bad_body", "body_not_buffered", "bad_pick_status"}
+	"bad_body", "body_not_buffered", "bad_pick_status", "scheduler_passthrough"}
 
 // modelOther labels requests for models the fleet does not serve (as far as
 // the gateway has learnt), keeping the model label bounded.

@@ -65,6 +65,14 @@ func newMemberMetrics(reg prometheus.Registerer) *memberMetrics {
 	if reg != nil {
 		reg.MustRegister(m.panic, m.episodes, m.verifications, m.probes)
 	}
+	// Exported at 0 from start: an alert on a series that does not exist
+	// yet never fires.
+	for _, r := range []string{"verified", "failed"} {
+		m.verifications.WithLabelValues(r)
+	}
+	for _, r := range []string{"alive", "down"} {
+		m.probes.WithLabelValues(r)
+	}
 	return m
 }
 

@@ -58,7 +58,7 @@ func newMetrics(reg prometheus.Registerer, queueCapacity int) *metrics {
 		}, []string{"policy"}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "llmrouter_scheduler_decisions_total",
-			Help: "Pick decisions by policy and outcome (routed, queued, rejected).",
+			Help: "Pick decisions by policy and outcome (routed, queued, rejected, passthrough).",
 		}, []string{"policy", "outcome"}),
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "llmrouter_scheduler_fallbacks_total",
