@@ -124,7 +124,11 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 	}
 	// Session and LoRA affinity wrap whichever policy is configured.
 	pd := policy.Deps{Config: cfg, Clock: d.Clock, Log: d.Log.Named("policy"), Rand: d.Rand, Metrics: d.Metrics}
-	inner, err := framework.Resolver{}.New(cfg.Scheduler.Policy, pd)
+	res, err := resolver(cfg, pd)
+	if err != nil {
+		return nil, err
+	}
+	inner, err := res.New(cfg.Scheduler.Policy, pd)
 	if err != nil {
 		return nil, fmt.Errorf("llm_scheduler.policy: %w", err)
 	}
@@ -145,6 +149,49 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 	}
 	s.observer, _ = pol.(policy.Observer)
 	return s, nil
+}
+
+// resolver finds policies by name: the profiles of
+// llm_scheduler.endpoint_picker_config, when set, then the built-in ones.
+// Every profile of the file is built once here, so a bad plugin or
+// parameter stops startup whichever profile is chosen.
+func resolver(cfg config.Config, d policy.Deps) (framework.Resolver, error) {
+	path := cfg.Scheduler.EndpointPickerConfig
+	if path == "" {
+		return framework.Resolver{}, nil
+	}
+	spec, err := framework.LoadEndpointPickerConfig(path)
+	if err == nil {
+		d.Metrics = nil // a trial build: the real one registers
+		err = framework.Check(spec, d)
+	}
+	if err != nil {
+		return framework.Resolver{}, fmt.Errorf("llm_scheduler.endpoint_picker_config: %w", err)
+	}
+	return framework.Resolver{File: &spec}, nil
+}
+
+// CheckPolicies checks llm_scheduler.policy (and, for pd-split, the
+// prefill and decode policies) against the names the scheduling framework
+// accepts, after loading and checking llm_scheduler.endpoint_picker_config.
+// New does the same; this lets a command refuse a bad configuration before
+// it starts anything.
+func CheckPolicies(cfg config.Config) error {
+	res, err := resolver(cfg, policy.Deps{Config: cfg})
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	names := res.Names()
+	keys := [][2]string{{"llm_scheduler.policy", cfg.Scheduler.Policy}}
+	if strings.HasSuffix(cfg.Scheduler.Policy, "pd-split") {
+		keys = append(keys, [2]string{"llm_scheduler.prefill_policy", cfg.Scheduler.PrefillPolicy}, [2]string{"llm_scheduler.decode_policy", cfg.Scheduler.DecodePolicy})
+	}
+	for _, k := range keys {
+		if !slices.Contains(names, k[1]) {
+			return fmt.Errorf("config: %s = %q: accepted: %s", k[0], k[1], strings.Join(names, ", "))
+		}
+	}
+	return nil
 }
 
 // Registry is the live fleet, for xDS and metrics to follow.

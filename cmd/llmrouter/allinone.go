@@ -22,7 +22,7 @@ degraded by a lost connection. One HTTP server (llm_scheduler.http_listen) serve
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, err := setup(cmd, map[string]string{
-				"policy": "llm_scheduler.policy", "insecure": "llm_scheduler.insecure",
+				"policy": "llm_scheduler.policy", "insecure": "llm_scheduler.insecure", "endpoint-picker-config": "llm_scheduler.endpoint_picker_config",
 			})
 			if err != nil {
 				return err
@@ -35,6 +35,7 @@ degraded by a lost connection. One HTTP server (llm_scheduler.http_listen) serve
 	}
 	f := cmd.Flags()
 	f.String("policy", "", "scheduling policy (default prefix-cache)")
+	f.String("endpoint-picker-config", "", "an llm-d / Gateway API Inference Extension EndpointPickerConfig file; each scheduling profile becomes a policy named after it")
 	f.Bool("insecure", false, "allow the scheduler API beyond loopback without a token")
 	rootCmd.AddCommand(cmd)
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/llmrouter/llmrouter/scheduler"
+	"github.com/llmrouter/llmrouter/scheduler/framework"
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/all"
 	"github.com/llmrouter/llmrouter/sim/cluster"
 	"github.com/llmrouter/llmrouter/sim/engine"
@@ -54,7 +56,8 @@ or the file's arrival_ms when every line has one.`,
 	f.String("prompt-bytes", "4096,262144", "overhead: comma-separated prompt sizes in bytes")
 	f.Int("instances", 5, "sim: number of simulated engine instances")
 	f.String("instance-speeds", "", fmt.Sprintf("sim: comma-separated speed of each instance (%g to %g; 0.5 = half as fast), e.g. 1,1,1,0.5,0.5 (default: all 1)", float64(engine.MinSpeed), float64(engine.MaxSpeed)))
-	f.String("policy", "round-robin,least-request,prefix-cache", "sim: comma-separated policies to compare")
+	f.String("policy", "round-robin,least-request,prefix-cache", "sim: comma-separated policies or profiles to compare (built-in: "+strings.Join(framework.BuiltinProfiles(), ", ")+"; or a profile of --endpoint-picker-config)")
+	f.String("endpoint-picker-config", "", "sim: an llm-d / Gateway API Inference Extension EndpointPickerConfig file whose profiles --policy may name")
 	f.String("profile", engine.DefaultProfile, "sim: engine profile: "+strings.Join(engine.ProfileNames(), ", "))
 	f.String("workload", "multi-turn", "generated workload: multi-turn or shared-prefix")
 	f.String("workload-file", "", "JSONL workload file (one request per line) instead of a generated workload")
@@ -91,7 +94,7 @@ or the file's arrival_ms when every line has one.`,
 }
 
 func runBench(cmd *cobra.Command, _ []string) error {
-	cfg, log, err := setup(cmd, nil)
+	cfg, log, err := setup(cmd, map[string]string{"endpoint-picker-config": "llm_scheduler.endpoint_picker_config"})
 	if err != nil {
 		return err
 	}
@@ -143,6 +146,13 @@ func runBench(cmd *cobra.Command, _ []string) error {
 		policies, err := policyList(f.Lookup("policy").Value.String())
 		if err != nil {
 			return err
+		}
+		for _, p := range policies { // every name, before the first run
+			c := cfg
+			c.Scheduler.Policy = p
+			if err := scheduler.CheckPolicies(c); err != nil {
+				return fmt.Errorf("--policy: %w", err)
+			}
 		}
 		if plan.DefaultModel == "" {
 			plan.DefaultModel = cluster.DefaultModel

@@ -127,3 +127,44 @@ func TestBenchLive(t *testing.T) {
 		t.Fatalf("prefix_hit_ratio %v: the server reported no cached tokens, want null", arr[0]["prefix_hit_ratio"])
 	}
 }
+
+// TestBenchSimEndpointPickerConfig: llm-d's default profile file and a
+// custom weighting run in the simulator beside a built-in profile; a bad
+// file is refused before any run, naming the plugin and parameter.
+func TestBenchSimEndpointPickerConfig(t *testing.T) {
+	for _, tc := range []struct{ file, policies string }{
+		{"../../docs/examples/endpoint-picker/llm-d-default.yaml", "default,prefix-cache"},
+		{"../../docs/examples/endpoint-picker/custom-weights.yaml", "prefix-heavy,load-only"},
+	} {
+		r := run(t, nil, "bench", "--mode", "sim", "--instances", "3", "--endpoint-picker-config", tc.file,
+			"--policy", tc.policies, "--concurrency", "8", "--duration", "20s", "--json")
+		if r.code != 0 {
+			t.Fatalf("%s: exit %d: %s", tc.file, r.code, r.stderr)
+		}
+		arr := decodeBenchJSON(t, r.stdout)
+		names := strings.Split(tc.policies, ",")
+		if len(arr) != 2 || arr[0]["policy"] != names[0] || arr[1]["policy"] != names[1] {
+			t.Fatalf("want one object per profile, in order: %s", r.stdout)
+		}
+		for _, o := range arr {
+			if o["requests"].(float64) < 10 {
+				t.Fatalf("implausible run: %v", o)
+			}
+		}
+	}
+	bad := filepath.Join(t.TempDir(), "epp.yaml")
+	src := "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n- type: prefix-cache-scorer\n  parameters: {hashBlockSize: 64, blocksize: 3}\nschedulingProfiles:\n- name: p\n  plugins: [{pluginRef: prefix-cache-scorer}]\n"
+	if err := os.WriteFile(bad, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, nil, "bench", "--mode", "sim", "--endpoint-picker-config", bad, "--policy", "p", "--duration", "5s", "--concurrency", "1")
+	for _, want := range []string{"llm_scheduler.endpoint_picker_config", `plugin "prefix-cache-scorer"`, `"blocksize"`, "hashBlockSize"} {
+		if r.code == 0 || !strings.Contains(r.stderr, want) {
+			t.Errorf("exit %d, error lacks %q: %s", r.code, want, r.stderr)
+		}
+	}
+	r = run(t, nil, "bench", "--mode", "sim", "--policy", "round-robin,fastest", "--duration", "5s", "--concurrency", "1")
+	if r.code == 0 || !strings.Contains(r.stderr, `"fastest"`) || !strings.Contains(r.stderr, "peer-scorer") || strings.Contains(r.stdout, "round-robin") {
+		t.Errorf("an unknown name must stop bench before any run, naming the accepted ones: exit %d %s %s", r.code, r.stdout, r.stderr)
+	}
+}

@@ -190,3 +190,47 @@ func TestGatewayDegradedThenRecovers(t *testing.T) {
 		t.Fatal("gateway did not shut down")
 	}
 }
+
+// TestAllInOneRunsEndpointPickerProfile: the all-in-one scheduler runs a
+// profile of llm-d's EndpointPickerConfig and routes through it.
+func TestAllInOneRunsEndpointPickerProfile(t *testing.T) {
+	cfg := config.Default()
+	cfg.Scheduler.EndpointPickerConfig = "../../docs/examples/endpoint-picker/llm-d-default.yaml"
+	cfg.Scheduler.Policy = "default"
+	cfg.Scheduler.Listen, cfg.Scheduler.XDSListen, cfg.Scheduler.HTTPListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Gateway.Listen = "127.0.0.1:0"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, done := startControlPlane(t, ctx, cfg, true)
+	agentCtx, agentCancel := context.WithCancel(ctx)
+	defer agentCancel()
+	registerAgent(t, agentCtx, cfg, a.API, "127.0.0.1:8001")
+	registerAgent(t, agentCtx, cfg, a.API, "127.0.0.1:8002")
+
+	f := extProcFilter(t, a.ExtProc)
+	long := chatReq
+	long.Body = []byte(`{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("a long shared prompt. ", 40) + `"}]}`)
+	first := ""
+	for i := range 6 { // the same prompt follows its prefix to one instance
+		res := f.Do(ctx, long)
+		primary, _, _ := strings.Cut(dest(res), ",")
+		if res.Err != nil || (primary != "127.0.0.1:8001" && primary != "127.0.0.1:8002") {
+			t.Fatalf("err=%v destination=%q", res.Err, dest(res))
+		}
+		if i == 0 {
+			first = primary
+		} else if primary != first {
+			t.Fatalf("request %d went to %s, the prompt's prefix is on %s", i, primary, first)
+		}
+	}
+	agentCancel()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("shutdown: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("all-in-one did not shut down")
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/llmrouter/llmrouter/internal/buildinfo"
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/internal/logging"
+	"github.com/llmrouter/llmrouter/scheduler"
 )
 
 var rootCmd = &cobra.Command{
@@ -68,7 +69,20 @@ func loadConfig(cmd *cobra.Command, bindings map[string]string) (config.Config, 
 			fb = append(fb, config.FlagBinding{Key: key, Flag: f})
 		}
 	}
-	return config.Load(file, fb)
+	cfg, err := config.Load(file, fb)
+	if err != nil {
+		return cfg, err
+	}
+	// Policy names are the scheduling framework's: checked here, for the
+	// commands that run or show a scheduler, so a bad name or
+	// endpoint_picker_config stops startup like any other bad key.
+	switch cmd.Name() {
+	case "scheduler", "all-in-one", "print", "bench":
+		if err := scheduler.CheckPolicies(cfg); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, nil
 }
 
 // setup loads the configuration and builds the logger.

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/framework"
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/all" // every plugin and policy, by name
 )
 
@@ -27,7 +28,7 @@ Without a token (LLMROUTER_TOKEN) it refuses to listen beyond loopback unless
 			cfg, log, err := setup(cmd, map[string]string{
 				"policy": "llm_scheduler.policy", "listen": "llm_scheduler.listen",
 				"xds-listen": "llm_scheduler.xds_listen", "http-listen": "llm_scheduler.http_listen",
-				"insecure": "llm_scheduler.insecure",
+				"insecure": "llm_scheduler.insecure", "endpoint-picker-config": "llm_scheduler.endpoint_picker_config",
 			})
 			if err != nil {
 				return err
@@ -39,7 +40,8 @@ Without a token (LLMROUTER_TOKEN) it refuses to listen beyond loopback unless
 		},
 	}
 	f := cmd.Flags()
-	f.String("policy", "", "scheduling policy: "+strings.Join(config.Policies, ", ")+" (default prefix-cache)")
+	f.String("policy", "", "scheduling policy or profile: "+strings.Join(framework.BuiltinProfiles(), ", ")+", or a profile of --endpoint-picker-config (default prefix-cache)")
+	f.String("endpoint-picker-config", "", "an llm-d / Gateway API Inference Extension EndpointPickerConfig file; each scheduling profile becomes a policy named after it")
 	f.String("listen", "", "gRPC API for agents and gateways (default :18001)")
 	f.String("xds-listen", "", "ADS server for Envoy (default :18000)")
 	f.String("http-listen", "", "/metrics, /healthz, /readyz, /admin (default :9090)")

@@ -87,6 +87,10 @@ type Scheduler struct {
 	Policy        string `mapstructure:"policy" yaml:"policy"`
 	PrefillPolicy string `mapstructure:"prefill_policy" yaml:"prefill_policy"`
 	DecodePolicy  string `mapstructure:"decode_policy" yaml:"decode_policy"`
+	// EndpointPickerConfig is the path of a Gateway API Inference Extension /
+	// llm-d EndpointPickerConfig file; each of its scheduling profiles is a
+	// policy named after it (docs/policies.md). "" for none.
+	EndpointPickerConfig string `mapstructure:"endpoint_picker_config" yaml:"endpoint_picker_config"`
 
 	// Listen is the gRPC API for agents and gateways.
 	Listen string `mapstructure:"listen" yaml:"listen"`
@@ -201,9 +205,6 @@ type Agent struct {
 	// ScrapeTimeout bounds one scrape or health probe.
 	ScrapeTimeout time.Duration `mapstructure:"scrape_timeout" yaml:"scrape_timeout"`
 }
-
-// Policies accepted by llm_scheduler.policy.
-var Policies = []string{"prefix-cache", "llm-metric-based", "least-request", "least-token", "pd-split", "dynamic-pd-split", "round-robin", "random"}
 
 // Backends accepted by llm_gateway.infer_backend ("" detects).
 var Backends = []string{"vllm", "sglang", "bladellm", "trtllm", "tgi", "llamacpp", "lmdeploy"}

@@ -173,7 +173,7 @@ func TestRejections(t *testing.T) {
 		name, body string
 		want       []string
 	}{
-		{"unknown policy", "llm_scheduler: {policy: fastest}", []string{"llm_scheduler.policy", `"fastest"`, "prefix-cache", "least-request", "dynamic-pd-split"}},
+		{"no policy", "llm_scheduler: {policy: ''}", []string{"llm_scheduler.policy", "prefix-cache"}},
 		{"unknown key", "llm_scheduler: {polcy: random}", []string{`"llm_scheduler.polcy"`, "llm_scheduler.policy"}},
 		{"unknown section", "llm_router: {policy: random}", []string{`"llm_router.policy"`}},
 		{"wrong type", "llm_gateway: {max_queue_size: lots}", []string{"llm_gateway.max_queue_size", `"lots"`, "whole number"}},

@@ -403,12 +403,16 @@ func (c Config) Validate() error {
 	}
 
 	s := c.Scheduler
-	oneOf("llm_scheduler.policy", s.Policy, Policies, false)
-	if s.Policy == "pd-split" || s.Policy == "dynamic-pd-split" {
-		single := slices.DeleteFunc(slices.Clone(Policies), func(p string) bool { return strings.HasSuffix(p, "pd-split") })
+	// Policy names are the scheduling framework's (built-in profiles and the
+	// endpoint_picker_config file's): the scheduler checks them when it
+	// builds the policy, naming the accepted ones.
+	if s.Policy == "" {
+		bad("llm_scheduler.policy", s.Policy, "a policy or profile name such as prefix-cache")
+	}
+	if strings.HasSuffix(s.Policy, "pd-split") {
 		for _, p := range []struct{ key, val string }{{"llm_scheduler.prefill_policy", s.PrefillPolicy}, {"llm_scheduler.decode_policy", s.DecodePolicy}} {
-			if !slices.Contains(single, p.val) {
-				bad(p.key, p.val, fmt.Sprintf("with policy %s, one of %s", s.Policy, strings.Join(single, ", ")))
+			if p.val == "" || strings.HasSuffix(p.val, "pd-split") {
+				bad(p.key, p.val, fmt.Sprintf("with policy %s, a single-phase policy or profile such as prefix-cache or least-token", s.Policy))
 			}
 		}
 	}

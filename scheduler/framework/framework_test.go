@@ -156,4 +156,3 @@ func TestExampleFilesLoad(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
-
