@@ -7,7 +7,9 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	overridehostv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/override_host/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -77,10 +79,17 @@ func TestFilters(t *testing.T) {
 	o := DefaultOptions()
 	o.WaitScheduleTimeout = 30 * time.Second
 	fs := HTTPFilters(o)
-	if len(fs) != 3 || fs[0].GetName() != PickFilterName || fs[1].GetName() != ObserveFilterName {
+	if len(fs) != 4 || fs[0].GetName() != StripFilterName || fs[1].GetName() != PickFilterName || fs[2].GetName() != ObserveFilterName {
 		t.Fatalf("filter order: %v", fs)
 	}
-	unpack(t, fs[2].GetTypedConfig(), &routerv3.Router{})
+	// First, before anything reads the request: client x-llmrouter-* headers go.
+	strip := unpack(t, fs[0].GetTypedConfig(), &headermutationv3.HeaderMutation{})
+	rm := strip.GetMutations().GetRequestMutations()
+	if len(rm) != 1 || rm[0].GetRemoveOnMatch().GetKeyMatcher().GetPrefix() != "x-llmrouter-" || strip.GetMutations().GetResponseMutations() != nil {
+		t.Fatalf("strip filter: %v", strip)
+	}
+	unpack(t, fs[3].GetTypedConfig(), &routerv3.Router{})
+	fs = fs[1:]
 	pick := unpack(t, fs[0].GetTypedConfig(), &extprocv3.ExternalProcessor{})
 	pm := pick.GetProcessingMode()
 	if pm.GetRequestHeaderMode() != extprocv3.ProcessingMode_SEND || pm.GetRequestBodyMode() != extprocv3.ProcessingMode_BUFFERED ||
@@ -117,18 +126,25 @@ func TestRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	routes := rc.GetVirtualHosts()[0].GetRoutes()
-	if len(routes) != 2 {
-		t.Fatalf("want websocket and llm routes, got %d", len(routes))
+	// The Realtime WebSocket, one route per API path, 404 for the rest.
+	if len(routes) != 2+len(APIPaths) {
+		t.Fatalf("got %d routes, want %d", len(routes), 2+len(APIPaths))
 	}
-	ws, llm := routes[0], routes[1]
-	if h := ws.GetMatch().GetHeaders(); len(h) != 1 || h[0].GetName() != "upgrade" || h[0].GetStringMatch().GetExact() != "websocket" {
+	ws, api, nf := routes[0], routes[1:len(routes)-1], routes[len(routes)-1]
+	if h := ws.GetMatch().GetHeaders(); ws.GetMatch().GetPath() != "/v1/realtime" || len(h) != 1 || h[0].GetName() != "upgrade" || h[0].GetStringMatch().GetExact() != "websocket" {
 		t.Fatalf("websocket match: %v", ws.GetMatch())
 	}
 	per := unpack(t, ws.GetTypedPerFilterConfig()[PickFilterName], &extprocv3.ExtProcPerRoute{})
 	if m := per.GetOverrides().GetProcessingMode(); m.GetRequestBodyMode() != extprocv3.ProcessingMode_NONE || m.GetRequestHeaderMode() != extprocv3.ProcessingMode_SEND {
 		t.Fatalf("websocket route must send headers only: %v", m)
 	}
-	for _, r := range routes {
+	want := []string{"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings", "/v1/models"}
+	for i, r := range api {
+		if r.GetMatch().GetPath() != want[i] || len(r.GetMatch().GetHeaders()) != 0 {
+			t.Fatalf("route %d matches %v, want exactly %s", i, r.GetMatch(), want[i])
+		}
+	}
+	for _, r := range append([]*routev3.Route{ws}, api...) {
 		a := r.GetRoute()
 		if a.GetCluster() != "llm_backends" || a.GetTimeout() == nil || a.GetTimeout().AsDuration() != 0 || a.GetIdleTimeout().AsDuration() < time.Minute {
 			t.Fatalf("route %s: want timeout 0s and a generous idle timeout: %v", r.GetName(), a)
@@ -138,7 +154,15 @@ func TestRoutes(t *testing.T) {
 			t.Fatalf("route %s retry policy: %v", r.GetName(), rp)
 		}
 	}
-	_ = llm
+	dr := nf.GetDirectResponse()
+	if nf.GetMatch().GetPrefix() != "/" || dr.GetStatus() != 404 || dr.GetBody().GetInlineString() == "" || nf.GetRoute() != nil {
+		t.Fatalf("catch-all: %v", nf)
+	}
+	for _, f := range []string{PickFilterName, ObserveFilterName} {
+		if !unpack(t, nf.GetTypedPerFilterConfig()[f], &extprocv3.ExtProcPerRoute{}).GetDisabled() {
+			t.Fatalf("the 404 route runs %s", f)
+		}
+	}
 	hcm := HTTPConnectionManager(o)
 	if u := hcm.GetUpgradeConfigs(); len(u) != 1 || u[0].GetUpgradeType() != "websocket" {
 		t.Fatalf("websocket upgrades: %v", u)

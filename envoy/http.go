@@ -2,12 +2,15 @@ package envoy
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
+	mutationrulesv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -90,12 +93,34 @@ func ObserveFilter(o Options) *extprocv3.ExternalProcessor {
 	}
 }
 
-// HTTPFilters is the filter chain: pick, observe, router.
+// ClientHeaderPrefix names the headers only llmrouter and the operator's
+// Envoy may set (x-llmrouter-priority among them): StripFilter removes every
+// one a client sends before any other filter sees the request.
+const ClientHeaderPrefix = "x-llmrouter-"
+
+// StripFilter is the first filter: it removes the x-llmrouter-* headers a
+// client sent, so a header the gateway may trust
+// (llm_gateway.trusted_priority_header) is set by this Envoy or nobody. An
+// operator's own filter placed after it may set one (from a route, an
+// authenticated identity).
+func StripFilter() *headermutationv3.HeaderMutation {
+	return &headermutationv3.HeaderMutation{Mutations: &headermutationv3.Mutations{
+		RequestMutations: []*mutationrulesv3.HeaderMutation{{
+			Action: &mutationrulesv3.HeaderMutation_RemoveOnMatch_{RemoveOnMatch: &mutationrulesv3.HeaderMutation_RemoveOnMatch{
+				KeyMatcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: ClientHeaderPrefix}},
+			}},
+		}},
+	}}
+}
+
+// HTTPFilters is the filter chain: strip client x-llmrouter-* headers, pick,
+// observe, router.
 func HTTPFilters(o Options) []*hcmv3.HttpFilter {
 	typed := func(m *extprocv3.ExternalProcessor) *hcmv3.HttpFilter_TypedConfig {
 		return &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(m)}
 	}
 	return []*hcmv3.HttpFilter{
+		{Name: StripFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(StripFilter())}},
 		{Name: PickFilterName, ConfigType: typed(PickFilter(o))},
 		{Name: ObserveFilterName, ConfigType: typed(ObserveFilter(o))},
 		{Name: routerFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
@@ -147,13 +172,42 @@ func WebSocketPerFilter() map[string]*anypb.Any {
 	}
 }
 
-// RouteConfig is the route table: WebSocket upgrades first (matched on
-// `upgrade: websocket`), then everything else to the fleet.
+// APIPaths are the engine API paths routed to the fleet (exact paths; a
+// query string does not count); RealtimePath is the WebSocket one. Every
+// other path gets NotFoundBody with 404 from Envoy itself, so the data plane
+// never serves an engine's /metrics, admin or debug endpoints.
+var APIPaths = []string{"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings", "/v1/models"}
+
+// RealtimePath is the OpenAI Realtime API's WebSocket path.
+const RealtimePath = "/v1/realtime"
+
+// NotFoundBody is the 404 answer to a path outside the API (it echoes
+// nothing of the request).
+const NotFoundBody = "not found: this endpoint serves only the OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/responses, /v1/embeddings, /v1/models, and the /v1/realtime WebSocket)\n"
+
+// notFoundRoute answers every path no other route takes with 404, without
+// running the ext_proc filters.
+func notFoundRoute() *routev3.Route {
+	off := mustAny(&extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}})
+	return &routev3.Route{
+		Name:  "not_found",
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+			Status: 404,
+			Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: NotFoundBody}},
+		}},
+		TypedPerFilterConfig: map[string]*anypb.Any{PickFilterName: off, ObserveFilterName: off},
+	}
+}
+
+// RouteConfig is the route table: the Realtime WebSocket (its path with
+// `upgrade: websocket`), then each API path to the fleet, then 404 for
+// everything else.
 func RouteConfig(o Options) *routev3.RouteConfiguration {
 	ws := &routev3.Route{
 		Name: "websocket",
 		Match: &routev3.RouteMatch{
-			PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+			PathSpecifier: &routev3.RouteMatch_Path{Path: RealtimePath},
 			Headers: []*routev3.HeaderMatcher{{
 				Name: "upgrade",
 				HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
@@ -165,17 +219,20 @@ func RouteConfig(o Options) *routev3.RouteConfiguration {
 		Action:               backendAction(o),
 		TypedPerFilterConfig: WebSocketPerFilter(),
 	}
-	llm := &routev3.Route{
-		Name:   "llm",
-		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-		Action: backendAction(o),
+	routes := []*routev3.Route{ws}
+	for _, p := range APIPaths {
+		routes = append(routes, &routev3.Route{
+			Name:   strings.ReplaceAll(strings.TrimPrefix(p, "/v1/"), "/", "_"),
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: p}},
+			Action: backendAction(o),
+		})
 	}
 	return &routev3.RouteConfiguration{
 		Name: RouteConfigName,
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    VirtualHostName,
 			Domains: []string{"*"},
-			Routes:  []*routev3.Route{ws, llm},
+			Routes:  append(routes, notFoundRoute()),
 		}},
 	}
 }

@@ -16,6 +16,9 @@ const (
 	PickFilterName = "llmrouter.ext_proc.pick"
 	// ObserveFilterName is ext_proc filter #2 (observability mode: responses).
 	ObserveFilterName = "llmrouter.ext_proc.observe"
+	// StripFilterName is the header_mutation filter that removes the
+	// x-llmrouter-* headers clients send (StripFilter).
+	StripFilterName = "llmrouter.strip_client_headers"
 	// MetadataNamespace and DestinationKey locate the pick in the request's
 	// dynamic metadata (Gateway API Inference Extension endpoint picker protocol).
 	MetadataNamespace = "envoy.lb"

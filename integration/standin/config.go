@@ -14,10 +14,12 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	mutationrulesv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"go.yaml.in/yaml/v3"
@@ -76,6 +78,22 @@ type Listener struct {
 	GenerateRequestID bool
 	// AlwaysSetRequestID copies x-request-id into every response.
 	AlwaysSetRequestID bool
+	// Removals are the request headers header_mutation filters (placed
+	// before every ext_proc filter) remove, in order.
+	Removals []HeaderRemoval
+}
+
+// HeaderRemoval is one request header removal of a header_mutation filter:
+// a name, or every name with a prefix (remove_on_match).
+type HeaderRemoval struct {
+	Name, Prefix string
+}
+
+func (hr HeaderRemoval) matches(key string) bool {
+	if hr.Prefix != "" {
+		return strings.HasPrefix(key, hr.Prefix)
+	}
+	return key == hr.Name
 }
 
 // BodyMode mirrors ext_proc's ProcessingMode.BodySendMode.
@@ -143,6 +161,15 @@ type Route struct {
 	Upgrades      map[string]bool
 	PerFilter     map[string]*PerRoute
 	NotFoundCode  int
+	// Direct is a direct_response route's answer (no cluster).
+	Direct *DirectResponse
+}
+
+// DirectResponse is a route's direct_response: Envoy's router answers with
+// it as a local reply.
+type DirectResponse struct {
+	Status int
+	Body   []byte
 }
 
 // PerRoute is an ExtProcPerRoute override.
@@ -398,6 +425,15 @@ func listener(cfg *Config, l *listenerv3.Listener) (*Listener, error) {
 			if i != len(filters)-1 {
 				return nil, fmt.Errorf("%s: the router must be the last filter", field)
 			}
+		case *headermutationv3.HeaderMutation:
+			if len(out.Filters) > 0 {
+				return nil, fmt.Errorf("%s: the stand-in applies header_mutation only before every ext_proc filter", field)
+			}
+			rm, err := headerRemovals(c)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", field, err)
+			}
+			out.Removals = append(out.Removals, rm...)
 		case *extprocv3.ExternalProcessor:
 			ep, err := extProcFilter(cfg, hf.GetName(), c)
 			if err != nil {
@@ -405,7 +441,7 @@ func listener(cfg *Config, l *listenerv3.Listener) (*Listener, error) {
 			}
 			out.Filters = append(out.Filters, ep)
 		default:
-			return nil, fmt.Errorf("%s: filter type %T is not supported by the stand-in (ext_proc and router only)", field, msg)
+			return nil, fmt.Errorf("%s: filter type %T is not supported by the stand-in (header_mutation, ext_proc and router only)", field, msg)
 		}
 	}
 	if len(filters) == 0 {
@@ -428,6 +464,33 @@ func listener(cfg *Config, l *listenerv3.Listener) (*Listener, error) {
 			return nil, fmt.Errorf("route_config.virtual_hosts[%d] %q: %w", i, vh.GetName(), err)
 		}
 		out.VirtualHosts = append(out.VirtualHosts, v)
+	}
+	return out, nil
+}
+
+// headerRemovals reads a header_mutation filter: request header removals by
+// name or by key prefix only.
+func headerRemovals(c *headermutationv3.HeaderMutation) ([]HeaderRemoval, error) {
+	var out []HeaderRemoval
+	for i, m := range c.GetMutations().GetRequestMutations() {
+		switch a := m.GetAction().(type) {
+		case *mutationrulesv3.HeaderMutation_Remove:
+			out = append(out, HeaderRemoval{Name: strings.ToLower(a.Remove)})
+		case *mutationrulesv3.HeaderMutation_RemoveOnMatch_:
+			km := a.RemoveOnMatch.GetKeyMatcher()
+			switch {
+			case km.GetIgnoreCase():
+				return nil, fmt.Errorf("request_mutations[%d].remove_on_match: ignore_case is not supported", i)
+			case km.GetPrefix() != "":
+				out = append(out, HeaderRemoval{Prefix: strings.ToLower(km.GetPrefix())})
+			case km.GetExact() != "":
+				out = append(out, HeaderRemoval{Name: strings.ToLower(km.GetExact())})
+			default:
+				return nil, fmt.Errorf("request_mutations[%d].remove_on_match: only exact and prefix key matchers are supported", i)
+			}
+		default:
+			return nil, fmt.Errorf("request_mutations[%d]: only remove and remove_on_match are supported", i)
+		}
 	}
 	return out, nil
 }
@@ -618,9 +681,22 @@ func route(r *routev3.Route, vhRetry *RetryPolicy) (*Route, error) {
 		}
 		rt.Headers = append(rt.Headers, hm)
 	}
+	if dr := r.GetDirectResponse(); dr != nil {
+		rt.Direct = &DirectResponse{Status: int(dr.GetStatus())}
+		switch b := dr.GetBody().GetSpecifier().(type) {
+		case nil:
+		case *corev3.DataSource_InlineString:
+			rt.Direct.Body = []byte(b.InlineString)
+		case *corev3.DataSource_InlineBytes:
+			rt.Direct.Body = b.InlineBytes
+		default:
+			return nil, errors.New("direct_response.body: only inline_string and inline_bytes are supported")
+		}
+		return rt, nil
+	}
 	ra := r.GetRoute()
 	if ra == nil {
-		return nil, errors.New("only route actions are supported (no redirect or direct_response)")
+		return nil, errors.New("only route and direct_response actions are supported (no redirect)")
 	}
 	if ra.GetCluster() == "" {
 		return nil, errors.New("route.cluster is required (cluster_header and weighted_clusters are not supported)")

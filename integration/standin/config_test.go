@@ -40,6 +40,19 @@ func TestLoadShippedBootstrap(t *testing.T) {
 	if cfg.Listener.Addr != "0.0.0.0:8080" || cfg.Admin != "127.0.0.1:9901" {
 		t.Errorf("listener %s admin %s", cfg.Listener.Addr, cfg.Admin)
 	}
+	// Only the API paths reach the fleet; the rest is a direct 404; client
+	// x-llmrouter-* headers are removed first.
+	routes := cfg.Listener.VirtualHosts[0].Routes
+	if len(routes) != 7 || routes[0].Path != "/v1/realtime" || routes[1].Path != "/v1/chat/completions" {
+		t.Errorf("routes: %d, first %+v", len(routes), routes[0])
+	}
+	if nf := routes[len(routes)-1]; nf.Direct == nil || nf.Direct.Status != 404 || nf.Prefix != "/" ||
+		!nf.PerFilter["llmrouter.ext_proc.pick"].Disabled || !nf.PerFilter["llmrouter.ext_proc.observe"].Disabled {
+		t.Errorf("catch-all route %+v", nf)
+	}
+	if rm := cfg.Listener.Removals; len(rm) != 1 || rm[0].Prefix != "x-llmrouter-" {
+		t.Errorf("client header removals %+v", rm)
+	}
 }
 
 func checkOurShape(t *testing.T, cfg *Config) {
@@ -68,7 +81,7 @@ func checkOurShape(t *testing.T, cfg *Config) {
 	if !l.Upgrades["websocket"] || !l.GenerateRequestID {
 		t.Errorf("upgrades %v generate_request_id %v", l.Upgrades, l.GenerateRequestID)
 	}
-	if len(l.VirtualHosts) != 1 || len(l.VirtualHosts[0].Routes) != 2 {
+	if len(l.VirtualHosts) != 1 || len(l.VirtualHosts[0].Routes) < 2 {
 		t.Fatalf("routes: %+v", l.VirtualHosts)
 	}
 	ws, llm := l.VirtualHosts[0].Routes[0], l.VirtualHosts[0].Routes[1]

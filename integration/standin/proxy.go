@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -130,6 +131,12 @@ func (rq *request) serve() {
 	id, _ := rq.hdrs.get("x-request-id")
 	rq.log = rq.s.log.With(zap.String("request_id", id))
 	rq.match()
+	if rm := rq.s.cfg.Listener.Removals; len(rm) > 0 {
+		// header_mutation filters, ahead of every ext_proc filter.
+		rq.hdrs = slices.DeleteFunc(rq.hdrs, func(e header) bool {
+			return slices.ContainsFunc(rm, func(r HeaderRemoval) bool { return r.matches(e.k) })
+		})
+	}
 	if rq.upgrade != "" && !rq.upgradeAllowed() {
 		rq.localReply(&localReply{status: http.StatusForbidden, details: "upgrade_failed"}, 0)
 		return
@@ -491,6 +498,10 @@ func (rq *request) router() {
 	nf := len(rq.streams)
 	if rq.route == nil {
 		rq.localReply(&localReply{status: http.StatusNotFound, details: "route_not_found"}, nf)
+		return
+	}
+	if d := rq.route.Direct; d != nil {
+		rq.localReply(&localReply{status: d.Status, body: d.Body, details: "direct_response"}, nf)
 		return
 	}
 	c, _ := rq.s.fleet.cluster(rq.route.Cluster)

@@ -1,0 +1,120 @@
+package standin
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/llmrouter/llmrouter/bootstrap"
+	"github.com/llmrouter/llmrouter/envoy"
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/xds"
+)
+
+// The shipped bootstrap routes only the engine API to the fleet: an engine's
+// /metrics (or any other path) gets Envoy's own 404 and never reaches an
+// engine, /v1/models does; and a client's x-llmrouter-* headers never get
+// past the first filter.
+func TestShippedBootstrapRoutesOnlyTheAPI(t *testing.T) {
+	var mu sync.Mutex
+	var hits []*http.Request
+	engine := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits = append(hits, r)
+		mu.Unlock()
+		w.Header().Set("content-type", "application/json")
+		io.WriteString(w, `{"object":"list","data":[{"id":"m","object":"model"}]}`)
+	}))
+	defer engine.Close()
+
+	cfg := config.Default()
+	xs := xds.New(cfg, zaptest.NewLogger(t), prometheus.NewRegistry())
+	defer xs.Close()
+	xl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- xs.Serve(ctx, xl) }()
+	defer func() { cancel(); <-served }()
+	xs.SetEndpoints([]xds.Endpoint{{ID: "e", Address: strings.TrimPrefix(engine.URL, "http://")}})
+
+	y, err := bootstrap.Render(bootstrap.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "envoy.yaml")
+	if err := os.WriteFile(path, y, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bc, err := LoadBootstrap(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No gateway: the ext_proc filters fail open (failure_mode_allow), so
+	// what reaches the engine is what Envoy's own routing lets through.
+	s, err := New(bc, Options{ListenOverride: "127.0.0.1:0", AdminOverride: "127.0.0.1:0",
+		ClusterOverrides: map[string]string{"xds_cluster": xl.Addr().String(), "extproc": "127.0.0.1:9"},
+		Logger:           zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	waitFor(t, func() bool { return len(s.Endpoints(cfg.Scheduler.ClusterName)) == 1 })
+
+	client := &http.Client{Timeout: 10 * time.Second}
+	get := func(p string, hdr ...string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+s.Addr()+p, nil)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	for _, p := range []string{"/metrics", "/health", "/v1/models/../../metrics", "/v1/modelsx", "/v2/models", "/", "/V1/models"} {
+		code, body := get(p)
+		if code != 404 || body != envoy.NotFoundBody {
+			t.Errorf("GET %s: %d %q, want Envoy's 404", p, code, body)
+		}
+	}
+	mu.Lock()
+	if len(hits) != 0 {
+		t.Fatalf("%d requests outside the API reached the engine, first %s", len(hits), hits[0].URL)
+	}
+	mu.Unlock()
+
+	code, body := get("/v1/models?limit=1", "x-llmrouter-priority", "9", "x-llmrouter-anything", "x", "x-keep", "yes")
+	if code != 200 || !strings.Contains(body, `"object":"list"`) {
+		t.Fatalf("GET /v1/models: %d %q", code, body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(hits) != 1 || hits[0].URL.Path != "/v1/models" {
+		t.Fatalf("engine hits: %d", len(hits))
+	}
+	h := hits[0].Header
+	if h.Get("x-llmrouter-priority") != "" || h.Get("x-llmrouter-anything") != "" || h.Get("x-keep") != "yes" {
+		t.Fatalf("client x-llmrouter-* headers reached the engine (or others were lost): %v", h)
+	}
+}
