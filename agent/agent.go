@@ -50,6 +50,13 @@ type Options struct {
 	BackoffMax  time.Duration
 	// ProgressEvery is how often the readiness wait logs what is missing.
 	ProgressEvery time.Duration
+	// PDProxy says a pd proxy fronts the engine (Advertise is its
+	// address): the registration asks for the prefill fleet, which
+	// OnPrefillFleet receives (published address to bootstrap port).
+	PDProxy        bool
+	OnPrefillFleet func(map[string]int32)
+	// BootstrapPort is registered for an SGLang prefill engine.
+	BootstrapPort int32
 }
 
 // Defaults for the fields Options may leave zero. The backoff cap is short
@@ -78,6 +85,7 @@ func OptionsFromConfig(cfg config.Config, dial []grpc.DialOption, version string
 		ReportInterval: a.ReportInterval, ScrapeTimeout: a.ScrapeTimeout,
 		MetricsPath: a.MetricsPath, HealthPath: a.HealthPath, MetricMap: a.MetricMap,
 		DialOptions: dial, AgentVersion: version,
+		PDProxy: a.PDProxyListen != "", BootstrapPort: int32(a.BootstrapPort),
 	}
 }
 
@@ -685,6 +693,8 @@ func (a *Agent) register(s snapshot) *pb.AgentMessage {
 		AgentVersion:   a.opts.AgentVersion,
 		ReportInterval: durationpb.New(a.opts.ReportInterval),
 		Initial:        a.report(s),
+		BootstrapPort:  a.opts.BootstrapPort,
+		PdProxy:        a.opts.PDProxy,
 	}}}
 }
 
@@ -849,6 +859,15 @@ func (a *Agent) session(ctx context.Context, client pb.AgentServiceClient) (regi
 					interval = d
 					tick.Reset(interval)
 				}
+			case *pb.SchedulerMessage_PrefillFleet:
+				if a.opts.OnPrefillFleet != nil {
+					peers := make(map[string]int32, len(m.PrefillFleet.GetPeers()))
+					for _, p := range m.PrefillFleet.GetPeers() {
+						peers[p.GetAddress()] = p.GetBootstrapPort()
+					}
+					a.opts.OnPrefillFleet(peers)
+				}
+				continue
 			case *pb.SchedulerMessage_Command:
 				if a.command(m.Command) {
 					snap := a.snapshot()
@@ -911,6 +930,17 @@ func (a *Agent) setDraining(draining bool, why string) {
 	if changed && why != "" {
 		a.log.Info("drain state", zap.Bool("draining", draining), zap.String("reason", why))
 	}
+}
+
+// EngineKind is the detected (or stated) engine kind, "" before the engine
+// was first ready.
+func (a *Agent) EngineKind() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.st.info.adapter == nil {
+		return ""
+	}
+	return a.st.info.adapter.Name
 }
 
 // Draining reports whether the scheduler has drained this instance.

@@ -622,3 +622,36 @@ func TestAgentLogsRefusal(t *testing.T) {
 		t.Fatalf("Ready while refused = %v, want it to name the refusal", err)
 	}
 }
+
+// An agent fronted by a pd proxy says so in its registration (with the
+// bootstrap port, for SGLang prefill engines) and hands each prefill fleet
+// the scheduler sends to the proxy; it knows the engine kind once ready.
+func TestAgentPDProxyRegistrationAndFleet(t *testing.T) {
+	engine := newFakeVLLM(t)
+	engine.start(t)
+	sched := newFakeScheduler(t)
+	opts := testOptions(engine, sched)
+	fleets := make(chan map[string]int32, 4)
+	opts.PDProxy, opts.BootstrapPort = true, 8998
+	opts.OnPrefillFleet = func(m map[string]int32) { fleets <- m }
+	a, _ := startAgent(t, opts, zap.NewNop())
+	reg := sched.next(t, "registration", 10*time.Second, isRegister).GetRegister()
+	if !reg.GetPdProxy() || reg.GetBootstrapPort() != 8998 {
+		t.Fatalf("registration pd_proxy=%v bootstrap_port=%d", reg.GetPdProxy(), reg.GetBootstrapPort())
+	}
+	if a.EngineKind() != "vllm" {
+		t.Fatalf("engine kind %q, want vllm", a.EngineKind())
+	}
+	if err := sched.send(&pb.SchedulerMessage{Msg: &pb.SchedulerMessage_PrefillFleet{PrefillFleet: &pb.PrefillFleet{
+		Peers: []*pb.PrefillPeer{{Address: "10.0.0.1:8000", BootstrapPort: 8998}, {Address: "10.0.0.2:8000"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case f := <-fleets:
+		if len(f) != 2 || f["10.0.0.1:8000"] != 8998 || f["10.0.0.2:8000"] != 0 {
+			t.Fatalf("fleet handed over = %v", f)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the prefill fleet never reached the proxy")
+	}
+}

@@ -204,6 +204,22 @@ type Agent struct {
 	MetricMap map[string]string `mapstructure:"metric_map" yaml:"metric_map"`
 	// ScrapeTimeout bounds one scrape or health probe.
 	ScrapeTimeout time.Duration `mapstructure:"scrape_timeout" yaml:"scrape_timeout"`
+
+	// Prefill/decode disaggregation (agent/pdproxy, docs/policies.md).
+	// PDProxyListen, on a decode or both-role instance, runs the pd proxy
+	// there; agent.advertise is then the proxy's address.
+	PDProxyListen string `mapstructure:"pd_proxy_listen" yaml:"pd_proxy_listen"`
+	// PDPrefillTimeout bounds a remote prefill before the proxy prefills
+	// locally instead.
+	PDPrefillTimeout time.Duration `mapstructure:"pd_prefill_timeout" yaml:"pd_prefill_timeout"`
+	// PDAPIKey, when set, is presented to prefill engines (Authorization:
+	// Bearer); else the client's Authorization goes along. Redacted when
+	// printed.
+	PDAPIKey string `mapstructure:"pd_api_key" yaml:"pd_api_key"`
+	// BootstrapPort, on an SGLang prefill instance, is its engine's KV
+	// bootstrap port (--disaggregation-bootstrap-port), registered so decode
+	// instances can reach it; 0 when none.
+	BootstrapPort int `mapstructure:"bootstrap_port" yaml:"bootstrap_port"`
 }
 
 // Backends accepted by llm_gateway.infer_backend ("" detects).
@@ -260,6 +276,7 @@ func Default() Config {
 			Role:             "both",
 			MetricMap:        map[string]string{},
 			ScrapeTimeout:    time.Second,
+			PDPrefillTimeout: 10 * time.Second,
 		},
 	}
 }

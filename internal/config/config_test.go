@@ -237,3 +237,28 @@ func TestPrintRoundTrips(t *testing.T) {
 		t.Errorf("printed configuration does not load back to the same values: %+v", again.Gateway)
 	}
 }
+
+func TestPDKeys(t *testing.T) {
+	t.Setenv("LLMROUTER_AGENT_PD_API_KEY", "pd-s3cret")
+	c := mustLoad(t, writeFile(t, "c.yaml", "agent: {pd_proxy_listen: '10.0.0.5:8100', bootstrap_port: 8998, pd_prefill_timeout: 3s}"), nil)
+	if c.Agent.PDProxyListen != "10.0.0.5:8100" || c.Agent.BootstrapPort != 8998 || c.Agent.PDPrefillTimeout != 3*time.Second || c.Agent.PDAPIKey != "pd-s3cret" {
+		t.Fatalf("pd keys not read: %+v", c.Agent)
+	}
+	out, err := c.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "s3cret") || !strings.Contains(string(out), "pd_api_key: "+Redacted) {
+		t.Fatalf("config print leaks or omits the pd api key:\n%s", out)
+	}
+	for _, c := range []struct{ yaml, key string }{
+		{"agent: {bootstrap_port: 70000}", "agent.bootstrap_port"},
+		{"agent: {pd_prefill_timeout: 0s}", "agent.pd_prefill_timeout"},
+		{"agent: {pd_proxy_listen: nonsense}", "agent.pd_proxy_listen"},
+		{"agent: {pd_proxy_listen: ':8100', role: prefill}", "agent.pd_proxy_listen"},
+	} {
+		if msg := loadErr(t, writeFile(t, "c.yaml", c.yaml)); !strings.Contains(msg, c.key) {
+			t.Fatalf("%s: error %q does not name %s", c.yaml, msg, c.key)
+		}
+	}
+}

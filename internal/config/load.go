@@ -459,6 +459,20 @@ func (c Config) Validate() error {
 		bad("agent.scrape_timeout", a.ScrapeTimeout.String(), "a positive duration")
 	}
 	oneOf("agent.role", a.Role, Roles, false)
+	if a.PDProxyListen != "" {
+		if _, _, err := net.SplitHostPort(a.PDProxyListen); err != nil {
+			bad("agent.pd_proxy_listen", a.PDProxyListen, `"" (no proxy) or host:port`)
+		}
+		if a.Role == "prefill" {
+			bad("agent.pd_proxy_listen", a.PDProxyListen, `"" on a prefill instance (the proxy runs beside decode and both-role engines)`)
+		}
+	}
+	if a.PDPrefillTimeout <= 0 {
+		bad("agent.pd_prefill_timeout", a.PDPrefillTimeout.String(), "a positive duration")
+	}
+	if a.BootstrapPort < 0 || a.BootstrapPort > 65535 {
+		bad("agent.bootstrap_port", a.BootstrapPort, "0 (none) or a port 1-65535")
+	}
 	if a.Advertise != "" {
 		if ap, err := netip.ParseAddrPort(a.Advertise); err != nil || ap.Port() == 0 {
 			bad("agent.advertise", a.Advertise, "ip:port, such as 10.0.0.5:8000")
@@ -527,7 +541,8 @@ func (c Config) YAML() ([]byte, error) {
 		case time.Duration:
 			val = x.String()
 		}
-		if (f.key == "token" && c.Token != "") || (f.key == "llm_scheduler.xds_token" && c.Scheduler.XDSToken != "") {
+		if (f.key == "token" && c.Token != "") || (f.key == "llm_scheduler.xds_token" && c.Scheduler.XDSToken != "") ||
+			(f.key == "agent.pd_api_key" && c.Agent.PDAPIKey != "") {
 			val = Redacted
 		}
 		var vn yaml.Node
