@@ -42,9 +42,9 @@ Without a token (LLMROUTER_TOKEN) it refuses to listen beyond loopback unless
 	f := cmd.Flags()
 	f.String("policy", "", "scheduling policy or profile: "+strings.Join(framework.BuiltinProfiles(), ", ")+", or a profile of --endpoint-picker-config (default prefix-cache)")
 	f.String("endpoint-picker-config", "", "an llm-d / Gateway API Inference Extension EndpointPickerConfig file; each scheduling profile becomes a policy named after it")
-	f.String("listen", "", "gRPC API for agents and gateways (default :18001)")
-	f.String("xds-listen", "", "ADS server for Envoy (default :18000)")
-	f.String("http-listen", "", "/metrics, /healthz, /readyz, /admin (default :9090)")
+	f.String("listen", "", "gRPC API for agents and gateways (default 127.0.0.1:18001)")
+	f.String("xds-listen", "", "ADS server for Envoy (default 127.0.0.1:18000)")
+	f.String("http-listen", "", "/metrics, /healthz, /readyz, /admin (default 127.0.0.1:9090)")
 	f.Bool("insecure", false, "allow listening beyond loopback without a token")
 	rootCmd.AddCommand(cmd)
 }
