@@ -182,7 +182,7 @@ func (c *Client) Pick(ctx context.Context, req *llmrouterv1.PickRequest, queued 
 				sawQueued = true
 				queued(resp)
 			}
-		case llmrouterv1.PickResponse_ROUTED, llmrouterv1.PickResponse_REJECTED:
+		case llmrouterv1.PickResponse_ROUTED, llmrouterv1.PickResponse_REJECTED, llmrouterv1.PickResponse_PASSTHROUGH:
 			return resp, nil
 		default:
 			return nil, status.Errorf(codes.Internal, "scheduler answered pick status %v", resp.Status)

@@ -28,6 +28,9 @@ type picker struct {
 }
 
 func (p *picker) Pick(req *llmrouterv1.PickRequest, s grpc.ServerStreamingServer[llmrouterv1.PickResponse]) error {
+	if req.Model == "silent" {
+		return s.Send(&llmrouterv1.PickResponse{Status: llmrouterv1.PickResponse_PASSTHROUGH})
+	}
 	if req.Model == "queued" {
 		if err := s.Send(&llmrouterv1.PickResponse{Status: llmrouterv1.PickResponse_QUEUED}); err != nil {
 			return err
@@ -100,6 +103,14 @@ func TestPickQueuedReportAndRecovery(t *testing.T) {
 	})
 	if err != nil || resp.Status != llmrouterv1.PickResponse_ROUTED || resp.Endpoints[0] != "10.0.0.1:8000" || queuedCalls != 1 {
 		t.Fatalf("pick = %v, %v, queued calls %d", resp, err, queuedCalls)
+	}
+	// Every candidate silent: an answer (the gateway passes the request
+	// through), not a scheduler failure that would trip the breaker.
+	if resp, err := c.Pick(context.Background(), &llmrouterv1.PickRequest{Model: "silent"}, nil); err != nil || resp.Status != llmrouterv1.PickResponse_PASSTHROUGH {
+		t.Fatalf("pick with every candidate silent = %v, %v; want PASSTHROUGH", resp, err)
+	}
+	if !c.Available() {
+		t.Fatalf("a PASSTHROUGH answer made the scheduler unavailable")
 	}
 	if err := c.Report(context.Background(), &llmrouterv1.OutcomeReport{RequestId: "r"}); err != nil {
 		t.Fatal(err)
