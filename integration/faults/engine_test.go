@@ -36,7 +36,20 @@ func TestEngineKilled(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	killed := time.Now()
 	victim.proc.Kill(t)
-	time.Sleep(2 * time.Second)
+	// A confirmed dead engine leaves the data plane's endpoints within 2 s.
+	var left time.Duration
+	for left == 0 && time.Since(killed) < 3*time.Second {
+		if have, err := s.endpoints(); err == nil && !have[victim.addr] {
+			left = time.Since(killed)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if left == 0 || left > 2*time.Second {
+		t.Errorf("the killed engine was still an endpoint of the data plane %s after the kill, want out within 2s", time.Since(killed).Round(time.Millisecond))
+	} else {
+		t.Logf("the killed engine left the data plane's endpoints %s after the kill", left.Round(time.Millisecond))
+	}
+	time.Sleep(time.Until(killed.Add(3 * time.Second)))
 	victim.proc = victim.proc.Restart(t)
 	victim.proc.WaitLog(t, startTimeout, "enginesim serving", nil)
 	restarted := time.Now()

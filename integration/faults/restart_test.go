@@ -22,6 +22,9 @@ func TestAgentsStalled(t *testing.T) {
 	s := startSystem(t, options{split: true})
 	l := s.openLoop(steadyRate, 9*time.Second, chatReq{}, nil)
 	time.Sleep(2 * time.Second)
+	episodes := s.counter(t, s.schedHTTP, "llmrouter_scheduler_membership_panic_episodes_total")
+	passed := s.counter(t, s.gwHTTP, "llmrouter_gateway_passthrough_total", "reason", "scheduler_passthrough")
+	degraded := s.counter(t, s.gwHTTP, "llmrouter_gateway_passthrough_total", "reason", "degraded")
 	for _, e := range s.engines {
 		signal(t, e.agent, syscall.SIGSTOP)
 	}
@@ -46,6 +49,18 @@ func TestAgentsStalled(t *testing.T) {
 			}
 			fewest = min(fewest, n)
 		}
+	}
+	// Every agent silent: the whole fleet at once is a panic, and with
+	// every candidate silent the gateway lets the data plane balance.
+	if d := s.counter(t, s.schedHTTP, "llmrouter_scheduler_membership_panic_episodes_total") - episodes; d < 1 {
+		t.Errorf("the whole fleet went silent and the scheduler counted no membership panic")
+	}
+	if d := s.counter(t, s.gwHTTP, "llmrouter_gateway_passthrough_total", "reason", "scheduler_passthrough") - passed; d < 1 {
+		t.Errorf("no request passed through while every candidate was silent")
+	}
+	// The scheduler answered all along: its answer is not a failure.
+	if d := s.counter(t, s.gwHTTP, "llmrouter_gateway_passthrough_total", "reason", "degraded") - degraded; d > 0 {
+		t.Errorf("the gateway went degraded (%g requests) while the scheduler was up and answering", d)
 	}
 	for _, e := range s.engines {
 		signal(t, e.agent, syscall.SIGCONT)
