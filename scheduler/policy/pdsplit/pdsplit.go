@@ -1,8 +1,11 @@
 package pdsplit
 
 import (
+	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
@@ -37,6 +40,37 @@ type Split struct {
 	size      prefixindex.Sizing
 
 	pre, dec []*policy.Instance // scratch
+
+	// decisions counts each pick by what the rule decided (the
+	// decision* labels).
+	decisions *prometheus.CounterVec
+}
+
+// Labels of llmrouter_scheduler_pd_decisions_total.
+const (
+	DecisionDisaggregated = "disaggregated"
+	DecisionShortPrompt   = "short_prompt"    // dynamic: fewer than pd_min_prefill_tokens uncached
+	DecisionCached        = "cached_prompt"   // dynamic: long, but the destination holds enough of it
+	DecisionDecodeIdle    = "decode_not_busy" // dynamic: the destination runs fewer than pd_decode_busy_load
+	DecisionNoPrefill     = "no_prefill_instance"
+)
+
+// decisionCounter is one series set per registry, shared by the policies
+// built on it.
+func decisionCounter(reg prometheus.Registerer) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmrouter_scheduler_pd_decisions_total",
+		Help: "pd-split and dynamic-pd-split picks by decision: disaggregated, or why the destination prefills for itself."}, []string{"policy", "decision"})
+	if reg != nil {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				if prev, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+					return prev
+				}
+			}
+		}
+	}
+	return c
 }
 
 // New builds pd-split (dynamic false) or dynamic-pd-split from d.Config and
@@ -68,7 +102,10 @@ func New(d policy.Deps, dynamic bool) (*Split, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Split{dynamic: dynamic, prefill: pre, decode: dec}
+	s := &Split{dynamic: dynamic, prefill: pre, decode: dec, decisions: decisionCounter(d.Metrics)}
+	for _, l := range []string{DecisionDisaggregated, DecisionShortPrompt, DecisionCached, DecisionDecodeIdle, DecisionNoPrefill} {
+		s.decisions.WithLabelValues(s.Name(), l)
+	}
 	s.preObs, _ = pre.(policy.Observer)
 	s.decObs, _ = dec.(policy.Observer)
 	if dynamic {
@@ -129,8 +166,11 @@ func (s *Split) Pick(req *policy.Request, cands []*policy.Instance) policy.Decis
 		return d
 	}
 	dest := d.Ranked[0]
-	if s.dynamic && !s.disaggregate(req, dest) {
-		return d
+	if s.dynamic {
+		if why := s.disaggregate(req, dest); why != DecisionDisaggregated {
+			s.decisions.WithLabelValues(DynamicName, why).Inc()
+			return d
+		}
 	}
 	pre := s.pre[:0] // filtered in place: writes never pass reads
 	for _, c := range s.pre {
@@ -138,31 +178,37 @@ func (s *Split) Pick(req *policy.Request, cands []*policy.Instance) policy.Decis
 			pre = append(pre, c)
 		}
 	}
-	if len(pre) == 0 {
-		return d // the destination prefills for itself
+	if len(pre) > 0 {
+		if pd := s.prefill.Pick(req, pre); len(pd.Ranked) > 0 {
+			d.Prefill = pd.Ranked[0]
+			s.decisions.WithLabelValues(s.Name(), DecisionDisaggregated).Inc()
+			return d
+		}
 	}
-	if pd := s.prefill.Pick(req, pre); len(pd.Ranked) > 0 {
-		d.Prefill = pd.Ranked[0]
-	}
+	s.decisions.WithLabelValues(s.Name(), DecisionNoPrefill).Inc() // the destination prefills for itself
 	return d
 }
 
 // disaggregate is dynamic-pd-split's rule: prefill elsewhere when at least
 // pd_min_prefill_tokens prompt tokens are uncached on dest and dest runs at
-// least pd_decode_busy_load requests.
-func (s *Split) disaggregate(req *policy.Request, dest *policy.Instance) bool {
+// least pd_decode_busy_load requests. It returns DecisionDisaggregated or
+// the reason dest prefills for itself.
+func (s *Split) disaggregate(req *policy.Request, dest *policy.Instance) string {
 	if dest.Load() < s.busyLoad {
-		return false
+		return DecisionDecodeIdle
 	}
 	prompt := s.size.PromptTokens(req.PromptTokens, len(req.BlockHashes), req.BlockChars)
 	if prompt < s.minTokens {
-		return false // too short even when nothing is cached: skip the lookup
+		return DecisionShortPrompt // too short even when nothing is cached: skip the lookup
 	}
 	cached := 0.0
 	if s.match(req.BlockHashes) > 0 {
 		cached = float64(s.idx.Matched(s.idx.Slot(dest.ID))) * s.size.TokensPerBlock(req.BlockChars)
 	}
-	return prompt-cached >= s.minTokens
+	if prompt-cached < s.minTokens {
+		return DecisionCached
+	}
+	return DecisionDisaggregated
 }
 
 // match looks hashes up in idx. The decode policy's index is read the way

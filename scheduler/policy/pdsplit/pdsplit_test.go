@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
@@ -143,6 +144,13 @@ func TestDynamicDecidesPerRequest(t *testing.T) {
 	next := &policy.Request{ID: "next", BlockHashes: append(append([]uint64{}, long.BlockHashes...), chain(77, 4)...), BlockChars: 64, PromptTokens: 68 * 16}
 	if d := s.Pick(next, cands); d.Prefill != nil {
 		t.Fatal("disaggregated a prompt the decode instance already holds")
+	}
+	// Each decision was counted under its reason, once.
+	for _, l := range []string{DecisionDecodeIdle, DecisionShortPrompt, DecisionDisaggregated, DecisionCached} {
+		var m dto.Metric
+		if err := s.decisions.WithLabelValues(DynamicName, l).Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+			t.Fatalf("decisions{%s} = %v (%v), want 1", l, m.GetCounter().GetValue(), err)
+		}
 	}
 }
 
