@@ -223,7 +223,8 @@ func (s *system) alive(t *testing.T) {
 type instance struct {
 	ID      string
 	Address string
-	Healthy bool
+	Healthy bool   // what its agent reports
+	State   string // the scheduler's view: only "healthy" is picked
 }
 
 func (s *system) instances() ([]instance, error) {
@@ -242,7 +243,7 @@ func (s *system) waitFleet(t *testing.T, timeout time.Duration) {
 		}
 		healthy := map[string]bool{}
 		for _, in := range list {
-			if in.Healthy {
+			if in.State == "healthy" {
 				healthy[in.Address] = true
 			}
 		}

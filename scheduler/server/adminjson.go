@@ -21,7 +21,8 @@ type Instance struct {
 	LoRAs         []string `json:"loras"`
 	// Role is "both", "prefill" or "decode".
 	Role string `json:"role"`
-	// State is "healthy", "unhealthy" or "draining" (draining wins).
+	// State is registry.Instance.State: "healthy", "unhealthy", "draining",
+	// "verifying" or "silent". Healthy is what the agent last reported.
 	State           string `json:"state"`
 	Healthy         bool   `json:"healthy"`
 	UnhealthyReason string `json:"unhealthy_reason,omitempty"`
