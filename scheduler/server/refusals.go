@@ -73,3 +73,37 @@ func (r *refusals) note(ctx context.Context, method string, err error) {
 	r.log.Warn("call refused: missing or invalid token", zap.String("peer", addr), zap.String("method", method),
 		zap.String("error", status.Convert(err).Message()), zap.Int("refused_since_last_log", suppressed))
 }
+
+// registrationRefusals limits the WARN of refused registrations to one per
+// address and reason every refusalLogEvery: a rogue or misconfigured agent
+// retries every second, and the operator needs the address named, not a
+// line per attempt.
+type registrationRefusals struct {
+	mu   sync.Mutex
+	seen map[string]*refusal // address + "\x00" + reason → last logged
+}
+
+// log reports whether this refusal is to be logged now, and how many were
+// suppressed since the last logged one.
+func (r *registrationRefusals) log(address, reason string, now time.Time) (bool, int) {
+	key := address + "\x00" + reason
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.seen == nil {
+		r.seen = map[string]*refusal{}
+	}
+	last := r.seen[key]
+	if last != nil && now.Sub(last.at) < refusalLogEvery {
+		last.suppressed++
+		return false, 0
+	}
+	if len(r.seen) >= maxRefusalPeers {
+		clear(r.seen)
+	}
+	suppressed := 0
+	if last != nil {
+		suppressed = last.suppressed
+	}
+	r.seen[key] = &refusal{at: now}
+	return true, suppressed
+}

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"net"
 	"testing"
+	"time"
 )
 
 // With mTLS the advertised host must be one of the agent certificate's
@@ -26,5 +27,26 @@ func TestSANAllows(t *testing.T) {
 		if err := sanAllows(cert, tc.addr); (err == nil) != tc.ok {
 			t.Errorf("%s: err = %v, want ok %v", tc.addr, err, tc.ok)
 		}
+	}
+}
+
+// A refused registration is logged once per address and reason per
+// refusalLogEvery, with the count of those suppressed in between.
+func TestRegistrationRefusalsLimited(t *testing.T) {
+	var r registrationRefusals
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	if ok, _ := r.log("10.0.0.1:80", "taken", now); !ok {
+		t.Fatal("first refusal not logged")
+	}
+	for i := range 5 {
+		if ok, _ := r.log("10.0.0.1:80", "taken", now.Add(time.Duration(i+1)*time.Second)); ok {
+			t.Fatal("a repeated refusal was logged again within refusalLogEvery")
+		}
+	}
+	if ok, _ := r.log("10.0.0.2:80", "taken", now); !ok {
+		t.Fatal("another address's refusal not logged")
+	}
+	if ok, n := r.log("10.0.0.1:80", "taken", now.Add(refusalLogEvery)); !ok || n != 5 {
+		t.Fatalf("after refusalLogEvery: logged %v, suppressed %d, want true, 5", ok, n)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -29,10 +30,11 @@ type Server struct {
 	sch *scheduler.Scheduler
 	// mtls: agents present client certificates (tls.client_ca_file), so an
 	// advertised host must be one of the certificate's SANs.
-	mtls   bool
-	log    *zap.Logger
-	grpc   *grpc.Server
-	health *health.Server
+	mtls    bool
+	log     *zap.Logger
+	grpc    *grpc.Server
+	health  *health.Server
+	refused registrationRefusals
 	// stopping closes at shutdown: agent streams never end by themselves,
 	// so they are told to go (and re-register elsewhere or later).
 	stopping chan struct{}
@@ -201,19 +203,30 @@ func (a *agents) Connect(stream llmrouterv1.AgentService_ConnectServer) error {
 // any), mapping a refusal to its gRPC status. With mTLS the advertised host
 // must be one of the agent certificate's SANs.
 func (a *agents) register(ctx context.Context, reg *llmrouterv1.Register, holder *registry.Lease) (*registry.Lease, error) {
-	peerAddr, _ := grpcx.PeerHost(ctx)
 	if a.s.mtls {
 		if err := checkSAN(ctx, reg.GetAddress()); err != nil {
-			a.s.log.Warn("registration refused", zap.String("address", reg.GetAddress()), zap.String("peer", peerAddr), zap.Error(err))
+			a.refused(ctx, reg, err)
 			return nil, status.Error(codes.PermissionDenied, err.Error())
 		}
 	}
 	lease, err := a.s.sch.RegisterAs(reg, holder)
 	if err != nil {
-		a.s.log.Warn("registration refused", zap.String("address", reg.GetAddress()), zap.String("peer", peerAddr), zap.Error(err))
+		a.refused(ctx, reg, err)
 		return nil, registrationError(err)
 	}
 	return lease, nil
+}
+
+// refused logs a refused registration at WARN, naming the address, once per
+// address and reason every refusalLogEvery.
+func (a *agents) refused(ctx context.Context, reg *llmrouterv1.Register, err error) {
+	ok, suppressed := a.s.refused.log(reg.GetAddress(), err.Error(), time.Now())
+	if !ok {
+		return
+	}
+	peerAddr, _ := grpcx.PeerHost(ctx)
+	a.s.log.Warn("registration refused", zap.String("address", reg.GetAddress()), zap.String("peer", peerAddr),
+		zap.Error(err), zap.Int("refused_since_last_log", suppressed))
 }
 
 // reRegister applies a Register sent on an open stream: the agent saw its
