@@ -197,6 +197,7 @@ func TestAllInOneRunsEndpointPickerProfile(t *testing.T) {
 	cfg := config.Default()
 	cfg.Scheduler.EndpointPickerConfig = "../../docs/examples/endpoint-picker/llm-d-default.yaml"
 	cfg.Scheduler.Policy = "default"
+	cfg.Scheduler.VerifyEngines = false // the agents here are fakes with no engine behind their address
 	cfg.Scheduler.Listen, cfg.Scheduler.XDSListen, cfg.Scheduler.HTTPListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Gateway.Listen = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
