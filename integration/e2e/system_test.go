@@ -41,12 +41,18 @@ type options struct {
 	// waitScheduleTimeout, when set, is llm_gateway.wait_schedule_timeout:
 	// given to the bootstrap (max_message_timeout) as well as env.
 	waitScheduleTimeout time.Duration
+	// pd, vllm or sglang, runs a disaggregated fleet instead (pd_test.go):
+	// one prefill engine and two decode engines behind pd proxies.
+	pd string
 }
 
 // engine is one enginesim and its agent.
 type engine struct {
 	proc, agent *harness.Proc
 	addr        string
+	// With a pd proxy (addr is then the proxy's): the enginesim's own
+	// address and the agent's HTTP address.
+	sim, agentHTTP string
 }
 
 // system is one whole llmrouter deployment on loopback.
@@ -132,7 +138,7 @@ func startSystem(t *testing.T, o options) *system {
 		s.gwHTTP = s.schedHTTP
 	}
 
-	for i := 1; i <= 3; i++ {
+	for i := 1; i <= 3 && o.pd == ""; i++ {
 		args := append([]string{"enginesim", "--listen", "127.0.0.1:0", "--model", model, "--seed", fmt.Sprint(i)}, o.engineArgs...)
 		e := &engine{proc: harness.Start(t, harness.Spec{Name: fmt.Sprintf("enginesim-%d", i), Args: args})}
 		e.addr = e.proc.WaitLog(t, startTimeout, "enginesim serving", nil).Str("addr")
@@ -140,6 +146,9 @@ func startSystem(t *testing.T, o options) *system {
 			Env:  []string{"LLMROUTER_AGENT_HTTP_LISTEN=127.0.0.1:0"},
 			Args: []string{"agent", "--engine-url", "http://" + e.addr, "--advertise", e.addr, "--scheduler", s.api}})
 		s.engines = append(s.engines, e)
+	}
+	if o.pd != "" {
+		s.startPDEngines(t)
 	}
 	s.waitFleet(t, settle)
 
