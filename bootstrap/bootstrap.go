@@ -175,9 +175,10 @@ func socketAddress(addr string) (*corev3.Address, error) {
 
 const defaultHeader = `# Envoy bootstrap for llmrouter, rendered by ` + "`llmrouter bootstrap`" + ` (do not edit by hand:
 # change the flags or package envoy and render again).
-#   listener :8080  ext_proc #1 (pick: request headers + buffered body) -> ext_proc #2 (observe
-#                   responses) -> router; cluster llm_backends (EDS, override_host from
-#                   metadata envoy.lb/x-gateway-destination-endpoint, round robin fallback)
+#   listener :8080  strip client x-llmrouter-* headers -> ext_proc #1 (pick: request headers +
+#                   buffered body) -> ext_proc #2 (observe) -> router; routes: the OpenAI API paths
+#                   and the /v1/realtime WebSocket to cluster llm_backends (EDS, override_host from
+#                   metadata envoy.lb/x-gateway-destination-endpoint, round robin fallback), 404 else
 #   xds_cluster     the scheduler's ADS server (CDS + EDS)
 #   extproc         the gateway's ext_proc server
 # Requires Envoy >= 1.35 (override_host). Run: envoy -c envoy.yaml, or func-e run -c envoy.yaml
@@ -187,9 +188,10 @@ const existingHeader = `# Plugging llmrouter into an Envoy that already has a co
 # ` + "`llmrouter bootstrap --existing-envoy`" + `. Copy into your own configuration:
 #   - clusters llm_backends (endpoints from llmrouter's xDS server on a plain EDS stream, so
 #     your ADS may stay with another control plane), llmrouter_xds and extproc;
-#   - in your HTTP connection manager: the http_filters llmrouter.ext_proc.pick and
-#     llmrouter.ext_proc.observe before your router, upgrade_configs websocket, and routes
-#     like the two below (the WebSocket route with its typed_per_filter_config first).
+#   - in your HTTP connection manager: the http_filters llmrouter.strip_client_headers (first),
+#     llmrouter.ext_proc.pick and llmrouter.ext_proc.observe before your router, upgrade_configs
+#     websocket, and routes like those below (the /v1/realtime WebSocket route with its
+#     typed_per_filter_config first, one per API path, then 404 for every other path).
 # The listener here is only a complete, valid example of where those pieces go.
 `
 

@@ -26,8 +26,9 @@ type pick struct {
 // per-request progress, so the decode estimate stays whole until then).
 func (s *Scheduler) commit(reqID string, in *inst, prompt, maxTokens int64) *pick {
 	if old := s.inflight[reqID]; old != nil {
-		// The same request id picked twice (a client reusing x-request-id):
-		// the older pick can no longer be told apart, so it is released.
+		// The same request id picked twice: the gateway's ids are unique per
+		// stream, so this is another client of the picker API reusing one.
+		// The older pick can no longer be told apart, so it is released.
 		s.release(old)
 		s.m.fallbacks.WithLabelValues(fallbackReplaced).Inc()
 	}
