@@ -14,15 +14,21 @@
 // Envoy sets on every message of such a stream, or, failing that, by its first
 // message being a response phase. It never answers. It measures TTFT and TPOT,
 // reads token usage from the final SSE chunk or a JSON body, and reports the
-// outcome to the Scheduler. It finds filter #1's record of the request by
-// x-request-id, taken from the request headers when the filter sends them,
-// the response headers (HCM always_set_request_id_in_response), or the
-// GatewayNamespace dynamic metadata filter #1 wrote and Envoy forwards
-// (metadata_options.forwarding_namespaces). That metadata also carries the
-// model, arrival time and prompt estimate, so with a pool of gateways the
-// observing gateway need not be the picking one. The endpoint that served is
-// the upstream.address attribute when configured (response_attributes), else
-// the pick's primary.
+// outcome to the Scheduler. Each pick is keyed by a pick id the gateway
+// generates per stream (a client may reuse x-request-id; that stays for logs)
+// and writes, with the request id, the model, arrival time and prompt
+// estimate, into the GatewayNamespace dynamic metadata, which Envoy forwards
+// to filter #2 (metadata_options.forwarding_namespaces): filter #2 finds
+// filter #1's record by pick id, or by x-request-id when no metadata comes,
+// and with a pool of gateways the observing gateway need not be the picking
+// one. The endpoint that served is the upstream.address attribute when
+// configured (response_attributes), else the pick's primary.
+//
+// Every pick is released at the scheduler however its request ends: the
+// response's end or reset (filter #2's report), the request ending before
+// any response (filter #2 takes the request headers, so its stream ends with
+// the request), the pick timing out or being cancelled, or its answer never
+// reaching Envoy (filter #1 releases it).
 //
 // Degraded mode: when the Scheduler is unreachable the gateway answers Envoy
 // at once with no pick; it notices recovery by itself (see Availability and
