@@ -53,6 +53,9 @@ func TestEngineKilled(t *testing.T) {
 	victim.proc = victim.proc.Restart(t)
 	victim.proc.WaitLog(t, startTimeout, "enginesim serving", nil)
 	restarted := time.Now()
+	// Back on its port: healthy again (verified, published) under the load.
+	s.waitFleet(t, settle)
+	t.Logf("the restarted engine is healthy %s after its restart", time.Since(restarted).Round(time.Millisecond))
 	rs := l.wait()
 
 	var o outcome
@@ -83,13 +86,12 @@ func TestEngineKilled(t *testing.T) {
 		t.Errorf("%d requests failed that were not in flight on the killed engine: %s", o.failed-allowed, strings.Join(bad, "; "))
 	}
 
-	// Back on its port: healthy again and serving.
-	s.waitFleet(t, settle)
-	t.Logf("the restarted engine is healthy %s after its restart", time.Since(restarted).Round(time.Millisecond))
+	// And serving.
 	l = s.openLoop(10, 3*time.Second, chatReq{}, nil)
 	judge(t, row, l.wait(), l.began, false)
 	if n := s.counter(t, victim.addr, "vllm:request_success_total"); n < 1 {
 		t.Errorf("the restarted engine served no request (%s)", victim.addr)
 	}
+	s.logSignals(t)
 	s.alive(t)
 }

@@ -78,6 +78,7 @@ func TestHostileBodies(t *testing.T) {
 	}
 	row.add(hostile)
 	judge(t, row, l.wait(), l.began, false)
+	s.logSignals(t)
 	s.alive(t)
 }
 

@@ -73,6 +73,7 @@ func TestAgentsStalled(t *testing.T) {
 		t.Errorf("the data plane held only %d of %d engines while the agents were silent: silence removed healthy engines", fewest, len(s.engines))
 	}
 	s.waitFleet(t, settle)
+	s.logSignals(t)
 	s.alive(t)
 }
 
@@ -97,6 +98,7 @@ func TestSchedulerStopped(t *testing.T) {
 	judge(t, row, l.wait(), l.began, false)
 	s.waitFleet(t, settle)
 	picksResume(t, s)
+	s.logSignals(t)
 	s.alive(t)
 }
 
@@ -121,10 +123,11 @@ func schedulerRestart(t *testing.T, end func(*system)) {
 	end(s)
 	time.Sleep(2 * time.Second)
 	restarted := s.restartScheduler(t)
-	judge(t, row, l.wait(), l.began, false)
 	s.waitFleet(t, settle)
 	t.Logf("fleet re-registered %s after the restart", time.Since(restarted).Round(time.Millisecond))
+	judge(t, row, l.wait(), l.began, false)
 	picksResume(t, s)
+	s.logSignals(t)
 	s.alive(t)
 }
 
@@ -176,5 +179,6 @@ func gatewayRestart(t *testing.T, end func(*system)) {
 		}
 		return nil
 	})
+	s.logSignals(t)
 	s.alive(t)
 }

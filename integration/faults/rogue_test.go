@@ -82,6 +82,7 @@ func TestRogueAgents(t *testing.T) {
 		t.Errorf("the registration of %s was replaced %d times while the takeover agent ran", victim.addr, replaced)
 	}
 	s.waitFleet(t, settle)
+	s.logSignals(t)
 	s.alive(t)
 }
 

@@ -447,6 +447,33 @@ func (s *system) waitGauge(t *testing.T, timeout time.Duration, addr, name strin
 	})
 }
 
+// logSignals logs what an operator would have seen on the gateway's and
+// scheduler's /metrics (for docs/operating.md's fault table).
+func (s *system) logSignals(t *testing.T) {
+	t.Helper()
+	if m, err := harness.Scrape(s.gwHTTP, s.opts.token); err == nil {
+		t.Logf("gateway: %s", nonZero(m, "llmrouter_gateway_requests_total"))
+		t.Logf("gateway: %s", nonZero(m, "llmrouter_gateway_passthrough_total"))
+	}
+	if s.gw != nil {
+		if m, err := harness.Scrape(s.schedHTTP, s.opts.token); err == nil {
+			t.Logf("scheduler: %s", nonZero(m, "llmrouter_scheduler_decisions_total"))
+		}
+	}
+}
+
+// nonZero is m.Series(name) without the series at 0.
+func nonZero(m harness.Metrics, name string) string {
+	fields := strings.Fields(m.Series(name))[1:] // "{labels} value" pairs
+	var kept []string
+	for i := 0; i+1 < len(fields); i += 2 {
+		if fields[i+1] != "0" {
+			kept = append(kept, fields[i]+" "+fields[i+1])
+		}
+	}
+	return name + " " + strings.Join(kept, " ")
+}
+
 // rssBytes is a process's resident set (VmRSS in /proc/PID/status).
 func rssBytes(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
