@@ -156,3 +156,43 @@ func TestExampleFilesLoad(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+// TestScorersStayInRange: every registered scorer scores every candidate
+// of random fleets within [0, 1], as the weights assume.
+func TestScorersStayInRange(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	n := 0
+	for _, typ := range framework.Types() {
+		spec := framework.Spec{Plugins: []framework.PluginSpec{{Type: typ}, {Type: "max-score-picker", Name: "picker"}},
+			Profiles: []framework.ProfileSpec{{Name: "p", Plugins: []framework.PluginRef{{PluginRef: typ}, {PluginRef: "picker"}}}}}
+		if typ == "max-score-picker" {
+			continue
+		}
+		pol, err := framework.Build(spec, "p", deps())
+		if err != nil {
+			continue // not a scorer (a picker, a filter) or not usable alone
+		}
+		prof, ok := pol.(*framework.Profile)
+		if !ok || !prof.HasScorers() {
+			continue
+		}
+		n++
+		for trial := range 200 {
+			cands := make([]*policy.Instance, 1+r.IntN(12))
+			for i := range cands {
+				cands[i] = &policy.Instance{ID: string(rune('a' + i)), Running: r.Int64N(50), Waiting: r.Int64N(50),
+					InflightRequests: r.Int64N(5), KVCacheUsage: r.Float64()}
+			}
+			req := &policy.Request{BlockHashes: []uint64{uint64(trial % 5), 9}}
+			for i, s := range prof.Scores(req, cands) {
+				if s < 0 || s > 1 {
+					t.Fatalf("%s scored %s %g", typ, cands[i].ID, s)
+				}
+			}
+			prof.Picked(req, prof.Pick(req, cands))
+		}
+	}
+	if n < 5 {
+		t.Fatalf("only %d scorers checked", n)
+	}
+}

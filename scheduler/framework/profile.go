@@ -85,3 +85,25 @@ func (p *Profile) Removed(id string) {
 }
 
 var _ policy.Observer = (*Profile)(nil)
+
+// HasScorers reports whether the profile has scorers.
+func (p *Profile) HasScorers() bool { return len(p.scorers) > 0 }
+
+// Scores runs the profile's filters and scorers without its picker and
+// returns each remaining candidate's weighted sum (for tests and
+// explanations; valid until the next decision).
+func (p *Profile) Scores(req *policy.Request, cands []*policy.Instance) []float64 {
+	var out []float64
+	picker := p.picker
+	p.picker = capture{&out}
+	defer func() { p.picker = picker }()
+	p.Pick(req, cands)
+	return out
+}
+
+type capture struct{ out *[]float64 }
+
+func (c capture) Pick(_ *CycleState, _ *policy.Request, _ []*policy.Instance, scores []float64) policy.Decision {
+	*c.out = scores
+	return policy.Decision{}
+}

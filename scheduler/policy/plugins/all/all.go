@@ -6,6 +6,7 @@ import (
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/all"
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/cacheaware"
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/filters"
+	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/lorascorer"
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/pickers"
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/prefixscorer"
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/scorers"

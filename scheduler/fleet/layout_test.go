@@ -1,0 +1,39 @@
+package fleet_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// deps lists the module's packages pkg imports, directly or not.
+func deps(t *testing.T, pkg string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", pkg).Output()
+	if err != nil {
+		t.Fatalf("go list %s: %v", pkg, err)
+	}
+	return strings.Fields(string(out))
+}
+
+const module = "github.com/llmrouter/llmrouter/"
+
+// TestLayout: the shared types are a leaf, and the registry (which xDS and
+// the admin API read) depends on no policy or plugin.
+func TestLayout(t *testing.T) {
+	if got := deps(t, module+"scheduler/fleet"); len(got) != 1 {
+		t.Errorf("scheduler/fleet imports %v: it must stay a leaf (standard library only)", got[:len(got)-1])
+	}
+	for _, d := range deps(t, module+"scheduler/registry") {
+		for _, banned := range []string{"scheduler/policy", "scheduler/framework", "internal/config"} {
+			if strings.HasPrefix(d, module+banned) {
+				t.Errorf("scheduler/registry imports %s", d)
+			}
+		}
+	}
+	for _, d := range deps(t, module+"scheduler/framework") {
+		if strings.HasPrefix(d, module+"scheduler/policy/") {
+			t.Errorf("scheduler/framework imports the plugin or policy package %s: plugins depend on the framework, not the reverse", d)
+		}
+	}
+}
