@@ -281,13 +281,18 @@ func (s *Server) decide(ctx context.Context, st *reqState, mut *extprocv3.Header
 			// Envoy gave up on this stream; nobody reads the answer.
 			return pass("cancelled")
 		}
-		hard := status.Code(err) == codes.Unavailable
+		// A refused token will not fix itself: open the breaker at once
+		// (requests pass through) and say so, not "unreachable".
+		auth := status.Code(err) == codes.Unauthenticated
+		s.unauthenticated.Store(auth)
+		hard := status.Code(err) == codes.Unavailable || auth
 		s.health.failure(time.Now(), hard)
 		s.noteHealth()
 		s.log.Debug("pick failed, passing through", zap.String("request_id", st.requestID), zap.Error(err))
 		return pass("scheduler_error")
 	}
-	if s.health.success() {
+	wasUnauth := s.unauthenticated.Swap(false)
+	if s.health.success() || wasUnauth {
 		s.noteHealth()
 	}
 	if resp.Pool != "" && resp.Pool == req.Model {

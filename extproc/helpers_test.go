@@ -96,8 +96,14 @@ func testOptions() Options {
 
 func newHarness(t testing.TB, sched Scheduler, opt Options) *harness {
 	t.Helper()
+	return newHarnessLogged(t, sched, opt, zap.NewNop())
+}
+
+// newHarnessLogged is newHarness with the gateway logging to log.
+func newHarnessLogged(t testing.TB, sched Scheduler, opt Options, log *zap.Logger) *harness {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	srv := New(opt, sched, reg, zap.NewNop())
+	srv := New(opt, sched, reg, log)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

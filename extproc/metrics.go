@@ -26,7 +26,7 @@ type metrics struct {
 	models           modelLabels
 }
 
-func newMetrics(reg *prometheus.Registry, degraded func() float64) *metrics {
+func newMetrics(reg *prometheus.Registry, degraded, unauthenticated func() float64) *metrics {
 	m := &metrics{
 		registry: reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -94,7 +94,11 @@ func newMetrics(reg *prometheus.Registry, degraded func() float64) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "llmrouter_gateway_degraded",
 			Help: "1 while the scheduler is unreachable and requests pass through without a pick.",
-		}, degraded))
+		}, degraded),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "llmrouter_gateway_unauthenticated",
+			Help: "1 while the scheduler refuses this gateway's token: requests pass through without a pick.",
+		}, unauthenticated))
 	// Series the dashboard and the alerts read exist from start, so a
 	// healthy system shows 0 rather than no data.
 	for _, r := range passthroughReasons {

@@ -201,7 +201,7 @@ func TestObserveWithoutPickIsNotReported(t *testing.T) {
 }
 
 func TestTrackerBounded(t *testing.T) {
-	m := newMetrics(newRegistryForTest(), func() float64 { return 0 })
+	m := newMetrics(newRegistryForTest(), func() float64 { return 0 }, func() float64 { return 0 })
 	tr := newTracker(time.Minute, 3, m)
 	now := time.Now()
 	for i, id := range []string{"a", "b", "c", "d"} {

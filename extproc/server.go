@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -140,8 +141,13 @@ type Server struct {
 	bufPool sync.Pool
 	hashes  sync.Pool
 
+	// unauthenticated is set while the scheduler refuses this gateway's
+	// token (the last pick answered Unauthenticated).
+	unauthenticated atomic.Bool
+
 	stateMu     sync.Mutex
 	wasDegraded bool
+	wasUnauth   bool
 }
 
 // New builds the gateway over sched, registering its metrics on reg.
@@ -152,6 +158,11 @@ func New(opt Options, sched Scheduler, reg *prometheus.Registry, log *zap.Logger
 	s.health = &health{avail: av, probeInterval: opt.ProbeInterval}
 	s.m = newMetrics(reg, func() float64 {
 		if s.Degraded() {
+			return 1
+		}
+		return 0
+	}, func() float64 {
+		if s.Unauthenticated() {
 			return 1
 		}
 		return 0
@@ -176,28 +187,39 @@ func (s *Server) Degraded() bool { return s.health.degraded() }
 // failing on it would pull every gateway out of service exactly when the
 // scheduler is down, and Envoy would then fail open without any gateway.
 func (s *Server) Status() string {
+	if s.Unauthenticated() {
+		return "degraded: unauthenticated: the scheduler refuses this gateway's token (LLMROUTER_TOKEN), requests pass through without a pick (Envoy round robin)"
+	}
 	if s.Degraded() {
 		return "degraded: scheduler unreachable, requests pass through without a pick (Envoy round robin)"
 	}
 	return "scheduler reachable"
 }
 
+// Unauthenticated reports whether the scheduler refuses this gateway's
+// token: the gateway then runs degraded, but stays ready (a rotated token
+// must not take every Envoy out of service).
+func (s *Server) Unauthenticated() bool { return s.unauthenticated.Load() }
+
 // Close stops the report workers.
 func (s *Server) Close() { s.rep.close() }
 
 // noteHealth logs degraded-mode transitions once each.
 func (s *Server) noteHealth() {
-	d := s.Degraded()
+	d, u := s.Degraded(), s.Unauthenticated()
 	s.stateMu.Lock()
-	changed := d != s.wasDegraded
-	s.wasDegraded = d
+	changed := d != s.wasDegraded || u != s.wasUnauth
+	s.wasDegraded, s.wasUnauth = d, u
 	s.stateMu.Unlock()
 	if !changed {
 		return
 	}
-	if d {
+	switch {
+	case u:
+		s.log.Error("scheduler refuses the gateway's token (unauthenticated): degraded mode, requests pass through without a pick; check LLMROUTER_TOKEN")
+	case d:
 		s.log.Warn("scheduler unreachable: degraded mode, requests pass through without a pick")
-	} else {
+	default:
 		s.log.Info("scheduler reachable again: picks resume")
 	}
 }

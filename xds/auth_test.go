@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -283,5 +284,17 @@ func TestLoopback(t *testing.T) {
 		if got := loopback(addr); got != want {
 			t.Errorf("loopback(%v) = %v, want %v", addr, got, want)
 		}
+	}
+}
+
+// The xDS port answers the standard gRPC health check, without the token
+// (probes carry no secrets), as the scheduler's API port does.
+func TestHealthServiceWithoutToken(t *testing.T) {
+	f := startAuth(t, testToken, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := healthpb.NewHealthClient(f.conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health check on the xDS port: %v, %v", r, err)
 	}
 }

@@ -162,6 +162,9 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	}
 	gs := grpc.NewServer(opts...)
 	s.Register(gs)
+	// The standard health service (exempt from the token, like on the
+	// scheduler's API port): Kubernetes grpc probes and `llmrouter health`.
+	grpcx.RegisterHealth(gs)
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(lis) }()
 	s.log.Info("xds serving", zap.String("address", lis.Addr().String()), zap.String("cluster", s.cluster), zap.Bool("token", s.token != ""))
