@@ -1,7 +1,12 @@
 package main
 
 import (
+	"fmt"
+	"os"
+
 	"github.com/spf13/cobra"
+
+	"github.com/llmrouter/llmrouter/internal/config"
 )
 
 func init() {
@@ -14,6 +19,9 @@ func init() {
 			cfg, err := loadConfig(cmd, nil)
 			if err != nil {
 				return err
+			}
+			for _, w := range config.UnknownEnv(os.Environ()) {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
 			}
 			out, err := cfg.YAML()
 			if err != nil {

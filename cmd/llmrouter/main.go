@@ -95,6 +95,9 @@ func setup(cmd *cobra.Command, bindings map[string]string) (config.Config, *zap.
 	if err != nil {
 		return cfg, nil, err
 	}
+	for _, w := range config.UnknownEnv(os.Environ()) {
+		log.Warn(w)
+	}
 	return cfg, log, nil
 }
 

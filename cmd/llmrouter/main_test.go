@@ -123,3 +123,16 @@ func TestMissingConfigFile(t *testing.T) {
 		t.Fatalf("missing file: %+v", r)
 	}
 }
+
+// A misspelt LLMROUTER_* variable is named in a warning with the closest
+// known one; the variables of the project's own scripts are not.
+func TestUnknownEnvironmentVariableWarned(t *testing.T) {
+	r := run(t, []string{"LLMROUTER_LLM_SCHEDULER_POLCY=round-robin", "LLMROUTER_RUN_DIR=/tmp/x"}, "config", "print")
+	if r.code != 0 || !strings.Contains(r.stderr, "LLMROUTER_LLM_SCHEDULER_POLCY") ||
+		!strings.Contains(r.stderr, "LLMROUTER_LLM_SCHEDULER_POLICY (llm_scheduler.policy)") {
+		t.Fatalf("config print with a misspelt variable: %+v", r)
+	}
+	if strings.Contains(r.stderr, "LLMROUTER_RUN_DIR") || strings.Contains(r.stderr, "LLMROUTER_TEST_MAIN") {
+		t.Fatalf("warned about a tool's variable: %s", r.stderr)
+	}
+}
