@@ -4,9 +4,23 @@
 #   3 simulated vLLM engines (:8001-8003), each with an agent;
 #   Envoy on :8080 when `envoy` is on PATH (or ENVOY_BIN names it), else the test stand-in.
 # Ctrl-C stops everything. Logs go to $LLMROUTER_RUN_DIR (default: a temporary directory).
+# Every port moves with an environment variable (defaults in brackets):
+#   LLMROUTER_RUN_ENVOY_PORT [8080]  LLMROUTER_RUN_ENVOY_ADMIN_PORT [9901]  LLMROUTER_RUN_HTTP_PORT [9090]
+#   LLMROUTER_RUN_EXTPROC_PORT [9002]  LLMROUTER_RUN_XDS_PORT [18000]  LLMROUTER_RUN_API_PORT [18001]
+#   LLMROUTER_RUN_ENGINE_PORT [8001] (engines on it and the next two)
+#   LLMROUTER_RUN_AGENT_PORT [9093] (the agents' /metrics on it and the next two)
+# LLMROUTER_RUN_* variables are the script's, not configuration (llmrouter does not warn about them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin/llmrouter}
+envoy_port=${LLMROUTER_RUN_ENVOY_PORT:-8080}
+envoy_admin_port=${LLMROUTER_RUN_ENVOY_ADMIN_PORT:-9901}
+http_port=${LLMROUTER_RUN_HTTP_PORT:-9090}
+extproc_port=${LLMROUTER_RUN_EXTPROC_PORT:-9002}
+xds_port=${LLMROUTER_RUN_XDS_PORT:-18000}
+api_port=${LLMROUTER_RUN_API_PORT:-18001}
+engine_port=${LLMROUTER_RUN_ENGINE_PORT:-8001}
+agent_port=${LLMROUTER_RUN_AGENT_PORT:-9093}
 run_dir=${LLMROUTER_RUN_DIR:-$(mktemp -d -t llmrouter-run.XXXXXX)}
 mkdir -p "$run_dir"
 export LLMROUTER_LOG_FORMAT=${LLMROUTER_LOG_FORMAT:-console}
@@ -31,33 +45,34 @@ start() { # name, then the command
   pids+=($!)
 }
 
-for port in 8080 9090 9002 18000 18001 8001 8002 8003; do
+for port in "$envoy_port" "$envoy_admin_port" "$http_port" "$extproc_port" "$xds_port" "$api_port" \
+    "$engine_port" $((engine_port + 1)) $((engine_port + 2)) "$agent_port" $((agent_port + 1)) $((agent_port + 2)); do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
-    echo "make run: port $port is already in use; stop whatever holds it (ss -ltnp 'sport = :$port') and try again" >&2
+    echo "make run: port $port is already in use; stop whatever holds it (ss -ltnp 'sport = :$port') or move it (LLMROUTER_RUN_*_PORT, see scripts/run.sh)" >&2
     exit 1
   fi
 done
 
-echo "make run: starting llmrouter all-in-one (scheduler :18001, xDS :18000, gateway :9002, metrics :9090)"
-LLMROUTER_LLM_SCHEDULER_LISTEN=127.0.0.1:18001 \
-LLMROUTER_LLM_SCHEDULER_XDS_LISTEN=127.0.0.1:18000 \
-LLMROUTER_LLM_SCHEDULER_HTTP_LISTEN=127.0.0.1:9090 \
-LLMROUTER_LLM_GATEWAY_LISTEN=127.0.0.1:9002 \
-LLMROUTER_LLM_GATEWAY_HTTP_LISTEN=127.0.0.1:9091 \
+echo "make run: starting llmrouter all-in-one (scheduler :$api_port, xDS :$xds_port, gateway :$extproc_port, metrics :$http_port)"
+LLMROUTER_LLM_SCHEDULER_LISTEN=127.0.0.1:$api_port \
+LLMROUTER_LLM_SCHEDULER_XDS_LISTEN=127.0.0.1:$xds_port \
+LLMROUTER_LLM_SCHEDULER_HTTP_LISTEN=127.0.0.1:$http_port \
+LLMROUTER_LLM_GATEWAY_LISTEN=127.0.0.1:$extproc_port \
   start all-in-one "$BIN" all-in-one
 
-for i in 1 2 3; do
-  port=800$i
+for i in 0 1 2; do
+  port=$((engine_port + i))
   echo "make run: starting enginesim on :$port and its agent"
-  start "engine-$i" "$BIN" enginesim --listen "127.0.0.1:$port" --seed "$i"
-  LLMROUTER_AGENT_HTTP_LISTEN="127.0.0.1:$((9092 + i))" \
-    start "agent-$i" "$BIN" agent --engine-url "http://127.0.0.1:$port" --advertise "127.0.0.1:$port" --scheduler 127.0.0.1:18001
+  start "engine-$((i + 1))" "$BIN" enginesim --listen "127.0.0.1:$port" --seed "$((i + 1))"
+  LLMROUTER_AGENT_HTTP_LISTEN="127.0.0.1:$((agent_port + i))" \
+    start "agent-$((i + 1))" "$BIN" agent --engine-url "http://127.0.0.1:$port" --advertise "127.0.0.1:$port" --scheduler "127.0.0.1:$api_port"
 done
 
-"$BIN" bootstrap --listen 0.0.0.0:8080 --xds 127.0.0.1:18000 --extproc 127.0.0.1:9002 >"$run_dir/envoy.yaml"
+"$BIN" bootstrap --listen "0.0.0.0:$envoy_port" --admin "127.0.0.1:$envoy_admin_port" --xds "127.0.0.1:$xds_port" \
+  --extproc "127.0.0.1:$extproc_port" >"$run_dir/envoy.yaml"
 envoy_bin=${ENVOY_BIN:-$(command -v envoy || true)}
 if [ -n "$envoy_bin" ]; then
-  echo "make run: starting Envoy ($envoy_bin) on :8080"
+  echo "make run: starting Envoy ($envoy_bin) on :$envoy_port"
   start envoy "$envoy_bin" -c "$run_dir/envoy.yaml" --log-level warn
 else
   cat >&2 <<'NOTICE'
@@ -76,7 +91,7 @@ fi
 
 # Ready when a chat completion comes back through :8080 with a pick.
 deadline=$((SECONDS + 60))
-until curl -sf -m 5 localhost:8080/v1/chat/completions -H 'content-type: application/json' \
+until curl -sf -m 5 "localhost:$envoy_port/v1/chat/completions" -H 'content-type: application/json' \
     -d '{"model":"meta-llama/Llama-3.1-8B-Instruct","max_tokens":1,"messages":[{"role":"user","content":"ping"}]}' >/dev/null 2>&1; do
   for p in "${pids[@]}"; do
     if ! kill -0 "$p" 2>/dev/null; then
@@ -96,10 +111,10 @@ cat <<EOF2
 
 llmrouter is up. Try:
 
-  curl -N localhost:8080/v1/chat/completions -H 'content-type: application/json' \\
+  curl -N localhost:$envoy_port/v1/chat/completions -H 'content-type: application/json' \\
     -d '{"model":"meta-llama/Llama-3.1-8B-Instruct","stream":true,"max_tokens":64,"messages":[{"role":"user","content":"Hello!"}]}'
 
-Metrics: curl localhost:9090/metrics | grep llmrouter_    Instances: curl localhost:9090/admin/instances
+Metrics: curl localhost:$http_port/metrics | grep llmrouter_    Instances: curl localhost:$http_port/admin/instances
 Logs: $run_dir    Ctrl-C stops everything.
 EOF2
 
