@@ -27,8 +27,11 @@ build:
 
 test: build test-unit fuzz
 
+# deploy/ is its own Go module (Kubernetes, Istio, Envoy Gateway and Prometheus
+# types stay out of the product's dependencies); its tests check every file there.
 test-unit:
 	$(GO) test -count=1 -timeout 15m ./...
+	cd deploy && $(GO) test -count=1 -timeout 15m ./...
 
 # Issue 13's fleet-safety suite over real processes (integration/faults):
 # faults injected under open-loop load; ends with "N passed, M failed". The
@@ -82,6 +85,7 @@ lint: $(TOOLS)/staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags faults ./integration/faults/
+	cd deploy && $(GO) vet ./...
 	$(TOOLS)/staticcheck ./...
 	$(TOOLS)/staticcheck -tags faults ./integration/faults/
 
