@@ -33,7 +33,7 @@ func EnvName(key string) string {
 func UnknownEnv(environ []string) []string {
 	def := Default()
 	known := map[string]string{} // env name -> key
-	var mapPrefixes []string      // map-valued keys take any suffix
+	var mapPrefixes []string     // map-valued keys take any suffix
 	for _, f := range leaves(reflect.ValueOf(&def).Elem(), "") {
 		known[EnvName(f.key)] = f.key
 		if f.val.Kind() == reflect.Map {
