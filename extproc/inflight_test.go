@@ -2,6 +2,7 @@ package extproc
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/extproc/envoytest"
+	"github.com/llmrouter/llmrouter/internal/sessionkey"
 )
 
 // ledger is a scheduler that counts in-flight picks the way the real one
@@ -187,4 +189,30 @@ func TestReusedRequestIDCountsEveryStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "every pick released", func() bool { return l.inflight() == 0 && h.srv.track.len() == 0 })
+}
+
+// TestHugeRequestIDStillCorrelates: a 100 KiB x-request-id is indexed by its
+// digest, and filter #2 without forwarded metadata still finds the request
+// by it and releases the pick.
+func TestHugeRequestIDStillCorrelates(t *testing.T) {
+	l := newLedger()
+	h := newHarness(t, l, testOptions())
+	id := strings.Repeat("r", 100<<10)
+	res := h.f.Do(context.Background(), envoytest.Request{Headers: chatHeaders(envoytest.Header{Key: HeaderRequestID, Value: id}), Body: []byte(chatBody)})
+	if res.Err != nil || l.inflight() != 1 {
+		t.Fatalf("err=%v inflight=%d", res.Err, l.inflight())
+	}
+	h.srv.track.mu.Lock()
+	for k := range h.srv.track.byRequest {
+		if len(k) > sessionkey.MaxLen {
+			t.Errorf("the tracker keys a request by %d bytes of its x-request-id", len(k))
+		}
+	}
+	h.srv.track.mu.Unlock()
+	ex := sseExchange(res, id)
+	ex.Forwarded = nil // correlate by x-request-id alone
+	if _, err := h.obs.Observe(context.Background(), ex); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the pick released", func() bool { return l.inflight() == 0 && h.srv.track.len() == 0 })
 }

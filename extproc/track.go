@@ -9,12 +9,13 @@ import (
 	"go.uber.org/zap"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/internal/sessionkey"
 )
 
 // tracked is what filter #1 leaves for filter #2 about one request.
 type tracked struct {
 	pickID       string // the gateway's id of this stream's pick (the scheduler's key)
-	requestID    string // x-request-id, for a filter #2 that gets no forwarded metadata
+	requestID    string // x-request-id (bounded once tracked), for a filter #2 that gets no forwarded metadata
 	arrival      time.Time
 	model        string
 	api          llmrouterv1.ApiKind
@@ -35,7 +36,7 @@ type tracker struct {
 	m          *metrics
 	mu         sync.Mutex
 	entries    map[string]*tracked // by pick id
-	byRequest  map[string]string   // x-request-id -> latest pick id
+	byRequest  map[string]string   // x-request-id (bounded: sessionkey.Bound) -> latest pick id
 	lastSweep  time.Time
 	sweepEvery time.Duration
 }
@@ -63,6 +64,9 @@ func (t *tracker) put(e *tracked, now time.Time) {
 	}
 	t.entries[e.pickID] = e
 	if e.requestID != "" {
+		// Kept only as the index key: a client's 60 KiB x-request-id
+		// costs a digest for as long as the entry lives.
+		e.requestID = sessionkey.Bound(e.requestID)
 		t.byRequest[e.requestID] = e.pickID
 	}
 	if e.endpoint != "" {
@@ -92,7 +96,7 @@ func (t *tracker) takeByRequest(id string) *tracked {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e, ok := t.entries[t.byRequest[id]]
+	e, ok := t.entries[t.byRequest[sessionkey.Bound(id)]]
 	if !ok {
 		return nil
 	}

@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/internal/sessionkey"
 )
 
 // pick is one committed decision whose outcome no gateway reported yet.
@@ -132,7 +133,8 @@ func (s *Scheduler) Report(_ context.Context, r *llmrouterv1.OutcomeReport) erro
 	}
 	s.mu.Lock()
 	defer s.unlock()
-	p := s.inflight[r.GetRequestId()]
+	// Keyed as submit keys picks: a client-chosen id is bounded.
+	p := s.inflight[sessionkey.Bound(r.GetRequestId())]
 	if p == nil {
 		return nil
 	}

@@ -125,7 +125,7 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 	now := s.clock.Now()
 	s.seq++
 	req := &policy.Request{
-		ID: pr.GetRequestId(), Model: pr.GetModel(), BlockHashes: pr.GetPromptBlockHashes(),
+		ID: sessionkey.Bound(pr.GetRequestId()), Model: pr.GetModel(), BlockHashes: pr.GetPromptBlockHashes(),
 		BlockChars: int(pr.GetBlockChars()), PromptTokens: pr.GetPromptTokens(), MaxTokens: pr.GetMaxTokens(),
 		Stream: pr.GetStream(), SessionKey: sessionkey.Bound(pr.GetSessionKey()), Priority: int(pr.GetPriority()),
 		LoRA: pr.GetLoraAdapter(), Arrival: now,

@@ -54,3 +54,33 @@ func TestHugeSessionKeysStayBounded(t *testing.T) {
 		t.Fatalf("session 0 went to %s, its home is %s", resp.Endpoints[0], first)
 	}
 }
+
+// TestHugeRequestIDBounded: a picker client's 1 MiB request id keys its pick
+// by a digest, and its report releases it.
+func TestHugeRequestIDBounded(t *testing.T) {
+	s, _ := newTestScheduler(t, nil)
+	mustRegister(t, s, "10.0.0.1:8000", "llama")
+	id := strings.Repeat("i", 1<<20)
+	if resp, _ := s.TryPick(pickReq(id, "llama"), nil); len(resp.Endpoints) == 0 {
+		t.Fatalf("not routed: %v", resp)
+	}
+	s.mu.Lock()
+	for k := range s.inflight {
+		if len(k) > sessionkey.MaxLen {
+			t.Errorf("a pick is keyed by %d bytes of its request id", len(k))
+		}
+	}
+	n := len(s.inflight)
+	s.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d picks in flight, want 1", n)
+	}
+	if err := s.Report(t.Context(), &llmrouterv1.OutcomeReport{RequestId: id}); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.inflight) != 0 {
+		t.Fatal("the report did not release the pick")
+	}
+}

@@ -30,7 +30,8 @@ func Digest(raw string) string {
 // Bound returns key unchanged when it is at most MaxLen bytes, else its
 // Digest: a key from a client that skipped the gateway's digest (an older
 // gateway, a forged one) is bounded all the same, and a digest is stable
-// under Bound.
+// under Bound. Any other client-chosen map key (a request id) is bounded the
+// same way.
 func Bound(key string) string {
 	if len(key) <= MaxLen {
 		return key
