@@ -334,9 +334,12 @@ func (s *Server) decide(ctx context.Context, st *reqState, mut *extprocv3.Header
 			}
 			msg := clip.Prefix(resp.Reason, maxReason)
 			if msg == "" {
-				msg = "every instance is busy and the admission queue is full; retry later"
+				msg = "every instance is busy; retry later"
 			}
-			return immediate(429, "requests", "rate_limit_exceeded", "queue_full", msg, retry)
+			// The scheduler sheds load this way: its queue full, or a
+			// request's wait_schedule_timeout over with every instance
+			// saturated (scheduler/admission).
+			return immediate(429, "requests", "rate_limit_exceeded", "overloaded", msg, retry)
 		case 404:
 			s.m.requests.WithLabelValues(api, "rejected", model).Inc()
 			msg := clip.Prefix(resp.Reason, maxReason)

@@ -160,6 +160,45 @@ func TestQueuedSendsOverrideBeforeWaiting(t *testing.T) {
 	}
 }
 
+// TestQueuedThenShedAnswers429: a request the scheduler queued and then
+// shed at its wait_schedule_timeout (REJECTED 429 after QUEUED) reaches the
+// client at once as Envoy's local reply: status 429, Retry-After in whole
+// seconds, an OpenAI error body — after the override that kept the stream
+// alive while it waited, and with no destination.
+func TestQueuedThenShedAnswers429(t *testing.T) {
+	fake := newFake(func(ctx context.Context, _ *llmrouterv1.PickRequest, queued func(*llmrouterv1.PickResponse)) (*llmrouterv1.PickResponse, error) {
+		queued(&llmrouterv1.PickResponse{Status: llmrouterv1.PickResponse_QUEUED, MaxWait: durationpb.New(2 * time.Second)})
+		select {
+		case <-time.After(400 * time.Millisecond): // past Envoy's 200 ms message timeout
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return &llmrouterv1.PickResponse{Status: llmrouterv1.PickResponse_REJECTED, HttpStatus: 429, RetryAfterSeconds: 4,
+			Reason: "every instance serving model \"m\" stayed saturated for 10s (llm_gateway.wait_schedule_timeout)"}, nil
+	})
+	h := newHarness(t, fake, testOptions())
+	res := h.f.Do(context.Background(), envoytest.Request{Headers: chatHeaders(envoytest.Header{Key: "x-request-id", Value: "shed"}), Body: []byte(chatBody)})
+	if res.Err != nil {
+		t.Fatalf("shed request: %v", res.Err)
+	}
+	if len(res.Overrides) != 1 {
+		t.Fatalf("overrides = %v, want one before the wait", res.Overrides)
+	}
+	imm := res.Immediate
+	if imm == nil || imm.Status != 429 {
+		t.Fatalf("immediate = %+v, want a 429 local reply", imm)
+	}
+	if ra, _ := envoytest.Get(imm.Headers, "retry-after"); ra != "4" {
+		t.Fatalf("retry-after = %q, want \"4\"", ra)
+	}
+	if !strings.Contains(string(imm.Body), "stayed saturated") || !strings.Contains(string(imm.Body), "rate_limit_exceeded") {
+		t.Fatalf("body %s: want the reason in an OpenAI error", imm.Body)
+	}
+	if got := headerValues(res.Headers, HeaderDestination); len(got) != 0 {
+		t.Fatalf("a shed request carried a destination: %q", got)
+	}
+}
+
 func TestQueuedWithoutMaxMessageTimeoutFailsOpen(t *testing.T) {
 	// The client honours Envoy's rule: with max_message_timeout 0 the
 	// override is ignored, the message times out, failure_mode_allow lets

@@ -37,7 +37,14 @@ func conformancePolicies(t *testing.T) []string {
 // affinity is off: the cases are about the policy itself.
 func newFleet(t *testing.T, pol string, n int, mutate func(*config.Config)) (*Scheduler, []string) {
 	t.Helper()
-	s, _ := newTestScheduler(t, func(c *config.Config) {
+	s, _, addrs := newFleetClock(t, pol, n, mutate)
+	return s, addrs
+}
+
+// newFleetClock is newFleet with the scheduler's fake clock.
+func newFleetClock(t *testing.T, pol string, n int, mutate func(*config.Config)) (*Scheduler, *fakeClock, []string) {
+	t.Helper()
+	s, clk := newTestScheduler(t, func(c *config.Config) {
 		c.Scheduler.Policy = pol
 		c.Scheduler.PrefillPolicy, c.Scheduler.DecodePolicy = "prefix-cache", "least-token"
 		c.Scheduler.Policies.SessionAffinity = false
@@ -52,7 +59,7 @@ func newFleet(t *testing.T, pol string, n int, mutate func(*config.Config)) (*Sc
 		mustRegister(t, s, addrs[i])
 		mustReport(t, s, addrs[i], load(0, 0))
 	}
-	return s, addrs
+	return s, clk, addrs
 }
 
 // prompt is a request whose prompt is the chained blocks of conversation
@@ -225,6 +232,48 @@ func TestConformancePrefixHomeSaturated(t *testing.T) {
 					t.Fatalf("turn %d went to its saturated home %s", i+2, home)
 				}
 				done(t, s, id)
+			}
+		})
+	}
+}
+
+// TestConformanceOverloadShed: while every instance stays saturated — one
+// by max_waiting, one by the predicted wait of a long prompt queued there,
+// far under max_waiting — a queued request is never routed; at
+// wait_schedule_timeout it gets 429 with a Retry-After, for every policy.
+func TestConformanceOverloadShed(t *testing.T) {
+	for _, pol := range conformancePolicies(t) {
+		t.Run(pol, func(t *testing.T) {
+			// The long prompt's instance stays silent, so its pick stays
+			// unreported (priced whole) through the wait.
+			s, clk, addrs := newFleetClock(t, pol, 2, func(c *config.Config) { c.Scheduler.MissedReports = 1000 })
+			long := prompt("long", 99, 8)
+			long.PromptTokens = 200000
+			var longTo string
+			if longTo = route(t, s, long); longTo == "" {
+				t.Fatal("no pick")
+			}
+			other := addrs[0]
+			if other == longTo {
+				other = addrs[1]
+			}
+			mustReport(t, s, other, load(8, 6)) // max_waiting 4
+			final := make(chan *llmrouterv1.PickResponse, 1)
+			if resp, w := s.TryPick(prompt("q", 7, 8), func(r *llmrouterv1.PickResponse) { final <- r }); w == nil {
+				t.Fatalf("every instance saturated: %v, want QUEUED", resp)
+			}
+			for range 50 { // 10 s of reports and ticks; both stay saturated
+				clk.Advance(200 * time.Millisecond)
+				mustReport(t, s, other, load(8, 6))
+				s.Tick()
+			}
+			select {
+			case r := <-final:
+				if r.Status != llmrouterv1.PickResponse_REJECTED || r.HttpStatus != 429 || r.RetryAfterSeconds < 1 || len(r.Endpoints) != 0 {
+					t.Fatalf("at wait_schedule_timeout: %v, want 429 with Retry-After and no endpoint", r)
+				}
+			default:
+				t.Fatal("no answer at wait_schedule_timeout")
 			}
 		})
 	}

@@ -9,7 +9,7 @@
 // instances that missed llm_scheduler.missed_reports reports (and removing
 // them after llm_scheduler.silent_grace), releasing picks never
 // reported back after llm_scheduler.inflight_timeout, re-evaluating the
-// queue every llm_gateway.wait_schedule_try_period and routing requests that
+// queue every llm_gateway.wait_schedule_try_period and shedding requests that
 // waited out llm_gateway.wait_schedule_timeout — happens in Tick, which the
 // server calls from a ticker and the simulator calls as virtual time
 // advances. (The pick-duration histogram alone uses the wall clock: it
@@ -33,8 +33,9 @@
 // serving that model then take such requests, the model name unchanged
 // (counted as fallback "default_pool"). A known model with no routable
 // instance is rejected with 503. Instances over a saturation threshold
-// (max_waiting, max_kv_cache_usage) are held back; when all are, the request
-// queues.
+// are held back (scheduler/admission: max_waiting, max_kv_cache_usage, and
+// max_predicted_wait — the predicted wait at the engine by the policies'
+// cost model); when all are, the request queues.
 //
 // In-flight bookkeeping. Each pick is recorded on its primary instance until
 // a gateway reports the outcome (or inflight_timeout passes). Until the
@@ -46,15 +47,25 @@
 // again. The expected output (max_tokens, or 256 when unset) counts in
 // InflightDecodeTokens until completion, since engines report no
 // per-request progress. The saturation check adds the unreported picks to
-// the reported waiting queue and their prompts to the KV usage.
+// the reported waiting queue, their prompts to the KV usage and to the
+// prefill queued ahead of a new request. After each report admission also
+// keeps two facts of the engine in its view: its batch limit (the running
+// count it last held requests back at) and its speed against the cost
+// model.
 //
-// Queue. Ordered by priority (larger first) then arrival; bounded by
-// llm_gateway.max_queue_size (beyond: 429 with Retry-After); re-evaluated on
-// every report, completion, registration or resume, and at least every
-// wait_schedule_try_period; after wait_schedule_timeout routed to the
-// policy's best candidate anyway (fallback "queue_timeout"), or rejected 503
-// if none is left. Pick blocks on the queue; TryPick is the non-blocking
-// form (same code) whose final answer arrives through a callback.
+// Queue. Overload is shed, not deferred. Ordered by priority (larger first)
+// then arrival; bounded by llm_gateway.max_queue_size (beyond: 429 with
+// Retry-After, shed reason "queue_full"); re-evaluated on every report,
+// completion, registration or resume, and at least every
+// wait_schedule_try_period. A queued request goes to an instance once its
+// predicted wait there is under both max_predicted_wait and what is left of
+// the request's own wait_schedule_timeout, so it starts about when its
+// deadline says. At the deadline it is shed with 429 and a Retry-After (the
+// predicted time until an instance has room, 1 s to wait_schedule_timeout;
+// shed reason "queue_timeout"), never forced onto a saturated engine, or
+// rejected 503 if no instance is left. Pick blocks on the queue; TryPick is
+// the non-blocking form (same code) whose final answer arrives through a
+// callback.
 //
 // Policies are called under one mutex, serially with their Observer hooks,
 // so they need no locks of their own.

@@ -16,10 +16,16 @@ const (
 // Fallback reasons (llmrouter_scheduler_fallbacks_total{reason}): a decision
 // that is not the policy's free choice among unsaturated instances.
 const (
-	fallbackQueueTimeout = "queue_timeout" // waited out wait_schedule_timeout, routed to a saturated instance
-	fallbackDefaultPool  = "default_pool"  // unknown model served by llm_scheduler.default_pool
-	fallbackPolicyEmpty  = "policy_empty"  // the policy ranked nothing usable; candidates taken in order
-	fallbackReplaced     = "duplicate_request_id"
+	fallbackDefaultPool = "default_pool" // unknown model served by llm_scheduler.default_pool
+	fallbackPolicyEmpty = "policy_empty" // the policy ranked nothing usable; candidates taken in order
+	fallbackReplaced    = "duplicate_request_id"
+)
+
+// Shed reasons (llmrouter_scheduler_shed_total{reason}): requests rejected
+// with 429 for want of capacity.
+const (
+	shedQueueTimeout = "queue_timeout" // waited out wait_schedule_timeout with every instance saturated
+	shedQueueFull    = "queue_full"    // every instance saturated and llm_gateway.max_queue_size reached
 )
 
 // labelEngine labels the per-engine series with the engine's ip:port. Not
@@ -30,12 +36,13 @@ const labelEngine = "engine"
 
 // fallbackReasons are the known fallback reasons, exported at 0 from start so
 // that a rate over them (dashboard, alerts) exists on a healthy system.
-var fallbackReasons = []string{fallbackQueueTimeout, fallbackDefaultPool, fallbackPolicyEmpty, fallbackReplaced}
+var fallbackReasons = []string{fallbackDefaultPool, fallbackPolicyEmpty, fallbackReplaced}
 
 type metrics struct {
 	pickDuration *prometheus.HistogramVec
 	decisions    *prometheus.CounterVec
 	fallbacks    *prometheus.CounterVec
+	shed         *prometheus.CounterVec
 	queueWait    prometheus.Histogram
 	queueLength  prometheus.Gauge
 	queueCap     prometheus.Gauge
@@ -63,6 +70,10 @@ func newMetrics(reg prometheus.Registerer, queueCapacity int) *metrics {
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "llmrouter_scheduler_fallbacks_total",
 			Help: "Decisions that were not the policy's free choice, by reason.",
+		}, []string{"reason"}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llmrouter_scheduler_shed_total",
+			Help: "Requests rejected with 429 for want of capacity, by reason (queue_timeout: every instance stayed saturated for wait_schedule_timeout; queue_full: max_queue_size reached).",
 		}, []string{"reason"}),
 		queueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "llmrouter_scheduler_queue_wait_seconds",
@@ -107,8 +118,11 @@ func newMetrics(reg prometheus.Registerer, queueCapacity int) *metrics {
 		}, []string{labelEngine}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.pickDuration, m.decisions, m.fallbacks, m.queueWait, m.queueLength, m.queueCap, m.instances,
+		reg.MustRegister(m.pickDuration, m.decisions, m.fallbacks, m.shed, m.queueWait, m.queueLength, m.queueCap, m.instances,
 			m.inflight, m.kvUsage, m.running, m.waiting, m.promptTPS, m.genTPS)
+	}
+	for _, r := range []string{shedQueueTimeout, shedQueueFull} {
+		m.shed.WithLabelValues(r)
 	}
 	for _, st := range registry.States {
 		m.instances.WithLabelValues(st).Set(0)

@@ -16,6 +16,7 @@ import (
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/clip"
 	"github.com/llmrouter/llmrouter/internal/sessionkey"
+	"github.com/llmrouter/llmrouter/scheduler/admission"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 )
 
@@ -37,9 +38,9 @@ type waiter struct {
 type decideMode int
 
 const (
-	modeFresh decideMode = iota // a new request: reject if nothing is routable, else maybe queue
-	modeRetry                   // a queued request: keep waiting unless an unsaturated instance exists
-	modeForce                   // a queued request past its deadline: route to the best, saturated or not
+	modeFresh  decideMode = iota // a new request: reject if nothing is routable, else maybe queue
+	modeRetry                    // a queued request: keep waiting unless an unsaturated instance exists
+	modeExpire                   // a queued request at its deadline: route to an unsaturated instance, else shed (429)
 )
 
 // Pick decides where one request goes. When every candidate is saturated the
@@ -137,11 +138,14 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 	if rej := s.resolvePool(w); rej != nil {
 		return rej, nil
 	}
+	s.adm.Observe(req)
 	if resp, ok := s.decide(w, modeFresh); ok {
 		return resp, nil
 	}
 	if limit := s.cfg.Gateway.MaxQueueSize; len(s.queue) >= limit {
-		return s.reject(429, fmt.Sprintf("every instance serving model %q is saturated and the admission queue is full (%d requests, llm_gateway.max_queue_size)", clip.Input(req.Model), limit)), nil
+		cands := s.routableIn(w.pool)
+		defer clear(cands)
+		return s.shed(cands, shedQueueFull, fmt.Sprintf("every instance serving model %q is saturated and the admission queue is full (%d requests, llm_gateway.max_queue_size)", clip.Input(req.Model), limit)), nil
 	}
 	w.deadline = now.Add(s.cfg.Gateway.WaitScheduleTimeout)
 	// Larger priority first; equal priorities keep arrival order.
@@ -195,27 +199,13 @@ func (s *Scheduler) resolvePool(w *waiter) *llmrouterv1.PickResponse {
 	return s.reject(404, fmt.Sprintf("model %q is not served by any instance; served models: %s", clip.Input(model), joinModels(s.pools)))
 }
 
-// saturated: an instance over max_waiting (its reported queue plus the picks
-// it has not reported yet, which may well queue) or over max_kv_cache_usage
-// (the reported usage plus the KV the unreported prompts will take, when the
-// capacity is known) is held back. max_waiting 0 disables that threshold.
-func (s *Scheduler) saturated(in *inst) bool {
-	v := &in.view
-	if s.maxWaiting > 0 && v.Waiting+v.InflightRequests >= s.maxWaiting {
-		return true
-	}
-	kv := v.KVCacheUsage
-	if c := v.NumGPUBlocks * v.BlockSize; c > 0 {
-		kv += float64(v.InflightPromptTokens) / float64(c)
-	}
-	return kv >= s.maxKV
-}
-
 // decide tries to route w now. ok is false when the request must (keep)
 // wait.
 func (s *Scheduler) decide(w *waiter, mode decideMode) (resp *llmrouterv1.PickResponse, ok bool) {
 	all, unsat := s.candBuf[:0], s.unsatBuf[:0]
 	silent := 0
+	budget := s.budget(w)
+	s.need = math.Inf(1)
 	for _, in := range s.pools[w.pool] {
 		if !in.routable() {
 			if in.published() { // silent, still in EDS
@@ -223,10 +213,17 @@ func (s *Scheduler) decide(w *waiter, mode decideMode) (resp *llmrouterv1.PickRe
 			}
 			continue
 		}
-		in.view.Saturated = s.saturated(in)
-		all = append(all, &in.view)
-		if !in.view.Saturated {
-			unsat = append(unsat, &in.view)
+		// Saturation (scheduler/admission): over max_waiting, the KV
+		// threshold or max_predicted_wait, an instance is held back. (One
+		// pass with the routable check: a fleet of a thousand is read once.)
+		v := &in.view
+		var why admission.Reason
+		v.Saturated, why = s.adm.SaturatedWithin(v, budget)
+		all = append(all, v)
+		if !v.Saturated {
+			unsat = append(unsat, v)
+		} else if why == admission.PredictedWait && mode == modeRetry {
+			s.need = min(s.need, s.adm.PredictedWait(v).Seconds())
 		}
 	}
 	s.candBuf, s.unsatBuf = all, unsat
@@ -240,12 +237,24 @@ func (s *Scheduler) decide(w *waiter, mode decideMode) (resp *llmrouterv1.PickRe
 		return nil, false // the fleet may come back before the deadline
 	case len(all) == 0:
 		return s.reject(503, fmt.Sprintf("no healthy instance serves model %q (pool %q): all are unhealthy, draining or gone", clip.Input(w.req.Model), clip.Input(w.pool))), true
-	case mode == modeForce:
-		unsat, fallback = all, fallbackQueueTimeout
+	case mode == modeExpire:
+		return s.shed(all, shedQueueTimeout, fmt.Sprintf("every instance serving model %q stayed saturated for %s (llm_gateway.wait_schedule_timeout); shortest predicted wait %s against llm_scheduler.max_predicted_wait %s",
+			clip.Input(w.req.Model), s.cfg.Gateway.WaitScheduleTimeout, s.shortestWait(all).Round(time.Millisecond), s.adm.Target())), true
 	default:
 		return nil, false
 	}
 	return s.route(w, unsat, all, fallback), true
+}
+
+// budget is how much longer w may wait: its whole wait_schedule_timeout
+// while new, what is left of it once queued. Admission holds an instance's
+// predicted wait against it (and against max_predicted_wait), so a request
+// routed late in its wait still starts about when its deadline says.
+func (s *Scheduler) budget(w *waiter) time.Duration {
+	if w.deadline.IsZero() {
+		return s.cfg.Gateway.WaitScheduleTimeout
+	}
+	return max(w.deadline.Sub(s.clock.Now()), 0)
 }
 
 // route asks the policy, keeps only valid instances (never a draining or
@@ -339,11 +348,43 @@ func (s *Scheduler) route(w *waiter, cands, all []*policy.Instance, fallback str
 
 func (s *Scheduler) reject(code int32, reason string) *llmrouterv1.PickResponse {
 	s.m.decisions.WithLabelValues(s.pol.Name(), outcomeRejected).Inc()
-	r := &llmrouterv1.PickResponse{Status: llmrouterv1.PickResponse_REJECTED, HttpStatus: code, Reason: reason, Policy: s.pol.Name()}
-	if code == 429 {
-		r.RetryAfterSeconds = int32(max(1, math.Ceil(s.cfg.Gateway.WaitScheduleTryPeriod.Seconds())))
-	}
+	return &llmrouterv1.PickResponse{Status: llmrouterv1.PickResponse_REJECTED, HttpStatus: code, Reason: reason, Policy: s.pol.Name()}
+}
+
+// shed rejects a request for want of capacity with 429 and a Retry-After: the
+// predicted time until the first of its candidates has room (admission's
+// RetryAfter), in whole seconds, at least 1 and at most
+// wait_schedule_timeout.
+func (s *Scheduler) shed(cands []*policy.Instance, why, reason string) *llmrouterv1.PickResponse {
+	s.m.shed.WithLabelValues(why).Inc()
+	r := s.reject(429, reason)
+	r.RetryAfterSeconds = s.adm.RetryAfter(cands, s.cfg.Gateway.WaitScheduleTimeout)
 	return r
+}
+
+// routableIn lists pool's routable instances in the reused candidate
+// buffer; the caller clears it when done.
+func (s *Scheduler) routableIn(pool string) []*policy.Instance {
+	cands := s.candBuf[:0]
+	for _, in := range s.pools[pool] {
+		if in.routable() {
+			cands = append(cands, &in.view)
+		}
+	}
+	s.candBuf = cands
+	return cands
+}
+
+// shortestWait is the shortest predicted wait among cands, for the
+// rejection's reason.
+func (s *Scheduler) shortestWait(cands []*policy.Instance) time.Duration {
+	var best time.Duration = -1
+	for _, c := range cands {
+		if d := s.adm.PredictedWait(c); best < 0 || d < best {
+			best = d
+		}
+	}
+	return max(best, 0)
 }
 
 // capacityChanged re-evaluates the queue after a report, a completion, a
@@ -356,30 +397,55 @@ func (s *Scheduler) capacityChanged() {
 
 // drainQueue routes every queued request that now has an unsaturated
 // candidate, in queue order. Once a pool has no room, later requests for it
-// are skipped in this pass: their candidates are the same.
+// are skipped in this pass — their candidates are the same — unless the
+// room they lack is time that a request with more of its wait left has:
+// need is the shortest predicted wait that held a request back.
 func (s *Scheduler) drainQueue() {
 	now := s.clock.Now()
 	s.nextTry = now.Add(s.cfg.Gateway.WaitScheduleTryPeriod)
-	var full []string
+	full := s.fullBuf[:0]
 	kept := s.queue[:0]
 	for _, w := range s.queue {
-		if contains(full, w.pool) {
-			kept = append(kept, w)
-			continue
+		if i := slices.IndexFunc(full, func(f poolNeed) bool { return f.pool == w.pool }); i >= 0 {
+			if s.budget(w).Seconds() <= full[i].need {
+				kept = append(kept, w)
+				continue
+			}
 		}
 		resp, ok := s.decide(w, modeRetry)
 		if !ok {
-			full = append(full, w.pool)
+			full = setNeed(full, w.pool, s.need)
 			kept = append(kept, w)
 			continue
 		}
 		s.finish(w, resp, now)
 	}
+	s.fullBuf = full[:0]
 	s.shrinkQueue(kept)
 }
 
-// expireQueue routes requests that waited out wait_schedule_timeout to the
-// best instance anyway (or rejects them when none is left).
+// poolNeed is a pool with no room in this pass of drainQueue, and the
+// shortest predicted wait among its candidates held back by their wait
+// (+Inf when none was: no budget helps).
+type poolNeed struct {
+	pool string
+	need float64
+}
+
+func setNeed(full []poolNeed, pool string, need float64) []poolNeed {
+	for i := range full {
+		if full[i].pool == pool {
+			full[i].need = need
+			return full
+		}
+	}
+	return append(full, poolNeed{pool, need})
+}
+
+// expireQueue answers requests that waited out wait_schedule_timeout: an
+// unsaturated instance still takes one (a pass of drainQueue may not have
+// run since it freed up), otherwise it is shed with 429 and a Retry-After
+// (503 when no instance is left), never forced onto a saturated engine.
 func (s *Scheduler) expireQueue(now time.Time) {
 	if len(s.queue) == 0 {
 		return
@@ -390,7 +456,7 @@ func (s *Scheduler) expireQueue(now time.Time) {
 			kept = append(kept, w)
 			continue
 		}
-		resp, _ := s.decide(w, modeForce)
+		resp, _ := s.decide(w, modeExpire)
 		s.finish(w, resp, now)
 	}
 	s.shrinkQueue(kept)
@@ -407,13 +473,4 @@ func (s *Scheduler) finish(w *waiter, resp *llmrouterv1.PickResponse, now time.T
 	s.m.queueWait.Observe(now.Sub(w.enqueued).Seconds())
 	deliver := w.deliver
 	s.fired = append(s.fired, func() { deliver(resp) })
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }

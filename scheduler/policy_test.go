@@ -218,15 +218,16 @@ func TestFallbacksExportedFromStart(t *testing.T) {
 	}
 	got := map[string]bool{}
 	for _, mf := range must(reg.Gather()) {
-		if mf.GetName() == "llmrouter_scheduler_fallbacks_total" {
+		if n := mf.GetName(); n == "llmrouter_scheduler_fallbacks_total" || n == "llmrouter_scheduler_shed_total" {
 			for _, m := range mf.GetMetric() {
-				got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue() == 0
+				got[n+"/"+m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue() == 0
 			}
 		}
 	}
-	for _, r := range []string{"queue_timeout", "default_pool", "policy_empty", "duplicate_request_id"} {
-		if !got[r] {
-			t.Errorf("llmrouter_scheduler_fallbacks_total{reason=%q} not exported at 0 from start (got %v)", r, got)
+	for _, r := range []string{"fallbacks_total/default_pool", "fallbacks_total/policy_empty", "fallbacks_total/duplicate_request_id",
+		"shed_total/queue_timeout", "shed_total/queue_full"} {
+		if !got["llmrouter_scheduler_"+r] {
+			t.Errorf("llmrouter_scheduler_%s not exported at 0 from start (got %v)", r, got)
 		}
 	}
 }

@@ -108,7 +108,10 @@ func TestQueueFullRejects429(t *testing.T) {
 	}
 }
 
-func TestQueueTimeoutRoutesAnyway(t *testing.T) {
+// TestQueueTimeoutSheds429: a request that waits out wait_schedule_timeout
+// while every instance stays saturated is rejected with 429 and a
+// Retry-After — never routed to the saturated instance.
+func TestQueueTimeoutSheds429(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	clk := newFakeClock()
 	cfg := testConfig()
@@ -129,20 +132,50 @@ func TestQueueTimeoutRoutesAnyway(t *testing.T) {
 		s.Tick()
 	}
 	if final != nil {
-		t.Fatalf("routed before wait_schedule_timeout: %v", final)
+		t.Fatalf("answered before wait_schedule_timeout: %v", final)
 	}
 	clk.Advance(time.Second)
 	mustReport(t, s, "10.0.0.1:8000", load(4, 3))
 	s.Tick()
-	if final == nil || final.Status != llmrouterv1.PickResponse_ROUTED || final.Endpoints[0] != "10.0.0.1:8000" {
-		t.Fatalf("after timeout: %v", final)
+	if final == nil || final.Status != llmrouterv1.PickResponse_REJECTED || final.HttpStatus != 429 || len(final.Endpoints) != 0 {
+		t.Fatalf("after timeout: %v, want REJECTED 429 with no endpoint", final)
+	}
+	if final.RetryAfterSeconds < 1 || final.RetryAfterSeconds > 10 {
+		t.Fatalf("Retry-After %d s, want 1..10 (wait_schedule_timeout)", final.RetryAfterSeconds)
+	}
+	if st := s.Stats(); st.Inflight != 0 || st.Queued != 0 {
+		t.Fatalf("stats = %+v: the shed request must not count on the instance", st)
 	}
 	var m dto.Metric
-	if err := s.m.fallbacks.WithLabelValues(fallbackQueueTimeout).Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
-		t.Fatalf("queue_timeout fallbacks = %v (%v)", m.GetCounter().GetValue(), err)
+	if err := s.m.shed.WithLabelValues(shedQueueTimeout).Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+		t.Fatalf("shed{queue_timeout} = %v (%v)", m.GetCounter().GetValue(), err)
 	}
 	if err := s.m.queueWait.Write(&m); err != nil || m.GetHistogram().GetSampleCount() != 1 || m.GetHistogram().GetSampleSum() != 10 {
 		t.Fatalf("queue wait = %v (%v)", m.GetHistogram(), err)
+	}
+}
+
+// TestQueueTimeoutTakesAnInstanceThatFreedUp: at its deadline a request
+// still goes to an instance that has room, even if no re-evaluation ran
+// since it freed up.
+func TestQueueTimeoutTakesAnInstanceThatFreedUp(t *testing.T) {
+	s, clk := saturatedOne(t, func(c *config.Config) {
+		c.Gateway.WaitScheduleTryPeriod = 10 * time.Second
+		c.Scheduler.MissedReports = 1000 // no report for 10 s: the instance stays
+	})
+	var final *llmrouterv1.PickResponse
+	if _, tk := s.TryPick(pickReq("q", "m"), func(r *llmrouterv1.PickResponse) { final = r }); tk == nil {
+		t.Fatal("not queued")
+	}
+	// Room appears without a report (the view changes under the scheduler
+	// only through reports, so reach in as a report would).
+	s.mu.Lock()
+	s.insts["10.0.0.1:8000"].view.Waiting, s.insts["10.0.0.1:8000"].view.Running = 0, 2
+	s.mu.Unlock()
+	clk.Advance(10 * time.Second)
+	s.Tick()
+	if final == nil || final.Status != llmrouterv1.PickResponse_ROUTED {
+		t.Fatalf("at the deadline with room: %v, want ROUTED", final)
 	}
 }
 
@@ -255,5 +288,129 @@ func TestSaturatedByKVUsage(t *testing.T) {
 		if len(r.Endpoints) != 2 {
 			t.Fatalf("saturated instance should still be a fallback: %v", r)
 		}
+	}
+}
+
+// TestPredictedWaitHoldsBackLongQueues: one unreported pick of a 150k-token
+// prompt is far under max_waiting (16) but seconds of prefill: the next
+// request goes elsewhere, and with every instance so loaded it waits —
+// while with max_predicted_wait off, max_waiting alone would route it.
+func TestPredictedWaitHoldsBackLongQueues(t *testing.T) {
+	long := func(id string) *llmrouterv1.PickRequest {
+		r := pickReq(id, "m")
+		r.PromptTokens = 150000
+		return r
+	}
+	for _, on := range []bool{true, false} {
+		s, _ := newTestScheduler(t, func(c *config.Config) {
+			if !on {
+				c.Scheduler.MaxPredictedWait = 0
+			}
+		})
+		mustRegister(t, s, "10.0.0.1:8000")
+		mustReport(t, s, "10.0.0.1:8000", load(4, 0))
+		if r, tk := s.TryPick(long("long"), nil); tk != nil || r.Status != llmrouterv1.PickResponse_ROUTED {
+			t.Fatalf("first request to an empty queue: %v", r)
+		}
+		v, _ := s.InstanceView("10.0.0.1:8000")
+		if on != v.Saturated {
+			t.Fatalf("max_predicted_wait on=%v: saturated=%v with one queued pick of 150k tokens (predicted %s, max_waiting 16)", on, v.Saturated, s.adm.PredictedWait(&v))
+		}
+		r, tk := s.TryPick(pickReq("short", "m"), nil)
+		if on && (tk == nil || r.Status != llmrouterv1.PickResponse_QUEUED) {
+			t.Fatalf("behind 150k queued tokens: %v, want QUEUED", r)
+		}
+		if !on && r.Status != llmrouterv1.PickResponse_ROUTED {
+			t.Fatalf("max_predicted_wait off: %v, want ROUTED (max_waiting alone)", r)
+		}
+		if on {
+			// A second instance with room takes it at once.
+			mustRegister(t, s, "10.0.0.2:8000")
+			mustReport(t, s, "10.0.0.2:8000", load(4, 0))
+			if st := s.Stats(); st.Queued != 0 {
+				t.Fatalf("queued request not routed when an instance with room joined: %+v", st)
+			}
+			for i := range 5 {
+				id := fmt.Sprint("s", i)
+				if to := route(t, s, pickReq(id, "m")); to != "10.0.0.2:8000" {
+					t.Fatalf("pick %d went to the instance predicted to wait: %s", i, to)
+				}
+				done(t, s, id)
+			}
+		}
+	}
+}
+
+// TestQueuedRoutedWhenPredictedWaitDrops: a slow engine at its batch limit
+// with requests waiting is predicted over the 2 s target (each waits for
+// one of 4 running requests, finishing about once a second, to end); a
+// request waits, and is routed by the report that brings the prediction
+// under it.
+func TestQueuedRoutedWhenPredictedWaitDrops(t *testing.T) {
+	s, clk := newTestScheduler(t, nil)
+	mustRegister(t, s, "10.0.0.1:8000")
+	for range 100 { // outputs of 64 tokens
+		s.adm.Completed(64)
+	}
+	step := 0.0643 // an L4's step with 4 running
+	slow := func(waiting int64) *llmrouterv1.Report {
+		return &llmrouterv1.Report{Healthy: true, Running: 4, Waiting: waiting, GenerationTokensPerSecond: 4 / step, PrefixCacheHitRatio: 0.9}
+	}
+	mustReport(t, s, "10.0.0.1:8000", slow(2))
+	var final *llmrouterv1.PickResponse
+	if r, tk := s.TryPick(pickReq("q", "m"), func(r *llmrouterv1.PickResponse) { final = r }); tk == nil {
+		t.Fatalf("two requests ahead on a 4-sequence L4: %v, want QUEUED", r)
+	}
+	clk.Advance(150 * time.Millisecond)
+	s.Tick()
+	mustReport(t, s, "10.0.0.1:8000", slow(2))
+	if final != nil {
+		t.Fatalf("routed while still predicted over the target: %v", final)
+	}
+	mustReport(t, s, "10.0.0.1:8000", slow(1))
+	if final != nil {
+		t.Fatalf("one ahead (about 2 s): routed: %v", final)
+	}
+	mustReport(t, s, "10.0.0.1:8000", slow(0))
+	if final == nil || final.Status != llmrouterv1.PickResponse_ROUTED {
+		t.Fatalf("none ahead (about 1 s): %v, want ROUTED", final)
+	}
+}
+
+// TestQueuedRequestGoesOnlyWhereItStartsInTime: a request that has waited
+// 9.6 of its 10 s is not sent where it is predicted to wait another second
+// (it would start after its deadline): it is shed at the deadline, while a
+// new request takes that place.
+func TestQueuedRequestGoesOnlyWhereItStartsInTime(t *testing.T) {
+	s, clk := newTestScheduler(t, nil)
+	mustRegister(t, s, "10.0.0.1:8000")
+	for range 100 {
+		s.adm.Completed(64)
+	}
+	slow := func(waiting int64) *llmrouterv1.Report {
+		return &llmrouterv1.Report{Healthy: true, Running: 4, Waiting: waiting, GenerationTokensPerSecond: 4 / 0.0643, PrefixCacheHitRatio: 0.9}
+	}
+	mustReport(t, s, "10.0.0.1:8000", slow(2))
+	var old *llmrouterv1.PickResponse
+	if _, tk := s.TryPick(pickReq("old", "m"), func(r *llmrouterv1.PickResponse) { old = r }); tk == nil {
+		t.Fatal("not queued")
+	}
+	for range 48 { // 9.6 s
+		clk.Advance(200 * time.Millisecond)
+		mustReport(t, s, "10.0.0.1:8000", slow(2))
+		s.Tick()
+	}
+	mustReport(t, s, "10.0.0.1:8000", slow(0)) // about 1 s to a place
+	if old != nil {
+		t.Fatalf("sent with 0.4 s left where it would wait about 1 s: %v", old)
+	}
+	if r, tk := s.TryPick(pickReq("new", "m"), nil); tk != nil || r.Status != llmrouterv1.PickResponse_ROUTED {
+		t.Fatalf("a new request, 1 s predicted against 2 s: %v, want ROUTED", r)
+	}
+	clk.Advance(400 * time.Millisecond)
+	mustReport(t, s, "10.0.0.1:8000", slow(1))
+	s.Tick()
+	if old == nil || old.HttpStatus != 429 {
+		t.Fatalf("at its deadline: %v, want 429", old)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/admission"
 	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/policy/affinity"
@@ -88,9 +89,8 @@ type Scheduler struct {
 	verify   Verifier
 	probe    Prober
 
-	maxWaiting int64
-	maxKV      float64
-	retries    int
+	adm     *admission.Saturation // saturation: held-back instances
+	retries int
 
 	mu       sync.Mutex
 	insts    map[string]*inst
@@ -105,6 +105,10 @@ type Scheduler struct {
 	// scratch buffers reused by decisions (under mu).
 	candBuf  []*policy.Instance
 	unsatBuf []*policy.Instance
+	fullBuf  []poolNeed // drainQueue's pools without room
+	// need is, after a decision that found no room, the shortest predicted
+	// wait among the candidates held back by it (+Inf: none was).
+	need float64
 }
 
 // New builds a scheduler running cfg.Scheduler.Policy.
@@ -140,12 +144,9 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 			AllowLoopback: ListensOnLoopback(cfg.Scheduler.Listen), MissedReports: cfg.Scheduler.MissedReports,
 			SilentGrace: cfg.Scheduler.SilentGrace, PanicThreshold: cfg.Scheduler.PanicThreshold,
 			Verify: d.Verify != nil, Log: d.Log.Named("registry")}),
-		maxWaiting: int64(cfg.Scheduler.MaxWaiting), maxKV: cfg.Scheduler.MaxKVCacheUsage,
+		adm:     admission.New(cfg),
 		retries: max(cfg.Gateway.RetryCount, 0),
 		insts:   map[string]*inst{}, pools: map[string][]*inst{}, inflight: map[string]*pick{},
-	}
-	if s.maxKV <= 0 {
-		s.maxKV = 1
 	}
 	s.observer, _ = pol.(policy.Observer)
 	return s, nil
@@ -243,7 +244,9 @@ func (s *Scheduler) RegisterAs(reg *llmrouterv1.Register, holder *registry.Lease
 		s.observer.Removed(lease.ID)
 	}
 	in.gen, in.probing = lease.Gen, false
+	in.view.BatchLimit, in.view.Speed = 0, 0 // a new or restarted engine is measured afresh
 	s.mirror(in, &ri)
+	s.adm.Reported(&in.view)
 	s.rebuildPools()
 	s.instanceStates()
 	s.m.instanceReport(&ri)
@@ -272,6 +275,7 @@ func (s *Scheduler) InstanceReport(id string, gen uint64, rep *llmrouterv1.Repor
 	}
 	stateChanged := in.healthy != ri.Healthy || in.silent != ri.Silent
 	s.mirror(in, &ri)
+	s.adm.Reported(&in.view)
 	s.markSeen(in)
 	s.m.instanceReport(&ri)
 	if stateChanged {
@@ -431,7 +435,7 @@ func (s *Scheduler) InstanceView(id string) (policy.Instance, bool) {
 		return policy.Instance{}, false
 	}
 	v := in.view
-	v.Saturated = s.saturated(in)
+	v.Saturated, _ = s.adm.Saturated(&v)
 	return v, true
 }
 

@@ -14,7 +14,7 @@ import (
 )
 
 var benchJSONKeys = []string{"duration_s", "input_tokens", "output_throughput", "output_tokens", "policy", "prefix_hit_ratio",
-	"request_throughput", "requests", "total_throughput", "tpot_mean_ms", "tpot_median_ms", "tpot_p99_ms",
+	"rejected", "request_throughput", "requests", "total_throughput", "tpot_mean_ms", "tpot_median_ms", "tpot_p99_ms",
 	"ttft_mean_ms", "ttft_median_ms", "ttft_p99_ms"}
 
 func decodeBenchJSON(t *testing.T, out string) []map[string]any {

@@ -125,6 +125,11 @@ type Scheduler struct {
 	// Saturation thresholds: an instance over either is held back.
 	MaxWaiting      int     `mapstructure:"max_waiting" yaml:"max_waiting"`
 	MaxKVCacheUsage float64 `mapstructure:"max_kv_cache_usage" yaml:"max_kv_cache_usage"`
+	// MaxPredictedWait: an instance where a new request is predicted to wait
+	// this long before it runs (the work queued ahead of it, by the cost
+	// model of Policies) is saturated too (scheduler/admission); 0 turns
+	// the prediction off, leaving the counts.
+	MaxPredictedWait time.Duration `mapstructure:"max_predicted_wait" yaml:"max_predicted_wait"`
 	// XDSPushInterval coalesces endpoint churn into at most one push per interval.
 	XDSPushInterval time.Duration `mapstructure:"xds_push_interval" yaml:"xds_push_interval"`
 	// ClusterName is the EDS cluster of the engine fleet.
@@ -267,6 +272,11 @@ func Default() Config {
 			XDSPushInterval: 50 * time.Millisecond,
 			ClusterName:     "llm_backends",
 			Policies:        DefaultPolicies(),
+
+			// 2 s: under llm_gateway.wait_schedule_timeout + 4 s to a first
+			// token even when the prediction is off by a second or two
+			// (docs/configuration.md says why).
+			MaxPredictedWait: 2 * time.Second,
 		},
 		Agent: Agent{
 			EngineURL:        "http://127.0.0.1:8000",

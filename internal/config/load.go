@@ -439,6 +439,9 @@ func (c Config) Validate() error {
 	if s.MaxKVCacheUsage <= 0 || s.MaxKVCacheUsage > 1 {
 		bad("llm_scheduler.max_kv_cache_usage", s.MaxKVCacheUsage, "a fraction in (0, 1]")
 	}
+	if s.MaxPredictedWait < 0 {
+		bad("llm_scheduler.max_predicted_wait", s.MaxPredictedWait.String(), "0 (off) or a positive duration such as 2s")
+	}
 	if s.XDSPushInterval < 0 {
 		bad("llm_scheduler.xds_push_interval", s.XDSPushInterval.String(), "0 or a positive duration")
 	}

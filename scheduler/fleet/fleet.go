@@ -75,7 +75,15 @@ type Instance struct {
 	PrefixCacheHitRatio float64
 	NumGPUBlocks        int64 // 0 when unknown
 	BlockSize           int64 // tokens per KV block, 0 when unknown
-	LastReport          time.Time
+	// BatchLimit is the running count at which the engine was last seen
+	// holding requests back (max_num_seqs, or a full KV cache), raised when
+	// it runs more; 0 until it has held one back (scheduler/admission).
+	BatchLimit int64
+	// Speed is the engine's pace against the scheduler's cost model,
+	// measured from its reports and smoothed (1: as the model says; 0.1:
+	// ten times slower); 0 until measured (scheduler/admission).
+	Speed      float64
+	LastReport time.Time
 }
 
 // Load is the request count a policy should consider: what the engine last

@@ -445,7 +445,12 @@ func (s *sim) dispatch(f *flight, resp *llmrouterv1.PickResponse) {
 		if i := strings.IndexAny(reason, "(:;"); i > 0 {
 			reason = strings.TrimSpace(reason[:i])
 		}
-		s.fail(f, fmt.Sprintf("scheduler %s %d: %s", resp.GetStatus(), resp.GetHttpStatus(), reason), false)
+		why := fmt.Sprintf("scheduler %s %d: %s", resp.GetStatus(), resp.GetHttpStatus(), reason)
+		if c := resp.GetHttpStatus(); resp.GetStatus() == llmrouterv1.PickResponse_REJECTED && (c == 429 || c == 503) {
+			s.reject(f, why)
+			return
+		}
+		s.fail(f, why, false)
 		return
 	}
 	in := s.byAddr[resp.GetEndpoints()[0]]
@@ -534,6 +539,16 @@ func (s *sim) untrack(c *workload.Conversation) {
 			s.ws -= int64(len(c.System) / workload.CharsPerToken)
 		}
 	}
+}
+
+// reject ends a request the scheduler shed (429, or 503): counted as
+// rejected, not failed.
+func (s *sim) reject(f *flight, why string) {
+	now := s.clock.now
+	delete(s.flights, f.engID)
+	s.untrack(f.req.Conversation)
+	s.rec.Add(workload.Outcome{Rejected: true, Err: why, Latency: now - f.req.Arrival, End: now})
+	s.driver.Done(now, f.req, "", false)
 }
 
 func (s *sim) fail(f *flight, why string, picked bool) {

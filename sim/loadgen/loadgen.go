@@ -229,6 +229,10 @@ func (g *gen) do(ctx context.Context, r *workload.Request) (workload.Outcome, st
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		out.Err = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, errorMessage(msg))
+		// The router shedding load answers 429 (or 503): a rejection, not
+		// a failure.
+		out.Rejected = resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable
+		out.Latency = time.Since(sent)
 		return out, ""
 	}
 	var (

@@ -156,8 +156,9 @@ func TestLiveCountsFailures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Requests != 1 || s.Failed != 1 || s.Errors["HTTP 429: busy"] != 1 {
-		t.Fatalf("requests %d failed %d errors %v: want one success and one HTTP 429", s.Requests, s.Failed, s.Errors)
+	// A 429 is the router shedding load: counted as rejected, not failed.
+	if s.Requests != 1 || s.Failed != 0 || s.Rejected != 1 || s.Rejections["HTTP 429: busy"] != 1 {
+		t.Fatalf("requests %d failed %d rejected %d (%v, %v): want one success and one HTTP 429 rejection", s.Requests, s.Failed, s.Rejected, s.Errors, s.Rejections)
 	}
 	if s.PrefixHitRatio == nil || *s.PrefixHitRatio != 0 {
 		t.Fatalf("hit ratio %v: the server reported cached_tokens 0, want 0", s.PrefixHitRatio)

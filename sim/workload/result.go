@@ -13,7 +13,11 @@ import (
 // Outcome is one request's measurements.
 type Outcome struct {
 	OK bool
-	// Err says why a failed request failed.
+	// Rejected marks a request the router shed for want of capacity (429,
+	// or 503) rather than one that failed; Err says why, Latency how long
+	// the answer took.
+	Rejected bool
+	// Err says why a failed (or rejected) request failed.
 	Err          string
 	InputTokens  int
 	OutputTokens int
@@ -41,6 +45,9 @@ func (o Outcome) TPOT() (time.Duration, bool) {
 type Recorder struct {
 	ttft, tpot         []float64 // ms
 	ok, failed         int
+	rejected           int
+	rejects            map[string]int // rejections by reason
+	slowestReject      time.Duration
 	input, output      int64
 	cached             int64
 	cachedKnown        bool
@@ -52,6 +59,17 @@ type Recorder struct {
 
 // Add records one outcome.
 func (r *Recorder) Add(o Outcome) {
+	if !o.OK && o.Rejected {
+		r.rejected++
+		r.slowestReject = max(r.slowestReject, o.Latency)
+		if r.rejects == nil {
+			r.rejects = map[string]int{}
+		}
+		if len(r.rejects) < 16 || r.rejects[o.Err] > 0 {
+			r.rejects[o.Err]++
+		}
+		return
+	}
 	if !o.OK {
 		r.failed++
 		if r.errs == nil {
@@ -103,9 +121,20 @@ type Summary struct {
 	// tokens looked up; null when the target does not say (live mode
 	// against servers that report no cached tokens).
 	PrefixHitRatio *float64 `json:"prefix_hit_ratio"`
+	// Rejected counts requests the router shed for want of capacity (429
+	// or 503), apart from failures: under overload a router that answers
+	// at once beats one that lets requests time out.
+	Rejected int `json:"rejected"`
 
 	Failed int            `json:"-"`
 	Errors map[string]int `json:"-"`
+	// Rejections counts the rejected requests by reason;
+	// RejectedSlowestMs is the longest a rejected request waited for its
+	// answer and TTFTMaxMs the longest time to first token (overload runs
+	// bound both).
+	Rejections        map[string]int `json:"-"`
+	RejectedSlowestMs float64        `json:"-"`
+	TTFTMaxMs         float64        `json:"-"`
 	// PerInstance counts the requests each instance served (simulator).
 	PerInstance []InstanceCount `json:"-"`
 	// Extra holds mode-specific facts for the text report (preemptions...).
@@ -126,9 +155,16 @@ type KV struct {
 // Summary computes the summary. The duration runs from the start of the run
 // to the last completion.
 func (r *Recorder) Summary(policy string) Summary {
-	s := Summary{Policy: policy, Requests: r.ok, Failed: r.failed, InputTokens: r.input, OutputTokens: r.output}
+	s := Summary{Policy: policy, Requests: r.ok, Failed: r.failed, Rejected: r.rejected, InputTokens: r.input, OutputTokens: r.output}
 	if len(r.errs) > 0 {
 		s.Errors = r.errs
+	}
+	if len(r.rejects) > 0 {
+		s.Rejections = r.rejects
+	}
+	s.RejectedSlowestMs = ms(r.slowestReject)
+	if len(r.ttft) > 0 {
+		s.TTFTMaxMs = slices.Max(r.ttft)
 	}
 	s.DurationS = r.end.Seconds()
 	if s.DurationS > 0 {
@@ -190,6 +226,10 @@ func WriteTable(w io.Writer, s Summary) {
 	if s.Failed > 0 {
 		line("Failed requests", s.Failed)
 	}
+	line("Rejected requests (429/503)", s.Rejected)
+	if s.Rejected > 0 {
+		line("Slowest rejection (ms)", f2(s.RejectedSlowestMs))
+	}
 	line("Benchmark duration (s)", f2(s.DurationS))
 	line("Total input tokens", s.InputTokens)
 	line("Total generated tokens", s.OutputTokens)
@@ -220,14 +260,17 @@ func WriteTable(w io.Writer, s Summary) {
 	for _, kv := range s.Extra {
 		line(kv.Key, kv.Value)
 	}
-	if len(s.Errors) > 0 {
-		keys := make([]string, 0, len(s.Errors))
-		for k := range s.Errors {
+	for _, l := range []struct {
+		label string
+		m     map[string]int
+	}{{"Error", s.Errors}, {"Rejection", s.Rejections}} {
+		keys := make([]string, 0, len(l.m))
+		for k := range l.m {
 			keys = append(keys, k)
 		}
 		slices.Sort(keys)
 		for _, k := range keys {
-			line("Error", fmt.Sprintf("%dx %s", s.Errors[k], k))
+			line(l.label, fmt.Sprintf("%dx %s", l.m[k], k))
 		}
 	}
 	fmt.Fprintln(w, "==================================================")

@@ -1,0 +1,256 @@
+package admission
+
+import (
+	"math"
+	"time"
+
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/costmodel"
+	"github.com/llmrouter/llmrouter/scheduler/policy"
+)
+
+// Reason names the threshold a saturated instance is over.
+type Reason string
+
+// Reasons, in the order they are checked.
+const (
+	NotSaturated  Reason = ""
+	MaxWaiting    Reason = "max_waiting"
+	KVCache       Reason = "kv_cache"
+	PredictedWait Reason = "predicted_wait"
+)
+
+// Speeds outside these bounds are taken as a bad measurement and clamped:
+// an engine fifty times slower or ten times faster than the model is not
+// a GPU the model could describe anyway.
+const minSpeed, maxSpeed = 0.02, 10
+
+// ewma is the weight of one observation in the running means.
+const ewma = 0.05
+
+// Saturation is the saturation judgment (see the package comment).
+type Saturation struct {
+	model      costmodel.Model
+	maxWaiting int64
+	maxKV      float64
+	target     float64 // llm_scheduler.max_predicted_wait in seconds; 0: off
+	invBatch   float64 // 1 / max batched tokens
+
+	// Running means standing in for what a report does not say: the
+	// prompt of a request waiting at an engine, and how many tokens a
+	// running request generates before it frees its place.
+	avgPrompt, avgOut float64
+}
+
+// New builds the judgment from llm_scheduler (max_waiting,
+// max_kv_cache_usage, max_predicted_wait, policies).
+func New(cfg config.Config) *Saturation {
+	s := &Saturation{
+		model:      costmodel.FromConfig(cfg.Scheduler.Policies),
+		maxWaiting: int64(cfg.Scheduler.MaxWaiting),
+		maxKV:      cfg.Scheduler.MaxKVCacheUsage,
+		target:     cfg.Scheduler.MaxPredictedWait.Seconds(),
+		avgPrompt:  512,
+		avgOut:     float64(cfg.Scheduler.Policies.DefaultOutputTokens),
+	}
+	if s.maxKV <= 0 {
+		s.maxKV = 1
+	}
+	if s.avgOut <= 0 {
+		s.avgOut = float64(config.DefaultPolicies().DefaultOutputTokens)
+	}
+	s.invBatch = 1 / s.model.MaxBatchedTokens
+	return s
+}
+
+// Target is llm_scheduler.max_predicted_wait (0: off).
+func (s *Saturation) Target() time.Duration { return seconds(s.target) }
+
+// Observe learns from a request about to be decided: the mean prompt
+// stands for the prompt of a request an engine reports waiting.
+func (s *Saturation) Observe(req *policy.Request) {
+	if req.PromptTokens > 0 {
+		s.avgPrompt += ewma * (float64(req.PromptTokens) - s.avgPrompt)
+	}
+}
+
+// Completed learns the mean output: a running request frees its place in
+// the batch after about that many decode steps.
+func (s *Saturation) Completed(completionTokens int64) {
+	if completionTokens > 0 {
+		s.avgOut += ewma * (float64(completionTokens) - s.avgOut)
+	}
+}
+
+// Saturated says whether c is over a threshold, and which. It runs for
+// every candidate of every decision: the common case (nothing queued, or
+// a wait far under the target) reads a few fields.
+func (s *Saturation) Saturated(c *policy.Instance) (bool, Reason) {
+	return s.saturated(c, s.target)
+}
+
+// SaturatedWithin is Saturated for a request that may wait at most budget
+// more (what is left of its wait_schedule_timeout): the predicted wait is
+// held against the smaller of budget and the target, so a request that
+// waited long in the queue goes only where it is predicted to start before
+// its deadline. An instance predicting no wait at all is never over it.
+func (s *Saturation) SaturatedWithin(c *policy.Instance, budget time.Duration) (bool, Reason) {
+	return s.saturated(c, budget.Seconds())
+}
+
+func (s *Saturation) saturated(c *policy.Instance, budget float64) (bool, Reason) {
+	queued := c.Waiting + c.InflightRequests
+	if s.maxWaiting > 0 && queued >= s.maxWaiting {
+		return true, MaxWaiting
+	}
+	kv := c.KVCacheUsage
+	if n := c.NumGPUBlocks * c.BlockSize; n > 0 && c.InflightPromptTokens != 0 {
+		kv += float64(c.InflightPromptTokens) / float64(n)
+	}
+	if kv >= s.maxKV {
+		return true, KVCache
+	}
+	if s.target > 0 && (queued > 0 || atLimit(c)) {
+		// wait = modelWait / speed >= limit, without dividing.
+		limit := min(s.target, max(budget, 0))
+		if t := s.modelWait(c, queued); t > 0 && t >= limit*s.speed(c) {
+			return true, PredictedWait
+		}
+	}
+	return false, NotSaturated
+}
+
+// Filter sets each candidate's Saturated flag and appends the unsaturated
+// ones to out, which it returns.
+func (s *Saturation) Filter(cands, out []*policy.Instance) []*policy.Instance {
+	for _, c := range cands {
+		c.Saturated, _ = s.Saturated(c)
+		if !c.Saturated {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// PredictedWait is how long a request sent to c now is predicted to wait
+// before it runs.
+func (s *Saturation) PredictedWait(c *policy.Instance) time.Duration { return seconds(s.wait(c)) }
+
+// wait is PredictedWait in seconds:
+//
+//	ahead   = (waiting × mean prompt + unreported picks' prompt tokens) × uncached share
+//	step    = step time with running + unreported picks decoding
+//	prefill = ahead × prefill cost + ahead / max batched tokens × step
+//	seats   = running + waiting + unreported picks − batch limit + 1 (0 while no limit is known, or below it)
+//	seat    = seats × mean output × step / running
+//	wait    = (prefill + seat) / speed
+//
+// The uncached share is 1 − the engine's prefix-cache hit ratio (1 when it
+// does not report one); the speed is costmodel.Work of the last report
+// when the engine was busy through it (1 otherwise).
+func (s *Saturation) wait(c *policy.Instance) float64 {
+	queued := c.Waiting + c.InflightRequests
+	if queued <= 0 && !atLimit(c) {
+		return 0
+	}
+	return s.modelWait(c, queued) / s.speed(c)
+}
+
+// atLimit: c runs as many requests as its batch limit, so even with
+// nothing queued a new request waits for a place.
+func atLimit(c *policy.Instance) bool { return c.BatchLimit > 0 && c.Running >= c.BatchLimit }
+
+// modelWait is wait before the division by the speed.
+func (s *Saturation) modelWait(c *policy.Instance, queued int64) float64 {
+	m := &s.model
+	ahead := (float64(c.Waiting)*s.avgPrompt + float64(c.InflightPromptTokens)) * uncachedShare(c)
+	step := m.Step + m.DecodeToken*float64(c.Running+c.InflightRequests) // m.StepTime, inlined by hand
+	t := ahead * (m.PrefillToken + s.invBatch*step)
+	if c.BatchLimit > 0 {
+		// The requests queued beyond the limit, and this one, each take
+		// the place of a running request that finishes; running requests
+		// finish at running / (mean output × step) a second.
+		if seats := c.Running + queued - c.BatchLimit + 1; seats > 0 {
+			t += float64(seats) * s.avgOut * step / float64(max(c.Running, 1))
+		}
+	}
+	return t
+}
+
+// uncachedShare is the share of a prompt c must compute: 1 − its
+// prefix-cache hit ratio, 1 when it reports none.
+func uncachedShare(c *policy.Instance) float64 {
+	if h := c.PrefixCacheHitRatio; h >= 0 && h <= 1 {
+		return 1 - h
+	}
+	return 1
+}
+
+// speed is c's measured speed (Reported), 1 until measured.
+func (s *Saturation) speed(c *policy.Instance) float64 {
+	if c.Speed > 0 {
+		return c.Speed
+	}
+	return 1
+}
+
+// speedEWMA is the weight of one report in an instance's speed: about
+// two seconds of reports at 200 ms. One report's sample is noisy (a 200 ms
+// interval holds a few steps of a slow engine; a request still
+// prefilling counts as running but generates nothing).
+const speedEWMA = 0.1
+
+// Reported updates what admission keeps in an instance's view from its
+// latest report, once the scheduler has copied the report in: its batch
+// limit (BatchLimit) and its speed against the cost model
+// (costmodel.Work of the report, smoothed; the first sample is taken
+// whole). Any running request makes a sample: an engine steps without
+// pause while one runs.
+func (s *Saturation) Reported(c *policy.Instance) {
+	c.BatchLimit = BatchLimit(c.BatchLimit, c.Running, c.Waiting)
+	if c.Running <= 0 || !(c.GenTPS > 0) {
+		return
+	}
+	w := s.model.Work(float64(c.Running), c.GenTPS, c.PromptTPS, uncachedShare(c))
+	if math.IsNaN(w) || math.IsInf(w, 0) {
+		return
+	}
+	w = min(max(w, minSpeed), maxSpeed)
+	if c.Speed <= 0 {
+		c.Speed = w
+		return
+	}
+	c.Speed += speedEWMA * (w - c.Speed)
+}
+
+// RetryAfter is what a request shed for want of capacity is told: the
+// predicted time until the first of cands has room, at least one second,
+// at most most, in whole seconds. A candidate saturated by its count or
+// its KV cache rather than its wait gives the minimum.
+func (s *Saturation) RetryAfter(cands []*policy.Instance, most time.Duration) int32 {
+	first := math.Inf(1)
+	for _, c := range cands {
+		first = min(first, max(s.wait(c)-s.target, 0))
+	}
+	hi := max(math.Ceil(most.Seconds()), 1)
+	if math.IsInf(first, 1) {
+		return int32(hi)
+	}
+	return int32(min(max(math.Ceil(first), 1), hi))
+}
+
+// BatchLimit is an instance's batch limit after a report of running and
+// waiting requests, given the previous one (0: none seen): an engine that
+// holds requests back is at its limit (max_num_seqs, or its KV cache), and
+// one running more than the limit shows a larger one.
+func BatchLimit(prev, running, waiting int64) int64 {
+	switch {
+	case waiting > 0 && running > 0:
+		return running
+	case prev > 0 && running > prev:
+		return running
+	}
+	return prev
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

@@ -1,0 +1,192 @@
+package admission
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/policy"
+)
+
+func newSat(mutate func(*config.Config)) *Saturation {
+	cfg := config.Default()
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	return New(cfg)
+}
+
+func near(t *testing.T, name string, got, want float64) {
+	t.Helper()
+	if math.Abs(got-want) > 1e-9*math.Max(1, math.Abs(want)) {
+		t.Errorf("%s = %.9g, want %.9g", name, got, want)
+	}
+}
+
+func TestNothingQueuedPredictsNoWait(t *testing.T) {
+	s := newSat(nil)
+	c := &policy.Instance{Running: 199, BatchLimit: 200, GenTPS: 1, PrefixCacheHitRatio: -1}
+	if w := s.PredictedWait(c); w != 0 {
+		t.Fatalf("nothing waiting, nothing unreported, a free place: predicted %s, want 0", w)
+	}
+	// At its limit a new request waits for a running one to finish.
+	c.Running = 200
+	c.Speed = 1
+	if w := s.PredictedWait(c); w <= 0 {
+		t.Fatalf("at its batch limit: predicted %s, want the wait for a place", w)
+	}
+}
+
+// TestPredictedWaitPrefill: the prefill of the requests ahead, by the cost
+// model, at model speed (no measurable speed in the report).
+func TestPredictedWaitPrefill(t *testing.T) {
+	s := newSat(nil)
+	m := s.model
+	// 2 waiting at the mean prompt (512 before any request is seen), one
+	// unreported pick of 3,000 prompt tokens, half of all prompts cached.
+	c := &policy.Instance{Running: 3, Waiting: 2, InflightRequests: 1, InflightPromptTokens: 3000, PrefixCacheHitRatio: 0.5}
+	ahead := (2*512.0 + 3000) * 0.5
+	step := m.Step + m.DecodeToken*4
+	near(t, "wait", s.wait(c), ahead*m.PrefillToken+ahead/m.MaxBatchedTokens*step)
+	// The mean prompt is learnt from requests.
+	for range 200 {
+		s.Observe(&policy.Request{PromptTokens: 8192})
+	}
+	if got := s.avgPrompt; math.Abs(got-8192) > 1 {
+		t.Fatalf("mean prompt after 200 requests of 8192 tokens: %g", got)
+	}
+}
+
+// TestPredictedWaitSlowBatchLimitedEngine: an engine at its batch limit
+// (4 sequences, as `enginesim --max-num-seqs 4`) eleven times slower than
+// the model (llama3-8b-l4 against the H100 defaults): requests beyond the
+// limit, and a new one, each wait for a running request to finish, at the
+// engine's measured pace.
+func TestPredictedWaitSlowBatchLimitedEngine(t *testing.T) {
+	s := newSat(nil)
+	for range 400 {
+		s.Completed(64)
+	}
+	// L4: a step of 4 decoding sequences takes 64 ms + 4 × 67 µs.
+	realStep := 0.064 + 4*67e-6
+	perSeat := 64 * realStep / 4 // a running request finishes every ~1 s
+	c := &policy.Instance{Running: 4, Waiting: 2, GenTPS: 4 / realStep, PrefixCacheHitRatio: 0.9}
+	s.Reported(c)
+	if c.BatchLimit != 4 || c.Speed < 0.08 || c.Speed > 0.1 {
+		t.Fatalf("after a report of 4 running, 2 waiting at an L4's pace: batch limit %d, speed %.3f; want 4 and about 0.09", c.BatchLimit, c.Speed)
+	}
+	for _, tc := range []struct {
+		running, waiting int64
+		seats            float64
+	}{
+		{4, 2, 3}, // two ahead and this one
+		{4, 1, 2},
+		{4, 0, 1}, // full: a running one must finish
+		{3, 0, 0}, // a free place
+	} {
+		c.Running, c.Waiting = tc.running, tc.waiting
+		want := tc.seats * perSeat
+		got := s.PredictedWait(c).Seconds()
+		if got < want || got > want*1.03+0.05 {
+			t.Errorf("running %d, waiting %d: predicted %.3f s, want about %.3f s (the real engine's pace)", tc.running, tc.waiting, got, want)
+		}
+		if sat, why := s.Saturated(c); sat != (want >= 2) || (sat && why != PredictedWait) {
+			t.Errorf("running %d, waiting %d (%.2f s): saturated=%v %q against the 2 s target", tc.running, tc.waiting, got, sat, why)
+		}
+		// A request with less of its wait left than the predicted wait
+		// is held back; a free place suits any.
+		if sat, _ := s.SaturatedWithin(c, 500*time.Millisecond); sat != (tc.seats > 0) {
+			t.Errorf("running %d, waiting %d (%.2f s), 0.5 s of wait left: saturated=%v", tc.running, tc.waiting, got, sat)
+		}
+	}
+	// The speed is smoothed: one report of a fast pace moves it a tenth.
+	c.Running, c.GenTPS = 4, 4/0.0058
+	s.Reported(c)
+	if c.Speed > 0.2 {
+		t.Fatalf("one fast report took the speed to %.3f", c.Speed)
+	}
+	// Without the limit learnt, and at model speed, an engine with room
+	// predicts next to nothing.
+	idle := &policy.Instance{Running: 2, InflightRequests: 1, InflightPromptTokens: 100, PrefixCacheHitRatio: -1}
+	if w := s.PredictedWait(idle); w > 10*time.Millisecond {
+		t.Fatalf("an engine with room: predicted %s", w)
+	}
+}
+
+func TestSaturatedReasonsAndCap(t *testing.T) {
+	s := newSat(func(c *config.Config) { c.Scheduler.MaxWaiting = 4; c.Scheduler.MaxKVCacheUsage = 0.9 })
+	for _, tc := range []struct {
+		name string
+		c    policy.Instance
+		want Reason
+	}{
+		{"idle", policy.Instance{PrefixCacheHitRatio: -1}, NotSaturated},
+		// The cap holds whatever the prediction: 4 tiny requests predict
+		// next to nothing.
+		{"cap", policy.Instance{Waiting: 3, InflightRequests: 1, PrefixCacheHitRatio: 1}, MaxWaiting},
+		{"kv", policy.Instance{KVCacheUsage: 0.85, NumGPUBlocks: 100, BlockSize: 16, InflightPromptTokens: 100, InflightRequests: 1, PrefixCacheHitRatio: -1}, KVCache},
+		// One waiting request is under max_waiting, but its 200k
+		// uncached tokens take seconds to prefill.
+		{"long prompts", policy.Instance{Running: 1, InflightRequests: 1, InflightPromptTokens: 200000, PrefixCacheHitRatio: -1}, PredictedWait},
+	} {
+		sat, why := s.Saturated(&tc.c)
+		if why != tc.want || sat != (tc.want != NotSaturated) {
+			t.Errorf("%s: saturated=%v %q, want %q (predicted wait %s)", tc.name, sat, why, tc.want, s.PredictedWait(&tc.c))
+		}
+	}
+	off := newSat(func(c *config.Config) { c.Scheduler.MaxPredictedWait = 0 })
+	if sat, _ := off.Saturated(&policy.Instance{Running: 1, InflightRequests: 1, InflightPromptTokens: 200000, PrefixCacheHitRatio: -1}); sat {
+		t.Fatal("max_predicted_wait 0 still judged by predicted wait")
+	}
+}
+
+func TestFilter(t *testing.T) {
+	s := newSat(func(c *config.Config) { c.Scheduler.MaxWaiting = 2 })
+	a := &policy.Instance{ID: "a", Waiting: 2, PrefixCacheHitRatio: -1}
+	b := &policy.Instance{ID: "b", PrefixCacheHitRatio: -1, Saturated: true}
+	out := s.Filter([]*policy.Instance{a, b}, nil)
+	if len(out) != 1 || out[0] != b || !a.Saturated || b.Saturated {
+		t.Fatalf("filter: %v (a saturated %v, b %v)", out, a.Saturated, b.Saturated)
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	s := newSat(nil)
+	most := 10 * time.Second
+	capped := &policy.Instance{Waiting: 16, PrefixCacheHitRatio: 1}
+	if got := s.RetryAfter([]*policy.Instance{capped}, most); got != 1 {
+		t.Fatalf("saturated by count only: Retry-After %d, want 1", got)
+	}
+	// 5.3 s predicted: 3.3 s over the 2 s target: 4 s.
+	long := &policy.Instance{Running: 1, InflightRequests: 1, InflightPromptTokens: 300000, PrefixCacheHitRatio: -1}
+	w := s.PredictedWait(long).Seconds()
+	if got, want := s.RetryAfter([]*policy.Instance{long}, most), int32(math.Ceil(w-2)); got != want || want < 2 {
+		t.Fatalf("Retry-After %d, want %d (predicted %.2f s)", got, want, w)
+	}
+	if got := s.RetryAfter([]*policy.Instance{long, capped}, most); got != 1 {
+		t.Fatalf("the first to have room decides: %d, want 1", got)
+	}
+	huge := &policy.Instance{Running: 1, InflightRequests: 1, InflightPromptTokens: 1e8, PrefixCacheHitRatio: -1}
+	if got := s.RetryAfter([]*policy.Instance{huge}, most); got != 10 {
+		t.Fatalf("bounded by wait_schedule_timeout: %d, want 10", got)
+	}
+	if got := s.RetryAfter(nil, most); got != 10 {
+		t.Fatalf("no candidate: %d, want the bound", got)
+	}
+}
+
+func TestBatchLimit(t *testing.T) {
+	for _, tc := range []struct{ prev, running, waiting, want int64 }{
+		{0, 3, 0, 0}, // never held one back: no limit known
+		{0, 4, 2, 4}, // holds requests back while running 4
+		{4, 2, 0, 4}, // finishing requests do not lower it
+		{4, 6, 0, 6}, // running more shows a larger limit
+		{8, 5, 1, 5}, // held back at 5 (a fuller KV cache): the latest
+		{0, 0, 3, 0}, // nothing running: says nothing
+	} {
+		if got := BatchLimit(tc.prev, tc.running, tc.waiting); got != tc.want {
+			t.Errorf("BatchLimit(%d, running %d, waiting %d) = %d, want %d", tc.prev, tc.running, tc.waiting, got, tc.want)
+		}
+	}
+}
