@@ -78,6 +78,8 @@ or the file's arrival_ms when every line has one.`,
 	f.Int("explain", 0, "sim: after each policy's table, print what it predicted at each pick (cached tokens, prefill queued ahead, TTFT) against what the engines did, as error distributions, and its N worst decisions (--explain alone: 5)")
 	f.Lookup("explain").NoOptDefVal = "5"
 	f.Int("kv-blocks", 0, "sim: KV cache blocks per instance instead of the profile's (a smaller cache puts it under pressure)")
+	f.Int("prefill-instances", 0, "sim: pd-split and dynamic-pd-split run on this many prefill instances and the rest of --instances as decode instances; other policies on all as both-role (0: every policy on both-role instances)")
+	f.Duration("kv-transfer-per-block", 40*time.Microsecond, "sim: what moving one prompt KV block from a prefill to a decode instance costs (default: Llama-3-8B's 2 MiB per 16-token block over 50 GB/s RDMA)")
 	f.Int("user-tokens", 0, "multi-turn: median user message tokens (default 100)")
 	f.Int("output-tokens", 0, "median (multi-turn, default 200) or exact (shared-prefix, default 256) output tokens")
 	f.Int("turns-min", 0, "multi-turn: fewest turns per conversation (default 3)")
@@ -166,12 +168,26 @@ func runBench(cmd *cobra.Command, _ []string) error {
 				fleet, plan.Source.Name(), plan.Arrivals, plan.Duration, plan.Seed)
 		}
 		explain, _ := f.GetInt("explain")
+		prefillN, _ := f.GetInt("prefill-instances")
+		if prefillN < 0 || prefillN >= n {
+			return fmt.Errorf("--prefill-instances %d: want 0 to %d (at least one of the %d instances decodes)", prefillN, n-1, n)
+		}
+		perBlock, _ := f.GetDuration("kv-transfer-per-block")
 		for _, p := range policies {
 			bar := newProgressBar(cmd.ErrOrStderr(), "sim "+p, showProgress)
+			var roles []string
+			if prefillN > 0 && strings.HasSuffix(p, "pd-split") {
+				for i := range n {
+					roles = append(roles, map[bool]string{true: cluster.RolePrefill, false: cluster.RoleDecode}[i < prefillN])
+				}
+			}
 			s, err := cluster.Run(ctx, cluster.Options{
 				Instances: n, Speeds: speeds, Engine: ec, Config: cfg, Plan: plan, Seed: plan.Seed, Progress: bar.set,
-				Explain: explain,
+				Explain: explain, Roles: roles, KVTransferPerBlock: perBlock,
 			}, p)
+			if len(roles) > 0 {
+				s.Policy = fmt.Sprintf("%s (%dP+%dD)", p, prefillN, n-prefillN)
+			}
 			bar.done()
 			if err != nil {
 				return fmt.Errorf("policy %s: %w", p, err)
@@ -187,7 +203,7 @@ func runBench(cmd *cobra.Command, _ []string) error {
 			}
 		}
 	case "live":
-		for _, name := range []string{"policy", "instances", "instance-speeds", "profile", "kv-blocks", "explain"} {
+		for _, name := range []string{"policy", "instances", "instance-speeds", "profile", "kv-blocks", "explain", "prefill-instances", "kv-transfer-per-block"} {
 			if f.Changed(name) {
 				return fmt.Errorf("--%s is for --mode sim: the live target runs whatever its scheduler is configured with (name the run with --label)", name)
 			}

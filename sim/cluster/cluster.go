@@ -62,6 +62,14 @@ type Options struct {
 	// does, with the index of its instance (tests, tracing). It must not
 	// keep or change rep.
 	OnReport func(instance int, rep *llmrouterv1.Report)
+	// Roles, when set, holds one role per instance (both, prefill or
+	// decode), registered as its agent would; empty means all both. A pick
+	// that names a prefill instance runs the vLLM disaggregated exchange
+	// (pd.go).
+	Roles []string
+	// KVTransferPerBlock is what moving one prompt KV block from a prefill
+	// instance to a decode instance costs.
+	KVTransferPerBlock time.Duration
 	// Explain, when positive, records per pick what the policy predicted
 	// against what the engines did, keeps the Explain worst decisions, and
 	// returns it all in Result.Explain (explain.go).
@@ -85,6 +93,9 @@ func (o *Options) defaults() error {
 		if _, err := o.Engine.WithSpeed(sp); err != nil {
 			return fmt.Errorf("speeds[%d]: %w", i, err)
 		}
+	}
+	if err := o.checkRoles(); err != nil {
+		return err
 	}
 	if o.Plan.DefaultModel == "" {
 		o.Plan.DefaultModel = DefaultModel
@@ -174,6 +185,8 @@ type flight struct {
 	hasFirst bool
 	cached   int
 	explain  *Decision
+	// pre is the prefill instance of a disaggregated request (pd.go).
+	pre *instance
 }
 
 type sim struct {
@@ -208,6 +221,7 @@ type sim struct {
 	nextSample    time.Duration
 	peakLoadRatio float64
 	explain       *explainer
+	pd            pdState
 }
 
 // Result is one policy's run: the benchmark summary plus what the
@@ -306,7 +320,7 @@ func (s *sim) register() error {
 		s.byAddr[addr] = in
 		heap.Push(&s.heap, in)
 		_, err = s.sched.Register(&llmrouterv1.Register{
-			Address: addr, Engine: "vllm", EngineVersion: "sim", Models: names,
+			Address: addr, Engine: "vllm", EngineVersion: "sim", Models: names, Role: s.o.role(i),
 			NumGpuBlocks: int64(s.o.Engine.NumBlocks), BlockSize: int64(s.o.Engine.BlockSize),
 			ReportInterval: durationpb.New(s.o.ReportInterval), AgentVersion: "sim",
 			Initial: &llmrouterv1.Report{Healthy: true},
@@ -339,7 +353,8 @@ func (s *sim) loop(ctx context.Context) error {
 			tA = never
 		}
 		tE := s.heap[0].at
-		t := min(tA, tE, s.nextReport, s.nextTick)
+		tL := s.pd.next()
+		t := min(tA, tE, s.nextReport, s.nextTick, tL)
 		if t > s.o.MaxVirtual {
 			return fmt.Errorf("simulation passed %s of virtual time with %d requests still in flight: the load is far beyond the cluster's capacity", s.o.MaxVirtual, len(s.flights))
 		}
@@ -347,6 +362,8 @@ func (s *sim) loop(ctx context.Context) error {
 		switch t {
 		case tA:
 			s.arrive(s.driver.Pop())
+		case tL:
+			s.handoff()
 		case s.nextReport:
 			s.report(s.insts[s.nextReportInst])
 			s.nextReportInst++
@@ -462,11 +479,21 @@ func (s *sim) dispatch(f *flight, resp *llmrouterv1.PickResponse) {
 	if s.explain != nil {
 		f.explain = s.explain.picked(s, f, in)
 	}
+	if s.prefillRemotely(f, resp.GetPrefillEndpoint()) {
+		s.arrived(f, in)
+		return
+	}
 	err := in.eng.Add(s.clock.now, engine.Request{ID: f.engID, PromptTokens: f.prompt, MaxTokens: f.req.MaxTokens, BlockHashes: f.hashes})
 	if err != nil {
 		s.fail(f, "engine: "+stripID(err.Error()), true)
 		return
 	}
+	s.arrived(f, in)
+	s.fix(in)
+}
+
+// arrived counts a request its decode instance took.
+func (s *sim) arrived(f *flight, in *instance) {
 	in.requests++
 	if f.req.Turn > 0 {
 		s.followUps++
@@ -475,7 +502,6 @@ func (s *sim) dispatch(f *flight, resp *llmrouterv1.PickResponse) {
 		}
 	}
 	s.home[f.req.Conversation] = in
-	s.fix(in)
 }
 
 func stripID(msg string) string {
@@ -584,6 +610,10 @@ func (s *sim) step(in *instance) {
 		if f == nil {
 			continue
 		}
+		if ev.ID&prefillStage != 0 {
+			s.prefilled(f, ev)
+			continue
+		}
 		switch ev.Kind {
 		case engine.FirstToken:
 			f.first, f.hasFirst, f.cached = ev.At, true, ev.CachedTokens
@@ -685,6 +715,7 @@ func (s *sim) result(policy string) Result {
 		}
 		r.Extra = append(r.Extra, workload.KV{Key: "Instance speeds", Value: strings.Join(parts, " ")})
 	}
+	r.Extra = append(r.Extra, s.pdExtra()...)
 	r.Extra = append(r.Extra, workload.KV{Key: "Peak load / mean load", Value: fmt.Sprintf("%.2f (running+waiting, sampled every second while the mean is >= 4)", r.PeakLoadRatio)})
 	if r.FollowUps > 0 {
 		r.Extra = append(r.Extra, workload.KV{Key: "Follow-up turns on their last instance",

@@ -278,14 +278,18 @@ func WriteTable(w io.Writer, s Summary) {
 
 // WriteComparison prints one line per run, for comparing policies at a glance.
 func WriteComparison(w io.Writer, ss []Summary) {
-	fmt.Fprintf(w, "%-18s %8s %10s %10s %10s %10s %10s %8s\n",
+	width := 18 // the column fits the longest name (dynamic-pd-split (2P+4D))
+	for _, s := range ss {
+		width = max(width, len(s.Policy))
+	}
+	fmt.Fprintf(w, "%-*s %8s %10s %10s %10s %10s %10s %8s\n", width,
 		"policy", "requests", "out tok/s", "TTFT mean", "TTFT p50", "TTFT p99", "TPOT mean", "hit")
 	for _, s := range ss {
 		hit := "n/a"
 		if s.PrefixHitRatio != nil {
 			hit = fmt.Sprintf("%.3f", *s.PrefixHitRatio)
 		}
-		fmt.Fprintf(w, "%-18s %8d %10.1f %10.1f %10.1f %10.1f %10.2f %8s\n",
+		fmt.Fprintf(w, "%-*s %8d %10.1f %10.1f %10.1f %10.1f %10.2f %8s\n", width,
 			s.Policy, s.Requests, s.OutputThroughput, s.TTFTMeanMs, s.TTFTMedianMs, s.TTFTP99Ms, s.TPOTMeanMs, hit)
 	}
 }
