@@ -13,8 +13,8 @@ import (
 	"go.uber.org/zap"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
-	"github.com/llmrouter/llmrouter/extproc/envoytest"
 	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/internal/envoytest"
 )
 
 // benchBody is a chat request whose prompt is about size bytes, in a few

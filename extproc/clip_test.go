@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
-	"github.com/llmrouter/llmrouter/extproc/envoytest"
 	"github.com/llmrouter/llmrouter/internal/clip"
+	"github.com/llmrouter/llmrouter/internal/envoytest"
 )
 
 // TestErrorBodiesEchoAShortPrefix: a 404 for a 1 MiB model name carries at

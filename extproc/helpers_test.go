@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
-	"github.com/llmrouter/llmrouter/extproc/envoytest"
+	"github.com/llmrouter/llmrouter/internal/envoytest"
 )
 
 // fakeSched records picks and reports; pickFn decides.

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
-	"github.com/llmrouter/llmrouter/extproc/envoytest"
+	"github.com/llmrouter/llmrouter/internal/envoytest"
 	"github.com/llmrouter/llmrouter/internal/sessionkey"
 )
 

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
-	"github.com/llmrouter/llmrouter/extproc/envoytest"
+	"github.com/llmrouter/llmrouter/internal/envoytest"
 )
 
 // The model label names only models the scheduler confirmed served (its

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
-	"github.com/llmrouter/llmrouter/extproc/envoytest"
+	"github.com/llmrouter/llmrouter/internal/envoytest"
 )
 
 // fixtureSSE returns the recorded vLLM stream without its comment header.

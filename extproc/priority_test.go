@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/llmrouter/llmrouter/extproc/envoytest"
+	"github.com/llmrouter/llmrouter/internal/envoytest"
 )
 
 // TestPriorityOnlyFromTrustedHeader: a request's priority comes only from

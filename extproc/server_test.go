@@ -14,7 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
-	"github.com/llmrouter/llmrouter/extproc/envoytest"
+	"github.com/llmrouter/llmrouter/internal/envoytest"
 	"github.com/llmrouter/llmrouter/internal/prompthash"
 	"github.com/llmrouter/llmrouter/internal/sessionkey"
 )

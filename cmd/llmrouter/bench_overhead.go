@@ -8,11 +8,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/llmrouter/llmrouter/sim/overhead"
+	"github.com/llmrouter/llmrouter/cmd/llmrouter/internal/overhead"
 )
 
 // runOverhead is `llmrouter bench --mode overhead`: the latency the gateway
-// adds to each request and the decisions per second it sustains (sim/overhead).
+// adds to each request and the decisions per second it sustains (cmd/llmrouter/internal/overhead).
 func runOverhead(cmd *cobra.Command) error {
 	f := cmd.Flags()
 	for _, name := range []string{"target", "workload", "workload-file", "profile"} {

@@ -51,7 +51,7 @@
 //     keep being served.
 //   - ForgedExtProc: the gateway bound to the host's non-loopback address
 //     with a token; a client speaking ext_proc exactly as Envoy does
-//     (extproc/envoytest) without the token is refused and causes no pick;
+//     (internal/envoytest) without the token is refused and causes no pick;
 //     with the token it gets one; without a token configured the gateway
 //     refuses to listen there. Without a non-loopback IPv4 address on this
 //     host the scenario is skipped, saying so.

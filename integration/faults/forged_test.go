@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llmrouter/llmrouter/extproc/envoytest"
 	"github.com/llmrouter/llmrouter/integration/harness"
+	"github.com/llmrouter/llmrouter/internal/envoytest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"

@@ -18,8 +18,10 @@ func deps(t *testing.T, pkg string) []string {
 
 const module = "github.com/llmrouter/llmrouter/"
 
-// TestLayout: the shared types are a leaf, and the registry (which xDS and
-// the admin API read) depends on no policy or plugin.
+// TestLayout: the shared types are a leaf; the registry (which xDS and the
+// admin API read) depends on no policy or plugin; no simulator package
+// imports the gateway (the overhead benchmark, which runs it, lives beside
+// cmd); the framework depends on no plugin.
 func TestLayout(t *testing.T) {
 	if got := deps(t, module+"scheduler/fleet"); len(got) != 1 {
 		t.Errorf("scheduler/fleet imports %v: it must stay a leaf (standard library only)", got[:len(got)-1])
@@ -28,6 +30,17 @@ func TestLayout(t *testing.T) {
 		for _, banned := range []string{"scheduler/policy", "scheduler/framework", "internal/config"} {
 			if strings.HasPrefix(d, module+banned) {
 				t.Errorf("scheduler/registry imports %s", d)
+			}
+		}
+	}
+	out, err := exec.Command("go", "list", module+"sim/...").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sim := range strings.Fields(string(out)) {
+		for _, d := range deps(t, sim) {
+			if strings.HasPrefix(d, module+"extproc") {
+				t.Errorf("%s imports %s: the simulator models the data plane, it does not run the gateway", sim, d)
 			}
 		}
 	}

@@ -3,7 +3,7 @@
 // then the buffered body, each answered) over loopback gRPC, with the real
 // scheduler in-process deciding with its real policy over a registered fleet.
 //
-// The load generator speaks ext_proc as Envoy does (extproc/envoytest) and
+// The load generator speaks ext_proc as Envoy does (internal/envoytest) and
 // runs open loop: requests start on a fixed schedule whatever the latency, so
 // a slow answer cannot hide by slowing the load down. A second, closed-loop
 // phase finds the decisions per second the gateway and scheduler sustain.
@@ -34,8 +34,8 @@ import (
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/extproc"
-	"github.com/llmrouter/llmrouter/extproc/envoytest"
 	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/internal/envoytest"
 	"github.com/llmrouter/llmrouter/scheduler"
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/all" // every plugin and policy by name
 )
