@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
-	"github.com/llmrouter/llmrouter/extproc/envoytest"
+	"github.com/llmrouter/llmrouter/internal/envoytest"
 )
 
 // A gateway whose token the scheduler refuses keeps serving (requests pass
