@@ -15,8 +15,9 @@
 // advances. (The pick-duration histogram alone uses the wall clock: it
 // measures the decision's CPU cost.)
 //
-// Membership. Silence is not death: an instance whose reports stop is no
-// longer picked but stays in EDS until its engine is confirmed down — its
+// Membership. Silence is not death: an instance whose reports stop (or
+// whose agent's stream ends: Orphan) is no longer picked but stays in EDS
+// until its engine is confirmed down — its
 // agent reports it unhealthy, or Deps.Probe of its address fails — or
 // silent_grace passes; while more than llm_scheduler.panic_threshold of the
 // fleet is silent nobody is removed for silence (a panic episode, exported

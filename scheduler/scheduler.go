@@ -297,6 +297,24 @@ func (s *Scheduler) Deregister(id string, gen uint64, reason string) bool {
 	return true
 }
 
+// Orphan keeps an instance whose agent's stream ended (gen must match) as
+// silent rather than removing it: only a confirmed dead engine leaves the
+// endpoint set (registry.Registry.Orphan).
+func (s *Scheduler) Orphan(id string, gen uint64, reason string) bool {
+	s.mu.Lock()
+	defer s.unlock()
+	ri, ok := s.reg.Orphan(id, gen, reason)
+	if !ok {
+		return false
+	}
+	if in := s.insts[id]; in != nil {
+		s.mirror(in, &ri)
+	}
+	s.instanceStates()
+	s.capacityChanged()
+	return true
+}
+
 // Drain stops new picks to instance id and tells its agent; requests in
 // flight finish.
 func (s *Scheduler) Drain(id, reason string) error { return s.setDraining(id, true, reason) }

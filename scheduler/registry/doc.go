@@ -20,9 +20,10 @@
 // MissedReports intervals: not picked, still published), unhealthy (its
 // agent says the engine is down: confirmed down) or draining. Routable is
 // what the scheduler may pick; Published is what Envoy's EDS holds: silence
-// is not death. Sweep turns instances silent and removes those silent past
-// SilentGrace; ConfirmDown removes one whose engine the scheduler's probe
-// found down. Neither removes anyone while more than PanicThreshold of the
+// is not death. Sweep turns instances silent (Orphan does at once when an
+// agent's stream ends: the lease ends, the instance stays) and removes those
+// silent past SilentGrace; ConfirmDown removes one whose engine the
+// scheduler's probe found down. Neither removes anyone while more than PanicThreshold of the
 // published instances are silent (a panic episode). Advertised addresses
 // are never link-local, multicast, broadcast or unspecified, and loopback
 // only with AllowLoopback.

@@ -180,6 +180,7 @@ type Lease struct {
 	done     chan struct{}
 	commands chan *llmrouterv1.Command
 	reason   string // why done closed; written before close
+	end      sync.Once
 }
 
 // Done closes when this registration ends.
@@ -540,6 +541,32 @@ func (r *Registry) ConfirmDown(id string, gen uint64, reason string) (Instance, 
 	return e.inst, true
 }
 
+// Orphan ends registration id's lease (gen must match) without removing the
+// instance: its agent's stream ended — the agent was stopped, killed or cut
+// off — which says nothing about the engine. The instance turns silent at
+// once: not picked, still published if it was, until its engine is
+// confirmed down, silent_grace passes, or an agent registers the address
+// again (a silent registration may be replaced).
+func (r *Registry) Orphan(id string, gen uint64, reason string) (Instance, bool) {
+	now := r.clock.Now()
+	r.mu.Lock()
+	e := r.entries[id]
+	if e == nil || e.lease.Gen != gen {
+		r.mu.Unlock()
+		return Instance{}, false
+	}
+	if !e.inst.Silent {
+		e.inst.Silent, e.inst.SilentSince = true, now
+	}
+	inst := e.inst
+	r.mu.Unlock()
+	endLease(e.lease, reason)
+	r.log.Info("instance's agent stream ended: silent until it registers again or its engine is confirmed down",
+		zap.String("instance", id), zap.String("reason", reason))
+	r.notify()
+	return inst, true
+}
+
 // MarkVerified admits a verifying instance: its address answered as the
 // engine its agent described. gen must match the current lease.
 func (r *Registry) MarkVerified(id string, gen uint64) (Instance, bool) {
@@ -602,9 +629,13 @@ func (r *Registry) send(l *Lease, cmd *llmrouterv1.Command) {
 	}
 }
 
+// endLease ends l once: an orphaned registration's lease ended with its
+// stream and ends again, as a no-op, when the instance is removed.
 func endLease(l *Lease, reason string) {
-	l.reason = reason
-	close(l.done)
+	l.end.Do(func() {
+		l.reason = reason
+		close(l.done)
+	})
 }
 
 // Get returns instance id.

@@ -179,3 +179,36 @@ func TestPublishedVersusRoutable(t *testing.T) {
 		t.Fatalf("panic = %v, episodes %d", on, n)
 	}
 }
+
+// An orphaned registration (its stream ended) stays published and silent;
+// its lease ends once, and removing it later (grace) does not end it again.
+func TestOrphanKeepsPublished(t *testing.T) {
+	clk := &clock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	r := New(Options{Clock: clk, SilentGrace: 5 * time.Second, PanicThreshold: 1})
+	l, err := r.Register(reg("10.0.0.1:80", 0), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.Orphan(l.ID, l.Gen+1, "stale"); ok {
+		t.Fatal("a stale generation orphaned the registration")
+	}
+	if _, ok := r.Orphan(l.ID, l.Gen, "stream closed"); !ok {
+		t.Fatal("not orphaned")
+	}
+	select {
+	case <-l.Done():
+	default:
+		t.Fatal("lease not ended")
+	}
+	got, _ := r.Get(l.ID)
+	if !got.Silent || got.Routable() || len(r.Published()) != 1 {
+		t.Fatalf("orphan: %+v, published %d", got, len(r.Published()))
+	}
+	clk.t = clk.t.Add(6 * time.Second)
+	if res := r.Sweep(); len(res.Removed) != 1 || r.Len() != 0 {
+		t.Fatalf("orphan past the grace: %+v", res)
+	}
+	if l.Reason() != "stream closed" {
+		t.Fatalf("reason = %q, want the first", l.Reason())
+	}
+}

@@ -119,9 +119,18 @@ func (a *agents) Connect(stream llmrouterv1.AgentService_ConnectServer) error {
 		return err
 	}
 	// lease changes when the agent re-registers on this stream; the deferred
-	// removal must take the registration current at the end.
-	reason := "stream closed"
-	defer func() { a.s.sch.Deregister(lease.ID, lease.Gen, reason) }()
+	// end must take the registration current at the end. A stream that just
+	// ends (the agent stopped, was killed or cut off) says nothing about the
+	// engine: the instance is orphaned — silent, still published — not
+	// removed. A registration this stream got wrong is removed.
+	reason, orphan := "stream closed", true
+	defer func() {
+		if orphan {
+			a.s.sch.Orphan(lease.ID, lease.Gen, reason)
+		} else {
+			a.s.sch.Deregister(lease.ID, lease.Gen, reason)
+		}
+	}()
 	if err := sendAck(stream, lease, reg); err != nil {
 		return err
 	}
@@ -158,7 +167,7 @@ func (a *agents) Connect(stream llmrouterv1.AgentService_ConnectServer) error {
 			switch {
 			case m.GetReport() != nil:
 				if err := a.s.sch.InstanceReport(lease.ID, lease.Gen, m.GetReport()); err != nil {
-					reason = "report refused"
+					reason, orphan = "report refused", false
 					return status.Error(codes.FailedPrecondition, "report refused: "+err.Error()+"; re-register")
 				}
 			case m.GetRegister() != nil:
@@ -168,7 +177,7 @@ func (a *agents) Connect(stream llmrouterv1.AgentService_ConnectServer) error {
 					reg = m.GetRegister()
 				}
 				if err != nil {
-					reason = "re-registration failed: " + err.Error()
+					reason, orphan = "re-registration failed: "+err.Error(), false
 					return err
 				}
 			}
@@ -193,7 +202,7 @@ func (a *agents) Connect(stream llmrouterv1.AgentService_ConnectServer) error {
 		case <-stream.Context().Done():
 			return status.FromContextError(stream.Context().Err()).Err()
 		case <-a.s.stopping:
-			reason = "scheduler shutting down"
+			reason, orphan = "scheduler shutting down", false
 			return status.Error(codes.Unavailable, "scheduler shutting down; re-register with backoff")
 		}
 	}

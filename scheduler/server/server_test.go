@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -216,11 +217,62 @@ func TestAgentStreamLifecycle(t *testing.T) {
 		t.Fatal("draining instance still routable")
 	}
 
-	// Closing the stream removes the instance.
+	// Closing the stream says nothing about the engine: the instance is
+	// orphaned — silent, not removed — and a new agent may take the address.
 	if err := st.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "instance removal on stream close", func() bool { return e.sch.Registry().Len() == 0 })
+	eventually(t, "the instance orphaned on stream close", func() bool { return silent(e, "10.0.0.7:8000") })
+	st2, err := llmrouterv1.NewAgentServiceClient(e.dial(t, "")).Connect(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st2.Send(registerMsg("10.0.0.7:8000")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := st2.Recv(); err != nil || m.GetRegistered().GetInstanceId() != "10.0.0.7:8000" {
+		t.Fatalf("registration over an orphaned instance: %v, %v", m, err)
+	}
+	if silent(e, "10.0.0.7:8000") {
+		t.Fatal("the new registration is silent")
+	}
+}
+
+// An agent killed (its stream cut) leaves its engine published: only a
+// confirmed dead engine leaves the endpoint set.
+func TestAgentGoneKeepsEnginePublished(t *testing.T) {
+	e := start(t, nil)
+	for _, a := range []string{"10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"} {
+		if _, err := e.sch.Register(registerMsg(a).GetRegister()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sctx, cancel := context.WithCancel(ctx(t))
+	st, err := llmrouterv1.NewAgentServiceClient(e.dial(t, "")).Connect(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(registerMsg("10.0.0.9:8000")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // the agent dies mid-stream
+	eventually(t, "the instance orphaned", func() bool { return silent(e, "10.0.0.9:8000") })
+	if routable(e) != 4 {
+		t.Fatalf("published = %v, want all 4 (the orphan included)", e.sch.Registry().Published())
+	}
+	resp, err := e.sch.Pick(context.Background(), &llmrouterv1.PickRequest{RequestId: "r", Model: "m"}, nil)
+	if err != nil || resp.Status != llmrouterv1.PickResponse_ROUTED || slices.Contains(resp.Endpoints, "10.0.0.9:8000") {
+		t.Fatalf("pick = %v, %v: the orphan must not be picked", resp, err)
+	}
+}
+
+// silent reports whether addr is registered and silent.
+func silent(e *env, addr string) bool {
+	in, ok := e.sch.Registry().Get(addr)
+	return ok && in.Silent
 }
 
 func TestAgentStreamRefusals(t *testing.T) {
@@ -322,10 +374,13 @@ func TestDuplicateRegistrationRefused(t *testing.T) {
 	if !found {
 		t.Fatalf("no WARN naming the address; logs: %v", logs.All())
 	}
-	if err := old.Send(reportMsg(&llmrouterv1.Report{Healthy: true})); err != nil {
+	if err := old.Send(reportMsg(&llmrouterv1.Report{Healthy: true, Sequence: 7})); err != nil {
 		t.Fatalf("holder's stream ended by the refused takeover: %v", err)
 	}
-	eventually(t, "holder still registered", func() bool { return routable(e) == 1 })
+	eventually(t, "the holder's report applied", func() bool {
+		in, _ := e.sch.Registry().Get("10.0.0.9:8000")
+		return in.Sequence == 7 && routable(e) == 1
+	})
 
 	e.clock.Advance(time.Second) // the holder falls silent
 	e.sch.Tick()
