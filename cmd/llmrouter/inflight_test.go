@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/llmrouter/llmrouter/extproc"
-	"github.com/llmrouter/llmrouter/extproc/envoytest"
+	"github.com/llmrouter/llmrouter/internal/envoytest"
 	"github.com/llmrouter/llmrouter/internal/config"
 )
 
