@@ -15,5 +15,5 @@
 // registration lasts; the instance waits as "verifying" meanwhile.
 // llm_scheduler.verify_engines false turns verification off (engines whose
 // /v1/models or metrics are not on the advertised address); the probe of
-// silent instances stays.
+// silent instances then only connects (ProbeConnect).
 package verify

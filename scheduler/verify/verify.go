@@ -129,6 +129,20 @@ func (k *Checker) Probe(ctx context.Context, address string) error {
 	return err
 }
 
+// ProbeConnect is the probe for fleets whose engines do not answer
+// /v1/models on the advertised address (llm_scheduler.verify_engines
+// false): nil when the address accepts a TCP connection within the probe
+// timeout.
+func (k *Checker) ProbeConnect(ctx context.Context, address string) error {
+	ctx, cancel := context.WithTimeout(ctx, k.probeTimeout)
+	defer cancel()
+	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", address)
+	if err != nil {
+		return describe(err, k.probeTimeout)
+	}
+	return c.Close()
+}
+
 // modelList is /v1/models as OpenAI-compatible engines answer it.
 type modelList struct {
 	Data []struct {

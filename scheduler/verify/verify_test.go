@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/registry"
 	"github.com/llmrouter/llmrouter/sim/engine"
 	"github.com/llmrouter/llmrouter/sim/enginesim"
 )
@@ -149,5 +151,38 @@ func TestProbe(t *testing.T) {
 	ln.Close()
 	if err := k.Probe(context.Background(), dead); err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("probe of a closed port: %v, want connection refused", err)
+	}
+	if err := k.ProbeConnect(context.Background(), addr); err != nil {
+		t.Fatalf("connect probe of a live engine: %v", err)
+	}
+	if err := k.ProbeConnect(context.Background(), dead); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("connect probe of a closed port: %v, want connection refused", err)
+	}
+}
+
+// The wiring: verification on by default (a non-engine is refused), off
+// with verify_engines false, where the probe only connects.
+func TestForScheduler(t *testing.T) {
+	cfg := config.Default()
+	v, p := ForScheduler(cfg)
+	if v == nil || p == nil {
+		t.Fatal("verification or probe missing by default")
+	}
+	plain := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(plain.Close)
+	addr := strings.TrimPrefix(plain.URL, "http://")
+	if err := v(context.Background(), registry.Instance{Address: addr, Engine: "vllm", Models: []string{"m"}}); err == nil {
+		t.Fatal("a plain listener verified")
+	}
+	if err := p(context.Background(), addr); err == nil {
+		t.Fatal("the default probe accepted a listener that does not serve /v1/models")
+	}
+	cfg.Scheduler.VerifyEngines = false
+	v, p = ForScheduler(cfg)
+	if v != nil {
+		t.Fatal("verification on with verify_engines false")
+	}
+	if err := p(context.Background(), addr); err != nil {
+		t.Fatalf("connect probe: %v", err)
 	}
 }

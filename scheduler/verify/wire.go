@@ -9,16 +9,16 @@ import (
 )
 
 // ForScheduler returns a live scheduler's membership collaborators
-// (scheduler.Deps Verify and Probe): verification as
-// llm_scheduler.verify_engines says (nil when off), and the probe of silent
-// instances always.
+// (scheduler.Deps Verify and Probe). With llm_scheduler.verify_engines:
+// verification, and silent instances probed with GET /v1/models. Without
+// (engines that do not serve /v1/models on the advertised address): no
+// verification, and the probe only connects.
 func ForScheduler(cfg config.Config) (scheduler.Verifier, scheduler.Prober) {
 	k := New(Options{})
-	var v scheduler.Verifier
-	if cfg.Scheduler.VerifyEngines {
-		v = func(ctx context.Context, in registry.Instance) error {
-			return k.Verify(ctx, Claim{Address: in.Address, Engine: in.Engine, Models: in.Models})
-		}
+	if !cfg.Scheduler.VerifyEngines {
+		return nil, k.ProbeConnect
 	}
-	return v, k.Probe
+	return func(ctx context.Context, in registry.Instance) error {
+		return k.Verify(ctx, Claim{Address: in.Address, Engine: in.Engine, Models: in.Models})
+	}, k.Probe
 }
