@@ -781,7 +781,7 @@ func refusalHint(err error) string {
 	case codes.Unauthenticated:
 		return "set LLMROUTER_TOKEN (token) to the scheduler's shared token"
 	case codes.PermissionDenied:
-		return "agent.advertise must lie inside the scheduler's llm_scheduler.allowed_cidrs"
+		return "agent.advertise must be the engine's own routable IP: inside llm_scheduler.allowed_cidrs, never link-local, multicast or broadcast, loopback only while the scheduler listens on loopback, and with mTLS among this agent's certificate SANs"
 	}
 	return "the scheduler rejected the registration; see the error for the field"
 }
