@@ -401,8 +401,9 @@ func (p *Proxy) send(ctx context.Context, in *http.Request, target string, body 
 	if err != nil {
 		return nil, err
 	}
+	conn := connectionTokens(in.Header)
 	for k, vs := range in.Header {
-		if hopByHop[http.CanonicalHeaderKey(k)] || strings.EqualFold(k, "Content-Length") {
+		if hopByHop[http.CanonicalHeaderKey(k)] || conn[http.CanonicalHeaderKey(k)] || strings.EqualFold(k, "Content-Length") {
 			continue
 		}
 		req.Header[k] = append([]string(nil), vs...)
@@ -419,6 +420,23 @@ func (p *Proxy) send(ctx context.Context, in *http.Request, target string, body 
 	return p.client.Do(req)
 }
 
+// connectionTokens are the headers a Connection header names: hop-by-hop
+// too (RFC 9110 7.6.1).
+func connectionTokens(h http.Header) map[string]bool {
+	var out map[string]bool
+	for _, v := range h.Values("Connection") {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				if out == nil {
+					out = map[string]bool{}
+				}
+				out[http.CanonicalHeaderKey(t)] = true
+			}
+		}
+	}
+	return out
+}
+
 var hopByHop = map[string]bool{
 	"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true, "Proxy-Authorization": true,
 	"Proxy-Connection": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
@@ -428,8 +446,9 @@ var hopByHop = map[string]bool{
 // the time from mark (the prefill's end) to its first byte.
 func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, mark time.Time) {
 	defer resp.Body.Close()
+	conn := connectionTokens(resp.Header)
 	for k, vs := range resp.Header {
-		if !hopByHop[k] {
+		if !hopByHop[k] && !conn[k] {
 			w.Header()[k] = vs
 		}
 	}

@@ -323,7 +323,7 @@ func TestAPIKeyToPrefill(t *testing.T) {
 		r.URL.Scheme, r.URL.Host, r.RequestURI = "http", pre.addr, ""
 		resp, err := http.DefaultTransport.RoundTrip(r)
 		if err != nil {
-			http.Error(w, err.Error(), 502)
+			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		defer resp.Body.Close()
