@@ -86,7 +86,7 @@ func runControlPlane(ctx context.Context, cfg config.Config, log *zap.Logger, wi
 		}
 		gw = extproc.New(extproc.OptionsFromConfig(cfg.Gateway), sch, metrics, log.Named("gateway"))
 		defer gw.Close()
-		ep = extProcServer(gw, token)
+		ep = extProcServer(gw, token, cfg.TokenPrevious)
 	}
 	hs, err := httpserve.Listen(sc.HTTPListen, metrics, log.Named("http"))
 	if err != nil {
@@ -96,7 +96,7 @@ func runControlPlane(ctx context.Context, cfg config.Config, log *zap.Logger, wi
 	// Drain/resume change the fleet: only with the token, or where nobody
 	// else can reach them.
 	if err := grpcx.CheckExposure(hs.Addr(), cfg.Token, sc.Insecure); err == nil {
-		hs.Handle("/admin/", server.AdminHandler(sch, cfg.Token))
+		hs.Handle("/admin/", server.AdminHandler(sch, cfg.Token, cfg.TokenPrevious))
 	} else {
 		log.Warn("admin endpoints disabled: no token and the HTTP port is not loopback", zap.String("http_listen", sc.HTTPListen))
 	}

@@ -84,7 +84,7 @@ func runGateway(ctx context.Context, cfg config.Config, log *zap.Logger, bound f
 	if bound != nil {
 		bound(gatewayAddrs{ExtProc: ln.Addr().String(), HTTP: hs.Addr()})
 	}
-	return serveGateway(ctx, gw, token, ln, hs, log)
+	return serveGateway(ctx, gw, []string{token, cfg.TokenPrevious}, ln, hs, log)
 }
 
 // extProcToken applies the gateway's exposure rule to llm_gateway.listen and
@@ -114,8 +114,8 @@ func extProcToken(cfg config.Config, log *zap.Logger) (string, error) {
 // extProcServer is the gRPC server Envoy's ext_proc filters call; with a
 // token (extProcToken) every stream but the health service's must present
 // it, others get Unauthenticated.
-func extProcServer(gw *extproc.Server, token string) *grpc.Server {
-	g := grpc.NewServer(append(extproc.GRPCServerOptions(), grpcx.TokenInterceptors(token)...)...)
+func extProcServer(gw *extproc.Server, token string, previous ...string) *grpc.Server {
+	g := grpc.NewServer(append(extproc.GRPCServerOptions(), grpcx.TokenInterceptors(token, previous...)...)...)
 	gw.Register(g)
 	grpcx.RegisterHealth(g)
 	return g
@@ -124,8 +124,8 @@ func extProcServer(gw *extproc.Server, token string) *grpc.Server {
 // serveGateway serves ext_proc on ln and the HTTP endpoints until ctx ends.
 // In-flight streams get a grace period on shutdown; Envoy's
 // failure_mode_allow lets later requests through without the gateway.
-func serveGateway(ctx context.Context, gw *extproc.Server, token string, ln net.Listener, hs *httpserve.Server, log *zap.Logger) error {
-	g := extProcServer(gw, token)
+func serveGateway(ctx context.Context, gw *extproc.Server, tokens []string, ln net.Listener, hs *httpserve.Server, log *zap.Logger) error {
+	g := extProcServer(gw, tokens[0], tokens[1:]...)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

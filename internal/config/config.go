@@ -18,7 +18,12 @@ type Config struct {
 	// Token is the shared secret agents and gateways present to the
 	// scheduler (LLMROUTER_TOKEN). Redacted when printed.
 	Token string `mapstructure:"token" yaml:"token"`
-	TLS   TLS    `mapstructure:"tls" yaml:"tls"`
+	// TokenPrevious, during a token rotation only, is the token being
+	// replaced: servers (scheduler API and admin, gateway ext_proc) accept
+	// it as well as Token; clients send Token (LLMROUTER_TOKEN_PREVIOUS,
+	// docs/operating.md "Rotating the token"). Redacted when printed.
+	TokenPrevious string `mapstructure:"token_previous" yaml:"token_previous"`
+	TLS           TLS    `mapstructure:"tls" yaml:"tls"`
 
 	Gateway   Gateway   `mapstructure:"llm_gateway" yaml:"llm_gateway"`
 	Scheduler Scheduler `mapstructure:"llm_scheduler" yaml:"llm_scheduler"`

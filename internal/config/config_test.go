@@ -101,6 +101,12 @@ func TestTokenFromEnvironmentIsRedacted(t *testing.T) {
 	if strings.Contains(string(out), "s3cret") || !strings.Contains(string(out), Redacted) {
 		t.Fatalf("config print leaks or omits the token:\n%s", out)
 	}
+	t.Setenv("LLMROUTER_TOKEN_PREVIOUS", "s3cret-old")
+	c = mustLoad(t, "", nil)
+	out, _ = c.YAML()
+	if c.TokenPrevious != "s3cret-old" || strings.Contains(string(out), "s3cret") || !strings.Contains(string(out), "token_previous: "+Redacted) {
+		t.Fatalf("token_previous not read from LLMROUTER_TOKEN_PREVIOUS, or printed:\n%s", out)
+	}
 }
 
 func TestXDSToken(t *testing.T) {

@@ -544,7 +544,7 @@ func (c Config) YAML() ([]byte, error) {
 		case time.Duration:
 			val = x.String()
 		}
-		if (f.key == "token" && c.Token != "") || (f.key == "llm_scheduler.xds_token" && c.Scheduler.XDSToken != "") ||
+		if (f.key == "token" && c.Token != "") || (f.key == "token_previous" && c.TokenPrevious != "") || (f.key == "llm_scheduler.xds_token" && c.Scheduler.XDSToken != "") ||
 			(f.key == "agent.pd_api_key" && c.Agent.PDAPIKey != "") {
 			val = Redacted
 		}

@@ -45,31 +45,46 @@ var (
 	clientKeepalive   = keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}
 )
 
-// checkToken compares the caller's token with want in constant time.
-func checkToken(ctx context.Context, want string) error {
+// checkToken compares the caller's token with each of wants (the token,
+// and during a rotation the previous one) in constant time.
+func checkToken(ctx context.Context, wants []string) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get(authHeader)
 	if len(vals) == 0 {
 		return status.Error(codes.Unauthenticated, "missing token: set "+TokenEnv+" to the scheduler's shared token")
 	}
 	got, ok := strings.CutPrefix(vals[0], "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+	if !ok || !TokenMatches(got, wants) {
 		return status.Error(codes.Unauthenticated, "invalid token: "+TokenEnv+" does not match the scheduler's shared token")
 	}
 	return nil
 }
 
+// TokenMatches reports whether got equals one of the non-empty wants,
+// comparing each in constant time.
+func TokenMatches(got string, wants []string) bool {
+	ok := false
+	for _, w := range wants {
+		if w != "" && subtle.ConstantTimeCompare([]byte(got), []byte(w)) == 1 {
+			ok = true
+		}
+	}
+	return ok
+}
+
 // TokenInterceptors returns server options that demand the token on every
-// call except the health service (probes carry no secrets). An empty token
-// returns no options: authentication is off.
-func TokenInterceptors(token string) []grpc.ServerOption {
+// call except the health service (probes carry no secrets); during a
+// rotation, previous (the token being replaced) is accepted too. An empty
+// token returns no options: authentication is off.
+func TokenInterceptors(token string, previous ...string) []grpc.ServerOption {
 	if token == "" {
 		return nil
 	}
+	wants := append([]string{token}, previous...)
 	exempt := func(method string) bool { return strings.HasPrefix(method, "/grpc.health.v1.Health/") }
 	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		if !exempt(info.FullMethod) {
-			if err := checkToken(ctx, token); err != nil {
+			if err := checkToken(ctx, wants); err != nil {
 				return nil, err
 			}
 		}
@@ -77,7 +92,7 @@ func TokenInterceptors(token string) []grpc.ServerOption {
 	}
 	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 		if !exempt(info.FullMethod) {
-			if err := checkToken(ss.Context(), token); err != nil {
+			if err := checkToken(ss.Context(), wants); err != nil {
 				return err
 			}
 		}
@@ -111,7 +126,7 @@ func ServerOptions(cfg config.Config) ([]grpc.ServerOption, error) {
 		}
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
-	return append(opts, TokenInterceptors(cfg.Token)...), nil
+	return append(opts, TokenInterceptors(cfg.Token, cfg.TokenPrevious)...), nil
 }
 
 // ServerTLS builds a server TLS config; with ClientCAFile it requires and

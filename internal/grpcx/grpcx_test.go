@@ -250,3 +250,33 @@ func TestCheckExposure(t *testing.T) {
 		}
 	}
 }
+
+// During a rotation the server accepts the new token and the previous one;
+// once token_previous is cleared, the old token is refused.
+func TestTokenRotation(t *testing.T) {
+	rotating := config.Default()
+	rotating.Token, rotating.TokenPrevious = "new-token", "old-token"
+	done := config.Default()
+	done.Token = "new-token"
+	rotatingAddr, doneAddr := serve(t, rotating), serve(t, done)
+	for _, tc := range []struct {
+		addr, token string
+		want        codes.Code
+	}{
+		{rotatingAddr, "old-token", codes.OK},
+		{rotatingAddr, "new-token", codes.OK},
+		{rotatingAddr, "other-token", codes.Unauthenticated},
+		{rotatingAddr, "", codes.Unauthenticated},
+		{doneAddr, "old-token", codes.Unauthenticated},
+		{doneAddr, "new-token", codes.OK},
+	} {
+		client := config.Default()
+		client.Token = tc.token
+		if err := call(t, tc.addr, client); status.Code(err) != tc.want {
+			t.Errorf("token %q against %s: %v, want %v", tc.token, tc.addr, err, tc.want)
+		}
+	}
+	if TokenMatches("", []string{"", "x"}) || !TokenMatches("x", []string{"", "x"}) {
+		t.Fatal("TokenMatches: an empty want must match nothing")
+	}
+}

@@ -1,12 +1,12 @@
 package server
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
 
+	"github.com/llmrouter/llmrouter/internal/grpcx"
 	"github.com/llmrouter/llmrouter/scheduler"
 	"github.com/llmrouter/llmrouter/scheduler/registry"
 )
@@ -19,7 +19,7 @@ import (
 //	GET  /admin/instances                 the fleet as JSON (Instance)
 //
 // With a token configured every call needs "Authorization: Bearer <token>".
-func AdminHandler(sch *scheduler.Scheduler, token string) http.Handler {
+func AdminHandler(sch *scheduler.Scheduler, token string, previous ...string) http.Handler {
 	mux := http.NewServeMux()
 	setDrain := func(drain bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
@@ -65,7 +65,7 @@ func AdminHandler(sch *scheduler.Scheduler, token string) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+		if !ok || !grpcx.TokenMatches(got, append([]string{token}, previous...)) {
 			w.Header().Set("WWW-Authenticate", "Bearer")
 			http.Error(w, "missing or invalid token (Authorization: Bearer $LLMROUTER_TOKEN)", http.StatusUnauthorized)
 			return

@@ -494,6 +494,22 @@ func TestAdminDrain(t *testing.T) {
 	if c := do("GET", "/admin/instances", "tok"); c != 200 {
 		t.Fatalf("instances: %d", c)
 	}
+
+	// During a token rotation the previous token is accepted too.
+	rot := httptest.NewServer(AdminHandler(e.sch, "new", "tok"))
+	defer rot.Close()
+	for tok, want := range map[string]int{"new": 200, "tok": 200, "bad": 401} {
+		req, _ := http.NewRequest("GET", rot.URL+"/admin/instances", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("rotating admin with token %q: %d, want %d", tok, resp.StatusCode, want)
+		}
+	}
 }
 
 func TestShutdownEndsAgentStreams(t *testing.T) {
