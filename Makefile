@@ -12,7 +12,7 @@ STATICCHECK_VERSION := v0.8.2
 PROTOC_VERSION := 3.21.12
 FUZZTIME ?= 10s
 
-.PHONY: all build test test-unit test-faults fuzz bench proto proto-check lint run clean tools
+.PHONY: all build test test-docs test-unit test-faults fuzz bench proto proto-check lint run clean tools
 
 all: build
 
@@ -38,6 +38,11 @@ test-unit:
 # build tag keeps it out of test-unit, so it runs once.
 test-faults: build
 	LLMROUTER_BIN=$(CURDIR)/$(BIN) $(GO) test -tags faults -count=1 -timeout 12m -v ./integration/faults/
+
+# Every shell command of docs/operating.md and deploy/README.md, run against
+# `make run` with a token set (scripts/docs-commands.sh; CI runs it).
+test-docs: build
+	scripts/docs-commands.sh
 
 # Every fuzz target runs for $(FUZZTIME) without a crash.
 fuzz:
