@@ -137,6 +137,9 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 		return nil, fmt.Errorf("llm_scheduler.policy: %w", err)
 	}
 	pol := affinity.Wrap(inner, pd)
+	for _, m := range framework.Deprecations(cfg.Scheduler.Policies) {
+		d.Log.Warn(m)
+	}
 	s := &Scheduler{
 		cfg: cfg, clock: d.Clock, log: d.Log, pol: pol, m: newMetrics(d.Metrics, cfg.Gateway.MaxQueueSize), mm: newMemberMetrics(d.Metrics),
 		verify: d.Verify, probe: d.Probe,

@@ -634,3 +634,7 @@ func (p PolicyConfig) validate() []error {
 	}
 	return errs
 }
+
+// ValidatePolicies checks policy knobs given other than as keys (as plugin
+// parameters of an endpoint_picker_config file), by the same rules.
+func ValidatePolicies(p PolicyConfig) []error { return p.validate() }

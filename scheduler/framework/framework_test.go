@@ -196,3 +196,83 @@ func TestScorersStayInRange(t *testing.T) {
 		t.Fatalf("only %d scorers checked", n)
 	}
 }
+
+// TestPolicyKnobsAreParameters: a policy's llm_scheduler.policies knobs
+// are its plugin parameters (camelCase), checked by the keys' rules, and
+// they change its decisions.
+func TestPolicyKnobsAreParameters(t *testing.T) {
+	src := header + `plugins:
+- type: llm-metric-based
+  parameters: {kvCacheWeight: 5}
+- type: llm-metric-based
+  name: plain
+schedulingProfiles:
+- name: kv-heavy
+  plugins: [{pluginRef: llm-metric-based}]
+- name: plain
+  plugins: [{pluginRef: plain}]
+`
+	s, err := load(t, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &policy.Instance{ID: "a", KVCacheUsage: 0.9}
+	b := &policy.Instance{ID: "b", Waiting: 4}
+	for name, want := range map[string]*policy.Instance{"plain": a, "kv-heavy": b} {
+		p, err := framework.Resolver{File: &s}.New(name, deps())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Name() != name {
+			t.Errorf("profile %s runs as %q", name, p.Name())
+		}
+		if d := p.Pick(&policy.Request{}, []*policy.Instance{a, b}); d.Ranked[0] != want {
+			t.Errorf("%s picked %s, want %s", name, d.Ranked[0].ID, want.ID)
+		}
+	}
+	for _, tc := range []struct {
+		params string
+		want   []string
+	}{
+		{"{stepTme: 6ms}", []string{`"stepTme"`, "stepTime", "maxLoadRatio", "speedCalibration"}},
+		{"{maxLoadRatio: 0.5}", []string{"parameter maxLoadRatio", "0.5", "1 or more"}},
+		{"{stepTime: 6}", []string{"duration"}},
+		{"{waitingWeight: 1}", []string{`"waitingWeight"`, "stepTime"}},
+	} {
+		_, err := load(t, header+"plugins:\n- type: prefix-cache\n  name: x\n  parameters: "+tc.params+"\nschedulingProfiles:\n- name: p\n  plugins: [{pluginRef: x}]\n")
+		for _, w := range tc.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %v, want it to name %q", tc.params, err, w)
+			}
+		}
+	}
+	if _, err := load(t, header+"plugins:\n- type: prefix-cache\n  parameters: {stepTime: 6ms, maxLoadRatio: 3, speedCalibration: false}\nschedulingProfiles:\n- name: prefix-cache\n  plugins: [{pluginRef: prefix-cache}]\n"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDeprecations: a flat llm_scheduler.policies key a plugin now takes
+// names its new place; a default or a wrapper's key does not.
+func TestDeprecations(t *testing.T) {
+	pc := config.DefaultPolicies()
+	if got := framework.Deprecations(pc); len(got) != 0 {
+		t.Fatalf("defaults: %v", got)
+	}
+	pc.StepTime *= 2
+	pc.SessionTTL *= 2
+	pc.DefaultOutputTokens = 300
+	got := framework.Deprecations(pc)
+	if len(got) != 2 {
+		t.Fatalf("got %v", got)
+	}
+	for i, want := range [][]string{
+		{"llm_scheduler.policies.step_time", "parameter stepTime", "prefix-cache", "endpoint_picker_config"},
+		{"llm_scheduler.policies.default_output_tokens", "parameter defaultOutputTokens", "least-token, prefix-cache"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(strings.Join(got, "\n"), w) {
+				t.Errorf("%d: %v lacks %q", i, got, w)
+			}
+		}
+	}
+}

@@ -1,0 +1,154 @@
+package framework
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/policy"
+)
+
+// ranking is a whole policy used as a profile's picker.
+type ranking struct{ pol policy.Policy }
+
+func (r ranking) Policy() policy.Policy { return r.pol }
+
+func (r ranking) Pick(_ *CycleState, req *policy.Request, cands []*policy.Instance, _ []float64) policy.Decision {
+	return r.pol.Pick(req, cands)
+}
+
+// Picked etc. forward to the policy when it observes; a ranking built into
+// a larger profile is its observer.
+func (r ranking) Picked(req *policy.Request, d policy.Decision) {
+	if o, ok := r.pol.(policy.Observer); ok {
+		o.Picked(req, d)
+	}
+}
+
+func (r ranking) Completed(reqID, instanceID string, promptTokens, completionTokens int64) {
+	if o, ok := r.pol.(policy.Observer); ok {
+		o.Completed(reqID, instanceID, promptTokens, completionTokens)
+	}
+}
+
+func (r ranking) Removed(id string) {
+	if o, ok := r.pol.(policy.Observer); ok {
+		o.Removed(id)
+	}
+}
+
+// rankingFactory builds the registered policy typ as a ranking picker. Its
+// parameters are the llm_scheduler.policies knobs it declared
+// (policy.RegisterKnobs), named in camelCase (step_time: stepTime), whose
+// defaults are those keys' values.
+func rankingFactory(typ string) Factory {
+	return func(h *Handle, params Params) (any, error) {
+		d := h.Deps
+		pc, err := knobParams(typ, d.Config.Scheduler.Policies, params)
+		if err != nil {
+			return nil, err
+		}
+		d.Config.Scheduler.Policies = pc
+		pol, err := policy.New(typ, d)
+		if err != nil {
+			return nil, err
+		}
+		return ranking{pol}, nil
+	}
+}
+
+// camel turns a configuration key into a parameter name: step_time → stepTime.
+func camel(key string) string {
+	parts := strings.Split(key, "_")
+	for i := 1; i < len(parts); i++ {
+		if parts[i] != "" {
+			parts[i] = strings.ToUpper(parts[i][:1]) + parts[i][1:]
+		}
+	}
+	return strings.Join(parts, "")
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// knobParams decodes params over the knobs typ declared, from pc, and
+// checks the result by the keys' rules. Without parameters pc is returned
+// as it is.
+func knobParams(typ string, pc config.PolicyConfig, params Params) (config.PolicyConfig, error) {
+	if len(params.raw) == 0 || string(params.raw) == "null" {
+		return pc, nil
+	}
+	keys := policy.Knobs(typ)
+	if pc.MaxBatchedTokens == 0 { // a zero Config (tests): the defaults
+		pc = config.DefaultPolicies()
+	}
+	v := reflect.ValueOf(&pc).Elem()
+	t := v.Type()
+	var (
+		fields []reflect.StructField
+		idx    []int
+	)
+	for i := range t.NumField() {
+		key := t.Field(i).Tag.Get("mapstructure")
+		if !slices.Contains(keys, key) {
+			continue
+		}
+		ft := t.Field(i).Type
+		if ft == durationType {
+			ft = reflect.TypeOf(Duration(0))
+		}
+		fields = append(fields, reflect.StructField{Name: t.Field(i).Name, Type: ft, Tag: reflect.StructTag(`json:"` + camel(key) + `"`)})
+		idx = append(idx, i)
+	}
+	pv := reflect.New(reflect.StructOf(fields))
+	for j, i := range idx {
+		pv.Elem().Field(j).Set(v.Field(i).Convert(fields[j].Type))
+	}
+	if err := params.Decode(pv.Interface()); err != nil {
+		return pc, err
+	}
+	for j, i := range idx {
+		v.Field(i).Set(pv.Elem().Field(j).Convert(t.Field(i).Type))
+	}
+	for _, err := range config.ValidatePolicies(pc) {
+		for _, k := range keys {
+			if prefix := "config: llm_scheduler.policies." + k + " "; strings.HasPrefix(err.Error(), prefix) {
+				return pc, fmt.Errorf("parameter %s %s", camel(k), strings.TrimPrefix(err.Error(), prefix))
+			}
+		}
+	}
+	return pc, nil
+}
+
+// Deprecations names, for each llm_scheduler.policies key set to other
+// than its default that a plugin now takes as a parameter, the new place.
+// The key keeps working (it sets the parameter's default); the scheduler
+// logs each message at startup.
+func Deprecations(pc config.PolicyConfig) []string {
+	def := config.DefaultPolicies()
+	if pc.MaxBatchedTokens == 0 {
+		return nil
+	}
+	owners := map[string][]string{}
+	for _, n := range policy.Names() {
+		for _, k := range policy.Knobs(n) {
+			owners[k] = append(owners[k], n)
+		}
+	}
+	v, dv := reflect.ValueOf(pc), reflect.ValueOf(def)
+	var out []string
+	for i := range v.NumField() {
+		key := v.Type().Field(i).Tag.Get("mapstructure")
+		types := owners[key]
+		if len(types) == 0 || reflect.DeepEqual(v.Field(i).Interface(), dv.Field(i).Interface()) {
+			continue
+		}
+		sort.Strings(types)
+		out = append(out, fmt.Sprintf("llm_scheduler.policies.%s is deprecated: it is parameter %s of plugin type %s in an llm_scheduler.endpoint_picker_config profile (docs/policies.md); until then it still sets that parameter's default",
+			key, camel(key), strings.Join(types, ", ")))
+	}
+	return out
+}
