@@ -82,18 +82,21 @@ func (s *Saturation) Completed(completionTokens int64) {
 	}
 }
 
-// Saturated says whether c is over a threshold, and which. It runs for
+// Saturated says whether c is over a threshold, and which, for a request
+// with no deadline (see SaturatedWithin). It runs for
 // every candidate of every decision: the common case (nothing queued, or
 // a wait far under the target) reads a few fields.
 func (s *Saturation) Saturated(c *policy.Instance) (bool, Reason) {
-	return s.saturated(c, s.target)
+	return s.saturated(c, math.Inf(1))
 }
 
 // SaturatedWithin is Saturated for a request that may wait at most budget
-// more (what is left of its wait_schedule_timeout): the predicted wait is
-// held against the smaller of budget and the target, so a request that
-// waited long in the queue goes only where it is predicted to start before
-// its deadline. An instance predicting no wait at all is never over it.
+// more (what is left of its wait_schedule_timeout): besides the expected
+// wait against the target, the longest wait (see modelWait) is held
+// against budget, so a request goes only where it starts before its
+// deadline even if the running batch finishes late — late in its wait, in
+// practice, only to a free place. An instance predicting no wait at all is
+// never over it.
 func (s *Saturation) SaturatedWithin(c *policy.Instance, budget time.Duration) (bool, Reason) {
 	return s.saturated(c, budget.Seconds())
 }
@@ -111,9 +114,12 @@ func (s *Saturation) saturated(c *policy.Instance, budget float64) (bool, Reason
 		return true, KVCache
 	}
 	if s.target > 0 && (queued > 0 || atLimit(c)) {
-		// wait = modelWait / speed >= limit, without dividing.
-		limit := min(s.target, max(budget, 0))
-		if t := s.modelWait(c, queued); t > 0 && t >= limit*s.speed(c) {
+		// wait = modelWait / speed, compared without dividing: the
+		// expected wait against the target, the longest against the
+		// request's budget.
+		expected, longest := s.modelWait(c, queued)
+		sp := s.speed(c)
+		if expected > 0 && (expected >= s.target*sp || longest >= max(budget, 0)*sp) {
 			return true, PredictedWait
 		}
 	}
@@ -153,7 +159,8 @@ func (s *Saturation) wait(c *policy.Instance) float64 {
 	if queued <= 0 && !atLimit(c) {
 		return 0
 	}
-	return s.modelWait(c, queued) / s.speed(c)
+	t, _ := s.modelWait(c, queued)
+	return t / s.speed(c)
 }
 
 // atLimit: c runs as many requests as its batch limit, so even with
@@ -161,20 +168,32 @@ func (s *Saturation) wait(c *policy.Instance) float64 {
 func atLimit(c *policy.Instance) bool { return c.BatchLimit > 0 && c.Running >= c.BatchLimit }
 
 // modelWait is wait before the division by the speed.
-func (s *Saturation) modelWait(c *policy.Instance, queued int64) float64 {
+//
+// longest is the same with the seats' wait at its longest: the running
+// requests may have started together (a burst, a batch that finished
+// together), so a place is only sure to free when the whole batch turns
+// over — one output's time per running batch's worth of seats,
+// ⌈seats / running⌉ × mean output × step. On a small, slow batch the two
+// differ most: 4 running on an L4 free a place about every second, but
+// may all take the full 4 s of a 64-token reply.
+func (s *Saturation) modelWait(c *policy.Instance, queued int64) (expected, longest float64) {
 	m := &s.model
 	ahead := (float64(c.Waiting)*s.avgPrompt + float64(c.InflightPromptTokens)) * uncachedShare(c)
 	step := m.Step + m.DecodeToken*float64(c.Running+c.InflightRequests) // m.StepTime, inlined by hand
 	t := ahead * (m.PrefillToken + s.invBatch*step)
+	expected, longest = t, t
 	if c.BatchLimit > 0 {
 		// The requests queued beyond the limit, and this one, each take
 		// the place of a running request that finishes; running requests
 		// finish at running / (mean output × step) a second.
 		if seats := c.Running + queued - c.BatchLimit + 1; seats > 0 {
-			t += float64(seats) * s.avgOut * step / float64(max(c.Running, 1))
+			r := max(c.Running, 1)
+			turnover := s.avgOut * step
+			expected += float64(seats) * turnover / float64(r)
+			longest += float64((seats+r-1)/r) * turnover
 		}
 	}
-	return t
+	return expected, longest
 }
 
 // uncachedShare is the share of a prompt c must compute: 1 − its

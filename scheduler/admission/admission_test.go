@@ -100,6 +100,16 @@ func TestPredictedWaitSlowBatchLimitedEngine(t *testing.T) {
 			t.Errorf("running %d, waiting %d (%.2f s), 0.5 s of wait left: saturated=%v", tc.running, tc.waiting, got, sat)
 		}
 	}
+	// Full (4 running, none waiting): a place in about 1 s on average,
+	// but the four may all take their whole 4.1 s reply. A request with 3 s
+	// of its wait left does not go there; one with 5 s does.
+	c.Running, c.Waiting = 4, 0
+	if sat, why := s.SaturatedWithin(c, 3*time.Second); !sat || why != PredictedWait {
+		t.Errorf("full engine, 3 s of wait left: saturated=%v %q, want predicted_wait (the batch may take 4.1 s to turn over)", sat, why)
+	}
+	if sat, why := s.SaturatedWithin(c, 5*time.Second); sat {
+		t.Errorf("full engine, 5 s of wait left: saturated (%s)", why)
+	}
 	// The speed is smoothed: one report of a fast pace moves it a tenth.
 	c.Running, c.GenTPS = 4, 4/0.0058
 	s.Reported(c)
