@@ -10,12 +10,13 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
-var benchJSONKeys = []string{"duration_s", "input_tokens", "output_throughput", "output_tokens", "policy", "prefix_hit_ratio",
-	"rejected", "request_throughput", "requests", "total_throughput", "tpot_mean_ms", "tpot_median_ms", "tpot_p99_ms",
-	"ttft_mean_ms", "ttft_median_ms", "ttft_p99_ms"}
+var benchJSONKeys = []string{"duration_s", "errors", "failed", "input_tokens", "output_throughput", "output_tokens",
+	"per_instance", "policy", "prefix_hit_ratio", "rejected", "rejections", "request_throughput", "requests",
+	"total_throughput", "tpot_mean_ms", "tpot_median_ms", "tpot_p99_ms", "ttft_mean_ms", "ttft_median_ms", "ttft_p99_ms"}
 
 func decodeBenchJSON(t *testing.T, out string) []map[string]any {
 	t.Helper()
@@ -49,6 +50,22 @@ func TestBenchSimJSON(t *testing.T) {
 	for _, o := range arr {
 		if o["requests"].(float64) < 10 || o["prefix_hit_ratio"] == nil || o["ttft_mean_ms"].(float64) <= 0 {
 			t.Fatalf("implausible run: %v", o)
+		}
+		// Every request is accounted for: served per instance, failed or rejected.
+		per, _ := o["per_instance"].([]any)
+		served := 0.0
+		for _, p := range per {
+			m := p.(map[string]any)
+			if m["instance"] == "" {
+				t.Fatalf("per_instance entry without an instance: %v", m)
+			}
+			served += m["requests"].(float64)
+		}
+		if len(per) != 2 || served != o["requests"].(float64) || o["failed"].(float64) != 0 {
+			t.Fatalf("per_instance %v does not add up to %v requests (failed %v)", per, o["requests"], o["failed"])
+		}
+		if e, ok := o["errors"].(map[string]any); !ok || len(e) != 0 {
+			t.Fatalf("errors = %v, want {}", o["errors"])
 		}
 	}
 }
@@ -126,7 +143,43 @@ func TestBenchLive(t *testing.T) {
 	if arr[0]["prefix_hit_ratio"] != nil {
 		t.Fatalf("prefix_hit_ratio %v: the server reported no cached tokens, want null", arr[0]["prefix_hit_ratio"])
 	}
+	if arr[0]["per_instance"] != nil {
+		t.Fatalf("per_instance %v: a live run cannot tell which instance served, want null", arr[0]["per_instance"])
+	}
 }
+
+// Failed requests are reported, with their errors by kind: a run with
+// failures must not look like a smaller clean run.
+func TestBenchLiveReportsFailures(t *testing.T) {
+	var n atomicCounter
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.next()%2 == 0 {
+			http.Error(w, `{"error":{"message":"boom"}}`, http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tok\"}}]}\n\ndata: [DONE]\n\n")
+	}))
+	defer ts.Close()
+	r := run(t, nil, "bench", "--mode", "live", "--target", ts.URL, "--model", "m",
+		"--workload", "shared-prefix", "--groups", "2", "--prompts-per-group", "4", "--concurrency", "1", "--json")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	o := decodeBenchJSON(t, r.stdout)[0]
+	errs, _ := o["errors"].(map[string]any)
+	sum := 0.0
+	for _, v := range errs {
+		sum += v.(float64)
+	}
+	if o["failed"].(float64) != 4 || o["requests"].(float64) != 4 || sum != 4 {
+		t.Fatalf("failed %v, requests %v, errors %v: want 4 failed, 4 served, errors by kind adding up to 4", o["failed"], o["requests"], errs)
+	}
+}
+
+type atomicCounter struct{ v atomic.Int64 }
+
+func (c *atomicCounter) next() int64 { return c.v.Add(1) - 1 }
 
 // TestBenchSimEndpointPickerConfig: llm-d's default profile file and a
 // custom weighting run in the simulator beside a built-in profile; a bad

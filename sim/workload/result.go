@@ -126,25 +126,28 @@ type Summary struct {
 	// at once beats one that lets requests time out.
 	Rejected int `json:"rejected"`
 
-	Failed int            `json:"-"`
-	Errors map[string]int `json:"-"`
+	// Failed counts requests that got neither an answer nor a rejection;
+	// Errors counts them by kind ({} when none).
+	Failed int            `json:"failed"`
+	Errors map[string]int `json:"errors"`
 	// Rejections counts the rejected requests by reason;
 	// RejectedSlowestMs is the longest a rejected request waited for its
 	// answer and TTFTMaxMs the longest time to first token (overload runs
 	// bound both).
-	Rejections        map[string]int `json:"-"`
+	Rejections        map[string]int `json:"rejections"`
 	RejectedSlowestMs float64        `json:"-"`
 	TTFTMaxMs         float64        `json:"-"`
-	// PerInstance counts the requests each instance served (simulator).
-	PerInstance []InstanceCount `json:"-"`
+	// PerInstance counts the requests each instance served (simulator);
+	// null when the run cannot tell (live mode).
+	PerInstance []InstanceCount `json:"per_instance"`
 	// Extra holds mode-specific facts for the text report (preemptions...).
 	Extra []KV `json:"-"`
 }
 
 // InstanceCount is one instance's share of a run.
 type InstanceCount struct {
-	Instance string
-	Requests int
+	Instance string `json:"instance"`
+	Requests int    `json:"requests"`
 }
 
 // KV is a labelled value of the text report.
@@ -299,7 +302,17 @@ func WriteJSON(w io.Writer, ss []Summary) error {
 	if ss == nil {
 		ss = []Summary{}
 	}
+	out := make([]Summary, len(ss))
+	for i, s := range ss {
+		if s.Errors == nil {
+			s.Errors = map[string]int{}
+		}
+		if s.Rejections == nil {
+			s.Rejections = map[string]int{}
+		}
+		out[i] = s
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(ss)
+	return enc.Encode(out)
 }

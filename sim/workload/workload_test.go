@@ -506,7 +506,7 @@ func TestSummaryAndJSONKeys(t *testing.T) {
 	}
 	sort.Strings(keys)
 	want := []string{"duration_s", "input_tokens", "output_tokens", "policy", "prefix_hit_ratio", "request_throughput",
-		"rejected", "requests", "total_throughput", "tpot_mean_ms", "tpot_median_ms", "tpot_p99_ms", "ttft_mean_ms", "ttft_median_ms",
+		"rejected", "rejections", "failed", "errors", "per_instance", "requests", "total_throughput", "tpot_mean_ms", "tpot_median_ms", "tpot_p99_ms", "ttft_mean_ms", "ttft_median_ms",
 		"ttft_p99_ms", "output_throughput"}
 	sort.Strings(want)
 	if !slices.Equal(keys, want) {
