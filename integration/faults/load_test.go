@@ -162,6 +162,8 @@ func (s *system) chatTo(ctx context.Context, addr string, q chatReq) reply {
 // deadline; it ends by itself.
 type load struct {
 	began time.Time
+	last  time.Time // the last arrival
+	n     int       // requests sent in all
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	out   []reply
@@ -173,7 +175,8 @@ type load struct {
 func (s *system) openLoop(rate float64, d time.Duration, q chatReq, gen func(i int) chatReq) *load {
 	n := int(rate * d.Seconds())
 	gap := time.Duration(float64(time.Second) / rate)
-	l := &load{began: time.Now(), done: make(chan struct{})}
+	l := &load{began: time.Now(), done: make(chan struct{}), n: n}
+	l.last = l.began.Add(time.Duration(n-1) * gap)
 	go func() {
 		defer close(l.done)
 		for i := range n {
@@ -197,7 +200,23 @@ func (s *system) openLoop(rate float64, d time.Duration, q chatReq, gen func(i i
 }
 
 // wait returns every reply once the last one has ended, sorted by start.
+// When replies are still outstanding stuck after the last arrival, stuck
+// is called once (to log where they are).
 func (l *load) wait() []reply {
+	return l.waitOr(0, nil)
+}
+
+func (l *load) waitOr(after time.Duration, stuck func(outstanding int)) []reply {
+	if stuck != nil {
+		select {
+		case <-l.done:
+		case <-time.After(time.Until(l.last.Add(after))):
+			l.mu.Lock()
+			n := l.n - len(l.out)
+			l.mu.Unlock()
+			stuck(n)
+		}
+	}
 	<-l.done
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -44,7 +44,11 @@ func TestSessionKeys(t *testing.T) {
 		// Distinct in their first bytes and 1 MiB long.
 		return chatReq{user: fmt.Sprintf("session-%06d-", i) + pad[:1<<20-15], timeout: 60 * time.Second}
 	})
-	judge(t, row, l.wait(), l.began, false)
+	rs := l.waitOr(15*time.Second, func(n int) {
+		t.Logf("%d requests unanswered 15 s after the last was sent:", n)
+		s.logStuck(t)
+	})
+	judge(t, row, rs, l.began, false)
 	close(stop)
 	<-done
 	after, _ := rssBytes(s.sched.Pid())

@@ -462,6 +462,23 @@ func (s *system) logSignals(t *testing.T) {
 	}
 }
 
+// logStuck logs where requests still are: each engine's running and
+// waiting requests, the scheduler's queue and the gateway's pending picks.
+func (s *system) logStuck(t *testing.T) {
+	t.Helper()
+	for _, e := range s.engines {
+		if m, err := harness.Scrape(e.addr, ""); err == nil {
+			t.Logf("%s: %s %s", e.proc.Name, nonZero(m, "vllm:num_requests_running"), nonZero(m, "vllm:num_requests_waiting"))
+		}
+	}
+	if m, err := harness.Scrape(s.schedHTTP, s.opts.token); err == nil {
+		t.Logf("scheduler: %s", nonZero(m, "llmrouter_scheduler_queue_length"))
+	}
+	if m, err := harness.Scrape(s.gwHTTP, s.opts.token); err == nil {
+		t.Logf("gateway: %s", nonZero(m, "llmrouter_gateway_pending_requests"))
+	}
+}
+
 // nonZero is m.Series(name) without the series at 0.
 func nonZero(m harness.Metrics, name string) string {
 	fields := strings.Fields(m.Series(name))[1:] // "{labels} value" pairs
