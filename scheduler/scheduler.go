@@ -198,8 +198,9 @@ func CheckPolicies(cfg config.Config) error {
 	return nil
 }
 
-// Registry is the live fleet, for xDS and metrics to follow.
-func (s *Scheduler) Registry() *registry.Registry { return s.reg }
+// Registry is a read-only view of the live fleet, for xDS, the admin API
+// and metrics to follow; changes go through the scheduler.
+func (s *Scheduler) Registry() registry.View { return s.reg }
 
 // PolicyName names the running policy.
 func (s *Scheduler) PolicyName() string { return s.pol.Name() }

@@ -301,7 +301,7 @@ type fleetSender struct {
 	sent bool
 }
 
-func (f *fleetSender) send(stream llmrouterv1.AgentService_ConnectServer, reg *registry.Registry, self *llmrouterv1.Register) error {
+func (f *fleetSender) send(stream llmrouterv1.AgentService_ConnectServer, reg registry.View, self *llmrouterv1.Register) error {
 	if !self.GetPdProxy() {
 		return nil
 	}
@@ -321,7 +321,7 @@ func (f *fleetSender) send(stream llmrouterv1.AgentService_ConnectServer, reg *r
 // made just before the silence may name one) that may prefill for another
 // (roles prefill and both), sorted by address: the instances pd-split can
 // name in x-prefiller-host-port.
-func PrefillPeers(reg *registry.Registry) []*llmrouterv1.PrefillPeer {
+func PrefillPeers(reg registry.View) []*llmrouterv1.PrefillPeer {
 	var out []*llmrouterv1.PrefillPeer
 	for _, in := range reg.List() {
 		if in.Published() && in.Role != policy.RoleDecode {
