@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -134,5 +135,33 @@ func TestUnknownEnvironmentVariableWarned(t *testing.T) {
 	}
 	if strings.Contains(r.stderr, "LLMROUTER_RUN_DIR") || strings.Contains(r.stderr, "LLMROUTER_TEST_MAIN") {
 		t.Fatalf("warned about a tool's variable: %s", r.stderr)
+	}
+}
+
+// The README links only what the repository holds: every link and every
+// docs/ or deploy/ path it names exists, and none leaves the repository.
+func TestReadmeLinksStayInTheRepository(t *testing.T) {
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, m := range regexp.MustCompile(`\]\(([^)]+)\)`).FindAllStringSubmatch(string(data), -1) {
+		paths = append(paths, m[1])
+	}
+	for _, m := range regexp.MustCompile("`((?:docs|deploy)/[^`]*)`").FindAllStringSubmatch(string(data), -1) {
+		paths = append(paths, m[1])
+	}
+	if len(paths) < 6 {
+		t.Fatalf("README names only %d paths: %v", len(paths), paths)
+	}
+	for _, p := range paths {
+		if strings.Contains(p, "://") || strings.HasPrefix(p, "..") || strings.HasPrefix(p, "/") {
+			t.Errorf("README links %q, outside the repository", p)
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("../..", p)); err != nil {
+			t.Errorf("README links %q: %v", p, err)
+		}
 	}
 }
