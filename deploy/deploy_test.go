@@ -169,3 +169,54 @@ func validateFragment(raw []byte, kind string) error {
 	_, err := envoy.LoadBootstrap([]byte(boot))
 	return err
 }
+
+// docker-compose publishes only ports something serves: the all-in-one's
+// own listeners (it serves every part's HTTP endpoints on the scheduler's
+// HTTP port, not on llm_gateway.http_listen) and Envoy's listener.
+func TestComposePublishesServedPorts(t *testing.T) {
+	data, err := os.ReadFile("docker-compose/docker-compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Command     []string          `yaml:"command"`
+			Ports       []string          `yaml:"ports"`
+			Environment map[string]string `yaml:"environment"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(data, &compose); err != nil {
+		t.Fatal(err)
+	}
+	port := func(addr string) string { return addr[strings.LastIndex(addr, ":")+1:] }
+	def := config.Default()
+	published := 0
+	for name, svc := range compose.Services {
+		served := map[string]bool{}
+		switch {
+		case len(svc.Command) > 0 && svc.Command[0] == "all-in-one":
+			for key, addr := range map[string]string{
+				"LLMROUTER_LLM_SCHEDULER_LISTEN":      def.Scheduler.Listen,
+				"LLMROUTER_LLM_SCHEDULER_XDS_LISTEN":  def.Scheduler.XDSListen,
+				"LLMROUTER_LLM_SCHEDULER_HTTP_LISTEN": def.Scheduler.HTTPListen,
+				"LLMROUTER_LLM_GATEWAY_LISTEN":        def.Gateway.Listen,
+			} {
+				if v := svc.Environment[key]; v != "" {
+					addr = v
+				}
+				served[port(addr)] = true
+			}
+		case len(svc.Command) > 0 && svc.Command[0] == "envoy":
+			served["8080"] = true // the rendered bootstrap's listener (TestComposeEnvoyConfig)
+		}
+		for _, p := range svc.Ports {
+			published++
+			if !served[port(p)] {
+				t.Errorf("service %s publishes %s, which nothing in it serves", name, p)
+			}
+		}
+	}
+	if published == 0 {
+		t.Fatal("docker-compose.yaml publishes no port")
+	}
+}
