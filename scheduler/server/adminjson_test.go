@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmrouter/llmrouter/agent"
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 )
 
@@ -112,6 +113,31 @@ func TestAdminExampleInDocs(t *testing.T) {
 	for k := range keys {
 		if _, ok := doced[0][k]; !ok {
 			t.Errorf("the documented example lacks %q", k)
+		}
+	}
+}
+
+// `llmrouter agent inspect` and /admin/instances name the same report
+// fields alike: every key inspect prints is a key of the admin API.
+func TestAdminAndInspectShareKeys(t *testing.T) {
+	keys := func(v any) map[string]bool {
+		raw, _ := json.Marshal(v)
+		var m map[string]any
+		_ = json.Unmarshal(raw, &m)
+		out := map[string]bool{}
+		for k := range m {
+			out[k] = true
+		}
+		return out
+	}
+	admin := keys(Instance{})
+	inspect := keys(agent.InspectReport{})
+	if len(inspect) < 8 {
+		t.Fatalf("inspect keys %v", inspect)
+	}
+	for k := range inspect {
+		if !admin[k] {
+			t.Errorf("agent inspect prints %q, which /admin/instances names differently or not at all", k)
 		}
 	}
 }
