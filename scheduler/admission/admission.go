@@ -189,6 +189,11 @@ func (s *Saturation) modelWait(c *policy.Instance, queued int64) (expected, long
 		if seats := c.Running + queued - c.BatchLimit + 1; seats > 0 {
 			r := max(c.Running, 1)
 			turnover := s.avgOut * step
+			if c.Role == policy.RolePrefill {
+				// pd-split's prefill requests end with their first
+				// token: a place frees one step after a prefill.
+				turnover = step
+			}
 			expected += float64(seats) * turnover / float64(r)
 			longest += float64((seats+r-1)/r) * turnover
 		}

@@ -200,3 +200,19 @@ func TestBatchLimit(t *testing.T) {
 		}
 	}
 }
+
+// A prefill-role instance (pd-split) frees a place one step after each
+// prefill, not after a whole output: its seat term is one step per seat,
+// so it is not held back as if it decoded.
+func TestPrefillInstanceSeatsTurnOverInOneStep(t *testing.T) {
+	s := newSat(nil)
+	m := s.model
+	both := policy.Instance{Running: 4, Waiting: 2, BatchLimit: 4, PrefixCacheHitRatio: 0, Speed: 1}
+	pre := both
+	pre.Role = policy.RolePrefill
+	ahead := 2 * s.avgPrompt
+	step := m.Step + m.DecodeToken*4
+	prefill := ahead * (m.PrefillToken + step/m.MaxBatchedTokens)
+	near(t, "prefill-role wait", s.wait(&pre), prefill+3*step/4)
+	near(t, "both-role wait", s.wait(&both), prefill+3*s.avgOut*step/4)
+}
