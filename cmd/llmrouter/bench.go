@@ -52,7 +52,7 @@ or the file's arrival_ms when every line has one.`,
 		RunE: runBench,
 	}
 	f := cmd.Flags()
-	f.String("mode", "sim", "sim (virtual-time cluster simulator), live (a running data plane) or overhead (what the gateway adds per request)")
+	f.String("mode", "sim", "sim (virtual-time cluster simulator), live (a running data plane) overhead (what the gateway adds per request) or suite (the peer comparison suite: every workload class under round-robin, least-request, prefix-cache and both peer rules, per seed)")
 	f.String("prompt-bytes", "4096,262144", "overhead: comma-separated prompt sizes in bytes")
 	f.Int("instances", 5, "sim: number of simulated engine instances")
 	f.String("instance-speeds", "", fmt.Sprintf("sim: comma-separated speed of each instance (%g to %g; 0.5 = half as fast), e.g. 1,1,1,0.5,0.5 (default: all 1)", float64(engine.MinSpeed), float64(engine.MaxSpeed)))
@@ -77,6 +77,8 @@ or the file's arrival_ms when every line has one.`,
 	f.Float64("zipf", 0, "multi-turn: Zipf exponent of system prompt popularity (0: uniform)")
 	f.Int("explain", 0, "sim: after each policy's table, print what it predicted at each pick (cached tokens, prefill queued ahead, TTFT) against what the engines did, as error distributions, and its N worst decisions (--explain alone: 5)")
 	f.Lookup("explain").NoOptDefVal = "5"
+	f.String("seeds", "1,2,3", "suite: comma-separated seeds, each class run once per seed")
+	f.String("classes", "", "suite: comma-separated classes to run (default: all)")
 	f.Int("kv-blocks", 0, "sim: KV cache blocks per instance instead of the profile's (a smaller cache puts it under pressure)")
 	f.Int("prefill-instances", 0, "sim: pd-split and dynamic-pd-split run on this many prefill instances and the rest of --instances as decode instances; other policies on all as both-role (0: every policy on both-role instances)")
 	f.Duration("kv-transfer-per-block", 40*time.Microsecond, "sim: what moving one prompt KV block from a prefill to a decode instance costs (default: Llama-3-8B's 2 MiB per 16-token block over 50 GB/s RDMA)")
@@ -106,8 +108,11 @@ func runBench(cmd *cobra.Command, _ []string) error {
 	if mode == "overhead" {
 		return runOverhead(cmd)
 	}
+	if mode == "suite" {
+		return runSuite(cmd, cfg)
+	}
 	if mode != "sim" && mode != "live" {
-		return fmt.Errorf("--mode %q: want sim, live or overhead", mode)
+		return fmt.Errorf("--mode %q: want sim, live, overhead or suite", mode)
 	}
 	plan, err := benchPlan(cmd)
 	if err != nil {

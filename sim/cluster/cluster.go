@@ -220,8 +220,12 @@ type sim struct {
 	// instance's requests (running + waiting) to the mean.
 	nextSample    time.Duration
 	peakLoadRatio float64
-	explain       *explainer
-	pd            pdState
+	// KV usage (blocks held by requests over all blocks), the fleet's mean,
+	// sampled every second before the plan's duration ends.
+	kvSum     float64
+	kvSamples int
+	explain   *explainer
+	pd        pdState
 }
 
 // Result is one policy's run: the benchmark summary plus what the
@@ -240,6 +244,10 @@ type Result struct {
 	// while the mean is at least minLoadForRatio requests, of one instance's
 	// running plus waiting requests to the mean over the instances.
 	PeakLoadRatio float64
+	// MeanKVUsage is the fleet's KV cache usage (blocks held by requests
+	// over all blocks), averaged over one sample a simulated second while
+	// new requests arrive: how full the caches ran.
+	MeanKVUsage float64
 	// Explain is the per-pick diagnosis when Options.Explain is set.
 	Explain *Explanation `json:"-"`
 }
@@ -518,11 +526,17 @@ const minLoadForRatio = 4
 
 func (s *sim) sampleLoad() {
 	var total, peak int
+	kv := 0.0
 	for _, in := range s.insts {
 		st := in.eng.Stats()
 		l := st.Running + st.Waiting
 		total += l
 		peak = max(peak, l)
+		kv += st.KVUsage
+	}
+	if s.o.Plan.Duration == 0 || s.clock.now < s.o.Plan.Duration {
+		s.kvSum += kv / float64(len(s.insts))
+		s.kvSamples++
 	}
 	mean := float64(total) / float64(len(s.insts))
 	if mean >= minLoadForRatio {
@@ -690,6 +704,9 @@ func (s *sim) result(policy string) Result {
 		KVCapacity: int64(s.o.Engine.NumBlocks) * int64(s.o.Engine.BlockSize), PeakWorkingSet: s.peakWS,
 		FollowUps: s.followUps, AtHome: s.atHome, PeakLoadRatio: s.peakLoadRatio,
 	}
+	if s.kvSamples > 0 {
+		r.MeanKVUsage = s.kvSum / float64(s.kvSamples)
+	}
 	for _, in := range s.insts {
 		st := in.eng.Stats()
 		hits += st.PrefixHits
@@ -716,6 +733,7 @@ func (s *sim) result(policy string) Result {
 		r.Extra = append(r.Extra, workload.KV{Key: "Instance speeds", Value: strings.Join(parts, " ")})
 	}
 	r.Extra = append(r.Extra, s.pdExtra()...)
+	r.Extra = append(r.Extra, workload.KV{Key: "Mean KV cache usage", Value: fmt.Sprintf("%.2f (blocks held by requests, sampled every second)", r.MeanKVUsage)})
 	r.Extra = append(r.Extra, workload.KV{Key: "Peak load / mean load", Value: fmt.Sprintf("%.2f (running+waiting, sampled every second while the mean is >= 4)", r.PeakLoadRatio)})
 	if r.FollowUps > 0 {
 		r.Extra = append(r.Extra, workload.KV{Key: "Follow-up turns on their last instance",

@@ -107,7 +107,10 @@ type Explanation struct {
 	// holding every block any earlier request of the run computed
 	// (prompts and replies): no router can do better on these arrivals.
 	LowerBoundMeanMs, LowerBoundP99Ms float64
-	Worst                             []Decision
+	// Worst are the largest TTFT mispredictions (for a policy that logs
+	// none, the largest TTFTs over their lower bound); Slowest the largest
+	// TTFTs over their lower bound.
+	Worst, Slowest []Decision
 }
 
 // explainer gathers the decisions of one run.
@@ -117,6 +120,7 @@ type explainer struct {
 	rows    []ErrorRow
 	lb      []float64
 	worst   []Decision
+	slowest []Decision
 	keep    int
 	policy  string
 }
@@ -254,21 +258,31 @@ func (x *explainer) firstToken(d *Decision, at time.Duration, cached int, schedu
 	x.lb = append(x.lb, float64(d.LowerBound)/1e6)
 	// Worst: the largest TTFT misprediction when the policy predicts TTFT,
 	// else the largest TTFT over the lower bound.
-	d.key = float64(d.TTFT - d.LowerBound)
+	regret := float64(d.TTFT-d.LowerBound) / 1e9
+	d.key = regret
 	if !math.IsNaN(c.PredTT) {
 		d.key = math.Abs(c.PredTT - d.TTFT.Seconds())
 	}
-	if len(x.worst) < x.keep || d.key > x.worst[len(x.worst)-1].key {
-		i := sort.Search(len(x.worst), func(i int) bool { return x.worst[i].key < d.key })
-		x.worst = slices.Insert(x.worst, i, *d)
-		if len(x.worst) > x.keep {
-			x.worst = x.worst[:x.keep]
+	x.worst = keepWorst(x.worst, *d, x.keep)
+	d.key = regret
+	x.slowest = keepWorst(x.slowest, *d, x.keep)
+}
+
+// keepWorst inserts d into list (by key, largest first) if it is among
+// the keep largest.
+func keepWorst(list []Decision, d Decision, keep int) []Decision {
+	if len(list) < keep || d.key > list[len(list)-1].key {
+		i := sort.Search(len(list), func(i int) bool { return list[i].key < d.key })
+		list = slices.Insert(list, i, d)
+		if len(list) > keep {
+			list = list[:keep]
 		}
 	}
+	return list
 }
 
 func (x *explainer) result(policy string) *Explanation {
-	e := &Explanation{Policy: policy, Worst: x.worst}
+	e := &Explanation{Policy: policy, Worst: x.worst, Slowest: x.slowest}
 	for _, r := range x.rows {
 		if len(r.values) == 0 {
 			continue
@@ -305,17 +319,23 @@ func (e *Explanation) Write(w io.Writer) {
 	for _, r := range e.Rows {
 		fmt.Fprintf(w, "  %-62s %7d %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f  %s\n", r.Name, r.N, r.Mean, r.MeanAbs, r.P1, r.P50, r.P90, r.P99, r.Unit)
 	}
-	if len(e.Worst) == 0 {
+	writeDecisions(w, "worst decisions (by |TTFT predicted - true| when predicted, else TTFT over its lower bound)", e.Worst)
+	writeDecisions(w, "slowest decisions (by TTFT over its lower bound)", e.Slowest)
+	fmt.Fprintln(w, strings.Repeat("-", 50))
+}
+
+func writeDecisions(w io.Writer, title string, list []Decision) {
+	if len(list) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "  worst decisions (by |TTFT predicted - true| when predicted, else TTFT over its lower bound):\n")
+	fmt.Fprintf(w, "  %s:\n", title)
 	na := func(v float64, scale float64) string {
 		if math.IsNaN(v) {
 			return "-"
 		}
 		return fmt.Sprintf("%.0f", v*scale)
 	}
-	for _, d := range e.Worst {
+	for _, d := range list {
 		fmt.Fprintf(w, "  %s at %s: prompt %d tok, TTFT %.1f ms (lower bound %.1f, ideal cached %d), cached at admission %d, waited %.1f ms in the engine\n",
 			d.Request, d.Arrival.Round(time.Millisecond), d.Prompt, float64(d.TTFT)/1e6, float64(d.LowerBound)/1e6, d.IdealCached, d.Admitted, float64(d.Waited)/1e6)
 		for i, c := range d.Candidates {
@@ -327,5 +347,4 @@ func (e *Explanation) Write(w io.Writer) {
 				mark, c.Addr, na(c.PredCached, 1), c.Cached, na(c.PredAhead, 1), c.Queued, na(c.PredTT, 1e3))
 		}
 	}
-	fmt.Fprintln(w, strings.Repeat("-", 50))
 }

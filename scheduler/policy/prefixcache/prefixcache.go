@@ -113,7 +113,8 @@ type tail struct {
 	// shared: prompts with this hashed start went to several instances, or
 	// one did not continue the last (a system prompt longer than the hashed
 	// window, shared by many conversations): which of them an instance
-	// holds is unknown, so the rest of a prompt is not credited.
+	// holds is unknown, so only what they share is credited, and tokens is
+	// the shortest prompt seen with this start.
 	shared bool
 }
 
@@ -432,7 +433,9 @@ func (p *Policy) drained(c *policy.Instance, q queued, speed float64, now int64)
 	return left
 }
 
-// reported is the prefill an instance's report says it has queued, at most.
+// reported is the prefill an instance's report says it has queued, at
+// most: its waiting requests at the typical uncached prompt, and one chunk
+// in prefill.
 func (p *Policy) reported(c *policy.Instance) float64 {
 	return float64(c.Waiting)*p.avgUncached + p.m.MaxBatchedTokens
 }
@@ -492,7 +495,16 @@ func (p *Policy) heldTail(hashes []uint64, m int, slot int32, in *inputs) int {
 	}
 	h := hashes[m-1]
 	t := p.tails[h&(tailSlots-1)]
-	if t.hash != h || t.slot != slot || t.shared || float64(t.tokens) >= in.prompt {
+	switch {
+	case t.hash != h:
+		return 0
+	case t.shared:
+		// Many conversations share this hashed start: an instance holding
+		// all of it holds, as far as anyone can tell, what they share — at
+		// least the start, at most the shortest prompt seen with it, which
+		// over many first turns is their system prompt.
+		return max(min(int(float64(t.tokens)/in.tokensPerBlock), in.promptBlocks)-m, 0)
+	case t.slot != slot || float64(t.tokens) >= in.prompt:
 		return 0
 	}
 	return max(min(int(float64(t.tokens)/in.tokensPerBlock)+in.answerBlocks, in.promptBlocks)-m, 0)
@@ -712,6 +724,16 @@ func (p *Policy) calibrate(c *policy.Instance, s int32) {
 	p.speed[s+1] = v + speedEWMA*(min(max(work, minSpeed), maxSpeed)-v)
 }
 
+// heldBeyondLRU scales an instance's KV capacity into the index's: the
+// index ages a prompt's blocks from its pick, the engine from its
+// release, and never evicts a block a running request holds. Under KV
+// pressure an index of exactly the KV capacity forgot conversations their
+// home still held (--explain: cached tokens predicted 2,400 too few at
+// p1, the turn moved and recomputed its history); at 1.5× that p1 is
+// -448, and the issue-7 run's p99 TTFT falls from 103 to 86 ms
+// (docs/policies.md, "What --explain found").
+const heldBeyondLRU = 1.5
+
 // ewma is the weight of one observation in the policy's running means.
 const ewma = 0.05
 
@@ -721,13 +743,17 @@ func (p *Policy) insert(req *policy.Request, c *policy.Instance) int32 {
 	if len(req.BlockHashes) == 0 {
 		return p.idx.Slot(c.ID)
 	}
-	p.idx.Insert(c.ID, p.size.Capacity(c.NumGPUBlocks, c.BlockSize, req.BlockChars), req.BlockHashes)
+	capacity := p.size.Capacity(c.NumGPUBlocks, c.BlockSize, req.BlockChars)
+	p.idx.Insert(c.ID, int(min(float64(capacity)*heldBeyondLRU, 1<<30)), req.BlockHashes)
 	promptF := p.size.PromptTokens(req.PromptTokens, len(req.BlockHashes), req.BlockChars)
 	s := p.idx.Slot(c.ID)
 	last := req.BlockHashes[len(req.BlockHashes)-1]
 	prompt := int32(min(promptF, math.MaxInt32))
 	t := &p.tails[last&(tailSlots-1)]
 	shared := t.hash == last && (t.shared || t.slot != s || t.tokens >= prompt)
+	if shared {
+		prompt = min(prompt, t.tokens) // the shortest prompt with this start (see heldTail)
+	}
 	*t = tail{hash: last, slot: s, tokens: prompt, shared: shared}
 	return s
 }

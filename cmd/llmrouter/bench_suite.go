@@ -1,0 +1,76 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/sim/cluster"
+	"github.com/llmrouter/llmrouter/sim/engine"
+)
+
+// runSuite is bench --mode suite: the peer comparison suite (sim/cluster
+// suite.go), every class and seed under every policy, one run at a time.
+func runSuite(cmd *cobra.Command, cfg config.Config) error {
+	f := cmd.Flags()
+	d, _ := f.GetDuration("duration")
+	if d <= 0 {
+		return fmt.Errorf("--duration %s: the suite needs a positive duration (e.g. 3m)", d)
+	}
+	var seeds []uint64
+	for _, s := range strings.Split(f.Lookup("seeds").Value.String(), ",") {
+		v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+		if err != nil {
+			return fmt.Errorf("--seeds %q: want comma-separated seeds, e.g. 1,2,3", f.Lookup("seeds").Value.String())
+		}
+		seeds = append(seeds, v)
+	}
+	all := cluster.SuiteClasses()
+	classes := all
+	if want := f.Lookup("classes").Value.String(); want != "" {
+		classes = nil
+		for _, name := range strings.Split(want, ",") {
+			found := false
+			for _, c := range all {
+				if c.Name == strings.TrimSpace(name) {
+					classes, found = append(classes, c), true
+				}
+			}
+			if !found {
+				var names []string
+				for _, c := range all {
+					names = append(names, c.Name)
+				}
+				return fmt.Errorf("--classes: unknown class %q: accepted: %s", name, strings.Join(names, ", "))
+			}
+		}
+	}
+	policies := cluster.SuitePolicies
+	if f.Changed("policy") {
+		var err error
+		if policies, err = policyList(f.Lookup("policy").Value.String()); err != nil {
+			return err
+		}
+	}
+	profile, _ := f.GetString("profile")
+	ec, err := engine.ProfileConfig(profile)
+	if err != nil {
+		return err
+	}
+	ec.CharsPerToken = cfg.Gateway.CharsPerToken
+	ctx, cancel := signalContext()
+	defer cancel()
+	errw := cmd.ErrOrStderr()
+	runs, err := cluster.RunSuite(ctx, classes, policies, seeds, d, cfg, ec, func(r cluster.SuiteRun) {
+		fmt.Fprintf(errw, "%-14s seed %d %-17s TTFT mean %7.1f p99 %8.1f ms\n", r.Class, r.Seed, r.Policy, r.TTFTMeanMs, r.TTFTP99Ms)
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "Peer comparison suite: %s simulated per run, seeds %s, profile %s\n\n", d, f.Lookup("seeds").Value.String(), profile)
+	cluster.WriteSuite(cmd.OutOrStdout(), classes, runs)
+	return nil
+}
