@@ -1,23 +1,13 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
-	"go.uber.org/zap"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/llmrouter/llmrouter/agent"
-	"github.com/llmrouter/llmrouter/agent/pdproxy"
-	"github.com/llmrouter/llmrouter/internal/buildinfo"
-	"github.com/llmrouter/llmrouter/internal/grpcx"
-	"github.com/llmrouter/llmrouter/internal/httpserve"
+	"github.com/llmrouter/llmrouter/internal/servers"
 )
 
 func init() {
@@ -78,70 +68,7 @@ func runAgent(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	dial, err := grpcx.DialOptions(cfg)
-	if err != nil {
-		return err
-	}
-	reg := httpserve.NewRegistry()
-	opts := agent.OptionsFromConfig(cfg, dial, buildinfo.Get().Version)
-	var a *agent.Agent
-	var proxy *pdproxy.Proxy
-	if opts.PDProxy {
-		proxy, err = pdproxy.New(pdproxy.Options{
-			EngineURL: cfg.Agent.EngineURL, Engine: func() string { return a.EngineKind() },
-			PrefillTimeout: cfg.Agent.PDPrefillTimeout, APIKey: cfg.Agent.PDAPIKey, Log: log, Registerer: reg,
-		})
-		if err != nil {
-			return err
-		}
-		opts.OnPrefillFleet = func(peers map[string]int32) {
-			proxy.SetFleet(peers)
-			log.Info("prefill fleet", zap.Int("instances", len(peers)))
-		}
-		if _, lp, _ := net.SplitHostPort(cfg.Agent.PDProxyListen); !strings.HasSuffix(cfg.Agent.Advertise, ":"+lp) {
-			log.Warn("agent.advertise's port differs from agent.pd_proxy_listen's: the advertised address must reach the pd proxy, not the engine",
-				zap.String("advertise", cfg.Agent.Advertise), zap.String("pd_proxy_listen", cfg.Agent.PDProxyListen))
-		}
-	}
-	a, err = agent.New(opts, log, reg)
-	if err != nil {
-		return err
-	}
-	hs, err := httpserve.Listen(cfg.Agent.HTTPListen, reg, log)
-	if err != nil {
-		return fmt.Errorf("agent.http_listen %s: %w", cfg.Agent.HTTPListen, err)
-	}
-	hs.SetReadiness(a.Ready)
-
 	ctx, stop := signalContext()
 	defer stop()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return hs.Serve(gctx) })
-	g.Go(func() error { return a.Run(gctx) })
-	if proxy != nil {
-		ln, err := net.Listen("tcp", cfg.Agent.PDProxyListen)
-		if err != nil {
-			stop()
-			_ = g.Wait()
-			return fmt.Errorf("agent.pd_proxy_listen %s: %w", cfg.Agent.PDProxyListen, err)
-		}
-		srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
-		log.Info("pd proxy listening", zap.String("addr", ln.Addr().String()), zap.String("engine_url", cfg.Agent.EngineURL))
-		g.Go(func() error {
-			go func() {
-				<-gctx.Done()
-				sctx, cancel := context.WithTimeout(context.Background(), httpserve.ShutdownGrace)
-				defer cancel()
-				_ = srv.Shutdown(sctx)
-			}()
-			if err := srv.Serve(ln); err != http.ErrServerClosed {
-				return err
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil && err != context.Canceled {
-		return err
-	}
-	return nil
+	return servers.Agent(ctx, cfg, log)
 }

@@ -2,13 +2,13 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/llmrouter/llmrouter/internal/servers"
 	"github.com/llmrouter/llmrouter/sim/engine"
 	"github.com/llmrouter/llmrouter/sim/enginesim"
 )
@@ -107,24 +107,11 @@ func runEngineSim(cmd *cobra.Command, _ []string) error {
 	role, _ := f.GetString("role")
 	api, _ := f.GetString("engine")
 	perBlock, _ := f.GetDuration("kv-transfer-per-block")
-	var boot net.Listener
-	if addr, _ := f.GetString("bootstrap-listen"); addr != "" {
-		if boot, err = net.Listen("tcp", addr); err != nil {
-			return fmt.Errorf("enginesim: --bootstrap-listen %s: %w", addr, err)
-		}
-		defer boot.Close()
-	}
-	srv, err := enginesim.New(enginesim.Options{
-		Model: model, Engine: ec, DefaultMaxTokens: maxTokens, ServedLoRAs: loras, Seed: seed, Log: log,
-		Role: role, API: api, KVTransferPerBlock: perBlock, Bootstrap: boot,
-	})
-	if err != nil {
-		return fmt.Errorf("enginesim: %w", err)
-	}
 	listen, _ := f.GetString("listen")
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return fmt.Errorf("enginesim: --listen %s: %w", listen, err)
+	bootListen, _ := f.GetString("bootstrap-listen")
+	opts := enginesim.Options{
+		Model: model, Engine: ec, DefaultMaxTokens: maxTokens, ServedLoRAs: loras, Seed: seed, Log: log,
+		Role: role, API: api, KVTransferPerBlock: perBlock,
 	}
 	log.Info("enginesim profile", zap.String("profile", profile),
 		zap.Duration("a", ec.StepBase), zap.Duration("b", ec.PrefillPerToken), zap.Duration("c", ec.DecodePerToken),
@@ -132,5 +119,5 @@ func runEngineSim(cmd *cobra.Command, _ []string) error {
 		zap.Float64("chars_per_token", ec.CharsPerToken), zap.Bool("prefix_caching", !ec.DisablePrefixCaching))
 	ctx, stop := signalContext()
 	defer stop()
-	return srv.Serve(ctx, ln)
+	return servers.EngineSim(ctx, opts, listen, bootListen)
 }

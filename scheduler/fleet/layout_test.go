@@ -50,3 +50,19 @@ func TestLayout(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandIsWiring: cmd/llmrouter parses flags and calls the runners of
+// internal/servers; it listens on nothing and serves nothing itself.
+func TestCommandIsWiring(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{join .Imports "\n"}}`, module+"cmd/llmrouter").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, imp := range strings.Fields(string(out)) {
+		switch imp {
+		case "net", "net/http", "golang.org/x/sync/errgroup", module + "internal/httpserve", module + "internal/runner",
+			module + "scheduler/server", module + "xds", module + "extproc", module + "agent/pdproxy":
+			t.Errorf("cmd/llmrouter imports %s: server logic belongs in internal/servers", imp)
+		}
+	}
+}
