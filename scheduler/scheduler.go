@@ -348,6 +348,7 @@ func (s *Scheduler) mirror(in *inst, ri *registry.Instance) {
 	v.Models, v.LoRAs = ri.Models, ri.LoRAs
 	v.Running, v.Waiting, v.KVCacheUsage = ri.Running, ri.Waiting, ri.KVCacheUsage
 	v.PromptTPS, v.GenTPS, v.PrefixCacheHitRatio = ri.PromptTPS, ri.GenTPS, ri.PrefixCacheHitRatio
+	v.PromptTokensTotal = ri.PromptTokensTotal
 	v.NumGPUBlocks, v.BlockSize, v.LastReport = ri.NumGPUBlocks, ri.BlockSize, ri.LastReport
 	in.healthy, in.draining, in.verified, in.silent = ri.Healthy, ri.Draining, ri.Verified, ri.Silent
 	in.bootstrapPort = ri.BootstrapPort

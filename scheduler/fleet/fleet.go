@@ -73,8 +73,12 @@ type Instance struct {
 	// PrefixCacheHitRatio is the engine's share of prompt tokens served
 	// from its prefix cache (0..1); -1 when it does not say.
 	PrefixCacheHitRatio float64
-	NumGPUBlocks        int64 // 0 when unknown
-	BlockSize           int64 // tokens per KV block, 0 when unknown
+	// PromptTokensTotal is the engine's cumulative prompt tokens (0 when
+	// it does not say): with PrefixCacheHitRatio, its cumulative prefix
+	// hits, so a policy can measure the hit ratio of an interval.
+	PromptTokensTotal float64
+	NumGPUBlocks      int64 // 0 when unknown
+	BlockSize         int64 // tokens per KV block, 0 when unknown
 	// BatchLimit is the running count at which the engine was last seen
 	// holding requests back (max_num_seqs, or a full KV cache), raised when
 	// it runs more; 0 until it has held one back (scheduler/admission).

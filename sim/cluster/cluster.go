@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -70,6 +71,15 @@ type Options struct {
 	// KVTransferPerBlock is what moving one prompt KV block from a prefill
 	// instance to a decode instance costs.
 	KVTransferPerBlock time.Duration
+	// Metrics, when set, receives the scheduler's and the policies'
+	// metrics (tests read them).
+	Metrics prometheus.Registerer
+	// FlushAt, when positive, empties instance FlushInstance's prefix cache
+	// at that time behind the scheduler's back (vLLM's
+	// /reset_prefix_cache), as an operator or a restart of the engine's
+	// cache would.
+	FlushAt       time.Duration
+	FlushInstance int
 	// Explain, when positive, records per pick what the policy predicted
 	// against what the engines did, keeps the Explain worst decisions, and
 	// returns it all in Result.Explain (explain.go).
@@ -96,6 +106,9 @@ func (o *Options) defaults() error {
 	}
 	if err := o.checkRoles(); err != nil {
 		return err
+	}
+	if o.FlushAt > 0 && (o.FlushInstance < 0 || o.FlushInstance >= o.Instances) {
+		return fmt.Errorf("flush instance %d: want 0 to %d (one of the %d instances)", o.FlushInstance, o.Instances-1, o.Instances)
 	}
 	if o.Plan.DefaultModel == "" {
 		o.Plan.DefaultModel = DefaultModel
@@ -225,6 +238,7 @@ type sim struct {
 	kvSum     float64
 	kvSamples int
 	explain   *explainer
+	flushed   bool
 	pd        pdState
 }
 
@@ -269,7 +283,7 @@ func Run(ctx context.Context, o Options, policyName string) (Result, error) {
 		x = newExplainer(o.Explain)
 		log = explainLogger(log, x.record)
 	}
-	sched, err := scheduler.New(cfg, scheduler.Deps{Clock: clock, Log: log, Rand: rand.New(rand.NewPCG(o.Seed, 0x73696d))})
+	sched, err := scheduler.New(cfg, scheduler.Deps{Clock: clock, Log: log, Rand: rand.New(rand.NewPCG(o.Seed, 0x73696d)), Metrics: o.Metrics})
 	if err != nil {
 		return Result{}, err
 	}
@@ -671,6 +685,10 @@ func (s *sim) complete(f *flight, ev engine.Event) {
 // report is one agent report from the engine's true state.
 func (s *sim) report(in *instance) {
 	now := s.clock.now
+	if s.o.FlushAt > 0 && !s.flushed && now >= s.o.FlushAt && in.idx == s.o.FlushInstance {
+		in.eng.FlushPrefixCache()
+		s.flushed = true
+	}
 	st := in.eng.Stats()
 	dt := (now - in.lastAt).Seconds()
 	rep := &llmrouterv1.Report{

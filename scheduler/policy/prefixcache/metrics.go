@@ -33,3 +33,24 @@ func blockCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
 	}
 	return c, nil
 }
+
+// predictionGauge is llmrouter_prefix_prediction_error (see measure).
+func predictionGauge(reg prometheus.Registerer) (*prometheus.GaugeVec, error) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "llmrouter_prefix_prediction_error",
+		Help: "Per engine: the share of prompt tokens prefix-cache predicted the engine would serve from its prefix cache, minus the share the engine reported serving, over the same interval (at least 16k prompt tokens). Near 0 when the prefix index is right; positive when the engine holds less than the index believes (its cache was flushed or evicts sooner), negative when it holds more.",
+	}, []string{"engine"})
+	if reg == nil {
+		return g, nil
+	}
+	if err := reg.Register(g); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return nil, err
+		}
+		if g, _ = are.ExistingCollector.(*prometheus.GaugeVec); g == nil {
+			return nil, err
+		}
+	}
+	return g, nil
+}

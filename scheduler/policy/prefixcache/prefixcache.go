@@ -90,6 +90,11 @@ type Policy struct {
 
 	hitBlocks, missBlocks prometheus.Counter // see blockCounter
 
+	// windows is, per index slot + 1, the interval over which measure
+	// compares the index's predicted prefix hits with the engine's.
+	windows []window
+	predErr *prometheus.GaugeVec // llmrouter_prefix_prediction_error
+
 	// priceAll turns selectBest's passing over off: tests compare the two.
 	priceAll bool
 
@@ -183,6 +188,9 @@ func New(d policy.Deps) (*Policy, error) {
 		return nil, err
 	}
 	p.hitBlocks, p.missBlocks = blocks.WithLabelValues("hit"), blocks.WithLabelValues("miss")
+	if p.predErr, err = predictionGauge(d.Metrics); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -448,6 +456,7 @@ func (p *Policy) growSlots() {
 		p.heldBySlot = append(p.heldBySlot, make([]int32, n-len(p.heldBySlot))...)
 		p.backlog = append(p.backlog, make([]queued, n-len(p.backlog))...)
 		p.sampledAt = append(p.sampledAt, make([]int64, n-len(p.sampledAt))...)
+		p.windows = append(p.windows, make([]window, n-len(p.windows))...)
 		for len(p.speed) < n {
 			p.speed = append(p.speed, 1)
 		}
@@ -615,6 +624,7 @@ func (p *Policy) Picked(req *policy.Request, d policy.Decision) {
 		p.growSlots()
 		p.learn(req, d.Ranked[0], held, slot)
 		p.calibrate(d.Ranked[0], slot)
+		p.measure(d.Ranked[0], slot)
 	}
 	if d.Prefill != nil {
 		p.insert(req, d.Prefill)
@@ -671,6 +681,9 @@ func (p *Policy) learn(req *policy.Request, c *policy.Instance, held int, s int3
 			rep, fresh = r, 0 // prev is already held to this report
 		}
 		p.backlog[s+1] = queued{at: now, tokens: prev + u, known: true, rep: rep, fresh: fresh + u}
+		w := &p.windows[s+1]
+		w.pred += max(in.prompt-u, 0)
+		w.sent += in.prompt
 	}
 	p.avgPrompt += ewma * (in.prompt - p.avgPrompt)
 	p.avgUncached += ewma * (u - p.avgUncached)
@@ -734,6 +747,56 @@ func (p *Policy) calibrate(c *policy.Instance, s int32) {
 // (docs/policies.md, "What --explain found").
 const heldBeyondLRU = 1.5
 
+// window is one interval of measure's comparison for an instance.
+type window struct {
+	rep        int64   // the report (UnixNano) it began at
+	q, h       float64 // the engine's cumulative prompt tokens and prefix hits then
+	pred, sent float64 // our picks' predicted cached tokens and prompt tokens since
+	started    bool
+}
+
+// minWindowTokens is the fewest prompt tokens, sent and reported, an
+// interval of measure needs: a handful of requests says little.
+const minWindowTokens = 16384
+
+// measure compares, for c (index slot s), what the index predicted of the
+// prompts our picks sent it with what its engine reports it served from
+// its prefix cache, over the interval since the last comparison, and
+// exports the difference of the two hit ratios
+// (llmrouter_prefix_prediction_error). The agent reports the engine's
+// cumulative prompt tokens and hit ratio, so its hits are their product
+// and an interval's hit ratio the ratio of the differences; a fall of the
+// prompt count (the engine restarted) begins a new interval. Like
+// calibrate it samples the instance each pick chooses, once per report.
+// The engine's count includes prompts other schedulers sent it, and lags
+// ours by the time to first token; over an interval of 16k tokens or more
+// that is noise, while an engine that lost its cache behind the router's
+// back shows at once as the index's predicted hits it no longer finds.
+func (p *Policy) measure(c *policy.Instance, s int32) {
+	if s < 0 || c.LastReport.IsZero() {
+		return
+	}
+	w := &p.windows[s+1]
+	at := c.LastReport.UnixNano()
+	ratio, q := c.PrefixCacheHitRatio, c.PromptTokensTotal
+	if at == w.rep || !(ratio >= 0 && ratio <= 1) || !(q > 0) {
+		return
+	}
+	h := ratio * q
+	dq := q - w.q
+	if !w.started || dq < 0 {
+		*w = window{rep: at, q: q, h: h, started: true}
+		return
+	}
+	w.rep = at
+	if dq < minWindowTokens || w.sent < minWindowTokens {
+		return
+	}
+	measured := min(max((h-w.h)/dq, 0), 1)
+	p.predErr.WithLabelValues(c.ID).Set(w.pred/w.sent - measured)
+	*w = window{rep: at, q: q, h: h, started: true}
+}
+
 // ewma is the weight of one observation in the policy's running means.
 const ewma = 0.05
 
@@ -771,6 +834,7 @@ func (p *Policy) Removed(id string) {
 	if s := p.idx.Slot(id); s >= 0 {
 		if int(s)+1 < len(p.backlog) {
 			p.backlog[s+1] = queued{}
+			p.windows[s+1] = window{}
 			p.sampledAt[s+1] = 0
 			p.speed[s+1] = 1 // a newcomer in the slot is measured afresh
 		}
@@ -781,6 +845,7 @@ func (p *Policy) Removed(id string) {
 		}
 	}
 	p.idx.Remove(id)
+	p.predErr.DeleteLabelValues(id)
 }
 
 // explain is the debug line's fields: each candidate's predicted cost and
