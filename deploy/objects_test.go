@@ -483,12 +483,13 @@ func containsAll(have, want []string) bool {
 func TestEveryFileIsChecked(t *testing.T) {
 	checked := map[string]bool{
 		"README.md": true, "doc.go": true, "go.mod": true, "go.sum": true, "kubernetes/README.md": true,
-		"kubernetes/llmrouter.head.yaml":     true, // rendered into llmrouter.yaml (TestKubernetesManifest)
-		"docker-compose/docker-compose.yaml": true, // TestComposeEnvoyConfig, TestComposePublishesServedPorts
-		"docker-compose/envoy.yaml":          true, // TestComposeEnvoyConfig
-		"grafana/llmrouter-dashboard.json":   true, // TestDashboard
-		"prometheus/prometheus.yaml":         true, // TestPrometheusConfig
-		"prometheus/rules.yaml":              true, // TestRules
+		"kubernetes/llmrouter.head.yaml":      true, // rendered into llmrouter.yaml (TestKubernetesManifest)
+		"docker-compose/docker-compose.yaml":  true, // TestComposeEnvoyConfig, TestComposePublishesServedPorts
+		"docker-compose/envoy.yaml":           true, // TestComposeEnvoyConfig
+		"grafana/llmrouter-dashboard.json":    true, // TestDashboard
+		"grafana/llmrouter-pd-dashboard.json": true, // TestDashboard
+		"prometheus/prometheus.yaml":          true, // TestPrometheusConfig
+		"prometheus/rules.yaml":               true, // TestRules
 	}
 	for _, f := range manifestFiles {
 		checked[f] = true

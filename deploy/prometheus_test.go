@@ -52,10 +52,15 @@ func selectorNames(t *testing.T, expr string) []string {
 	return slices.Compact(names)
 }
 
-// dashboardExprs returns every query of the dashboard by panel title.
-func dashboardExprs(t *testing.T) map[string][]string {
+// dashboards are the shipped Grafana dashboards: the main one and the
+// optional prefill/decode one (its metrics exist only with pd-split and pd
+// proxies).
+var dashboards = []string{"grafana/llmrouter-dashboard.json", "grafana/llmrouter-pd-dashboard.json"}
+
+// dashboardExprs returns every query of a dashboard by panel title.
+func dashboardExprs(t *testing.T, file string) map[string][]string {
 	t.Helper()
-	data, err := os.ReadFile("grafana/llmrouter-dashboard.json")
+	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +124,19 @@ func ruleExprs(t *testing.T) (exprs map[string]string, alerts []string) {
 // The dashboard: every panel has a query and a legend, and every query
 // parses as PromQL.
 func TestDashboard(t *testing.T) {
-	exprs := dashboardExprs(t)
+	for _, f := range dashboards[1:] {
+		if n := len(dashboardExprs(t, f)); n < 4 {
+			t.Errorf("%s has %d panels with queries", f, n)
+		}
+		for _, es := range dashboardExprs(t, f) {
+			for _, e := range es {
+				if len(selectorNames(t, e)) == 0 {
+					t.Errorf("%s: %q reads no llmrouter metric", f, e)
+				}
+			}
+		}
+	}
+	exprs := dashboardExprs(t, dashboards[0])
 	if len(exprs) < 20 {
 		t.Fatalf("dashboard has %d panels with queries", len(exprs))
 	}
@@ -185,8 +202,10 @@ func TestPrometheusConfig(t *testing.T) {
 // here Prometheus's parser agrees with it on every shipped expression.
 func TestNameExtractionMatchesParser(t *testing.T) {
 	var all []string
-	for _, es := range dashboardExprs(t) {
-		all = append(all, es...)
+	for _, f := range dashboards {
+		for _, es := range dashboardExprs(t, f) {
+			all = append(all, es...)
+		}
 	}
 	exprs, _ := ruleExprs(t)
 	for _, e := range exprs {

@@ -57,14 +57,21 @@ func TestObservabilityFilesMatchTheSystem(t *testing.T) {
 		}
 	}
 
+	checkExported(t, exported, shippedExprs(t, "../../deploy/grafana/llmrouter-dashboard.json", "../../deploy/prometheus/rules.yaml"), 30)
+}
+
+// checkExported fails for every metric an expression of exprs reads that
+// is not a family of exported (by name); at least min names must be read.
+func checkExported(t *testing.T, exported map[string]string, exprs map[string]string, min int) {
+	t.Helper()
 	used := map[string][]string{} // metric -> where
-	for where, expr := range shippedExprs(t) {
+	for where, expr := range exprs {
 		for _, name := range metricNameRE.FindAllString(expr, -1) {
 			used[name] = append(used[name], where)
 		}
 	}
-	if len(used) < 30 {
-		t.Fatalf("the dashboard and rules read only %d metrics: %v", len(used), used)
+	if len(used) < min {
+		t.Fatalf("the shipped expressions read only %d metrics: %v", len(used), used)
 	}
 	var missing []string
 	for name, where := range used {
@@ -87,15 +94,45 @@ func TestObservabilityFilesMatchTheSystem(t *testing.T) {
 	}
 }
 
-// shippedExprs are the PromQL expressions of deploy/: every dashboard query
-// and every recording and alerting rule, keyed by where they are.
-func shippedExprs(t *testing.T) map[string]string {
+// exportedFamilies scrapes each address and returns the metric families
+// found, by name.
+func exportedFamilies(t *testing.T, addrs ...string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	data, err := os.ReadFile("../../deploy/grafana/llmrouter-dashboard.json")
-	if err != nil {
-		t.Fatal(err)
+	for _, addr := range addrs {
+		m, err := harness.Scrape(addr, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name := range m {
+			out[name] = addr
+		}
 	}
+	return out
+}
+
+// shippedExprs are the PromQL expressions of deploy/ files: every query of
+// a dashboard (.json) and every recording and alerting rule of a rule file
+// (.yaml), keyed by where they are.
+func shippedExprs(t *testing.T, files ...string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(f, ".json") {
+			dashboardExprs(t, f, data, out)
+		} else {
+			ruleExprs(t, data, out)
+		}
+	}
+	return out
+}
+
+func dashboardExprs(t *testing.T, file string, data []byte, out map[string]string) {
+	t.Helper()
 	var dash struct {
 		Panels []struct {
 			Title   string `json:"title"`
@@ -110,13 +147,13 @@ func shippedExprs(t *testing.T) map[string]string {
 	}
 	for _, p := range dash.Panels {
 		for _, tg := range p.Targets {
-			out["dashboard panel "+p.Title+" "+tg.RefID] = tg.Expr
+			out[file+" panel "+p.Title+" "+tg.RefID] = tg.Expr
 		}
 	}
-	data, err = os.ReadFile("../../deploy/prometheus/rules.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+}
+
+func ruleExprs(t *testing.T, data []byte, out map[string]string) {
+	t.Helper()
 	var rules struct {
 		Groups []struct {
 			Rules []struct {
@@ -134,5 +171,4 @@ func shippedExprs(t *testing.T) map[string]string {
 			out["rule "+r.Record+r.Alert] = r.Expr
 		}
 	}
-	return out
 }

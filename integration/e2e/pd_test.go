@@ -128,6 +128,9 @@ func testPDSplit(t *testing.T, api string) {
 	if d := after.decisions["disaggregated"] - before.decisions["disaggregated"]; d != n {
 		t.Errorf("scheduler counted %g disaggregated decisions, want %d", d, n)
 	}
+	// The pd dashboard reads only what the scheduler and the proxies export.
+	checkExported(t, exportedFamilies(t, s.schedHTTP, s.engines[1].agentHTTP),
+		shippedExprs(t, "../../deploy/grafana/llmrouter-pd-dashboard.json"), 5)
 
 	// Kill the prefill engine under load: nothing fails.
 	l := s.startLoad(4, chatReq{maxTokens: 6, prompt: longPrompt("load", 300)})
