@@ -3,6 +3,7 @@
 package all
 
 import (
+	_ "github.com/llmrouter/llmrouter/scheduler/policy/affinity" // session-affinity-scorer
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/all"
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/cacheaware"
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/filters"

@@ -1,8 +1,10 @@
 // Package scorers holds the scorers that read one load signal of each
 // candidate from its last report and the scheduler's in-flight counts:
 // queue-scorer (waiting queue), kv-cache-scorer (free KV cache),
-// running-requests-scorer and load-scorer (running + waiting + unreported
-// picks). Each scores in [0, 1], higher better; none takes parameters.
+// running-requests-scorer, load-scorer (running + waiting + unreported
+// picks) and token-load-scorer (the prompt tokens of unreported picks plus
+// the output tokens still expected of every pick in flight). Each scores in
+// [0, 1], higher better; none takes parameters.
 package scorers
 
 import (
@@ -16,6 +18,7 @@ const (
 	KVCache = "kv-cache-scorer"
 	Running = "running-requests-scorer"
 	Load    = "load-scorer"
+	Tokens  = "token-load-scorer"
 )
 
 func init() {
@@ -27,6 +30,7 @@ func init() {
 	register(Queue, minMax(func(c *policy.Instance) int64 { return c.Waiting }))
 	register(Running, minMax(func(c *policy.Instance) int64 { return c.Running }))
 	register(Load, minMax((*policy.Instance).Load))
+	register(Tokens, minMax(func(c *policy.Instance) int64 { return c.InflightPromptTokens + c.InflightDecodeTokens }))
 	register(KVCache, kvCache{})
 }
 
