@@ -52,7 +52,10 @@ fuzz:
 # Go benchmarks, then the issue-7 experiment at full size (docs/benchmarks.md):
 # round robin's unloaded TTFT (one conversation at a time), then every policy
 # under 600 concurrent multi-turn conversations, 10 simulated minutes each;
-# then a mixed fleet (three full-speed instances, two at half speed).
+# then a mixed fleet (three full-speed instances, two at half speed); the
+# gateway's overhead; then the peer comparison suite (issue 17: eight workload
+# classes under round-robin, least-request, prefix-cache and both peer rules,
+# three seeds, 3 simulated minutes a run, one run at a time).
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1s ./...
 	$(BIN) bench --mode sim --instances 5 --workload multi-turn --system-tokens 2048 --user-tokens 300 --output-tokens 200 \
@@ -64,6 +67,7 @@ bench: build
 		--output-tokens 200 --seed 1 --duration 3m --concurrency 600 --ramp-up 20s \
 		--policy round-robin,least-request,least-token,prefix-cache
 	$(BIN) bench --mode overhead --instances 64 --rate 1000 --duration 10s --prompt-bytes 4096,262144
+	$(BIN) bench --mode suite --seeds 1,2,3 --duration 3m
 
 $(TOOLS)/protoc-gen-go:
 	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)

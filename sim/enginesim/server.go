@@ -82,6 +82,7 @@ type Server struct {
 
 	submit   chan *reqState
 	abort    chan uint64
+	flush    chan chan struct{}
 	loopDone chan struct{}
 	served   atomic.Bool
 
@@ -207,6 +208,7 @@ func New(opts Options) (*Server, error) {
 		start:      time.Now(),
 		submit:     make(chan *reqState, submitQueue),
 		abort:      make(chan uint64, submitQueue),
+		flush:      make(chan chan struct{}),
 		loopDone:   make(chan struct{}),
 		live:       map[uint64]*reqState{},
 		engineID:   fmt.Sprintf("enginesim-%016x", splitmix(uint64(opts.Seed)^uint64(time.Now().UnixNano()))),
@@ -235,6 +237,14 @@ func New(opts Options) (*Server, error) {
 			writeJSON(w, http.StatusOK, map[string]string{"version": simVersion})
 		})
 	}
+	// vLLM's /reset_prefix_cache (a development endpoint) and SGLang's
+	// /flush_cache empty the prefix cache: tests use it to make an engine
+	// lose its cache behind the router's back.
+	flushPath := "POST /reset_prefix_cache"
+	if opts.API == APISGLang {
+		flushPath = "POST /flush_cache"
+	}
+	s.mux.HandleFunc(flushPath, s.handleFlush)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /v1/realtime", s.handleRealtime)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -350,6 +360,10 @@ func (s *Server) loop(ctx context.Context) {
 			return
 		case st := <-s.submit:
 			s.add(st)
+		case done := <-s.flush:
+			s.eng.FlushPrefixCache()
+			s.publish()
+			close(done)
 		case id := <-s.abort:
 			if _, ok := s.live[id]; ok && s.eng.Abort(id) {
 				delete(s.live, id)
@@ -457,6 +471,21 @@ func (s *Server) enqueue(ctx context.Context, st *reqState) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// handleFlush empties the engine's prefix cache.
+func (s *Server) handleFlush(w http.ResponseWriter, r *http.Request) {
+	done := make(chan struct{})
+	select {
+	case s.flush <- done:
+	case <-s.loopDone:
+		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailableError", errStopped.Error())
+		return
+	case <-r.Context().Done():
+		return
+	}
+	<-done
+	w.WriteHeader(http.StatusOK)
 }
 
 // cancel tells the engine a request's client went away.

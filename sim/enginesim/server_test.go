@@ -618,3 +618,34 @@ func TestNextTurnHitsTheGeneratedReply(t *testing.T) {
 		t.Fatalf("turn 2 hit %v tokens; want more than turn 1's prompt (%v) plus most of its reply", hits, firstPrompt)
 	}
 }
+
+// POST /reset_prefix_cache (vLLM; SGLang's /flush_cache) empties the
+// prefix cache behind whoever routes to the engine: the same prompt again
+// finds nothing cached.
+func TestResetPrefixCacheForgetsPrompts(t *testing.T) {
+	for _, api := range []string{APIVLLM, APISGLang} {
+		ts := start(t, func(o *Options) { o.API = api })
+		doc := filler(2000)
+		hits := func() int64 { return ts.snapshot().stats.PrefixHits }
+		ttft(t, ts.url, doc)
+		ttft(t, ts.url, doc)
+		before := hits()
+		if before <= 0 {
+			t.Fatalf("%s: the same prompt twice: no prefix cache hit", api)
+		}
+		path := "/reset_prefix_cache"
+		if api == APISGLang {
+			path = "/flush_cache"
+		}
+		resp := post(t, ts.url+path, "")
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: POST %s: %s", api, path, resp.Status)
+		}
+		ttft(t, ts.url, doc)
+		if after := hits(); after != before {
+			t.Fatalf("%s: the prompt after a reset hit %d more tokens: want none", api, after-before)
+		}
+		ts.stop()
+	}
+}
