@@ -60,8 +60,8 @@
 //     gets a 4xx (or passes through to the engine and gets its answer), the
 //     steady load has 0 failed, and no process exits.
 //
-// The tests carry the build tag "faults", so `go test ./...` does not run
-// them; `make test-faults` (part of `make test`) runs them once:
+// The tests carry the build tag "faults", so `go test ./...` (make
+// test-unit) does not run them; `make test-faults` runs them once:
 //
 //	go test -tags faults -count=1 -v ./integration/faults/
 //
