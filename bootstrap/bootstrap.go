@@ -175,7 +175,7 @@ func socketAddress(addr string) (*corev3.Address, error) {
 
 const defaultHeader = `# Envoy bootstrap for llmrouter, rendered by ` + "`llmrouter bootstrap`" + ` (do not edit by hand:
 # change the flags or package envoy and render again).
-#   listener :8080  strip client x-llmrouter-* headers -> ext_proc #1 (pick: request headers +
+#   listener :8080  strip client x-llmrouter-*, x-prefiller-* headers -> ext_proc #1 (pick: request headers +
 #                   buffered body) -> ext_proc #2 (observe) -> router; routes: the OpenAI API paths
 #                   and the /v1/realtime WebSocket to cluster llm_backends (EDS, override_host from
 #                   metadata envoy.lb/x-gateway-destination-endpoint, round robin fallback), 404 else

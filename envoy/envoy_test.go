@@ -82,10 +82,12 @@ func TestFilters(t *testing.T) {
 	if len(fs) != 4 || fs[0].GetName() != StripFilterName || fs[1].GetName() != PickFilterName || fs[2].GetName() != ObserveFilterName {
 		t.Fatalf("filter order: %v", fs)
 	}
-	// First, before anything reads the request: client x-llmrouter-* headers go.
+	// First, before anything reads the request: client x-llmrouter-* and
+	// x-prefiller-* headers go.
 	strip := unpack(t, fs[0].GetTypedConfig(), &headermutationv3.HeaderMutation{})
 	rm := strip.GetMutations().GetRequestMutations()
-	if len(rm) != 1 || rm[0].GetRemoveOnMatch().GetKeyMatcher().GetPrefix() != "x-llmrouter-" || strip.GetMutations().GetResponseMutations() != nil {
+	if len(rm) != 2 || rm[0].GetRemoveOnMatch().GetKeyMatcher().GetPrefix() != "x-llmrouter-" ||
+		rm[1].GetRemoveOnMatch().GetKeyMatcher().GetPrefix() != "x-prefiller-" || strip.GetMutations().GetResponseMutations() != nil {
 		t.Fatalf("strip filter: %v", strip)
 	}
 	unpack(t, fs[3].GetTypedConfig(), &routerv3.Router{})

@@ -93,27 +93,32 @@ func ObserveFilter(o Options) *extprocv3.ExternalProcessor {
 	}
 }
 
-// ClientHeaderPrefix names the headers only llmrouter and the operator's
-// Envoy may set (x-llmrouter-priority among them): StripFilter removes every
-// one a client sends before any other filter sees the request.
-const ClientHeaderPrefix = "x-llmrouter-"
+// ClientHeaderPrefixes name the headers only llmrouter and the operator's
+// Envoy may set: x-llmrouter-* (x-llmrouter-priority among them) and the
+// prefill/decode handoff x-prefiller-* that a decode instance's pd proxy acts
+// on. StripFilter removes every one a client sends before any other filter
+// sees the request, so they stay ours even while the gateway fails open.
+var ClientHeaderPrefixes = []string{"x-llmrouter-", "x-prefiller-"}
 
-// StripFilter is the first filter: it removes the x-llmrouter-* headers a
-// client sent, so a header the gateway may trust
+// StripFilter is the first filter: it removes the ClientHeaderPrefixes
+// headers a client sent, so a header the gateway may trust
 // (llm_gateway.trusted_priority_header) is set by this Envoy or nobody. An
 // operator's own filter placed after it may set one (from a route, an
 // authenticated identity).
 func StripFilter() *headermutationv3.HeaderMutation {
-	return &headermutationv3.HeaderMutation{Mutations: &headermutationv3.Mutations{
-		RequestMutations: []*mutationrulesv3.HeaderMutation{{
+	rm := make([]*mutationrulesv3.HeaderMutation, 0, len(ClientHeaderPrefixes))
+	for _, p := range ClientHeaderPrefixes {
+		rm = append(rm, &mutationrulesv3.HeaderMutation{
 			Action: &mutationrulesv3.HeaderMutation_RemoveOnMatch_{RemoveOnMatch: &mutationrulesv3.HeaderMutation_RemoveOnMatch{
-				KeyMatcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: ClientHeaderPrefix}},
+				KeyMatcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: p}},
 			}},
-		}},
-	}}
+		})
+	}
+	return &headermutationv3.HeaderMutation{Mutations: &headermutationv3.Mutations{RequestMutations: rm}}
 }
 
-// HTTPFilters is the filter chain: strip client x-llmrouter-* headers, pick,
+// HTTPFilters is the filter chain: strip client x-llmrouter-* and
+// x-prefiller-* headers, pick,
 // observe, router.
 func HTTPFilters(o Options) []*hcmv3.HttpFilter {
 	typed := func(m *extprocv3.ExternalProcessor) *hcmv3.HttpFilter_TypedConfig {

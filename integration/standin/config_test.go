@@ -41,7 +41,7 @@ func TestLoadShippedBootstrap(t *testing.T) {
 		t.Errorf("listener %s admin %s", cfg.Listener.Addr, cfg.Admin)
 	}
 	// Only the API paths reach the fleet; the rest is a direct 404; client
-	// x-llmrouter-* headers are removed first.
+	// x-llmrouter-* and x-prefiller-* headers are removed first.
 	routes := cfg.Listener.VirtualHosts[0].Routes
 	if len(routes) != 7 || routes[0].Path != "/v1/realtime" || routes[1].Path != "/v1/chat/completions" {
 		t.Errorf("routes: %d, first %+v", len(routes), routes[0])
@@ -50,7 +50,7 @@ func TestLoadShippedBootstrap(t *testing.T) {
 		!nf.PerFilter["llmrouter.ext_proc.pick"].Disabled || !nf.PerFilter["llmrouter.ext_proc.observe"].Disabled {
 		t.Errorf("catch-all route %+v", nf)
 	}
-	if rm := cfg.Listener.Removals; len(rm) != 1 || rm[0].Prefix != "x-llmrouter-" {
+	if rm := cfg.Listener.Removals; len(rm) != 2 || rm[0].Prefix != "x-llmrouter-" || rm[1].Prefix != "x-prefiller-" {
 		t.Errorf("client header removals %+v", rm)
 	}
 }

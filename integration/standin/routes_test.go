@@ -104,7 +104,8 @@ func TestShippedBootstrapRoutesOnlyTheAPI(t *testing.T) {
 	}
 	mu.Unlock()
 
-	code, body := get("/v1/models?limit=1", "x-llmrouter-priority", "9", "x-llmrouter-anything", "x", "x-keep", "yes")
+	code, body := get("/v1/models?limit=1", "x-llmrouter-priority", "9", "x-llmrouter-anything", "x",
+		"x-prefiller-host-port", "10.0.0.9:8000", "x-keep", "yes")
 	if code != 200 || !strings.Contains(body, `"object":"list"`) {
 		t.Fatalf("GET /v1/models: %d %q", code, body)
 	}
@@ -114,7 +115,8 @@ func TestShippedBootstrapRoutesOnlyTheAPI(t *testing.T) {
 		t.Fatalf("engine hits: %d", len(hits))
 	}
 	h := hits[0].Header
-	if h.Get("x-llmrouter-priority") != "" || h.Get("x-llmrouter-anything") != "" || h.Get("x-keep") != "yes" {
-		t.Fatalf("client x-llmrouter-* headers reached the engine (or others were lost): %v", h)
+	if h.Get("x-llmrouter-priority") != "" || h.Get("x-llmrouter-anything") != "" || h.Get("x-prefiller-host-port") != "" ||
+		h.Get("x-keep") != "yes" {
+		t.Fatalf("client x-llmrouter-* or x-prefiller-* headers reached the engine (or others were lost): %v", h)
 	}
 }
