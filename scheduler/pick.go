@@ -204,7 +204,7 @@ func (s *Scheduler) resolvePool(w *waiter) *llmrouterv1.PickResponse {
 func (s *Scheduler) decide(w *waiter, mode decideMode) (resp *llmrouterv1.PickResponse, ok bool) {
 	all, unsat := s.candBuf[:0], s.unsatBuf[:0]
 	silent := 0
-	budget := s.budget(w)
+	judge := s.adm.Within(s.budget(w))
 	s.need = math.Inf(1)
 	for _, in := range s.pools[w.pool] {
 		if !in.routable() {
@@ -218,7 +218,7 @@ func (s *Scheduler) decide(w *waiter, mode decideMode) (resp *llmrouterv1.PickRe
 		// pass with the routable check: a fleet of a thousand is read once.)
 		v := &in.view
 		var why admission.Reason
-		v.Saturated, why = s.adm.SaturatedWithin(v, budget)
+		v.Saturated, why = judge.Saturated(v)
 		all = append(all, v)
 		if !v.Saturated {
 			unsat = append(unsat, v)

@@ -83,25 +83,39 @@ func (s *Saturation) Completed(completionTokens int64) {
 }
 
 // Saturated says whether c is over a threshold, and which, for a request
-// with no deadline (see SaturatedWithin). It runs for
-// every candidate of every decision: the common case (nothing queued, or
-// a wait far under the target) reads a few fields.
+// with no deadline (see Within).
 func (s *Saturation) Saturated(c *policy.Instance) (bool, Reason) {
-	return s.saturated(c, math.Inf(1))
+	return Judge{s, math.Inf(1)}.Saturated(c)
 }
 
-// SaturatedWithin is Saturated for a request that may wait at most budget
+// SaturatedWithin is Within(budget).Saturated(c).
+func (s *Saturation) SaturatedWithin(c *policy.Instance, budget time.Duration) (bool, Reason) {
+	return s.Within(budget).Saturated(c)
+}
+
+// Judge is the judgment for one request that may wait at most a budget
 // more (what is left of its wait_schedule_timeout): besides the expected
 // wait against the target, the longest wait (see modelWait) is held
-// against budget, so a request goes only where it starts before its
+// against the budget, so a request goes only where it starts before its
 // deadline even if the running batch finishes late — late in its wait, in
 // practice, only to a free place. An instance predicting no wait at all is
 // never over it.
-func (s *Saturation) SaturatedWithin(c *policy.Instance, budget time.Duration) (bool, Reason) {
-	return s.saturated(c, budget.Seconds())
+type Judge struct {
+	s      *Saturation
+	budget float64 // seconds
 }
 
-func (s *Saturation) saturated(c *policy.Instance, budget float64) (bool, Reason) {
+// Within is the judgment for a request with budget left to wait; a
+// decision makes one and asks it about every candidate.
+func (s *Saturation) Within(budget time.Duration) Judge {
+	return Judge{s, max(budget.Seconds(), 0)}
+}
+
+// Saturated says whether c is over a threshold, and which. It runs for
+// every candidate of every decision: the common case (nothing queued, or
+// a wait far under the target) reads a few fields.
+func (j Judge) Saturated(c *policy.Instance) (bool, Reason) {
+	s := j.s
 	queued := c.Waiting + c.InflightRequests
 	if s.maxWaiting > 0 && queued >= s.maxWaiting {
 		return true, MaxWaiting
@@ -113,17 +127,46 @@ func (s *Saturation) saturated(c *policy.Instance, budget float64) (bool, Reason
 	if kv >= s.maxKV {
 		return true, KVCache
 	}
-	if s.target > 0 && (queued > 0 || atLimit(c)) {
-		// wait = modelWait / speed, compared without dividing: the
-		// expected wait against the target, the longest against the
-		// request's budget.
-		expected, longest := s.modelWait(c, queued)
-		sp := s.speed(c)
-		if expected > 0 && (expected >= s.target*sp || longest >= max(budget, 0)*sp) {
-			return true, PredictedWait
-		}
+	if s.target > 0 && (queued > 0 || atLimit(c)) && s.overWait(c, queued, j.budget) {
+		return true, PredictedWait
 	}
 	return false, NotSaturated
+}
+
+// overWait is modelWait's verdict — the expected wait at or over the
+// target, or the longest at or over budget — computed without a division
+// (this runs for every candidate with something queued): with r running,
+// expected = prefill + seats × turnover / r is compared as
+// prefill × r + seats × turnover against target × r, and the longest,
+// prefill + ⌈seats / r⌉ × turnover, only when its bound prefill + seats ×
+// turnover reaches budget. Both sides are in model seconds, the limits
+// scaled by the speed. TestOverWaitMatchesModelWait holds it to modelWait.
+func (s *Saturation) overWait(c *policy.Instance, queued int64, budget float64) bool {
+	m := &s.model
+	ahead := (float64(c.Waiting)*s.avgPrompt + float64(c.InflightPromptTokens)) * uncachedShare(c)
+	step := m.Step + m.DecodeToken*float64(c.Running+c.InflightRequests)
+	t := ahead * (m.PrefillToken + s.invBatch*step)
+	sp := s.speed(c)
+	target, budget := s.target*sp, budget*sp
+	var seats int64
+	if c.BatchLimit > 0 {
+		seats = max(c.Running+queued-int64(c.BatchLimit)+1, 0)
+	}
+	if seats == 0 {
+		return t > 0 && (t >= target || t >= budget)
+	}
+	r := max(c.Running, 1)
+	turnover := s.avgOut * step
+	if c.Role == policy.RolePrefill {
+		turnover = step // see modelWait
+	}
+	if t*float64(r)+float64(seats)*turnover >= target*float64(r) {
+		return true
+	}
+	if bound := t + float64(seats)*turnover; bound < budget {
+		return false
+	}
+	return t+float64((seats+r-1)/r)*turnover >= budget
 }
 
 // Filter sets each candidate's Saturated flag and appends the unsaturated
@@ -165,7 +208,7 @@ func (s *Saturation) wait(c *policy.Instance) float64 {
 
 // atLimit: c runs as many requests as its batch limit, so even with
 // nothing queued a new request waits for a place.
-func atLimit(c *policy.Instance) bool { return c.BatchLimit > 0 && c.Running >= c.BatchLimit }
+func atLimit(c *policy.Instance) bool { return c.BatchLimit > 0 && c.Running >= int64(c.BatchLimit) }
 
 // modelWait is wait before the division by the speed.
 //
@@ -186,7 +229,7 @@ func (s *Saturation) modelWait(c *policy.Instance, queued int64) (expected, long
 		// The requests queued beyond the limit, and this one, each take
 		// the place of a running request that finishes; running requests
 		// finish at running / (mean output × step) a second.
-		if seats := c.Running + queued - c.BatchLimit + 1; seats > 0 {
+		if seats := c.Running + queued - int64(c.BatchLimit) + 1; seats > 0 {
 			r := max(c.Running, 1)
 			turnover := s.avgOut * step
 			if c.Role == policy.RolePrefill {
@@ -213,7 +256,7 @@ func uncachedShare(c *policy.Instance) float64 {
 // speed is c's measured speed (Reported), 1 until measured.
 func (s *Saturation) speed(c *policy.Instance) float64 {
 	if c.Speed > 0 {
-		return c.Speed
+		return float64(c.Speed)
 	}
 	return 1
 }
@@ -231,7 +274,7 @@ const speedEWMA = 0.1
 // whole). Any running request makes a sample: an engine steps without
 // pause while one runs.
 func (s *Saturation) Reported(c *policy.Instance) {
-	c.BatchLimit = BatchLimit(c.BatchLimit, c.Running, c.Waiting)
+	c.BatchLimit = int32(min(BatchLimit(int64(c.BatchLimit), c.Running, c.Waiting), math.MaxInt32))
 	if c.Running <= 0 || !(c.GenTPS > 0) {
 		return
 	}
@@ -241,10 +284,10 @@ func (s *Saturation) Reported(c *policy.Instance) {
 	}
 	w = min(max(w, minSpeed), maxSpeed)
 	if c.Speed <= 0 {
-		c.Speed = w
+		c.Speed = float32(w)
 		return
 	}
-	c.Speed += speedEWMA * (w - c.Speed)
+	c.Speed += float32(speedEWMA * (w - float64(c.Speed)))
 }
 
 // RetryAfter is what a request shed for want of capacity is told: the

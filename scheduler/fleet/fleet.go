@@ -60,6 +60,16 @@ type Instance struct {
 
 	// Saturated is set when the instance is over a saturation threshold.
 	Saturated bool
+	// BatchLimit is the running count at which the engine was last seen
+	// holding requests back (max_num_seqs, or a full KV cache), raised when
+	// it runs more; 0 until it has held one back. Speed is the engine's
+	// pace against the scheduler's cost model, measured from its reports
+	// and smoothed (1: as the model says; 0.1: ten times slower); 0 until
+	// measured. Both are kept by scheduler/admission, which reads them for
+	// every candidate with work queued: 32 bits each keeps them in the
+	// first cache line with Saturated.
+	BatchLimit int32
+	Speed      float32
 
 	ID      string // stable identity (the advertised address today)
 	Address string // ip:port written into the pick
@@ -79,15 +89,7 @@ type Instance struct {
 	PromptTokensTotal float64
 	NumGPUBlocks      int64 // 0 when unknown
 	BlockSize         int64 // tokens per KV block, 0 when unknown
-	// BatchLimit is the running count at which the engine was last seen
-	// holding requests back (max_num_seqs, or a full KV cache), raised when
-	// it runs more; 0 until it has held one back (scheduler/admission).
-	BatchLimit int64
-	// Speed is the engine's pace against the scheduler's cost model,
-	// measured from its reports and smoothed (1: as the model says; 0.1:
-	// ten times slower); 0 until measured (scheduler/admission).
-	Speed      float64
-	LastReport time.Time
+	LastReport        time.Time
 }
 
 // Load is the request count a policy should consider: what the engine last
