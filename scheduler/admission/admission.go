@@ -121,8 +121,10 @@ func (j Judge) Saturated(c *policy.Instance) (bool, Reason) {
 		return true, MaxWaiting
 	}
 	kv := c.KVCacheUsage
-	if n := c.NumGPUBlocks * c.BlockSize; n > 0 && c.InflightPromptTokens != 0 {
-		kv += float64(c.InflightPromptTokens) / float64(n)
+	if c.InflightPromptTokens != 0 { // the capacity is two cache lines further
+		if n := c.NumGPUBlocks * c.BlockSize; n > 0 {
+			kv += float64(c.InflightPromptTokens) / float64(n)
+		}
 	}
 	if kv >= s.maxKV {
 		return true, KVCache
