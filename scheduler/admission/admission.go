@@ -154,13 +154,16 @@ func (s *Saturation) overWait(c *policy.Instance, queued int64, budget float64) 
 	if c.BatchLimit > 0 {
 		seats = max(c.Running+queued-int64(c.BatchLimit)+1, 0)
 	}
-	if seats == 0 {
+	if seats == 0 && (c.BatchLimit > 0 || c.Running <= 0 || queued <= 0) {
 		return t > 0 && (t >= target || t >= budget)
 	}
 	r := max(c.Running, 1)
 	turnover := s.avgOut * step
 	if c.Role == policy.RolePrefill {
 		turnover = step // see modelWait
+	}
+	if seats == 0 { // no limit shown yet: expect none, the longest a turnover per batch (modelWait)
+		return t >= target || t+float64((queued+r)/r)*turnover >= budget
 	}
 	if t*float64(r)+float64(seats)*turnover >= target*float64(r) {
 		return true
@@ -227,21 +230,30 @@ func (s *Saturation) modelWait(c *policy.Instance, queued int64) (expected, long
 	step := m.Step + m.DecodeToken*float64(c.Running+c.InflightRequests) // m.StepTime, inlined by hand
 	t := ahead * (m.PrefillToken + s.invBatch*step)
 	expected, longest = t, t
-	if c.BatchLimit > 0 {
+	turnover := s.avgOut * step
+	if c.Role == policy.RolePrefill {
+		// pd-split's prefill requests end with their first token: a
+		// place frees one step after a prefill.
+		turnover = step
+	}
+	r := max(c.Running, 1)
+	switch {
+	case c.BatchLimit > 0:
 		// The requests queued beyond the limit, and this one, each take
 		// the place of a running request that finishes; running requests
 		// finish at running / (mean output × step) a second.
 		if seats := c.Running + queued - int64(c.BatchLimit) + 1; seats > 0 {
-			r := max(c.Running, 1)
-			turnover := s.avgOut * step
-			if c.Role == policy.RolePrefill {
-				// pd-split's prefill requests end with their first
-				// token: a place frees one step after a prefill.
-				turnover = step
-			}
 			expected += float64(seats) * turnover / float64(r)
 			longest += float64((seats+r-1)/r) * turnover
 		}
+	case c.Running > 0 && queued > 0:
+		// No limit shown yet (a cold engine taking its first burst: the
+		// report that would show requests held back comes a report
+		// interval after they were sent). Expect none, but at longest
+		// it may already run all it can: the queued and this one wait
+		// for the batch to turn over. A request's budget (SaturatedWithin)
+		// then bounds how many go there before the engine reports.
+		longest += float64((queued+r)/r) * turnover
 	}
 	return expected, longest
 }

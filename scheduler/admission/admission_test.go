@@ -239,7 +239,7 @@ func TestOverWaitMatchesModelWait(t *testing.T) {
 							}
 							e, l := s.modelWait(c, queued)
 							sp := s.speed(c)
-							want := e > 0 && (e >= s.target*sp || l >= budget*sp)
+							want := (e > 0 || l > 0) && (e >= s.target*sp || l >= budget*sp)
 							if got := s.overWait(c, queued, budget); got != want {
 								t.Errorf("%+v budget %g: overWait %v, modelWait says %v (expected %g, longest %g, speed %g)", *c, budget, got, want, e/sp, l/sp, sp)
 							}
@@ -252,5 +252,35 @@ func TestOverWaitMatchesModelWait(t *testing.T) {
 	}
 	if n < 1000 {
 		t.Fatalf("only %d cases", n)
+	}
+}
+
+// TestColdEngineTakesABoundedBurst: an engine that has not yet shown its
+// batch limit (no report with requests held back) is expected to take more,
+// but a request goes there only if it would start within its budget even
+// if the engine already runs all it can: 4 running 128-token replies on an
+// L4 (8.2 s a turnover) take up to 3 more unreported picks from a new
+// request with 10 s to wait, not a fourth — so a cold fleet's first burst
+// does not pile up behind a limit the scheduler has not seen yet.
+func TestColdEngineTakesABoundedBurst(t *testing.T) {
+	s := newSat(nil)
+	for range 400 {
+		s.Completed(128)
+	}
+	realStep := 0.064 + 4*67e-6
+	c := &policy.Instance{Running: 4, GenTPS: 4 / realStep, PrefixCacheHitRatio: -1}
+	s.Reported(c)
+	if c.BatchLimit != 0 {
+		t.Fatalf("batch limit %d after a report with nothing waiting", c.BatchLimit)
+	}
+	for infl := int64(1); infl <= 4; infl++ {
+		c.InflightRequests, c.InflightPromptTokens = infl, infl*200
+		sat, why := s.SaturatedWithin(c, 10*time.Second)
+		if want := infl >= 4; sat != want {
+			t.Errorf("%d unreported picks on a cold 4-running L4: saturated=%v %q, want %v", infl, sat, why, want)
+		}
+		if sat, _ := s.Saturated(c); sat {
+			t.Errorf("%d unreported picks: saturated with no deadline (the expected wait is only their prefill)", infl)
+		}
 	}
 }

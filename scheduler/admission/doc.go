@@ -25,7 +25,15 @@
 // divided by the engine's speed measured against the model from its last
 // report (costmodel.Work), so a slower GPU than the model's predicts
 // longer waits. An instance with nothing queued and a free place in its
-// batch predicts no wait. A request a report shows waiting is priced at the
+// batch predicts no wait.
+//
+// Two waits are predicted: the expected one, held against
+// max_predicted_wait, and the longest — the running batch may have started
+// together and finish together, so a place is only sure to free when it
+// turns over; an engine that has not yet shown its limit may already be at
+// it — held against what is left of the request's own
+// wait_schedule_timeout (SaturatedWithin), so a request starts about when
+// its deadline says even when the prediction is off. A request a report shows waiting is priced at the
 // mean prompt (the scheduler knows its size only until that report).
 //
 // Saturation is plain data in, a verdict out: it reads only the
