@@ -2,7 +2,8 @@
 # Runs every shell command of docs/operating.md and deploy/README.md (their ```sh blocks) against a
 # system started by scripts/run.sh, as an operator would type them, with a token set
 # (LLMROUTER_TOKEN), so the documented commands stay true. Commands that need what one machine does
-# not have (kubectl, docker, an Envoy binary) are listed as skipped, with the reason.
+# not have (kubectl, docker, an Envoy binary) are listed as skipped, with the reason. Then, after a few
+# requests, it checks that make run exports every metric the dashboard and the alert rules read.
 # Ports: the defaults, or LLMROUTER_RUN_*_PORT (scripts/run.sh); the documented default ports in the
 # commands are replaced by those. `make test-docs` runs it; CI runs make test-docs.
 set -euo pipefail
@@ -81,4 +82,30 @@ for doc in docs/operating.md deploy/README.md; do
   done < <(awk '/^```/{ if (inb) { inb=0 } else if ($0 ~ /^```(sh|bash)$/) { inb=1 }; next } inb' "$doc")
 done
 echo "docs-commands: $ran ran, $skipped skipped, $failed failed"
-[ "$failed" = 0 ] && [ "$ran" -gt 0 ]
+
+# `make run` after a few requests: every metric the dashboard and the rules read is exported (by the
+# all-in-one or an agent). integration/e2e checks the same over separate processes, with Prometheus's
+# parser vouching for the name pattern (deploy module, TestNameExtractionMatchesParser).
+for i in 1 2 3 4; do
+  curl -sSf -m 30 "localhost:$LLMROUTER_RUN_ENVOY_PORT/v1/chat/completions" -H 'content-type: application/json' \
+    -d '{"model":"meta-llama/Llama-3.1-8B-Instruct","stream":true,"max_tokens":4,"messages":[{"role":"user","content":"metrics '"$i"'"}]}' >/dev/null
+done
+agent_port=${LLMROUTER_RUN_AGENT_PORT:-9093}
+{
+  curl -sSf "localhost:$LLMROUTER_RUN_HTTP_PORT/metrics"
+  curl -sSf "localhost:$agent_port/metrics"
+} | sed -n 's/^# TYPE \([^ ]*\) .*/\1/p' | sort -u >"$work/exported"
+missing=0
+for name in $(grep -oh '\bllmrouter_[a-z0-9_]*' deploy/grafana/llmrouter-dashboard.json deploy/prometheus/rules.yaml | sort -u); do
+  base=$name
+  for suf in _bucket _sum _count; do
+    b=${name%"$suf"}
+    if [ "$b" != "$name" ] && grep -qx "$b" "$work/exported"; then base=$b; fi
+  done
+  if ! grep -qx "$base" "$work/exported"; then
+    echo "FAIL: make run does not export $name (read by the dashboard or the rules)" >&2
+    missing=$((missing + 1))
+  fi
+done
+echo "docs-commands: $(wc -l <"$work/exported") metric families exported by make run; $missing read but missing"
+[ "$failed" = 0 ] && [ "$ran" -gt 0 ] && [ "$missing" = 0 ]
