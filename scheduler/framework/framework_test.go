@@ -276,3 +276,30 @@ func TestDeprecations(t *testing.T) {
 		}
 	}
 }
+
+// TestPDSplitComposesProfiles: pd-split is a profile pair plus its
+// decider: llm_scheduler.decode_policy may name a profile of the file.
+func TestPDSplitComposesProfiles(t *testing.T) {
+	s, err := load(t, llmdDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := deps()
+	d.Config.Scheduler.PrefillPolicy, d.Config.Scheduler.DecodePolicy = "least-request", "default"
+	p, err := framework.Resolver{File: &s}.New("pd-split", d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pre := &policy.Instance{ID: "p", Role: policy.RolePrefill}
+	dec := []*policy.Instance{{ID: "d1", Role: policy.RoleDecode}, {ID: "d2", Role: policy.RoleDecode}}
+	req := &policy.Request{BlockHashes: []uint64{5, 6, 7}}
+	p.(policy.Observer).Picked(req, policy.Decision{Ranked: []*policy.Instance{dec[1]}, Prefill: pre})
+	got := p.Pick(req, []*policy.Instance{pre, dec[0], dec[1]})
+	if got.Ranked[0] != dec[1] || got.Prefill != pre {
+		t.Fatalf("decode %s prefill %v, want d2 (the llm-d profile's prefix match) and p", got.Ranked[0].ID, got.Prefill)
+	}
+	d.Config.Scheduler.DecodePolicy = "nonesuch"
+	if _, err := (framework.Resolver{File: &s}).New("pd-split", d); err == nil || !strings.Contains(err.Error(), `"nonesuch"`) || !strings.Contains(err.Error(), "default") {
+		t.Fatalf("unknown decode profile: %v", err)
+	}
+}
