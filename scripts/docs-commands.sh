@@ -11,6 +11,10 @@ cd "$(dirname "$0")/.."
 root=$PWD
 BIN=${BIN:-bin/llmrouter}
 [ -x "$BIN" ] || { echo "docs-commands: $BIN missing; run make build" >&2; exit 1; }
+# make build stamps the revision (llmrouter version, llmrouter_build_info).
+if rev=$(git rev-parse HEAD 2>/dev/null); then
+  "$BIN" version | grep -q "revision $rev" || { echo "docs-commands: $BIN version does not name revision $rev: $("$BIN" version)" >&2; exit 1; }
+fi
 
 export LLMROUTER_RUN_ENVOY_PORT=${LLMROUTER_RUN_ENVOY_PORT:-8080}
 export LLMROUTER_RUN_HTTP_PORT=${LLMROUTER_RUN_HTTP_PORT:-9090}
