@@ -194,9 +194,17 @@ func TestGatewayDegradedThenRecovers(t *testing.T) {
 // TestAllInOneRunsEndpointPickerProfile: the all-in-one scheduler runs a
 // profile of llm-d's EndpointPickerConfig and routes through it.
 func TestAllInOneRunsEndpointPickerProfile(t *testing.T) {
+	for _, tc := range []struct{ file, profile string }{
+		{"llm-d-default.yaml", "default"}, {"custom-weights.yaml", "prefix-heavy"},
+	} {
+		t.Run(tc.profile, func(t *testing.T) { allInOneProfile(t, "../../docs/examples/endpoint-picker/"+tc.file, tc.profile) })
+	}
+}
+
+func allInOneProfile(t *testing.T, file, profile string) {
 	cfg := config.Default()
-	cfg.Scheduler.EndpointPickerConfig = "../../docs/examples/endpoint-picker/llm-d-default.yaml"
-	cfg.Scheduler.Policy = "default"
+	cfg.Scheduler.EndpointPickerConfig = file
+	cfg.Scheduler.Policy = profile
 	cfg.Scheduler.VerifyEngines = false // the agents here are fakes with no engine behind their address
 	cfg.Scheduler.Listen, cfg.Scheduler.XDSListen, cfg.Scheduler.HTTPListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Gateway.Listen = "127.0.0.1:0"
@@ -223,6 +231,15 @@ func TestAllInOneRunsEndpointPickerProfile(t *testing.T) {
 		} else if primary != first {
 			t.Fatalf("request %d went to %s, the prompt's prefix is on %s", i, primary, first)
 		}
+	}
+	res, err := http.Get("http://" + a.HTTP + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(b), `policy="`+profile+`"`) {
+		t.Errorf("/metrics shows no decision of policy %q", profile)
 	}
 	agentCancel()
 	cancel()
