@@ -88,6 +88,7 @@ proto: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 		--go_out=api --go_opt=paths=source_relative \
 		--go-grpc_out=api --go-grpc_opt=paths=source_relative \
 		api/llmrouter/v1/llmrouter.proto
+	$(GO) test -count=1 -run TestAPIOnlyGainsFields ./api/llmrouter/v1/ -update
 
 # Fails when the committed generated code differs from what `make proto` makes.
 proto-check: proto
