@@ -91,12 +91,11 @@ type Decision struct {
 // ErrorRow is the distribution of one quantity over the picks: predicted
 // minus true (signed), or a true shortfall.
 type ErrorRow struct {
-	Name, Unit                string
-	N                         int
-	Mean, MeanAbs, P1, P50    float64
-	P90, P99                  float64
-	values                    []float64
-	explainedOnlyByPrediction bool
+	Name, Unit             string
+	N                      int
+	Mean, MeanAbs, P1, P50 float64
+	P90, P99               float64
+	values                 []float64
 }
 
 // Explanation is explain's summary of one run.
@@ -122,7 +121,6 @@ type explainer struct {
 	worst   []Decision
 	slowest []Decision
 	keep    int
-	policy  string
 }
 
 // Rows of the explanation, in print order.
