@@ -97,8 +97,8 @@ func SuiteClasses() []Class {
 		},
 		{
 			Name: "shared-prefix", What: "64 groups x 64 one-turn questions under 2,048-token system prompts; 128 in flight",
-			Flags:     "--instances 5 --workload shared-prefix --prompts-per-group 64 --concurrency 128",
-			Instances: 5, Concurrency: 128,
+			Flags:     "--instances 5 --workload shared-prefix --prompts-per-group 64 --concurrency 128 --ramp-up 10s",
+			Instances: 5, Concurrency: 128, RampUp: 10 * time.Second,
 			Source: func(seed uint64) (workload.Source, error) {
 				s := workload.DefaultSharedPrefix()
 				s.Seed, s.PromptsPerGroup = seed, 64
