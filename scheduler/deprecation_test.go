@@ -30,4 +30,15 @@ func TestDeprecatedPolicyKeyWarns(t *testing.T) {
 			t.Errorf("warnings %q lack %q", all, want)
 		}
 	}
+	// The cost model's keys are admission's too: they stay.
+	logs.TakeAll()
+	cfg.Scheduler.Policies.StepTime *= 2
+	if _, err := New(cfg, Deps{Log: zap.New(core)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range logs.All() {
+		if strings.Contains(e.Message, "step_time") {
+			t.Errorf("step_time, which admission reads, reported deprecated: %s", e.Message)
+		}
+	}
 }

@@ -137,7 +137,9 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 		return nil, fmt.Errorf("llm_scheduler.policy: %w", err)
 	}
 	pol := affinity.Wrap(inner, pd)
-	for _, m := range framework.Deprecations(cfg.Scheduler.Policies) {
+	// The admission judgment reads the cost model and the output estimate
+	// itself: those keys stay where they are.
+	for _, m := range framework.Deprecations(cfg.Scheduler.Policies, admissionKeys...) {
 		d.Log.Warn(m)
 	}
 	s := &Scheduler{
@@ -154,6 +156,10 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 	s.observer, _ = pol.(policy.Observer)
 	return s, nil
 }
+
+// admissionKeys are the llm_scheduler.policies keys scheduler/admission
+// reads (costmodel.FromConfig and the output estimate).
+var admissionKeys = []string{"step_time", "prefill_token_time", "decode_token_time", "max_batched_tokens", "default_output_tokens"}
 
 // resolver finds policies by name: the profiles of
 // llm_scheduler.endpoint_picker_config, when set, then the built-in ones.

@@ -261,9 +261,13 @@ func TestDeprecations(t *testing.T) {
 	pc.StepTime *= 2
 	pc.SessionTTL *= 2
 	pc.DefaultOutputTokens = 300
+	pc.MaxLoadRatio = 3
 	got := framework.Deprecations(pc)
-	if len(got) != 2 {
+	if len(got) != 3 {
 		t.Fatalf("got %v", got)
+	}
+	if shared := framework.Deprecations(pc, "step_time", "default_output_tokens"); len(shared) != 1 || !strings.Contains(shared[0], "max_load_ratio") {
+		t.Fatalf("keys read beyond the plugins are not deprecated: %v", shared)
 	}
 	for i, want := range [][]string{
 		{"llm_scheduler.policies.step_time", "parameter stepTime", "prefix-cache", "endpoint_picker_config"},

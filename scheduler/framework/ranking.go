@@ -126,8 +126,10 @@ func knobParams(typ string, pc config.PolicyConfig, params Params) (config.Polic
 // Deprecations names, for each llm_scheduler.policies key set to other
 // than its default that a plugin now takes as a parameter, the new place.
 // The key keeps working (it sets the parameter's default); the scheduler
-// logs each message at startup.
-func Deprecations(pc config.PolicyConfig) []string {
+// logs each message at startup. Keys in shared are read beyond the plugins
+// too (the admission judgment prices waits with the cost model), so they
+// keep their place and are not reported.
+func Deprecations(pc config.PolicyConfig, shared ...string) []string {
 	def := config.DefaultPolicies()
 	if pc.MaxBatchedTokens == 0 {
 		return nil
@@ -143,7 +145,7 @@ func Deprecations(pc config.PolicyConfig) []string {
 	for i := range v.NumField() {
 		key := v.Type().Field(i).Tag.Get("mapstructure")
 		types := owners[key]
-		if len(types) == 0 || reflect.DeepEqual(v.Field(i).Interface(), dv.Field(i).Interface()) {
+		if len(types) == 0 || slices.Contains(shared, key) || reflect.DeepEqual(v.Field(i).Interface(), dv.Field(i).Interface()) {
 			continue
 		}
 		sort.Strings(types)
