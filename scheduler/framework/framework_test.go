@@ -11,7 +11,9 @@ import (
 	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/all"
+	"github.com/llmrouter/llmrouter/scheduler/policy/plugins/prefixscorer"
 	"github.com/llmrouter/llmrouter/scheduler/policy/prefixcache"
+	"github.com/llmrouter/llmrouter/scheduler/prefixindex"
 )
 
 func deps() policy.Deps {
@@ -305,5 +307,33 @@ func TestPDSplitComposesProfiles(t *testing.T) {
 	d.Config.Scheduler.DecodePolicy = "nonesuch"
 	if _, err := (framework.Resolver{File: &s}).New("pd-split", d); err == nil || !strings.Contains(err.Error(), `"nonesuch"`) || !strings.Contains(err.Error(), "default") {
 		t.Fatalf("unknown decode profile: %v", err)
+	}
+}
+
+// TestFind: a composing policy reaches what a sub-profile shares through
+// the framework — a built-in profile is its policy, a file's profile finds
+// its plugins.
+func TestFind(t *testing.T) {
+	type indexer interface{ Index() *prefixindex.Index }
+	s, err := load(t, llmdDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := framework.Resolver{File: &s}.New("default", deps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, ok := framework.Find[indexer](p)
+	sc, ok2 := framework.Find[*prefixscorer.Scorer](p)
+	if !ok || !ok2 || x.Index() == nil || x.Index() != sc.Index() {
+		t.Fatalf("the llm-d profile's prefix index: found %v %v", ok, ok2)
+	}
+	pc, _ := framework.Resolver{}.New(prefixcache.Name, deps())
+	if x, ok := framework.Find[indexer](pc); !ok || x.Index() != pc.(*prefixcache.Policy).Index() {
+		t.Fatal("built-in prefix-cache: its own index not found")
+	}
+	lr, _ := framework.Resolver{}.New("least-request", deps())
+	if _, ok := framework.Find[indexer](lr); ok {
+		t.Fatal("least-request keeps no prefix index")
 	}
 }

@@ -19,6 +19,7 @@ type Profile struct {
 	scorers   []weighted
 	picker    Picker
 	observers []policy.Observer
+	plugins   []any // every plugin built with the profile, in declaration order
 
 	cs           CycleState
 	total, score []float64 // per-decision scratch
@@ -106,4 +107,29 @@ type capture struct{ out *[]float64 }
 func (c capture) Pick(_ *CycleState, _ *policy.Request, _ []*policy.Instance, scores []float64) policy.Decision {
 	*c.out = scores
 	return policy.Decision{}
+}
+
+// Find returns the first plugin of pol that is a T: pol itself when it is
+// one (a built-in profile is its policy), else a plugin its profile was
+// built with (a ranking picker's policy counting as its plugin). A policy
+// composing others (pd-split) reaches what a sub-profile shares — its
+// prefix index — so, through the framework, not by knowing its type.
+func Find[T any](pol policy.Policy) (T, bool) {
+	if t, ok := pol.(T); ok {
+		return t, true
+	}
+	var zero T
+	p, ok := pol.(*Profile)
+	if !ok {
+		return zero, false
+	}
+	for _, x := range p.plugins {
+		if r, ok := x.(ranking); ok {
+			x = r.pol
+		}
+		if t, ok := x.(T); ok {
+			return t, true
+		}
+	}
+	return zero, false
 }

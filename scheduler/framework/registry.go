@@ -269,6 +269,7 @@ func Build(spec Spec, profile string, d policy.Deps) (policy.Policy, error) {
 		}
 	}
 	for _, b := range h.built {
+		prof.plugins = append(prof.plugins, b.p)
 		if o, ok := b.p.(policy.Observer); ok {
 			prof.observers = append(prof.observers, o)
 		}

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/prefixindex"
 )
@@ -109,10 +110,13 @@ func New(d policy.Deps, dynamic bool) (*Split, error) {
 	s.preObs, _ = pre.(policy.Observer)
 	s.decObs, _ = dec.(policy.Observer)
 	if dynamic {
-		if x, ok := dec.(indexer); ok && s.decObs != nil && x.Index() != nil {
-			// The decode policy learns every destination it ranks first
+		if x, ok := framework.Find[indexer](dec); ok && s.decObs != nil && x.Index() != nil {
+			// The decode profile learns every destination it ranks first
 			// (Picked below): exactly what disaggregate asks. A second
-			// index would double the memory and the insert work.
+			// index would double the memory and the insert work. The
+			// framework finds the index (prefix-cache's, or a profile's
+			// prefix-cache-scorer's); no knowledge of the decode side's
+			// type is needed.
 			s.idx = x.Index()
 		} else {
 			s.idx, s.own = prefixindex.New(pc.PrefixIndexMaxBlocks), true
@@ -127,8 +131,8 @@ func New(d policy.Deps, dynamic bool) (*Split, error) {
 	return s, nil
 }
 
-// indexer is a sub-policy that keeps a prefix index of the instances it
-// picked (prefix-cache).
+// indexer is a plugin that keeps a prefix index of the instances its
+// profile picked (prefix-cache, prefix-cache-scorer).
 type indexer interface {
 	Index() *prefixindex.Index
 }
