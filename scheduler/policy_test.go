@@ -113,7 +113,10 @@ func TestPoliciesSerialised(t *testing.T) {
 }
 
 func TestRoundRobinEvenSpreadThroughScheduler(t *testing.T) {
-	s, _ := newTestScheduler(t, func(c *config.Config) { c.Scheduler.Policy = "round-robin"; c.Scheduler.MaxWaiting = 0 })
+	s, _ := newTestScheduler(t, func(c *config.Config) {
+		c.Scheduler.Policy = "round-robin"
+		c.Scheduler.MaxWaiting, c.Scheduler.MaxPredictedWait = 0, 0 // 100 picks each and no report: no saturation at all
+	})
 	for i := range 3 {
 		mustRegister(t, s, fmt.Sprintf("10.0.0.%d:8000", i+1))
 	}

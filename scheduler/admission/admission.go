@@ -154,7 +154,7 @@ func (s *Saturation) overWait(c *policy.Instance, queued int64, budget float64) 
 	if c.BatchLimit > 0 {
 		seats = max(c.Running+queued-int64(c.BatchLimit)+1, 0)
 	}
-	if seats == 0 && (c.BatchLimit > 0 || c.Running <= 0 || queued <= 0) {
+	if seats == 0 && (c.BatchLimit > 0 || queued <= max(c.Running, coldSeats)) {
 		return t > 0 && (t >= target || t >= budget)
 	}
 	r := max(c.Running, 1)
@@ -162,8 +162,9 @@ func (s *Saturation) overWait(c *policy.Instance, queued int64, budget float64) 
 	if c.Role == policy.RolePrefill {
 		turnover = step // see modelWait
 	}
-	if seats == 0 { // no limit shown yet: expect none, the longest a turnover per batch (modelWait)
-		return t >= target || t+float64((queued+r)/r)*turnover >= budget
+	if seats == 0 { // no limit shown yet: expect none, the longest see modelWait
+		rc := max(c.Running, coldSeats)
+		return t >= target || t+float64((queued-1)/rc)*turnover >= budget
 	}
 	if t*float64(r)+float64(seats)*turnover >= target*float64(r) {
 		return true
@@ -211,6 +212,11 @@ func (s *Saturation) wait(c *policy.Instance) float64 {
 	return t / s.speed(c)
 }
 
+// coldSeats is the batch an engine that has not shown its limit is
+// assumed to run at least, idle included (no engine worth routing to runs
+// fewer than 4 at once; the enginesim and vLLM defaults run far more).
+const coldSeats = 4
+
 // atLimit: c runs as many requests as its batch limit, so even with
 // nothing queued a new request waits for a place.
 func atLimit(c *policy.Instance) bool { return c.BatchLimit > 0 && c.Running >= int64(c.BatchLimit) }
@@ -246,14 +252,20 @@ func (s *Saturation) modelWait(c *policy.Instance, queued int64) (expected, long
 			expected += float64(seats) * turnover / float64(r)
 			longest += float64((seats+r-1)/r) * turnover
 		}
-	case c.Running > 0 && queued > 0:
+	case queued > max(c.Running, coldSeats):
 		// No limit shown yet (a cold engine taking its first burst: the
 		// report that would show requests held back comes a report
-		// interval after they were sent). Expect none, but at longest
-		// it may already run all it can: the queued and this one wait
-		// for the batch to turn over. A request's budget (SaturatedWithin)
-		// then bounds how many go there before the engine reports.
-		longest += float64((queued+r)/r) * turnover
+		// interval after they were sent, later when reports lag). Expect
+		// none; at longest assume it runs no more than twice what it runs
+		// now (at least coldSeats, idle included), as a slow start would
+		// let it grow: what is queued beyond that waits for a turnover per
+		// batch of that size. A request's budget (SaturatedWithin) then
+		// bounds how far a burst goes before the engine reports. (Not
+		// any closer: an engine that never shows a limit, an H100
+		// running long replies whose turnover exceeds the budget, would
+		// then take a pick per report.)
+		rc := max(c.Running, coldSeats)
+		longest += float64((queued-1)/rc) * turnover
 	}
 	return expected, longest
 }

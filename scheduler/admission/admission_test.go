@@ -256,12 +256,12 @@ func TestOverWaitMatchesModelWait(t *testing.T) {
 }
 
 // TestColdEngineTakesABoundedBurst: an engine that has not yet shown its
-// batch limit (no report with requests held back) is expected to take more,
-// but a request goes there only if it would start within its budget even
-// if the engine already runs all it can: 4 running 128-token replies on an
-// L4 (8.2 s a turnover) take up to 3 more unreported picks from a new
-// request with 10 s to wait, not a fourth — so a cold fleet's first burst
-// does not pile up behind a limit the scheduler has not seen yet.
+// batch limit (no report with requests held back) is expected to take
+// more, but at longest it is assumed to run no more than twice what it runs:
+// 4 running 128-token replies on an L4 (8.2 s a turnover) take up to 8
+// unreported picks from a new request with 10 s to wait (beyond 4 more,
+// one turnover), not a ninth (two turnovers) — so a cold fleet's first
+// burst does not pile up behind a limit not yet seen.
 func TestColdEngineTakesABoundedBurst(t *testing.T) {
 	s := newSat(nil)
 	for range 400 {
@@ -273,14 +273,32 @@ func TestColdEngineTakesABoundedBurst(t *testing.T) {
 	if c.BatchLimit != 0 {
 		t.Fatalf("batch limit %d after a report with nothing waiting", c.BatchLimit)
 	}
-	for infl := int64(1); infl <= 4; infl++ {
+	for infl := int64(1); infl <= 9; infl++ {
 		c.InflightRequests, c.InflightPromptTokens = infl, infl*200
 		sat, why := s.SaturatedWithin(c, 10*time.Second)
-		if want := infl >= 4; sat != want {
+		if want := infl >= 9; sat != want {
 			t.Errorf("%d unreported picks on a cold 4-running L4: saturated=%v %q, want %v", infl, sat, why, want)
 		}
 		if sat, _ := s.Saturated(c); sat {
 			t.Errorf("%d unreported picks: saturated with no deadline (the expected wait is only their prefill)", infl)
 		}
+	}
+	// Idle (a lagging report): assumed to run at least 4.
+	idle := &policy.Instance{InflightRequests: 8, InflightPromptTokens: 1600, Speed: c.Speed, PrefixCacheHitRatio: -1}
+	if sat, _ := s.SaturatedWithin(idle, 10*time.Second); sat {
+		t.Error("idle cold engine, 8 unreported: saturated")
+	}
+	idle.InflightRequests = 9
+	if sat, _ := s.SaturatedWithin(idle, 10*time.Second); !sat {
+		t.Error("idle cold engine, 9 unreported: not saturated")
+	}
+	// An engine that never shows a limit, running long replies (a
+	// turnover over the budget), still takes as many as it runs.
+	h100 := &policy.Instance{Running: 100, InflightRequests: 15, InflightPromptTokens: 15 * 200, PrefixCacheHitRatio: -1}
+	for range 400 {
+		s.Completed(2048)
+	}
+	if sat, why := s.SaturatedWithin(h100, 10*time.Second); sat {
+		t.Errorf("100 running 2,048-token replies, 15 unreported, no limit shown: saturated (%s)", why)
 	}
 }
