@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/llmrouter/llmrouter/integration/harness"
 )
 
 const (
@@ -80,6 +82,27 @@ func TestOverload(t *testing.T) {
 
 	const loadFor = 30 * time.Second
 	l := s.openLoop(rate, loadFor, q, nil)
+	// Each engine's longest queue (vllm:num_requests_waiting) and when:
+	// a queue longer than a batch or two is what makes first tokens late.
+	type peakQueue struct {
+		n  float64
+		at time.Duration
+	}
+	queues := make([]peakQueue, len(s.engines))
+	queuesDone := make(chan struct{})
+	go func() {
+		defer close(queuesDone)
+		for time.Since(l.began) < loadFor {
+			for i, e := range s.engines {
+				if m, err := harness.Scrape(e.addr, ""); err == nil {
+					if v, ok := m.Value("vllm:num_requests_waiting"); ok && v > queues[i].n {
+						queues[i] = peakQueue{v, time.Since(l.began)}
+					}
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
 	// The probe: 5 s after the last arrival.
 	time.Sleep(time.Until(l.began.Add(loadFor + 5*time.Second)))
 	probe := s.chat(t.Context(), chatReq{maxTokens: maxTokens, timeout: probeBound + 5*time.Second})
@@ -87,6 +110,10 @@ func TestOverload(t *testing.T) {
 	close(stopRSS)
 	<-rssDone
 
+	<-queuesDone
+	for i, q := range queues {
+		t.Logf("%s: longest queue %g requests, at %+.1fs", s.engines[i].proc.Name, q.n, q.at.Seconds())
+	}
 	o := judge(t, row, rs, l.began, true)
 	var late []string
 	nLate := 0
