@@ -34,7 +34,9 @@
 // serving that model then take such requests, the model name unchanged
 // (counted as fallback "default_pool"). A known model with no routable
 // instance is rejected with 503. Instances over a saturation threshold
-// are held back (scheduler/admission: max_waiting, max_kv_cache_usage, and
+// are held back (saturation-filter, the scheduler/admission judgment run
+// as a framework stage filter after routable-filter: max_waiting,
+// max_kv_cache_usage, and
 // max_predicted_wait — the predicted wait at the engine by the policies'
 // cost model); when all are, the request queues.
 //

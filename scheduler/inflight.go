@@ -145,7 +145,7 @@ func (s *Scheduler) Report(_ context.Context, r *llmrouterv1.OutcomeReport) erro
 		instID = ep
 	}
 	s.release(p)
-	s.adm.Completed(r.GetCompletionTokens())
+	s.sat.Completed(r.GetCompletionTokens())
 	if s.observer != nil {
 		s.observer.Completed(p.reqID, instID, r.GetPromptTokens(), r.GetCompletionTokens())
 	}

@@ -16,7 +16,6 @@ import (
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/clip"
 	"github.com/llmrouter/llmrouter/internal/sessionkey"
-	"github.com/llmrouter/llmrouter/scheduler/admission"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 )
 
@@ -129,7 +128,7 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 		ID: sessionkey.Bound(pr.GetRequestId()), Model: pr.GetModel(), BlockHashes: pr.GetPromptBlockHashes(),
 		BlockChars: int(pr.GetBlockChars()), PromptTokens: pr.GetPromptTokens(), MaxTokens: pr.GetMaxTokens(),
 		Stream: pr.GetStream(), SessionKey: sessionkey.Bound(pr.GetSessionKey()), Priority: int(pr.GetPriority()),
-		LoRA: pr.GetLoraAdapter(), Arrival: now,
+		LoRA: pr.GetLoraAdapter(), Arrival: now, Deadline: now.Add(s.cfg.Gateway.WaitScheduleTimeout),
 	}
 	if req.ID == "" {
 		req.ID = "scheduler-" + strconv.FormatUint(s.seq, 10)
@@ -138,16 +137,16 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 	if rej := s.resolvePool(w); rej != nil {
 		return rej, nil
 	}
-	s.adm.Observe(req)
+	s.sat.Observe(req)
 	if resp, ok := s.decide(w, modeFresh); ok {
 		return resp, nil
 	}
 	if limit := s.cfg.Gateway.MaxQueueSize; len(s.queue) >= limit {
-		cands := s.routableIn(w.pool)
-		defer clear(cands)
+		cands := s.routableIn(req, w.pool)
+		defer clear(s.candBuf[:len(s.poolViews[w.pool])])
 		return s.shed(cands, shedQueueFull, fmt.Sprintf("every instance serving model %q is saturated and the admission queue is full (%d requests, llm_gateway.max_queue_size)", clip.Input(req.Model), limit)), nil
 	}
-	w.deadline = now.Add(s.cfg.Gateway.WaitScheduleTimeout)
+	w.deadline = req.Deadline
 	// Larger priority first; equal priorities keep arrival order.
 	i := sort.Search(len(s.queue), func(i int) bool { return s.queue[i].req.Priority < req.Priority })
 	s.queue = append(s.queue, nil)
@@ -201,37 +200,28 @@ func (s *Scheduler) resolvePool(w *waiter) *llmrouterv1.PickResponse {
 
 // decide tries to route w now. ok is false when the request must (keep)
 // wait.
+//
+// The stage's filters run first: routable-filter keeps the instances that
+// may take picks (all), saturation-filter those of them with room (unsat,
+// marking every one's Saturated flag; scheduler/admission judges, holding
+// predicted waits against the request's deadline). What happens when they
+// leave nothing is the scheduler's: pass through when every instance is
+// silent, queue, or shed.
 func (s *Scheduler) decide(w *waiter, mode decideMode) (resp *llmrouterv1.PickResponse, ok bool) {
-	all, unsat := s.candBuf[:0], s.unsatBuf[:0]
-	silent := 0
-	judge := s.adm.Within(s.budget(w))
-	s.need = math.Inf(1)
-	for _, in := range s.pools[w.pool] {
-		if !in.routable() {
-			if in.published() { // silent, still in EDS
-				silent++
-			}
-			continue
-		}
-		// Saturation (scheduler/admission): over max_waiting, the KV
-		// threshold or max_predicted_wait, an instance is held back. (One
-		// pass with the routable check: a fleet of a thousand is read once.)
-		v := &in.view
-		var why admission.Reason
-		v.Saturated, why = judge.Saturated(v)
-		all = append(all, v)
-		if !v.Saturated {
-			unsat = append(unsat, v)
-		} else if why == admission.PredictedWait && mode == modeRetry {
-			s.need = min(s.need, s.adm.PredictedWait(v).Seconds())
-		}
-	}
+	s.stageCS.Reset()
+	all := s.routable.Filter(&s.stageCS, w.req, append(s.candBuf[:0], s.poolViews[w.pool]...))
+	unsat := s.sat.Filter(&s.stageCS, w.req, append(s.unsatBuf[:0], all...))
 	s.candBuf, s.unsatBuf = all, unsat
-	defer func() { clear(s.candBuf); clear(s.unsatBuf) }()
+	// The filters kept a prefix of each buffer: clear all that was filled.
+	defer func(n, m int) { clear(s.candBuf[:n]); clear(s.unsatBuf[:m]) }(len(s.poolViews[w.pool]), len(all))
+	s.need = math.Inf(1)
+	if len(unsat) == 0 && len(all) > 0 && mode == modeRetry {
+		s.need = s.sat.HeldBackWait(w.req, all)
+	}
 	fallback := w.fallback
 	switch {
 	case len(unsat) > 0:
-	case len(all) == 0 && silent > 0:
+	case len(all) == 0 && s.anySilent(w.pool):
 		return s.passthrough(w.req.Model), true
 	case len(all) == 0 && mode == modeRetry:
 		return nil, false // the fleet may come back before the deadline
@@ -239,17 +229,26 @@ func (s *Scheduler) decide(w *waiter, mode decideMode) (resp *llmrouterv1.PickRe
 		return s.reject(503, fmt.Sprintf("no healthy instance serves model %q (pool %q): all are unhealthy, draining or gone", clip.Input(w.req.Model), clip.Input(w.pool))), true
 	case mode == modeExpire:
 		return s.shed(all, shedQueueTimeout, fmt.Sprintf("every instance serving model %q stayed saturated for %s (llm_gateway.wait_schedule_timeout); shortest predicted wait %s against llm_scheduler.max_predicted_wait %s",
-			clip.Input(w.req.Model), s.cfg.Gateway.WaitScheduleTimeout, s.shortestWait(all).Round(time.Millisecond), s.adm.Target())), true
+			clip.Input(w.req.Model), s.cfg.Gateway.WaitScheduleTimeout, s.shortestWait(all).Round(time.Millisecond), s.sat.Target())), true
 	default:
 		return nil, false
 	}
 	return s.route(w, unsat, all, fallback), true
 }
 
+// anySilent: an instance of pool is published (in EDS) but silent.
+func (s *Scheduler) anySilent(pool string) bool {
+	for _, in := range s.pools[pool] {
+		if in.published() && in.silent {
+			return true
+		}
+	}
+	return false
+}
+
 // budget is how much longer w may wait: its whole wait_schedule_timeout
-// while new, what is left of it once queued. Admission holds an instance's
-// predicted wait against it (and against max_predicted_wait), so a request
-// routed late in its wait still starts about when its deadline says.
+// while new, what is left of it once queued. (saturation-filter holds
+// predicted waits against the same, from the request's deadline.)
 func (s *Scheduler) budget(w *waiter) time.Duration {
 	if w.deadline.IsZero() {
 		return s.cfg.Gateway.WaitScheduleTimeout
@@ -358,19 +357,16 @@ func (s *Scheduler) reject(code int32, reason string) *llmrouterv1.PickResponse 
 func (s *Scheduler) shed(cands []*policy.Instance, why, reason string) *llmrouterv1.PickResponse {
 	s.m.shed.WithLabelValues(why).Inc()
 	r := s.reject(429, reason)
-	r.RetryAfterSeconds = s.adm.RetryAfter(cands, s.cfg.Gateway.WaitScheduleTimeout)
+	r.RetryAfterSeconds = s.sat.RetryAfter(cands, s.cfg.Gateway.WaitScheduleTimeout)
 	return r
 }
 
-// routableIn lists pool's routable instances in the reused candidate
-// buffer; the caller clears it when done.
-func (s *Scheduler) routableIn(pool string) []*policy.Instance {
-	cands := s.candBuf[:0]
-	for _, in := range s.pools[pool] {
-		if in.routable() {
-			cands = append(cands, &in.view)
-		}
-	}
+// routableIn lists pool's routable instances for req in the reused
+// candidate buffer (filled with the pool's instances, then filtered); the
+// caller clears it when done.
+func (s *Scheduler) routableIn(req *policy.Request, pool string) []*policy.Instance {
+	s.stageCS.Reset()
+	cands := s.routable.Filter(&s.stageCS, req, append(s.candBuf[:0], s.poolViews[pool]...))
 	s.candBuf = cands
 	return cands
 }
@@ -380,7 +376,7 @@ func (s *Scheduler) routableIn(pool string) []*policy.Instance {
 func (s *Scheduler) shortestWait(cands []*policy.Instance) time.Duration {
 	var best time.Duration = -1
 	for _, c := range cands {
-		if d := s.adm.PredictedWait(c); best < 0 || d < best {
+		if d := s.sat.PredictedWait(c); best < 0 || d < best {
 			best = d
 		}
 	}

@@ -314,7 +314,7 @@ func TestPredictedWaitHoldsBackLongQueues(t *testing.T) {
 		}
 		v, _ := s.InstanceView("10.0.0.1:8000")
 		if on != v.Saturated {
-			t.Fatalf("max_predicted_wait on=%v: saturated=%v with one queued pick of 150k tokens (predicted %s, max_waiting 16)", on, v.Saturated, s.adm.PredictedWait(&v))
+			t.Fatalf("max_predicted_wait on=%v: saturated=%v with one queued pick of 150k tokens (predicted %s, max_waiting 16)", on, v.Saturated, s.sat.PredictedWait(&v))
 		}
 		r, tk := s.TryPick(pickReq("short", "m"), nil)
 		if on && (tk == nil || r.Status != llmrouterv1.PickResponse_QUEUED) {
@@ -350,7 +350,7 @@ func TestQueuedRoutedWhenPredictedWaitDrops(t *testing.T) {
 	s, clk := newTestScheduler(t, nil)
 	mustRegister(t, s, "10.0.0.1:8000")
 	for range 100 { // outputs of 64 tokens
-		s.adm.Completed(64)
+		s.sat.Completed(64)
 	}
 	step := 0.0643 // an L4's step with 4 running
 	slow := func(waiting int64) *llmrouterv1.Report {
@@ -385,7 +385,7 @@ func TestQueuedRequestGoesOnlyWhereItStartsInTime(t *testing.T) {
 	s, clk := newTestScheduler(t, nil)
 	mustRegister(t, s, "10.0.0.1:8000")
 	for range 100 {
-		s.adm.Completed(64)
+		s.sat.Completed(64)
 	}
 	slow := func(waiting int64) *llmrouterv1.Report {
 		return &llmrouterv1.Report{Healthy: true, Running: 4, Waiting: waiting, GenerationTokensPerSecond: 4 / 0.0643, PrefixCacheHitRatio: 0.9}

@@ -16,10 +16,10 @@ import (
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/config"
-	"github.com/llmrouter/llmrouter/scheduler/admission"
 	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/policy/affinity"
+	"github.com/llmrouter/llmrouter/scheduler/policy/plugins/filters"
 	"github.com/llmrouter/llmrouter/scheduler/registry"
 )
 
@@ -89,8 +89,12 @@ type Scheduler struct {
 	verify   Verifier
 	probe    Prober
 
-	adm     *admission.Saturation // saturation: held-back instances
-	retries int
+	// The stage every decision runs ahead of the policy: routable-filter,
+	// then saturation-filter (scheduler/policy/plugins/filters).
+	routable framework.Filter
+	sat      saturation
+	stageCS  framework.CycleState
+	retries  int
 
 	mu       sync.Mutex
 	insts    map[string]*inst
@@ -105,7 +109,9 @@ type Scheduler struct {
 	// scratch buffers reused by decisions (under mu).
 	candBuf  []*policy.Instance
 	unsatBuf []*policy.Instance
-	fullBuf  []poolNeed // drainQueue's pools without room
+	// poolViews is pools as views, the stage's input.
+	poolViews map[string][]*policy.Instance
+	fullBuf   []poolNeed // drainQueue's pools without room
 	// need is, after a decision that found no room, the shortest predicted
 	// wait among the candidates held back by it (+Inf: none was).
 	need float64
@@ -136,6 +142,10 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("llm_scheduler.policy: %w", err)
 	}
+	routable, sat, err := stage(inner, pd)
+	if err != nil {
+		return nil, err
+	}
 	pol := affinity.Wrap(inner, pd)
 	// The admission judgment reads the cost model and the output estimate
 	// itself: those keys stay where they are.
@@ -149,12 +159,51 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 			AllowLoopback: ListensOnLoopback(cfg.Scheduler.Listen), MissedReports: cfg.Scheduler.MissedReports,
 			SilentGrace: cfg.Scheduler.SilentGrace, PanicThreshold: cfg.Scheduler.PanicThreshold,
 			Verify: d.Verify != nil, Log: d.Log.Named("registry")}),
-		adm:     admission.New(cfg),
+		routable: routable, sat: sat,
 		retries: max(cfg.Gateway.RetryCount, 0),
 		insts:   map[string]*inst{}, pools: map[string][]*inst{}, inflight: map[string]*pick{},
 	}
 	s.observer, _ = pol.(policy.Observer)
 	return s, nil
+}
+
+// saturation is what the scheduler asks of saturation-filter besides
+// filtering: what it learns from, and what a request it holds back or
+// sheds is told.
+type saturation interface {
+	framework.Filter
+	HeldBackWait(req *policy.Request, cands []*policy.Instance) float64
+	Saturated(c *policy.Instance) bool
+	Observe(req *policy.Request)
+	Completed(completionTokens int64)
+	Reported(c *policy.Instance)
+	PredictedWait(c *policy.Instance) time.Duration
+	RetryAfter(cands []*policy.Instance, most time.Duration) int32
+	Target() time.Duration
+}
+
+// stage builds the filters every decision runs ahead of pol: the
+// routable-filter and saturation-filter pol's EndpointPickerConfig
+// declared, else ones with their default parameters (llm_scheduler's
+// max_waiting, max_kv_cache_usage, max_predicted_wait).
+func stage(pol policy.Policy, d policy.Deps) (framework.Filter, saturation, error) {
+	r, err := framework.StagePlugin(pol, filters.Routable, d)
+	if err != nil {
+		return nil, nil, fmt.Errorf("llm_scheduler.policy: %w", err)
+	}
+	s, err := framework.StagePlugin(pol, filters.Saturation, d)
+	if err != nil {
+		return nil, nil, fmt.Errorf("llm_scheduler.policy: %w", err)
+	}
+	rf, ok := r.(framework.Filter)
+	if !ok {
+		return nil, nil, fmt.Errorf("plugin %s is not a filter", filters.Routable)
+	}
+	sf, ok := s.(saturation)
+	if !ok {
+		return nil, nil, fmt.Errorf("plugin %s does not judge saturation", filters.Saturation)
+	}
+	return rf, sf, nil
 }
 
 // admissionKeys are the llm_scheduler.policies keys scheduler/admission
@@ -256,7 +305,7 @@ func (s *Scheduler) RegisterAs(reg *llmrouterv1.Register, holder *registry.Lease
 	in.gen, in.probing = lease.Gen, false
 	in.view.BatchLimit, in.view.Speed = 0, 0 // a new or restarted engine is measured afresh
 	s.mirror(in, &ri)
-	s.adm.Reported(&in.view)
+	s.sat.Reported(&in.view)
 	s.rebuildPools()
 	s.instanceStates()
 	s.m.instanceReport(&ri)
@@ -285,7 +334,7 @@ func (s *Scheduler) InstanceReport(id string, gen uint64, rep *llmrouterv1.Repor
 	}
 	stateChanged := in.healthy != ri.Healthy || in.silent != ri.Silent
 	s.mirror(in, &ri)
-	s.adm.Reported(&in.view)
+	s.sat.Reported(&in.view)
 	s.markSeen(in)
 	s.m.instanceReport(&ri)
 	if stateChanged {
@@ -340,6 +389,7 @@ func (s *Scheduler) setDraining(id string, draining bool, reason string) error {
 	}
 	in := s.insts[id]
 	in.draining = draining
+	in.view.Routable = in.routable()
 	s.instanceStates()
 	if !draining {
 		s.capacityChanged()
@@ -357,6 +407,7 @@ func (s *Scheduler) mirror(in *inst, ri *registry.Instance) {
 	v.PromptTokensTotal = ri.PromptTokensTotal
 	v.NumGPUBlocks, v.BlockSize, v.LastReport = ri.NumGPUBlocks, ri.BlockSize, ri.LastReport
 	in.healthy, in.draining, in.verified, in.silent = ri.Healthy, ri.Draining, ri.Verified, ri.Silent
+	v.Routable = in.routable()
 	in.bootstrapPort = ri.BootstrapPort
 }
 
@@ -390,10 +441,16 @@ func (s *Scheduler) rebuildPools() {
 			pools[m] = append(pools[m], in)
 		}
 	}
-	for _, l := range pools {
+	views := make(map[string][]*policy.Instance, len(pools))
+	for m, l := range pools {
 		sort.Slice(l, func(a, b int) bool { return l[a].view.ID < l[b].view.ID })
+		vs := make([]*policy.Instance, len(l))
+		for i, in := range l {
+			vs[i] = &in.view
+		}
+		views[m] = vs
 	}
-	s.pools = pools
+	s.pools, s.poolViews = pools, views
 }
 
 func (s *Scheduler) instanceStates() {
@@ -464,7 +521,7 @@ func (s *Scheduler) InstanceView(id string) (policy.Instance, bool) {
 		return policy.Instance{}, false
 	}
 	v := in.view
-	v.Saturated, _ = s.adm.Saturated(&v)
+	v.Saturated = s.sat.Saturated(&v)
 	return v, true
 }
 

@@ -58,8 +58,12 @@ type Instance struct {
 	InflightPromptTokens int64 // prompt tokens of unreported picks (estimate)
 	InflightDecodeTokens int64 // output tokens still to generate for in-flight picks (estimate)
 
-	// Saturated is set when the instance is over a saturation threshold.
+	// Saturated is set when the instance is over a saturation threshold
+	// (by saturation-filter). Routable is set by the scheduler while the
+	// instance may take picks: healthy, verified, not draining and
+	// reporting (routable-filter keeps only those).
 	Saturated bool
+	Routable  bool
 	// BatchLimit is the running count at which the engine was last seen
 	// holding requests back (max_num_seqs, or a full KV cache), raised when
 	// it runs more; 0 until it has held one back. Speed is the engine's

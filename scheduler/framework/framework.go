@@ -68,7 +68,9 @@ func (c *CycleState) Read(key string) (any, bool) {
 	return nil, false
 }
 
-func (c *CycleState) reset() {
+// Reset empties the state for a new decision (a Profile resets its own;
+// the scheduler resets the one its stage filters share).
+func (c *CycleState) Reset() {
 	clear(c.vals)
 	c.keys, c.vals = c.keys[:0], c.vals[:0]
 }

@@ -19,7 +19,8 @@ type Profile struct {
 	scorers   []weighted
 	picker    Picker
 	observers []policy.Observer
-	plugins   []any // every plugin built with the profile, in declaration order
+	plugins   []any    // every plugin built with the profile, in declaration order
+	types     []string // plugins[i]'s type
 
 	cs           CycleState
 	total, score []float64 // per-decision scratch
@@ -30,7 +31,7 @@ func (p *Profile) Name() string { return p.name }
 
 // Pick runs one decision.
 func (p *Profile) Pick(req *policy.Request, cands []*policy.Instance) policy.Decision {
-	p.cs.reset()
+	p.cs.Reset()
 	for _, f := range p.filters {
 		if len(cands) == 0 {
 			break

@@ -20,6 +20,7 @@ var (
 	mu        sync.RWMutex
 	factories = map[string]Factory{}
 	builtins  = map[string]Spec{}
+	stage     []string // RegisterStage's types, in order
 )
 
 // Register makes a plugin type available by name. It panics on a duplicate
@@ -32,6 +33,55 @@ func Register(typ string, f Factory) {
 		panic("framework: duplicate plugin type " + typ)
 	}
 	factories[typ] = f
+}
+
+// RegisterStage registers a filter type the scheduler runs ahead of every
+// profile (routable-filter, saturation-filter), in registration order. A
+// profile referencing a plugin of such a type does not run it itself: the
+// reference is accepted and the scheduler's stage runs the plugin once,
+// with the parameters the file gave it (StagePlugin).
+func RegisterStage(typ string, f Factory) {
+	Register(typ, f)
+	mu.Lock()
+	stage = append(stage, typ)
+	mu.Unlock()
+}
+
+// StageTypes lists the stage filter types, in the order the scheduler runs
+// them.
+func StageTypes() []string {
+	mu.RLock()
+	defer mu.RUnlock()
+	return slices.Clone(stage)
+}
+
+func isStage(typ string) bool {
+	mu.RLock()
+	defer mu.RUnlock()
+	return slices.Contains(stage, typ)
+}
+
+// StagePlugin returns the scheduler's stage plugin of type typ for pol:
+// the one pol's profile was built with (declared in its
+// EndpointPickerConfig, so with that file's parameters), else one built by
+// the type's factory with its default parameters.
+func StagePlugin(pol policy.Policy, typ string, d policy.Deps) (any, error) {
+	if !isStage(typ) {
+		return nil, fmt.Errorf("%q is not a stage filter type; registered: %s", typ, strings.Join(StageTypes(), ", "))
+	}
+	if p, ok := pol.(*Profile); ok {
+		for i, t := range p.types {
+			if t == typ {
+				return p.plugins[i], nil
+			}
+		}
+	}
+	f, _ := factory(typ)
+	x, err := f(&Handle{Deps: d, Name: typ, Type: typ}, Params{plugin: typ, typ: typ})
+	if err != nil {
+		return nil, fmt.Errorf("plugin %q: %w", typ, err)
+	}
+	return x, nil
 }
 
 // RegisterProfile adds a built-in profile: spec's profile named name is
@@ -176,6 +226,15 @@ func (h *Handle) Plugin(name string) (any, bool) {
 	return nil, false
 }
 
+func (h *Handle) typeOf(name string) string {
+	for _, b := range h.built {
+		if b.name == name {
+			return b.typ
+		}
+	}
+	return ""
+}
+
 // PluginOfType returns the first plugin of type typ declared earlier in the
 // same spec.
 func (h *Handle) PluginOfType(typ string) (any, bool) {
@@ -225,6 +284,12 @@ func Build(spec Spec, profile string, d policy.Deps) (policy.Policy, error) {
 		if ref.Weight != nil {
 			w = *ref.Weight
 		}
+		if isStage(h.typeOf(ref.PluginRef)) {
+			if ref.Weight != nil {
+				return nil, fmt.Errorf("scheduling profile %q: pluginRef %q: weight: only a scorer takes one", profile, ref.PluginRef)
+			}
+			continue // the scheduler runs it ahead of every profile
+		}
 		switch x := p.(type) {
 		case Scorer:
 			if w < 0 {
@@ -262,7 +327,8 @@ func Build(spec Spec, profile string, d policy.Deps) (policy.Policy, error) {
 		prof.picker = p.(Picker)
 		h.built = append(h.built, builtPlugin{DefaultPicker, DefaultPicker, p})
 	}
-	if r, ok := prof.picker.(Ranking); ok && len(prof.filters) == 0 && len(prof.scorers) == 0 {
+	stageDeclared := slices.ContainsFunc(h.built, func(b builtPlugin) bool { return isStage(b.typ) })
+	if r, ok := prof.picker.(Ranking); ok && len(prof.filters) == 0 && len(prof.scorers) == 0 && !stageDeclared {
 		pol := r.Policy()
 		if pol.Name() == profile {
 			return pol, nil // the policy itself: same decisions, same cost
@@ -270,6 +336,7 @@ func Build(spec Spec, profile string, d policy.Deps) (policy.Policy, error) {
 	}
 	for _, b := range h.built {
 		prof.plugins = append(prof.plugins, b.p)
+		prof.types = append(prof.types, b.typ)
 		if o, ok := b.p.(policy.Observer); ok {
 			prof.observers = append(prof.observers, o)
 		}

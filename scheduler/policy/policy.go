@@ -55,6 +55,10 @@ type Request struct {
 	LoRA         string
 	// Arrival is when the scheduler first saw the request (its clock).
 	Arrival time.Time
+	// Deadline is when the request's wait_schedule_timeout runs out: it
+	// must have a place by then (saturation-filter holds predicted waits
+	// against it). Zero: no deadline.
+	Deadline time.Time
 }
 
 // Decision is a policy's answer.

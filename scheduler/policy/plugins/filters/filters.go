@@ -2,6 +2,13 @@
 // names): decode-filter keeps the instances that decode (role decode or
 // both), prefill-filter those that prefill (role prefill or both), as
 // pd-split divides its candidates.
+//
+// It also holds the scheduler's stage, the two filters every decision runs
+// ahead of its profile (framework.RegisterStage): routable-filter and
+// saturation-filter, the latter scheduler/admission's judgment with its
+// thresholds as parameters. A profile may reference them (the reference
+// documents the order and runs nothing twice); an EndpointPickerConfig
+// declaring one sets its parameters for the profiles of that file.
 package filters
 
 import (
