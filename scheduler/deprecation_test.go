@@ -1,8 +1,11 @@
 package scheduler
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -30,15 +33,33 @@ func TestDeprecatedPolicyKeyWarns(t *testing.T) {
 			t.Errorf("warnings %q lack %q", all, want)
 		}
 	}
-	// The cost model's keys are admission's too: they stay.
-	logs.TakeAll()
-	cfg.Scheduler.Policies.StepTime *= 2
+}
+
+// TestMovedCostModelKeyWarns: llm_scheduler.policies.step_time, now
+// llm_scheduler.cost_model.step_time, still applies there, and the
+// scheduler says so at startup.
+func TestMovedCostModelKeyWarns(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(f, []byte("llm_scheduler:\n  policies:\n    step_time: 9ms\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Scheduler.CostModel.StepTime != 9*time.Millisecond {
+		t.Fatalf("cost_model.step_time = %s, want the deprecated key's 9ms", cfg.Scheduler.CostModel.StepTime)
+	}
+	core, logs := observer.New(zapcore.WarnLevel)
 	if _, err := New(cfg, Deps{Log: zap.New(core)}); err != nil {
 		t.Fatal(err)
 	}
+	var msgs []string
 	for _, e := range logs.All() {
-		if strings.Contains(e.Message, "step_time") {
-			t.Errorf("step_time, which admission reads, reported deprecated: %s", e.Message)
-		}
+		msgs = append(msgs, e.Message)
+	}
+	all := strings.Join(msgs, "\n")
+	if !strings.Contains(all, "llm_scheduler.policies.step_time is deprecated: it is llm_scheduler.cost_model.step_time now") {
+		t.Errorf("warnings %q do not name step_time's new place", all)
 	}
 }

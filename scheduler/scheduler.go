@@ -147,9 +147,10 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 		return nil, err
 	}
 	pol := affinity.Wrap(inner, pd)
-	// The admission judgment reads the cost model and the output estimate
-	// itself: those keys stay where they are.
-	for _, m := range framework.Deprecations(cfg.Scheduler.Policies, admissionKeys...) {
+	for _, m := range cfg.Deprecated {
+		d.Log.Warn(m)
+	}
+	for _, m := range framework.Deprecations(cfg.Scheduler.Policies) {
 		d.Log.Warn(m)
 	}
 	s := &Scheduler{
@@ -205,10 +206,6 @@ func stage(pol policy.Policy, d policy.Deps) (framework.Filter, saturation, erro
 	}
 	return rf, sf, nil
 }
-
-// admissionKeys are the llm_scheduler.policies keys scheduler/admission
-// reads (costmodel.FromConfig and the output estimate).
-var admissionKeys = []string{"step_time", "prefill_token_time", "decode_token_time", "max_batched_tokens", "default_output_tokens"}
 
 // resolver finds policies by name: the profiles of
 // llm_scheduler.endpoint_picker_config, when set, then the built-in ones.

@@ -28,6 +28,10 @@ type Config struct {
 	Gateway   Gateway   `mapstructure:"llm_gateway" yaml:"llm_gateway"`
 	Scheduler Scheduler `mapstructure:"llm_scheduler" yaml:"llm_scheduler"`
 	Agent     Agent     `mapstructure:"agent" yaml:"agent"`
+
+	// Deprecated holds a message for each deprecated key Load applied
+	// (Moved), naming its new place, for the command to log. Not a key.
+	Deprecated []string `yaml:"-"`
 }
 
 // TLS configures the gRPC links (agent↔scheduler, gateway↔scheduler). With
@@ -141,6 +145,35 @@ type Scheduler struct {
 	ClusterName string `mapstructure:"cluster_name" yaml:"cluster_name"`
 	// Policies tunes the scheduling policies (docs/policies.md).
 	Policies PolicyConfig `mapstructure:"policies" yaml:"policies"`
+	// CostModel describes the fleet's engines: admission predicts waits
+	// with it and prefix-cache prices candidates with it
+	// (scheduler/costmodel).
+	CostModel CostModel `mapstructure:"cost_model" yaml:"cost_model"`
+}
+
+// CostModel is the engine cost model the scheduler's decisions share: an
+// engine step costs StepTime plus PrefillTokenTime per uncached prompt
+// token and DecodeTokenTime per running sequence; a step schedules at most
+// MaxBatchedTokens tokens (the engine's max_num_batched_tokens). A reply
+// is taken to be DefaultOutputTokens long until replies are observed.
+type CostModel struct {
+	StepTime            time.Duration `mapstructure:"step_time" yaml:"step_time"`
+	PrefillTokenTime    time.Duration `mapstructure:"prefill_token_time" yaml:"prefill_token_time"`
+	DecodeTokenTime     time.Duration `mapstructure:"decode_token_time" yaml:"decode_token_time"`
+	MaxBatchedTokens    int           `mapstructure:"max_batched_tokens" yaml:"max_batched_tokens"`
+	DefaultOutputTokens int           `mapstructure:"default_output_tokens" yaml:"default_output_tokens"`
+}
+
+// DefaultCostModel is llm_scheduler.cost_model's default: Llama-3-8B on one
+// H100 (BLIS fit; docs/policies.md says why).
+func DefaultCostModel() CostModel {
+	return CostModel{
+		StepTime:            5750 * time.Microsecond,
+		PrefillTokenTime:    17250 * time.Nanosecond,
+		DecodeTokenTime:     6 * time.Microsecond,
+		MaxBatchedTokens:    8192,
+		DefaultOutputTokens: 256,
+	}
 }
 
 // PolicyConfig holds the knobs of the scheduling policies. The defaults and
@@ -152,14 +185,6 @@ type PolicyConfig struct {
 	// PrefixIndexDefaultBlocks is an instance's index capacity, in hashed
 	// prompt blocks, when it does not report its KV capacity.
 	PrefixIndexDefaultBlocks int `mapstructure:"prefix_index_default_blocks" yaml:"prefix_index_default_blocks"`
-	// The prefix-cache cost model: an engine step costs StepTime plus
-	// PrefillTokenTime per uncached prompt token and DecodeTokenTime per
-	// running sequence; a step schedules at most MaxBatchedTokens tokens
-	// (the engine's max_num_batched_tokens).
-	StepTime         time.Duration `mapstructure:"step_time" yaml:"step_time"`
-	PrefillTokenTime time.Duration `mapstructure:"prefill_token_time" yaml:"prefill_token_time"`
-	DecodeTokenTime  time.Duration `mapstructure:"decode_token_time" yaml:"decode_token_time"`
-	MaxBatchedTokens int           `mapstructure:"max_batched_tokens" yaml:"max_batched_tokens"`
 	// DecodeWeight scales the batch term of the prefix-cache cost: the delay
 	// a request's prefill and decode add to the requests already running on
 	// the instance (the name predates the prefill part).
@@ -171,9 +196,6 @@ type PolicyConfig struct {
 	// its reported token throughput; the prefill it sent an instance drains
 	// at that speed.
 	SpeedCalibration bool `mapstructure:"speed_calibration" yaml:"speed_calibration"`
-	// DefaultOutputTokens is the output length assumed before any completion
-	// has been observed.
-	DefaultOutputTokens int `mapstructure:"default_output_tokens" yaml:"default_output_tokens"`
 	// llm-metric-based weights.
 	WaitingWeight    float64 `mapstructure:"waiting_weight" yaml:"waiting_weight"`
 	KVCacheWeight    float64 `mapstructure:"kv_cache_weight" yaml:"kv_cache_weight"`
@@ -277,6 +299,7 @@ func Default() Config {
 			XDSPushInterval: 50 * time.Millisecond,
 			ClusterName:     "llm_backends",
 			Policies:        DefaultPolicies(),
+			CostModel:       DefaultCostModel(),
 
 			// 2 s: under llm_gateway.wait_schedule_timeout + 4 s to a first
 			// token even when the prediction is off by a second or two
@@ -301,14 +324,9 @@ func DefaultPolicies() PolicyConfig {
 	return PolicyConfig{
 		PrefixIndexMaxBlocks:     4 << 20,
 		PrefixIndexDefaultBlocks: 16384,
-		StepTime:                 5750 * time.Microsecond,
-		PrefillTokenTime:         17250 * time.Nanosecond,
-		DecodeTokenTime:          6 * time.Microsecond,
-		MaxBatchedTokens:         8192,
 		DecodeWeight:             1,
 		MaxLoadRatio:             2,
 		SpeedCalibration:         true,
-		DefaultOutputTokens:      256,
 		WaitingWeight:            1,
 		KVCacheWeight:            0.5,
 		RunningWeight:            0.3,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"reflect"
 	"slices"
 	"sort"
@@ -54,11 +55,16 @@ func Load(file string, flags []FlagBinding) (Config, error) {
 			return Config{}, fmt.Errorf("binding flag --%s to %s: %w", b.Flag.Name, b.Key, err)
 		}
 	}
+	moved, err := moveKeys(v)
+	if err != nil {
+		return Config{}, err
+	}
 	if err := checkKeys(v, fields); err != nil {
 		return Config{}, err
 	}
 
 	cfg := Default()
+	cfg.Deprecated = moved
 	for _, f := range leaves(reflect.ValueOf(&cfg).Elem(), "") {
 		raw := v.Get(f.key)
 		if raw == nil {
@@ -113,6 +119,9 @@ func checkKeys(v *viper.Viper, fields []leaf) error {
 	for _, k := range v.AllKeys() {
 		if _, ok := known[k]; ok {
 			continue
+		}
+		if _, ok := Moved[k]; ok {
+			continue // applied to its new place by moveKeys
 		}
 		// Keys inside a map-valued setting (agent.metric_map.running) are data.
 		parent := k
@@ -453,6 +462,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New(`config: llm_scheduler.xds_token: accepted: "" (no token), or letters, digits and - . _ ~ + / = (a bearer token, such as the output of openssl rand -hex 32)`))
 	}
 	errs = append(errs, s.Policies.validate()...)
+	errs = append(errs, s.CostModel.validate()...)
 
 	a := c.Agent
 	if a.ReportInterval < 10*time.Millisecond {
@@ -580,28 +590,11 @@ func (p PolicyConfig) validate() []error {
 	if p.PrefixIndexDefaultBlocks < 1 {
 		bad("prefix_index_default_blocks", p.PrefixIndexDefaultBlocks, "1 or more")
 	}
-	for _, d := range []struct {
-		key string
-		val time.Duration
-	}{{"step_time", p.StepTime}, {"decode_token_time", p.DecodeTokenTime}} {
-		if d.val < 0 {
-			bad(d.key, d.val.String(), "0 or a positive duration")
-		}
-	}
-	if p.PrefillTokenTime <= 0 {
-		bad("prefill_token_time", p.PrefillTokenTime.String(), `a positive duration such as "17.25us"`)
-	}
-	if p.MaxBatchedTokens < 1 {
-		bad("max_batched_tokens", p.MaxBatchedTokens, "1 or more")
-	}
 	if p.DecodeWeight < 0 {
 		bad("decode_weight", p.DecodeWeight, "0 or more")
 	}
 	if p.MaxLoadRatio != 0 && p.MaxLoadRatio < 1 {
 		bad("max_load_ratio", p.MaxLoadRatio, "0 (no cap) or 1 or more")
-	}
-	if p.DefaultOutputTokens < 1 {
-		bad("default_output_tokens", p.DefaultOutputTokens, "1 or more")
 	}
 	ws := []struct {
 		key string
@@ -633,6 +626,80 @@ func (p PolicyConfig) validate() []error {
 		bad("session_max_bytes", p.SessionMaxBytes, "4096 or more (bytes)")
 	}
 	return errs
+}
+
+// validate checks the cost model (llm_scheduler.cost_model.*).
+func (m CostModel) validate() []error {
+	var errs []error
+	bad := func(key string, val any, accepted string) {
+		errs = append(errs, fmt.Errorf("config: llm_scheduler.cost_model.%s = %s: accepted: %s", key, quote(val), accepted))
+	}
+	for _, d := range []struct {
+		key string
+		val time.Duration
+	}{{"step_time", m.StepTime}, {"decode_token_time", m.DecodeTokenTime}} {
+		if d.val < 0 {
+			bad(d.key, d.val.String(), "0 or a positive duration")
+		}
+	}
+	if m.PrefillTokenTime <= 0 {
+		bad("prefill_token_time", m.PrefillTokenTime.String(), `a positive duration such as "17.25us"`)
+	}
+	if m.MaxBatchedTokens < 1 {
+		bad("max_batched_tokens", m.MaxBatchedTokens, "1 or more")
+	}
+	if m.DefaultOutputTokens < 1 {
+		bad("default_output_tokens", m.DefaultOutputTokens, "1 or more")
+	}
+	return errs
+}
+
+// ValidateCostModel checks a cost model given other than as keys (as
+// plugin parameters), by the same rules.
+func ValidateCostModel(m CostModel) []error { return m.validate() }
+
+// Moved lists the keys that moved, old → new. The old key still applies
+// (to the new one, which must then not be given too) and Load reports it
+// in Config.Deprecated.
+var Moved = map[string]string{
+	"llm_scheduler.policies.step_time":             "llm_scheduler.cost_model.step_time",
+	"llm_scheduler.policies.prefill_token_time":    "llm_scheduler.cost_model.prefill_token_time",
+	"llm_scheduler.policies.decode_token_time":     "llm_scheduler.cost_model.decode_token_time",
+	"llm_scheduler.policies.max_batched_tokens":    "llm_scheduler.cost_model.max_batched_tokens",
+	"llm_scheduler.policies.default_output_tokens": "llm_scheduler.cost_model.default_output_tokens",
+}
+
+// moveKeys applies each moved key given (file, environment or flag) to
+// its new place and returns a deprecation message for each; giving both
+// the old and the new key is an error naming both.
+func moveKeys(v *viper.Viper) ([]string, error) {
+	olds := make([]string, 0, len(Moved))
+	for o := range Moved {
+		olds = append(olds, o)
+	}
+	sort.Strings(olds)
+	var msgs []string
+	for _, old := range olds {
+		if !v.IsSet(old) {
+			continue
+		}
+		nk := Moved[old]
+		if given(v, nk) {
+			return nil, fmt.Errorf("config: %s and %s are both given; %s is the deprecated name of %s: keep only %s", old, nk, old, nk, nk)
+		}
+		v.Set(nk, v.Get(old))
+		msgs = append(msgs, fmt.Sprintf("%s is deprecated: it is %s now (the cost model admission and prefix-cache share); it still applies there", old, nk))
+	}
+	return msgs, nil
+}
+
+// given: key was given in the file or the environment (not only a default).
+func given(v *viper.Viper, key string) bool {
+	if v.InConfig(key) {
+		return true
+	}
+	_, ok := os.LookupEnv(EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_")))
+	return ok
 }
 
 // ValidatePolicies checks policy knobs given other than as keys (as plugin

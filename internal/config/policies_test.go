@@ -11,23 +11,28 @@ func TestPolicyDefaultsValid(t *testing.T) {
 	if errs := p.validate(); len(errs) != 0 {
 		t.Fatalf("defaults rejected: %v", errs)
 	}
-	if p.PrefillTokenTime != 17250*time.Nanosecond || p.StepTime != 5750*time.Microsecond {
-		t.Fatalf("cost model defaults changed: %+v", p)
+	m := Default().Scheduler.CostModel
+	if errs := m.validate(); len(errs) != 0 {
+		t.Fatalf("cost model defaults rejected: %v", errs)
+	}
+	if m.PrefillTokenTime != 17250*time.Nanosecond || m.StepTime != 5750*time.Microsecond {
+		t.Fatalf("cost model defaults changed: %+v", m)
 	}
 }
 
 func TestPolicyKeysLoad(t *testing.T) {
 	f := writeFile(t, "c.yaml", `
 llm_scheduler:
-  policies:
+  cost_model:
     prefill_token_time: 20us
+  policies:
     waiting_weight: 2
     session_ttl: 60000
     lora_affinity: false
 `)
 	c := mustLoad(t, f, nil)
 	p := c.Scheduler.Policies
-	if p.PrefillTokenTime != 20*time.Microsecond || p.WaitingWeight != 2 || p.SessionTTL != time.Minute || p.LoRAAffinity {
+	if c.Scheduler.CostModel.PrefillTokenTime != 20*time.Microsecond || p.WaitingWeight != 2 || p.SessionTTL != time.Minute || p.LoRAAffinity {
 		t.Fatalf("loaded %+v", p)
 	}
 	if p.KVCacheWeight != 0.5 {
@@ -37,9 +42,11 @@ llm_scheduler:
 
 func TestPolicyRules(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
-		{"prefill_token_time: 0s", "llm_scheduler.policies.prefill_token_time"},
-		{"step_time: -1ms", "llm_scheduler.policies.step_time"},
-		{"max_batched_tokens: 0", "llm_scheduler.policies.max_batched_tokens"},
+		// Moved keys are checked in their new place, and named so.
+		{"prefill_token_time: 0s", "llm_scheduler.cost_model.prefill_token_time"},
+		{"step_time: -1ms", "llm_scheduler.cost_model.step_time"},
+		{"max_batched_tokens: 0", "llm_scheduler.cost_model.max_batched_tokens"},
+		{"default_output_tokens: 0", "llm_scheduler.cost_model.default_output_tokens"},
 		{"max_load_ratio: 0.5", "llm_scheduler.policies.max_load_ratio"},
 		{"kv_cache_weight: -1", "llm_scheduler.policies.kv_cache_weight"},
 		{"waiting_weight: 0\n    kv_cache_weight: 0\n    running_weight: 0\n    throughput_weight: 0", "at least one is positive"},
@@ -53,5 +60,41 @@ func TestPolicyRules(t *testing.T) {
 		if msg := loadErr(t, f); !strings.Contains(msg, tc.want) {
 			t.Errorf("%q: error %q does not name %q", tc.yaml, msg, tc.want)
 		}
+	}
+}
+
+// TestCostModelKeysMoved: each llm_scheduler.policies key of the cost model
+// still applies, at its new place under llm_scheduler.cost_model, with a
+// deprecation message naming that place; given with its new key too, it is
+// refused naming both.
+func TestCostModelKeysMoved(t *testing.T) {
+	f := writeFile(t, "c.yaml", `
+llm_scheduler:
+  policies:
+    step_time: 7ms
+    prefill_token_time: 20us
+    decode_token_time: 9us
+    max_batched_tokens: 4096
+    default_output_tokens: 100
+`)
+	c := mustLoad(t, f, nil)
+	want := CostModel{StepTime: 7 * time.Millisecond, PrefillTokenTime: 20 * time.Microsecond, DecodeTokenTime: 9 * time.Microsecond, MaxBatchedTokens: 4096, DefaultOutputTokens: 100}
+	if c.Scheduler.CostModel != want {
+		t.Fatalf("cost_model = %+v, want %+v", c.Scheduler.CostModel, want)
+	}
+	if len(c.Deprecated) != len(Moved) {
+		t.Fatalf("deprecations %q: want one per moved key", c.Deprecated)
+	}
+	for old, nk := range Moved {
+		if !strings.Contains(strings.Join(c.Deprecated, "\n"), old+" is deprecated: it is "+nk) {
+			t.Errorf("no deprecation naming %s's new place %s: %q", old, nk, c.Deprecated)
+		}
+	}
+	if d := mustLoad(t, writeFile(t, "d.yaml", "llm_scheduler:\n  cost_model:\n    step_time: 7ms\n"), nil); len(d.Deprecated) != 0 || d.Scheduler.CostModel.StepTime != 7*time.Millisecond {
+		t.Fatalf("the new key: %+v, deprecations %q", d.Scheduler.CostModel, d.Deprecated)
+	}
+	both := writeFile(t, "b.yaml", "llm_scheduler:\n  policies:\n    step_time: 7ms\n  cost_model:\n    step_time: 8ms\n")
+	if msg := loadErr(t, both); !strings.Contains(msg, "llm_scheduler.policies.step_time and llm_scheduler.cost_model.step_time are both given") {
+		t.Fatalf("both keys: %q", msg)
 	}
 }

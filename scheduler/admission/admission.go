@@ -43,21 +43,21 @@ type Saturation struct {
 }
 
 // New builds the judgment from llm_scheduler (max_waiting,
-// max_kv_cache_usage, max_predicted_wait, policies).
+// max_kv_cache_usage, max_predicted_wait, cost_model).
 func New(cfg config.Config) *Saturation {
 	s := &Saturation{
-		model:      costmodel.FromConfig(cfg.Scheduler.Policies),
+		model:      costmodel.FromConfig(cfg.Scheduler.CostModel),
 		maxWaiting: int64(cfg.Scheduler.MaxWaiting),
 		maxKV:      cfg.Scheduler.MaxKVCacheUsage,
 		target:     cfg.Scheduler.MaxPredictedWait.Seconds(),
 		avgPrompt:  512,
-		avgOut:     float64(cfg.Scheduler.Policies.DefaultOutputTokens),
+		avgOut:     float64(cfg.Scheduler.CostModel.DefaultOutputTokens),
 	}
 	if s.maxKV <= 0 {
 		s.maxKV = 1
 	}
 	if s.avgOut <= 0 {
-		s.avgOut = float64(config.DefaultPolicies().DefaultOutputTokens)
+		s.avgOut = float64(config.DefaultCostModel().DefaultOutputTokens)
 	}
 	s.invBatch = 1 / s.model.MaxBatchedTokens
 	return s

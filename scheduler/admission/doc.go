@@ -14,7 +14,7 @@
 //
 // The predicted wait is the time of the work queued ahead of the request,
 // priced by the same cost model prefix-cache uses (scheduler/costmodel,
-// llm_scheduler.policies): the uncached prefill of the requests waiting
+// llm_scheduler.cost_model): the uncached prefill of the requests waiting
 // there and of the picks not yet in a report, chunked at max_batched_tokens
 // with the running batch decoding in every step; plus, once the engine has
 // shown its batch limit (it held requests back while running that many,

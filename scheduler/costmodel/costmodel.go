@@ -1,7 +1,7 @@
 // Package costmodel is the engine cost model the scheduler's decisions
 // share: prefix-cache prices candidates with it, and scheduler/admission
 // predicts the wait at an engine with it, so the two never disagree about
-// how fast an engine works (docs/policies.md, llm_scheduler.policies).
+// how fast an engine works (docs/policies.md, llm_scheduler.cost_model).
 //
 // An engine step costs Step, plus PrefillToken per uncached prompt token it
 // schedules, plus DecodeToken per running sequence; a step schedules at
@@ -21,12 +21,8 @@ type Model struct {
 	MaxBatchedTokens                float64
 }
 
-// FromConfig reads the model from llm_scheduler.policies (a zero config,
-// as in tests, takes the defaults).
-func FromConfig(pc config.PolicyConfig) Model {
-	if pc.MaxBatchedTokens == 0 {
-		pc = config.DefaultPolicies()
-	}
+// FromConfig reads the model from llm_scheduler.cost_model.
+func FromConfig(pc config.CostModel) Model {
 	return Model{
 		Step:             pc.StepTime.Seconds(),
 		PrefillToken:     pc.PrefillTokenTime.Seconds(),

@@ -260,20 +260,16 @@ func TestDeprecations(t *testing.T) {
 	if got := framework.Deprecations(pc); len(got) != 0 {
 		t.Fatalf("defaults: %v", got)
 	}
-	pc.StepTime *= 2
 	pc.SessionTTL *= 2
-	pc.DefaultOutputTokens = 300
 	pc.MaxLoadRatio = 3
+	pc.WaitingWeight = 2
 	got := framework.Deprecations(pc)
-	if len(got) != 3 {
+	if len(got) != 2 {
 		t.Fatalf("got %v", got)
 	}
-	if shared := framework.Deprecations(pc, "step_time", "default_output_tokens"); len(shared) != 1 || !strings.Contains(shared[0], "max_load_ratio") {
-		t.Fatalf("keys read beyond the plugins are not deprecated: %v", shared)
-	}
 	for i, want := range [][]string{
-		{"llm_scheduler.policies.step_time", "parameter stepTime", "prefix-cache", "endpoint_picker_config"},
-		{"llm_scheduler.policies.default_output_tokens", "parameter defaultOutputTokens", "least-token, prefix-cache"},
+		{"llm_scheduler.policies.max_load_ratio", "parameter maxLoadRatio", "prefix-cache", "endpoint_picker_config"},
+		{"llm_scheduler.policies.waiting_weight", "parameter waitingWeight", "llm-metric-based"},
 	} {
 		for _, w := range want {
 			if !strings.Contains(strings.Join(got, "\n"), w) {

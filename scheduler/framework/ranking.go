@@ -42,17 +42,15 @@ func (r ranking) Removed(id string) {
 }
 
 // rankingFactory builds the registered policy typ as a ranking picker. Its
-// parameters are the llm_scheduler.policies knobs it declared
-// (policy.RegisterKnobs), named in camelCase (step_time: stepTime), whose
-// defaults are those keys' values.
+// parameters are the llm_scheduler.policies and llm_scheduler.cost_model
+// knobs it declared (policy.RegisterKnobs), named in camelCase (step_time:
+// stepTime), whose defaults are those keys' values.
 func rankingFactory(typ string) Factory {
 	return func(h *Handle, params Params) (any, error) {
 		d := h.Deps
-		pc, err := knobParams(typ, d.Config.Scheduler.Policies, params)
-		if err != nil {
+		if err := knobParams(typ, &d.Config.Scheduler, params); err != nil {
 			return nil, err
 		}
-		d.Config.Scheduler.Policies = pc
 		pol, err := policy.New(typ, d)
 		if err != nil {
 			return nil, err
@@ -74,66 +72,77 @@ func camel(key string) string {
 
 var durationType = reflect.TypeOf(time.Duration(0))
 
-// knobParams decodes params over the knobs typ declared, from pc, and
-// checks the result by the keys' rules. Without parameters pc is returned
-// as it is.
-func knobParams(typ string, pc config.PolicyConfig, params Params) (config.PolicyConfig, error) {
+// knobSections are the llm_scheduler sections whose keys a policy may
+// declare as knobs, by their key prefix.
+func knobSections(sc *config.Scheduler) []struct {
+	prefix string
+	v      reflect.Value
+} {
+	return []struct {
+		prefix string
+		v      reflect.Value
+	}{
+		{"llm_scheduler.policies.", reflect.ValueOf(&sc.Policies).Elem()},
+		{"llm_scheduler.cost_model.", reflect.ValueOf(&sc.CostModel).Elem()},
+	}
+}
+
+// knobParams decodes params over the knobs typ declared, in sc, and checks
+// the result by the keys' rules. Without parameters sc is left as it is.
+func knobParams(typ string, sc *config.Scheduler, params Params) error {
 	if len(params.raw) == 0 || string(params.raw) == "null" {
-		return pc, nil
+		return nil
 	}
 	keys := policy.Knobs(typ)
-	if pc.MaxBatchedTokens == 0 { // a zero Config (tests): the defaults
-		pc = config.DefaultPolicies()
-	}
-	v := reflect.ValueOf(&pc).Elem()
-	t := v.Type()
 	var (
 		fields []reflect.StructField
-		idx    []int
+		dst    []reflect.Value
 	)
-	for i := range t.NumField() {
-		key := t.Field(i).Tag.Get("mapstructure")
-		if !slices.Contains(keys, key) {
-			continue
+	for _, sec := range knobSections(sc) {
+		t := sec.v.Type()
+		for i := range t.NumField() {
+			key := t.Field(i).Tag.Get("mapstructure")
+			if !slices.Contains(keys, key) {
+				continue
+			}
+			ft := t.Field(i).Type
+			if ft == durationType {
+				ft = reflect.TypeOf(Duration(0))
+			}
+			fields = append(fields, reflect.StructField{Name: t.Field(i).Name, Type: ft, Tag: reflect.StructTag(`json:"` + camel(key) + `"`)})
+			dst = append(dst, sec.v.Field(i))
 		}
-		ft := t.Field(i).Type
-		if ft == durationType {
-			ft = reflect.TypeOf(Duration(0))
-		}
-		fields = append(fields, reflect.StructField{Name: t.Field(i).Name, Type: ft, Tag: reflect.StructTag(`json:"` + camel(key) + `"`)})
-		idx = append(idx, i)
 	}
 	pv := reflect.New(reflect.StructOf(fields))
-	for j, i := range idx {
-		pv.Elem().Field(j).Set(v.Field(i).Convert(fields[j].Type))
+	for j, f := range dst {
+		pv.Elem().Field(j).Set(f.Convert(fields[j].Type))
 	}
 	if err := params.Decode(pv.Interface()); err != nil {
-		return pc, err
+		return err
 	}
-	for j, i := range idx {
-		v.Field(i).Set(pv.Elem().Field(j).Convert(t.Field(i).Type))
+	for j, f := range dst {
+		f.Set(pv.Elem().Field(j).Convert(f.Type()))
 	}
-	for _, err := range config.ValidatePolicies(pc) {
+	errs := append(config.ValidatePolicies(sc.Policies), config.ValidateCostModel(sc.CostModel)...)
+	for _, err := range errs {
 		for _, k := range keys {
-			if prefix := "config: llm_scheduler.policies." + k + " "; strings.HasPrefix(err.Error(), prefix) {
-				return pc, fmt.Errorf("parameter %s %s", camel(k), strings.TrimPrefix(err.Error(), prefix))
+			for _, sec := range knobSections(sc) {
+				if prefix := "config: " + sec.prefix + k + " "; strings.HasPrefix(err.Error(), prefix) {
+					return fmt.Errorf("parameter %s %s", camel(k), strings.TrimPrefix(err.Error(), prefix))
+				}
 			}
 		}
 	}
-	return pc, nil
+	return nil
 }
 
 // Deprecations names, for each llm_scheduler.policies key set to other
 // than its default that a plugin now takes as a parameter, the new place.
 // The key keeps working (it sets the parameter's default); the scheduler
-// logs each message at startup. Keys in shared are read beyond the plugins
-// too (the admission judgment prices waits with the cost model), so they
-// keep their place and are not reported.
-func Deprecations(pc config.PolicyConfig, shared ...string) []string {
+// logs each message at startup. (The cost model's keys moved to
+// llm_scheduler.cost_model, which config.Load reports.)
+func Deprecations(pc config.PolicyConfig) []string {
 	def := config.DefaultPolicies()
-	if pc.MaxBatchedTokens == 0 {
-		return nil
-	}
 	owners := map[string][]string{}
 	for _, n := range policy.Names() {
 		for _, k := range policy.Knobs(n) {
@@ -145,7 +154,7 @@ func Deprecations(pc config.PolicyConfig, shared ...string) []string {
 	for i := range v.NumField() {
 		key := v.Type().Field(i).Tag.Get("mapstructure")
 		types := owners[key]
-		if len(types) == 0 || slices.Contains(shared, key) || reflect.DeepEqual(v.Field(i).Interface(), dv.Field(i).Interface()) {
+		if len(types) == 0 || reflect.DeepEqual(v.Field(i).Interface(), dv.Field(i).Interface()) {
 			continue
 		}
 		sort.Strings(types)

@@ -5,7 +5,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 )
 
@@ -23,9 +22,6 @@ func New(name string, d policy.Deps) (policy.Policy, error) {
 // implements policy.Observer and forwards to inner's.
 func Wrap(inner policy.Policy, d policy.Deps) policy.Policy {
 	pc := d.Config.Scheduler.Policies
-	if pc.MaxBatchedTokens == 0 { // a zero Config: defaults
-		pc = config.DefaultPolicies()
-	}
 	if !pc.SessionAffinity && !pc.LoRAAffinity {
 		return inner
 	}
@@ -36,11 +32,7 @@ func Wrap(inner policy.Policy, d policy.Deps) policy.Policy {
 		if clock == nil {
 			clock = policy.SystemClock{}
 		}
-		maxBytes := int64(pc.SessionMaxBytes)
-		if maxBytes <= 0 {
-			maxBytes = int64(config.DefaultPolicies().SessionMaxBytes)
-		}
-		w.sessions = &sessions{clock: clock, ttl: pc.SessionTTL, max: pc.SessionMax, maxBytes: maxBytes, lru: list.New(), byKey: map[string]*list.Element{}}
+		w.sessions = &sessions{clock: clock, ttl: pc.SessionTTL, max: pc.SessionMax, maxBytes: int64(pc.SessionMaxBytes), lru: list.New(), byKey: map[string]*list.Element{}}
 	}
 	return w
 }

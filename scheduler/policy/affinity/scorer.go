@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 )
@@ -30,9 +29,6 @@ type ScorerParams struct {
 func init() {
 	framework.Register(ScorerType, func(h *framework.Handle, p framework.Params) (any, error) {
 		pc := h.Deps.Config.Scheduler.Policies
-		if pc.MaxBatchedTokens == 0 { // a zero Config: defaults
-			pc = config.DefaultPolicies()
-		}
 		pr := ScorerParams{TTL: framework.Duration(pc.SessionTTL), MaxSessions: pc.SessionMax, MaxBytes: int64(pc.SessionMaxBytes)}
 		if err := p.Decode(&pr); err != nil {
 			return nil, err

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/policy/internal/bypos"
 	"github.com/llmrouter/llmrouter/scheduler/policy/internal/rank"
@@ -172,10 +171,6 @@ type Policy struct {
 
 // New builds the policy from d.Config.
 func New(d policy.Deps) *Policy {
-	pc := d.Config.Scheduler.Policies
-	if pc.MaxBatchedTokens == 0 {
-		pc = config.DefaultPolicies()
-	}
 	ttl := d.Config.Scheduler.InflightTimeout
 	if ttl <= 0 {
 		ttl = 10 * time.Minute
@@ -183,7 +178,7 @@ func New(d policy.Deps) *Policy {
 	p := &Policy{
 		rand: d.Rand, clock: d.Clock, ttl: ttl,
 		keep:   max(d.Config.Gateway.RetryCount+3, 4),
-		avgOut: float64(pc.DefaultOutputTokens), avgPrompt: 512,
+		avgOut: float64(d.Config.Scheduler.CostModel.DefaultOutputTokens), avgPrompt: 512,
 		order: list.New(), byReq: map[string]*list.Element{}, byInst: map[string]*account{},
 	}
 	if p.rand == nil {

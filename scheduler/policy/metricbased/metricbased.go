@@ -3,7 +3,6 @@ package metricbased
 import (
 	"math/rand/v2"
 
-	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/policy/internal/rank"
 )
@@ -29,9 +28,6 @@ type Policy struct {
 // New builds the policy from d.Config.
 func New(d policy.Deps) *Policy {
 	pc := d.Config.Scheduler.Policies
-	if pc.MaxBatchedTokens == 0 {
-		pc = config.DefaultPolicies()
-	}
 	r := d.Rand
 	if r == nil {
 		r = rand.New(rand.NewPCG(1, 2))

@@ -7,7 +7,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/prefixindex"
@@ -79,9 +78,6 @@ func decisionCounter(reg prometheus.Registerer) *prometheus.CounterVec {
 func New(d policy.Deps, dynamic bool) (*Split, error) {
 	c := d.Config
 	pc := c.Scheduler.Policies
-	if pc.MaxBatchedTokens == 0 {
-		pc = config.DefaultPolicies()
-	}
 	build := func(key, name string) (policy.Policy, error) {
 		if name == "" || strings.HasSuffix(name, "pd-split") {
 			return nil, fmt.Errorf("llm_scheduler.%s = %q: want a single-phase policy such as prefix-cache or least-token", key, name)

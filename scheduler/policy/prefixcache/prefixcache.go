@@ -9,7 +9,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/costmodel"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/policy/internal/bypos"
@@ -146,13 +145,10 @@ type queued struct {
 func New(d policy.Deps) (*Policy, error) {
 	c := d.Config
 	pc := c.Scheduler.Policies
-	if pc.MaxBatchedTokens == 0 { // a zero Config (tests): take the defaults
-		pc = config.DefaultPolicies()
-	}
 	p := &Policy{
 		clock: d.Clock,
 		m: Model{
-			Model:        costmodel.FromConfig(pc),
+			Model:        costmodel.FromConfig(c.Scheduler.CostModel),
 			DecodeWeight: pc.DecodeWeight,
 			MaxLoadRatio: pc.MaxLoadRatio,
 		},
@@ -164,7 +160,7 @@ func New(d policy.Deps) (*Policy, error) {
 		avgPrompt:   512,
 		avgUncached: 512,
 		uncachedFr:  1,
-		avgOut:      float64(pc.DefaultOutputTokens),
+		avgOut:      float64(c.Scheduler.CostModel.DefaultOutputTokens),
 		tails:       make([]tail, tailSlots),
 		calibrated:  pc.SpeedCalibration,
 	}
