@@ -17,12 +17,12 @@ type pick struct {
 	at       time.Time
 	prompt   int64 // prompt tokens, counted until a report shows the request
 	decode   int64 // expected output tokens, counted until completion
-	seen     bool  // an agent report arrived after the pick
+	seen     bool  // an agent report's counts show the request (markSeen)
 	released bool
 }
 
 // commit records a pick on in. The request's prompt and one request count
-// as "not yet visible" until the instance's next report; the expected
+// as "not yet visible" until a report's counts show it (markSeen); the expected
 // output counts until the gateway reports completion (engines report no
 // per-request progress, so the decode estimate stays whole until then).
 func (s *Scheduler) commit(reqID string, in *inst, prompt, maxTokens int64) *pick {
@@ -75,21 +75,43 @@ func (s *Scheduler) release(p *pick) {
 	s.m.inflight.Set(float64(len(s.inflight)))
 }
 
-// markSeen folds the picks made before this report into it: the engine's
-// running+waiting now include them (a request reaches the engine within
-// milliseconds of its pick, well inside a report interval), so counting
-// them again would double their load.
+// markSeen folds into this report the picks it shows. The engine's
+// running+waiting counts every request that reached it, so of this
+// instance's live picks at most that many can be in the report; the
+// others have not reached the engine yet (under load the data plane and
+// the engine's own intake take longer than a report interval, and a report
+// scraped before a pick arrives after it) and stay counted as unreported,
+// newest first, until a report's counts show them. Taking every pick made
+// before a report as in it would show, for a report interval or more, a
+// free place that is not there. A count the engine shows above the picks
+// (requests not picked here, fallbacks) folds them all, as before; one
+// below them because the engine finished a request its gateway has not
+// reported yet keeps a pick counted a moment longer — the safe side.
 func (s *Scheduler) markSeen(in *inst) {
+	live := 0
+	for _, p := range in.unseen {
+		if !p.released && !p.seen {
+			live++
+		}
+	}
+	hidden := min(max(int64(in.picks)-(in.view.Running+in.view.Waiting), 0), int64(live))
+	fold := live - int(hidden) // the oldest unseen picks are in the report
+	kept := in.unseen[:0]
 	for _, p := range in.unseen {
 		if p.released || p.seen {
 			continue
 		}
-		p.seen = true
-		in.view.InflightRequests--
-		in.view.InflightPromptTokens -= p.prompt
+		if fold > 0 {
+			fold--
+			p.seen = true
+			in.view.InflightRequests--
+			in.view.InflightPromptTokens -= p.prompt
+			continue
+		}
+		kept = append(kept, p)
 	}
-	clear(in.unseen)
-	in.unseen = in.unseen[:0]
+	clear(in.unseen[len(kept):])
+	in.unseen = kept
 }
 
 // expireInflight releases picks older than llm_scheduler.inflight_timeout: a

@@ -62,7 +62,7 @@ type inst struct {
 	// starts at nextProbe.
 	probing   bool
 	nextProbe time.Time
-	// unseen holds picks made since the last report (some may have been
+	// unseen holds picks no report has shown yet (markSeen; some may have been
 	// released since; they are skipped).
 	unseen []*pick
 	// picks counts this instance's unreleased picks.

@@ -310,6 +310,38 @@ func TestInflightCountsAndRelease(t *testing.T) {
 	}
 }
 
+// A pick stays counted as unreported until a report's running+waiting
+// shows it: a report that counts fewer requests than the live picks (the
+// newest have not reached the engine yet) folds only the oldest ones in.
+func TestPickUnreportedUntilCountsShowIt(t *testing.T) {
+	s, _ := newTestScheduler(t, func(c *config.Config) { c.Scheduler.InflightTimeout = time.Minute })
+	mustRegister(t, s, "10.0.0.1:8000")
+	id := "10.0.0.1:8000"
+	view := func() policy.Instance { v, _ := s.InstanceView(id); return v }
+	s.TryPick(&llmrouterv1.PickRequest{RequestId: "a", Model: "m", PromptTokens: 100}, nil)
+	s.TryPick(&llmrouterv1.PickRequest{RequestId: "b", Model: "m", PromptTokens: 40}, nil)
+	s.TryPick(&llmrouterv1.PickRequest{RequestId: "c", Model: "m", PromptTokens: 7}, nil)
+	mustReport(t, s, id, load(0, 0)) // scraped before any arrived
+	if v := view(); v.InflightRequests != 3 || v.InflightPromptTokens != 147 {
+		t.Fatalf("a report showing none folded picks in: %+v", v)
+	}
+	mustReport(t, s, id, load(1, 1)) // a and b arrived, c not yet
+	if v := view(); v.InflightRequests != 1 || v.InflightPromptTokens != 7 {
+		t.Fatalf("after a report showing two of three: %+v", v)
+	}
+	mustReport(t, s, id, load(2, 1))
+	if v := view(); v.InflightRequests != 0 || v.InflightPromptTokens != 0 || v.Load() != 3 {
+		t.Fatalf("after a report showing all three: %+v", v)
+	}
+	// Requests the scheduler did not pick count too: a report above the
+	// picks folds a new pick at once, as before.
+	s.TryPick(&llmrouterv1.PickRequest{RequestId: "d", Model: "m", PromptTokens: 9}, nil)
+	mustReport(t, s, id, load(4, 2))
+	if v := view(); v.InflightRequests != 0 || v.InflightPromptTokens != 0 {
+		t.Fatalf("after a report counting more than the picks: %+v", v)
+	}
+}
+
 func TestInstanceRemovalReleasesInflight(t *testing.T) {
 	s, _ := newTestScheduler(t, nil)
 	l := mustRegister(t, s, "10.0.0.1:8000")
