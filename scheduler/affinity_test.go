@@ -14,7 +14,7 @@ import (
 // move it; turning the knob off restores plain least-request.
 func TestSessionAffinityWrapsThePolicy(t *testing.T) {
 	for _, on := range []bool{true, false} {
-		s, _ := newTestScheduler(t, func(c *config.Config) { c.Scheduler.Policies.SessionAffinity = on })
+		s, _ := newTestScheduler(t, func(c *config.Config) { c.Scheduler.Affinity.Session = on })
 		mustRegister(t, s, "10.0.0.1:8000")
 		mustRegister(t, s, "10.0.0.2:8000")
 		pick := func(id string) string {

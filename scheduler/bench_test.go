@@ -29,7 +29,7 @@ func BenchmarkPick(b *testing.B) {
 				s, clk := newTestScheduler(b, func(c *config.Config) {
 					c.Scheduler.MaxWaiting = 0
 					c.Scheduler.Policy = pol
-					c.Scheduler.Policies.PrefixIndexMaxBlocks = 1 << 20
+					c.Scheduler.PrefixIndex.MaxBlocks = 1 << 20
 				})
 				for i := range n {
 					addr := fmt.Sprintf("10.%d.%d.%d:8000", i>>16&255, i>>8&255, i&255)

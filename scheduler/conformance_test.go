@@ -47,7 +47,7 @@ func newFleetClock(t *testing.T, pol string, n int, mutate func(*config.Config))
 	s, clk := newTestScheduler(t, func(c *config.Config) {
 		c.Scheduler.Policy = pol
 		c.Scheduler.PrefillPolicy, c.Scheduler.DecodePolicy = "prefix-cache", "least-token"
-		c.Scheduler.Policies.SessionAffinity = false
+		c.Scheduler.Affinity.Session = false
 		c.Scheduler.MaxWaiting = 4
 		if mutate != nil {
 			mutate(c)

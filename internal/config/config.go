@@ -149,6 +149,10 @@ type Scheduler struct {
 	// with it and prefix-cache prices candidates with it
 	// (scheduler/costmodel).
 	CostModel CostModel `mapstructure:"cost_model" yaml:"cost_model"`
+	// PrefixIndex sizes the prefix index.
+	PrefixIndex PrefixIndex `mapstructure:"prefix_index" yaml:"prefix_index"`
+	// Affinity configures session and LoRA affinity, around every policy.
+	Affinity Affinity `mapstructure:"affinity" yaml:"affinity"`
 }
 
 // CostModel is the engine cost model the scheduler's decisions share: an
@@ -179,12 +183,6 @@ func DefaultCostModel() CostModel {
 // PolicyConfig holds the knobs of the scheduling policies. The defaults and
 // the reasons for them are in docs/policies.md.
 type PolicyConfig struct {
-	// PrefixIndexMaxBlocks bounds the prefix index: (block, instance) pairs
-	// over all instances (about 48 bytes each).
-	PrefixIndexMaxBlocks int `mapstructure:"prefix_index_max_blocks" yaml:"prefix_index_max_blocks"`
-	// PrefixIndexDefaultBlocks is an instance's index capacity, in hashed
-	// prompt blocks, when it does not report its KV capacity.
-	PrefixIndexDefaultBlocks int `mapstructure:"prefix_index_default_blocks" yaml:"prefix_index_default_blocks"`
 	// DecodeWeight scales the batch term of the prefix-cache cost: the delay
 	// a request's prefill and decode add to the requests already running on
 	// the instance (the name predates the prefill part).
@@ -206,14 +204,30 @@ type PolicyConfig struct {
 	// PDDecodeBusyLoad requests.
 	PDMinPrefillTokens int `mapstructure:"pd_min_prefill_tokens" yaml:"pd_min_prefill_tokens"`
 	PDDecodeBusyLoad   int `mapstructure:"pd_decode_busy_load" yaml:"pd_decode_busy_load"`
-	// Session affinity (x-session-id / user) and LoRA adapter preference.
-	SessionAffinity bool          `mapstructure:"session_affinity" yaml:"session_affinity"`
-	SessionTTL      time.Duration `mapstructure:"session_ttl" yaml:"session_ttl"`
-	SessionMax      int           `mapstructure:"session_max" yaml:"session_max"`
+}
+
+// PrefixIndex sizes the prefix index (scheduler/prefixindex) prefix-cache,
+// dynamic-pd-split and prefix-cache-scorer learn cached prefixes in.
+type PrefixIndex struct {
+	// MaxBlocks bounds the index: (block, instance) pairs over all
+	// instances (about 48 bytes each).
+	MaxBlocks int `mapstructure:"max_blocks" yaml:"max_blocks"`
+	// DefaultBlocks is an instance's index capacity, in hashed prompt
+	// blocks, when it does not report its KV capacity.
+	DefaultBlocks int `mapstructure:"default_blocks" yaml:"default_blocks"`
+}
+
+// Affinity configures the wrapper around every policy
+// (scheduler/policy/affinity): session affinity (x-session-id / user) and
+// LoRA adapter preference.
+type Affinity struct {
+	Session    bool          `mapstructure:"session" yaml:"session"`
+	SessionTTL time.Duration `mapstructure:"session_ttl" yaml:"session_ttl"`
+	SessionMax int           `mapstructure:"session_max" yaml:"session_max"`
 	// SessionMaxBytes bounds the session map's memory as well as its
 	// entries: least recently used sessions go first past either bound.
 	SessionMaxBytes int  `mapstructure:"session_max_bytes" yaml:"session_max_bytes"`
-	LoRAAffinity    bool `mapstructure:"lora_affinity" yaml:"lora_affinity"`
+	LoRA            bool `mapstructure:"lora" yaml:"lora"`
 }
 
 // Agent is the sidecar beside one engine.
@@ -300,6 +314,8 @@ func Default() Config {
 			ClusterName:     "llm_backends",
 			Policies:        DefaultPolicies(),
 			CostModel:       DefaultCostModel(),
+			PrefixIndex:     PrefixIndex{MaxBlocks: 4 << 20, DefaultBlocks: 16384},
+			Affinity:        Affinity{Session: true, SessionTTL: 30 * time.Minute, SessionMax: 100000, SessionMaxBytes: 32 << 20, LoRA: true},
 
 			// 2 s: under llm_gateway.wait_schedule_timeout + 4 s to a first
 			// token even when the prediction is off by a second or two
@@ -322,21 +338,14 @@ func Default() Config {
 // DefaultPolicies returns the policy knobs' defaults (docs/policies.md says why).
 func DefaultPolicies() PolicyConfig {
 	return PolicyConfig{
-		PrefixIndexMaxBlocks:     4 << 20,
-		PrefixIndexDefaultBlocks: 16384,
-		DecodeWeight:             1,
-		MaxLoadRatio:             2,
-		SpeedCalibration:         true,
-		WaitingWeight:            1,
-		KVCacheWeight:            0.5,
-		RunningWeight:            0.3,
-		ThroughputWeight:         0.2,
-		PDMinPrefillTokens:       512,
-		PDDecodeBusyLoad:         4,
-		SessionAffinity:          true,
-		SessionTTL:               30 * time.Minute,
-		SessionMax:               100000,
-		SessionMaxBytes:          32 << 20,
-		LoRAAffinity:             true,
+		DecodeWeight:       1,
+		MaxLoadRatio:       2,
+		SpeedCalibration:   true,
+		WaitingWeight:      1,
+		KVCacheWeight:      0.5,
+		RunningWeight:      0.3,
+		ThroughputWeight:   0.2,
+		PDMinPrefillTokens: 512,
+		PDDecodeBusyLoad:   4,
 	}
 }

@@ -40,6 +40,9 @@ func UnknownEnv(environ []string) []string {
 			mapPrefixes = append(mapPrefixes, EnvName(f.key)+"_")
 		}
 	}
+	for old := range Moved { // deprecated, applied at the new key by Load
+		known[EnvName(old)] = old
+	}
 	var out []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")

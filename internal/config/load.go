@@ -463,6 +463,8 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, s.Policies.validate()...)
 	errs = append(errs, s.CostModel.validate()...)
+	errs = append(errs, s.PrefixIndex.validate()...)
+	errs = append(errs, s.Affinity.validate()...)
 
 	a := c.Agent
 	if a.ReportInterval < 10*time.Millisecond {
@@ -584,12 +586,6 @@ func (p PolicyConfig) validate() []error {
 	bad := func(key string, val any, accepted string) {
 		errs = append(errs, fmt.Errorf("config: llm_scheduler.policies.%s = %s: accepted: %s", key, quote(val), accepted))
 	}
-	if p.PrefixIndexMaxBlocks < 1024 {
-		bad("prefix_index_max_blocks", p.PrefixIndexMaxBlocks, "1024 or more")
-	}
-	if p.PrefixIndexDefaultBlocks < 1 {
-		bad("prefix_index_default_blocks", p.PrefixIndexDefaultBlocks, "1 or more")
-	}
 	if p.DecodeWeight < 0 {
 		bad("decode_weight", p.DecodeWeight, "0 or more")
 	}
@@ -616,14 +612,36 @@ func (p PolicyConfig) validate() []error {
 	if p.PDDecodeBusyLoad < 0 {
 		bad("pd_decode_busy_load", p.PDDecodeBusyLoad, "0 or more")
 	}
-	if p.SessionTTL <= 0 {
-		bad("session_ttl", p.SessionTTL.String(), "a positive duration")
+	return errs
+}
+
+// validate checks llm_scheduler.prefix_index.*.
+func (x PrefixIndex) validate() []error {
+	var errs []error
+	if x.MaxBlocks < 1024 {
+		errs = append(errs, fmt.Errorf("config: llm_scheduler.prefix_index.max_blocks = %d: accepted: 1024 or more", x.MaxBlocks))
 	}
-	if p.SessionMax < 1 {
-		bad("session_max", p.SessionMax, "1 or more")
+	if x.DefaultBlocks < 1 {
+		errs = append(errs, fmt.Errorf("config: llm_scheduler.prefix_index.default_blocks = %d: accepted: 1 or more", x.DefaultBlocks))
 	}
-	if p.SessionMaxBytes < 4096 {
-		bad("session_max_bytes", p.SessionMaxBytes, "4096 or more (bytes)")
+	return errs
+}
+
+// ValidatePrefixIndex checks prefix index sizes given other than as keys
+// (as plugin parameters), by the same rules.
+func ValidatePrefixIndex(x PrefixIndex) []error { return x.validate() }
+
+// validate checks llm_scheduler.affinity.*.
+func (a Affinity) validate() []error {
+	var errs []error
+	if a.SessionTTL <= 0 {
+		errs = append(errs, fmt.Errorf("config: llm_scheduler.affinity.session_ttl = %s: accepted: a positive duration", quote(a.SessionTTL.String())))
+	}
+	if a.SessionMax < 1 {
+		errs = append(errs, fmt.Errorf("config: llm_scheduler.affinity.session_max = %d: accepted: 1 or more", a.SessionMax))
+	}
+	if a.SessionMaxBytes < 4096 {
+		errs = append(errs, fmt.Errorf("config: llm_scheduler.affinity.session_max_bytes = %d: accepted: 4096 or more (bytes)", a.SessionMaxBytes))
 	}
 	return errs
 }
@@ -667,6 +685,15 @@ var Moved = map[string]string{
 	"llm_scheduler.policies.decode_token_time":     "llm_scheduler.cost_model.decode_token_time",
 	"llm_scheduler.policies.max_batched_tokens":    "llm_scheduler.cost_model.max_batched_tokens",
 	"llm_scheduler.policies.default_output_tokens": "llm_scheduler.cost_model.default_output_tokens",
+
+	"llm_scheduler.policies.prefix_index_max_blocks":     "llm_scheduler.prefix_index.max_blocks",
+	"llm_scheduler.policies.prefix_index_default_blocks": "llm_scheduler.prefix_index.default_blocks",
+
+	"llm_scheduler.policies.session_affinity":  "llm_scheduler.affinity.session",
+	"llm_scheduler.policies.session_ttl":       "llm_scheduler.affinity.session_ttl",
+	"llm_scheduler.policies.session_max":       "llm_scheduler.affinity.session_max",
+	"llm_scheduler.policies.session_max_bytes": "llm_scheduler.affinity.session_max_bytes",
+	"llm_scheduler.policies.lora_affinity":     "llm_scheduler.affinity.lora",
 }
 
 // moveKeys applies each moved key given (file, environment or flag) to
@@ -688,7 +715,7 @@ func moveKeys(v *viper.Viper) ([]string, error) {
 			return nil, fmt.Errorf("config: %s and %s are both given; %s is the deprecated name of %s: keep only %s", old, nk, old, nk, nk)
 		}
 		v.Set(nk, v.Get(old))
-		msgs = append(msgs, fmt.Sprintf("%s is deprecated: it is %s now (the cost model admission and prefix-cache share); it still applies there", old, nk))
+		msgs = append(msgs, fmt.Sprintf("%s is deprecated: it is %s now; it still applies there", old, nk))
 	}
 	return msgs, nil
 }

@@ -260,7 +260,6 @@ func TestDeprecations(t *testing.T) {
 	if got := framework.Deprecations(pc); len(got) != 0 {
 		t.Fatalf("defaults: %v", got)
 	}
-	pc.SessionTTL *= 2
 	pc.MaxLoadRatio = 3
 	pc.WaitingWeight = 2
 	got := framework.Deprecations(pc)

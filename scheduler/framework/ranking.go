@@ -74,16 +74,18 @@ var durationType = reflect.TypeOf(time.Duration(0))
 
 // knobSections are the llm_scheduler sections whose keys a policy may
 // declare as knobs, by their key prefix.
-func knobSections(sc *config.Scheduler) []struct {
-	prefix string
-	v      reflect.Value
-} {
-	return []struct {
-		prefix string
-		v      reflect.Value
-	}{
-		{"llm_scheduler.policies.", reflect.ValueOf(&sc.Policies).Elem()},
-		{"llm_scheduler.cost_model.", reflect.ValueOf(&sc.CostModel).Elem()},
+// A section's key is a knob named knob + key (the name it had under
+// llm_scheduler.policies, which policy.RegisterKnobs declares).
+type knobSection struct {
+	prefix, knob string
+	v            reflect.Value
+}
+
+func knobSections(sc *config.Scheduler) []knobSection {
+	return []knobSection{
+		{"llm_scheduler.policies.", "", reflect.ValueOf(&sc.Policies).Elem()},
+		{"llm_scheduler.cost_model.", "", reflect.ValueOf(&sc.CostModel).Elem()},
+		{"llm_scheduler.prefix_index.", "prefix_index_", reflect.ValueOf(&sc.PrefixIndex).Elem()},
 	}
 }
 
@@ -97,14 +99,17 @@ func knobParams(typ string, sc *config.Scheduler, params Params) error {
 	var (
 		fields []reflect.StructField
 		dst    []reflect.Value
+		where  []string // each field's key, as an error names it
 	)
 	for _, sec := range knobSections(sc) {
 		t := sec.v.Type()
 		for i := range t.NumField() {
-			key := t.Field(i).Tag.Get("mapstructure")
+			tag := t.Field(i).Tag.Get("mapstructure")
+			key := sec.knob + tag
 			if !slices.Contains(keys, key) {
 				continue
 			}
+			where = append(where, sec.prefix+tag)
 			ft := t.Field(i).Type
 			if ft == durationType {
 				ft = reflect.TypeOf(Duration(0))
@@ -124,12 +129,11 @@ func knobParams(typ string, sc *config.Scheduler, params Params) error {
 		f.Set(pv.Elem().Field(j).Convert(f.Type()))
 	}
 	errs := append(config.ValidatePolicies(sc.Policies), config.ValidateCostModel(sc.CostModel)...)
+	errs = append(errs, config.ValidatePrefixIndex(sc.PrefixIndex)...)
 	for _, err := range errs {
-		for _, k := range keys {
-			for _, sec := range knobSections(sc) {
-				if prefix := "config: " + sec.prefix + k + " "; strings.HasPrefix(err.Error(), prefix) {
-					return fmt.Errorf("parameter %s %s", camel(k), strings.TrimPrefix(err.Error(), prefix))
-				}
+		for j, w := range where {
+			if prefix := "config: " + w + " "; strings.HasPrefix(err.Error(), prefix) {
+				return fmt.Errorf("parameter %s %s", fields[j].Tag.Get("json"), strings.TrimPrefix(err.Error(), prefix))
 			}
 		}
 	}

@@ -17,7 +17,7 @@ type Sizing struct {
 // NewSizing takes cfg's gateway and policy settings; unset ones (a zero
 // Config, in tests) take the defaults.
 func NewSizing(cfg config.Config) Sizing {
-	z := Sizing{cfg.Gateway.CharsPerToken, cfg.Gateway.BlockChars, cfg.Scheduler.Policies.PrefixIndexDefaultBlocks}
+	z := Sizing{cfg.Gateway.CharsPerToken, cfg.Gateway.BlockChars, cfg.Scheduler.PrefixIndex.DefaultBlocks}
 	def := config.Default()
 	if z.charsPerToken <= 0 {
 		z.charsPerToken = def.Gateway.CharsPerToken
@@ -26,7 +26,7 @@ func NewSizing(cfg config.Config) Sizing {
 		z.blockChars = def.Gateway.BlockChars
 	}
 	if z.defaultBlocks <= 0 {
-		z.defaultBlocks = def.Scheduler.Policies.PrefixIndexDefaultBlocks
+		z.defaultBlocks = def.Scheduler.PrefixIndex.DefaultBlocks
 	}
 	return z
 }

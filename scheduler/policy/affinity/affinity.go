@@ -18,16 +18,16 @@ func New(name string, d policy.Deps) (policy.Policy, error) {
 }
 
 // Wrap returns inner with session and LoRA affinity as configured in
-// d.Config.Scheduler.Policies; inner itself when both are off. The result
+// d.Config.Scheduler.Affinity; inner itself when both are off. The result
 // implements policy.Observer and forwards to inner's.
 func Wrap(inner policy.Policy, d policy.Deps) policy.Policy {
-	pc := d.Config.Scheduler.Policies
-	if !pc.SessionAffinity && !pc.LoRAAffinity {
+	pc := d.Config.Scheduler.Affinity
+	if !pc.Session && !pc.LoRA {
 		return inner
 	}
-	w := &Wrapper{inner: inner, lora: pc.LoRAAffinity}
+	w := &Wrapper{inner: inner, lora: pc.LoRA}
 	w.obs, _ = inner.(policy.Observer)
-	if pc.SessionAffinity {
+	if pc.Session {
 		clock := d.Clock
 		if clock == nil {
 			clock = policy.SystemClock{}

@@ -16,12 +16,12 @@ type fakeClock struct{ t time.Time }
 
 func (c *fakeClock) Now() time.Time { return c.t }
 
-func wrapped(t *testing.T, name string, mut func(*config.PolicyConfig)) (*Wrapper, *fakeClock) {
+func wrapped(t *testing.T, name string, mut func(*config.Affinity)) (*Wrapper, *fakeClock) {
 	t.Helper()
 	clk := &fakeClock{t: time.Unix(0, 0)}
 	c := config.Default()
 	if mut != nil {
-		mut(&c.Scheduler.Policies)
+		mut(&c.Scheduler.Affinity)
 	}
 	p, err := New(name, policy.Deps{Config: c, Clock: clk, Rand: rand.New(rand.NewPCG(4, 4))})
 	if err != nil {
@@ -73,7 +73,7 @@ func TestSessionStaysWhileCandidate(t *testing.T) {
 }
 
 func TestSessionExpiryBoundAndRemoval(t *testing.T) {
-	w, clk := wrapped(t, "least-request", func(p *config.PolicyConfig) {
+	w, clk := wrapped(t, "least-request", func(p *config.Affinity) {
 		p.SessionTTL = time.Minute
 		p.SessionMax = 3
 	})
@@ -139,8 +139,8 @@ func TestForwardsToInnerObserver(t *testing.T) {
 
 func TestOffReturnsInner(t *testing.T) {
 	c := config.Default()
-	c.Scheduler.Policies.SessionAffinity = false
-	c.Scheduler.Policies.LoRAAffinity = false
+	c.Scheduler.Affinity.Session = false
+	c.Scheduler.Affinity.LoRA = false
 	p, err := New("least-request", policy.Deps{Config: c})
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func TestOffReturnsInner(t *testing.T) {
 // past session_max entries.
 func TestSessionMapBoundedInBytes(t *testing.T) {
 	const maxBytes = 1 << 20
-	w, _ := wrapped(t, "least-request", func(p *config.PolicyConfig) { p.SessionMaxBytes = maxBytes; p.SessionMax = 1000 })
+	w, _ := wrapped(t, "least-request", func(p *config.Affinity) { p.SessionMaxBytes = maxBytes; p.SessionMax = 1000 })
 	c := fleet(2)
 	key := func(i int) string { return fmt.Sprintf("%08d", i) + string(make([]byte, 64<<10)) }
 	for i := range 100 {

@@ -28,7 +28,7 @@ type ScorerParams struct {
 
 func init() {
 	framework.Register(ScorerType, func(h *framework.Handle, p framework.Params) (any, error) {
-		pc := h.Deps.Config.Scheduler.Policies
+		pc := h.Deps.Config.Scheduler.Affinity
 		pr := ScorerParams{TTL: framework.Duration(pc.SessionTTL), MaxSessions: pc.SessionMax, MaxBytes: int64(pc.SessionMaxBytes)}
 		if err := p.Decode(&pr); err != nil {
 			return nil, err

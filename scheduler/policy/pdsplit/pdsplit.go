@@ -115,7 +115,7 @@ func New(d policy.Deps, dynamic bool) (*Split, error) {
 			// type is needed.
 			s.idx = x.Index()
 		} else {
-			s.idx, s.own = prefixindex.New(pc.PrefixIndexMaxBlocks), true
+			s.idx, s.own = prefixindex.New(c.Scheduler.PrefixIndex.MaxBlocks), true
 			if err := prefixindex.Register(d.Metrics, s.idx); err != nil {
 				return nil, err
 			}

@@ -154,7 +154,7 @@ func New(d policy.Deps) (*Policy, error) {
 		},
 		rand:        d.Rand,
 		log:         d.Log,
-		idx:         prefixindex.New(pc.PrefixIndexMaxBlocks),
+		idx:         prefixindex.New(c.Scheduler.PrefixIndex.MaxBlocks),
 		size:        prefixindex.NewSizing(c),
 		keep:        max(c.Gateway.RetryCount+3, 4),
 		avgPrompt:   512,

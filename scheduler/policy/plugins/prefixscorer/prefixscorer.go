@@ -40,7 +40,7 @@ type Params struct {
 func init() {
 	framework.Register(Type, func(h *framework.Handle, p framework.Params) (any, error) {
 		c := h.Deps.Config
-		pr := Params{HashBlockSize: c.Gateway.BlockChars, MaxIndexBlocks: c.Scheduler.Policies.PrefixIndexMaxBlocks}
+		pr := Params{HashBlockSize: c.Gateway.BlockChars, MaxIndexBlocks: c.Scheduler.PrefixIndex.MaxBlocks}
 		if err := p.Decode(&pr); err != nil {
 			return nil, err
 		}
