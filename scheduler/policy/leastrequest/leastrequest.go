@@ -3,6 +3,10 @@ package leastrequest
 import (
 	"math/rand/v2"
 
+	// Imported for Instance.Load's inline body: called through the alias
+	// policy.Instance alone, the compiler (go1.26) leaves a call per
+	// candidate (cf. go.dev/issue/74783).
+	_ "github.com/llmrouter/llmrouter/scheduler/fleet"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 )
 

@@ -10,6 +10,8 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/llmrouter/llmrouter/scheduler/costmodel"
+	// Imported for Instance.Load's inline body (see leastrequest).
+	_ "github.com/llmrouter/llmrouter/scheduler/fleet"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/policy/internal/bypos"
 	"github.com/llmrouter/llmrouter/scheduler/policy/internal/rank"
