@@ -135,8 +135,8 @@ type Scheduler struct {
 	MaxWaiting      int     `mapstructure:"max_waiting" yaml:"max_waiting"`
 	MaxKVCacheUsage float64 `mapstructure:"max_kv_cache_usage" yaml:"max_kv_cache_usage"`
 	// MaxPredictedWait: an instance where a new request is predicted to wait
-	// this long before it runs (the work queued ahead of it, by the cost
-	// model of Policies) is saturated too (scheduler/admission); 0 turns
+	// this long before it runs (the work queued ahead of it, by
+	// CostModel) is saturated too (scheduler/admission); 0 turns
 	// the prediction off, leaving the counts.
 	MaxPredictedWait time.Duration `mapstructure:"max_predicted_wait" yaml:"max_predicted_wait"`
 	// XDSPushInterval coalesces endpoint churn into at most one push per interval.

@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -330,5 +331,32 @@ func TestFind(t *testing.T) {
 	lr, _ := framework.Resolver{}.New("least-request", deps())
 	if _, ok := framework.Find[indexer](lr); ok {
 		t.Fatal("least-request keeps no prefix index")
+	}
+}
+
+// TestEveryPolicyKeyHasAnOwner: each key left under llm_scheduler.policies
+// is a parameter of some plugin type, so setting it is reported deprecated
+// with that place — none is read by nothing or ignored without a word.
+func TestEveryPolicyKeyHasAnOwner(t *testing.T) {
+	def := config.DefaultPolicies()
+	v := reflect.ValueOf(&def).Elem()
+	for i := range v.NumField() {
+		key := v.Type().Field(i).Tag.Get("mapstructure")
+		pc := def
+		f := reflect.ValueOf(&pc).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.Bool:
+			f.SetBool(!f.Bool())
+		case reflect.Int, reflect.Int64:
+			f.SetInt(f.Int() + 1)
+		case reflect.Float64:
+			f.SetFloat(f.Float() + 1)
+		default:
+			t.Fatalf("%s: kind %s not covered", key, f.Kind())
+		}
+		got := framework.Deprecations(pc)
+		if len(got) != 1 || !strings.Contains(got[0], "llm_scheduler.policies."+key+" is deprecated: it is parameter ") {
+			t.Errorf("%s set: deprecations %q, want one naming its plugin parameter", key, got)
+		}
 	}
 }

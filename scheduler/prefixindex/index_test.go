@@ -213,11 +213,9 @@ func TestMetrics(t *testing.T) {
 }
 
 // TestSizing: a request's own block size wins over the configuration's;
-// unset settings take the defaults; prompt tokens counted by the gateway
-// win over the estimate from blocks.
+// prompt tokens counted by the gateway win over the estimate from blocks.
 func TestSizing(t *testing.T) {
-	var zero config.Config
-	z := NewSizing(zero) // 4 chars a token, 64-char blocks, 16384 default blocks
+	z := NewSizing(config.Default()) // 4 chars a token, 64-char blocks, 16384 default blocks
 	if got := z.TokensPerBlock(0); got != 16 {
 		t.Fatalf("TokensPerBlock(config) = %v, want 16", got)
 	}

@@ -7,28 +7,18 @@ import "github.com/llmrouter/llmrouter/internal/config"
 // must: a block is block_chars prompt characters (the request's, when the
 // gateway states it, else the configuration's) at chars_per_token
 // characters a token; an instance that reports no KV capacity gets
-// prefix_index_default_blocks.
+// llm_scheduler.prefix_index.default_blocks.
 type Sizing struct {
 	charsPerToken float64
 	blockChars    int
 	defaultBlocks int
 }
 
-// NewSizing takes cfg's gateway and policy settings; unset ones (a zero
-// Config, in tests) take the defaults.
+// NewSizing takes cfg's llm_gateway.chars_per_token and block_chars and
+// llm_scheduler.prefix_index.default_blocks (config.Validate holds them
+// positive).
 func NewSizing(cfg config.Config) Sizing {
-	z := Sizing{cfg.Gateway.CharsPerToken, cfg.Gateway.BlockChars, cfg.Scheduler.PrefixIndex.DefaultBlocks}
-	def := config.Default()
-	if z.charsPerToken <= 0 {
-		z.charsPerToken = def.Gateway.CharsPerToken
-	}
-	if z.blockChars <= 0 {
-		z.blockChars = def.Gateway.BlockChars
-	}
-	if z.defaultBlocks <= 0 {
-		z.defaultBlocks = def.Scheduler.PrefixIndex.DefaultBlocks
-	}
-	return z
+	return Sizing{cfg.Gateway.CharsPerToken, cfg.Gateway.BlockChars, cfg.Scheduler.PrefixIndex.DefaultBlocks}
 }
 
 // TokensPerBlock is the tokens in one block of a request whose blocks are
