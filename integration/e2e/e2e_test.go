@@ -17,6 +17,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/llmrouter/llmrouter/integration/harness"
+	"github.com/llmrouter/llmrouter/integration/stack"
 )
 
 // spreadEnv turns the predicted-wait judgment off for the systems whose
@@ -164,7 +165,7 @@ func (s *system) testSpread(t *testing.T) {
 	if d := s.gwCounter(t, "llmrouter_gateway_passthrough_total") - passBefore; d != 0 {
 		t.Errorf("%g requests passed through without a pick", d)
 	}
-	even := float64(total) / float64(len(s.engines))
+	even := float64(total) / float64(len(s.Engines))
 	for addr, n := range got {
 		if math.Abs(n-even) > 0.3*even {
 			t.Errorf("%s served %g requests, want %g ±30%% (per engine: %v)", addr, n, even, got)
@@ -180,9 +181,9 @@ func (s *system) testWebSocket(t *testing.T) {
 	servedBefore := s.served(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, resp, err := websocket.Dial(ctx, "ws://"+s.listen+"/v1/realtime?model="+model, nil)
+	c, resp, err := websocket.Dial(ctx, "ws://"+s.Listen+"/v1/realtime?model="+model, nil)
 	if err != nil {
-		t.Fatalf("websocket dial through %s: %v (response %+v)", s.dp.Name, err, resp)
+		t.Fatalf("websocket dial through %s: %v (response %+v)", s.DataPlane.Name, err, resp)
 	}
 	defer c.CloseNow()
 	// Two requests on one session: the connection stays usable.
@@ -254,7 +255,7 @@ func (s *system) testWebSocket(t *testing.T) {
 // would give the named one all twelve.
 func (s *system) testDestinationHeader(t *testing.T) {
 	const n = 12
-	target := s.engines[0].addr
+	target := s.Engines[0].Addr
 	before := s.served(t)
 	routedBefore := s.gwCounter(t, "llmrouter_gateway_requests_total", "outcome", "routed")
 	for i := range n {
@@ -316,36 +317,36 @@ func TestSchedulerKilled(t *testing.T) {
 	// 1. Restarted while the agents are away.
 	passBefore := s.gwCounter(t, "llmrouter_gateway_passthrough_total", "reason", "rejected_503")
 	killed1 := time.Now()
-	s.sched.Kill(t)
+	s.Scheduler.Kill(t)
 	// Paused only now: paused agents beside a live scheduler would miss
 	// their reports and be removed, which is right but not this test.
 	paused := true
-	for _, e := range s.engines {
-		signal(t, e.agent, syscall.SIGSTOP)
+	for _, e := range s.Engines {
+		signal(t, e.Agent, syscall.SIGSTOP)
 	}
 	defer func() {
 		if paused {
-			for _, e := range s.engines {
-				_ = syscall.Kill(e.agent.Pid(), syscall.SIGCONT)
+			for _, e := range s.Engines {
+				_ = syscall.Kill(e.Agent.Pid(), syscall.SIGCONT)
 			}
 		}
 	}()
-	started := s.restartScheduler(t)
+	started := s.RestartScheduler(t)
 	// The new scheduler holds an empty endpoint set back for xds.EmptyHold
 	// (10 s); the agents must be back before that, or the fleet really is
 	// empty.
-	connected := s.sched.WaitLog(t, 8*time.Second, "xds client connected", nil).At
-	s.waitGauge(t, 8*time.Second, s.gwHTTP, "llmrouter_gateway_degraded", 0)
+	connected := s.Scheduler.WaitLog(t, 8*time.Second, "xds client connected", nil).At
+	s.WaitGauge(t, 8*time.Second, s.GatewayHTTP, "llmrouter_gateway_degraded", 0)
 	time.Sleep(time.Until(minTime(time.Now().Add(time.Second), started.Add(8*time.Second))))
 	if d := s.gwCounter(t, "llmrouter_gateway_passthrough_total", "reason", "rejected_503") - passBefore; d < 1 {
 		t.Errorf("no request passed through on the instance-less scheduler's 503 after the data plane reconnected")
 	}
-	for _, e := range s.engines {
-		signal(t, e.agent, syscall.SIGCONT)
+	for _, e := range s.Engines {
+		signal(t, e.Agent, syscall.SIGCONT)
 	}
 	paused = false
 	resumed1 := time.Now()
-	s.waitFleet(t, settle)
+	s.WaitFleet(t, settle)
 	t.Logf("agents paused: the data plane was back on xDS %s after the restart; the fleet %s after the agents resumed",
 		connected.Sub(started).Round(time.Millisecond), time.Since(resumed1).Round(time.Millisecond))
 	routed := s.gwCounter(t, "llmrouter_gateway_requests_total", "outcome", "routed")
@@ -357,9 +358,9 @@ func TestSchedulerKilled(t *testing.T) {
 	// 2. Killed and restarted after a few seconds.
 	degradedBefore := s.gwCounter(t, "llmrouter_gateway_requests_total", "outcome", "degraded")
 	killed2 := time.Now()
-	s.sched.Kill(t)
+	s.Scheduler.Kill(t)
 	noticed := waitFor(t, killed2, 5*time.Second, "gateway degraded", func() (bool, error) {
-		m, err := harness.Scrape(s.gwHTTP, "")
+		m, err := harness.Scrape(s.GatewayHTTP, "")
 		if err != nil {
 			return false, err
 		}
@@ -370,7 +371,7 @@ func TestSchedulerKilled(t *testing.T) {
 	if noticed > 2*time.Second {
 		t.Errorf("gateway noticed the dead scheduler after %s, want about a second", noticed)
 	}
-	body, err := harness.Get("http://"+s.gwHTTP+"/readyz", "")
+	body, err := harness.Get("http://"+s.GatewayHTTP+"/readyz", "")
 	if err != nil || !strings.Contains(string(body), "degraded") {
 		t.Errorf("gateway /readyz while degraded: %v %q, want 200 saying degraded", err, body)
 	}
@@ -378,9 +379,9 @@ func TestSchedulerKilled(t *testing.T) {
 	if d := s.gwCounter(t, "llmrouter_gateway_requests_total", "outcome", "degraded") - degradedBefore; d < 1 {
 		t.Errorf("no request answered in degraded mode while the scheduler was down")
 	}
-	restarted := s.restartScheduler(t)
+	restarted := s.RestartScheduler(t)
 	back := waitFor(t, restarted, settle, "gateway out of degraded mode", func() (bool, error) {
-		m, err := harness.Scrape(s.gwHTTP, "")
+		m, err := harness.Scrape(s.GatewayHTTP, "")
 		if err != nil {
 			return false, err
 		}
@@ -388,17 +389,17 @@ func TestSchedulerKilled(t *testing.T) {
 		return ok && v == 0, nil
 	})
 	resumed2 := waitFor(t, restarted, settle, "picks routed by the restarted scheduler", func() (bool, error) {
-		m, err := harness.Scrape(s.schedHTTP, "")
+		m, err := harness.Scrape(s.SchedulerHTTP, "")
 		if err != nil {
 			return false, err
 		}
-		return sum(m, "llmrouter_scheduler_decisions_total", "outcome", "routed") > 0, nil
+		return stack.Sum(m, "llmrouter_scheduler_decisions_total", "outcome", "routed") > 0, nil
 	})
 	t.Logf("after the restart: gateway recovered in %s, picks resumed in %s", back.Round(time.Millisecond), resumed2.Round(time.Millisecond))
 	if resumed2 > 2*time.Second {
 		t.Errorf("picks resumed %s after the scheduler restarted, want within 2s", resumed2)
 	}
-	s.waitFleet(t, settle)
+	s.WaitFleet(t, settle)
 	t.Logf("all three agents re-registered %s after the restart", time.Since(restarted).Round(time.Millisecond))
 	routed = s.gwCounter(t, "llmrouter_gateway_requests_total", "outcome", "routed")
 	time.Sleep(500 * time.Millisecond)
@@ -433,7 +434,7 @@ func signal(t *testing.T, p *harness.Proc, sig syscall.Signal) {
 // gateway strips the header. Restarted, the gateway picks again.
 func TestGatewayKilled(t *testing.T) {
 	s := startSystem(t, options{policy: "least-request", split: true, engineArgs: []string{"--ttft", "20ms", "--itl", "20ms"}})
-	target := s.engines[0].addr
+	target := s.Engines[0].Addr
 	h := http.Header{}
 	h.Set("x-gateway-destination-endpoint", target)
 	servedBefore := s.served(t)
@@ -448,7 +449,7 @@ func TestGatewayKilled(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 
 	killed := time.Now()
-	s.gw.Kill(t)
+	s.Gateway.Kill(t)
 	// A pick the dead gateway asked for may still be in the scheduler.
 	time.Sleep(200 * time.Millisecond)
 	decisions := s.schedCounter(t, "llmrouter_scheduler_decisions_total")
@@ -474,13 +475,13 @@ func TestGatewayKilled(t *testing.T) {
 		t.Errorf("the client-named %s served %g of %g requests without a gateway: the header steered routing", target, downGot[target], total)
 	}
 
-	restarted := s.restartGateway(t)
+	restarted := s.RestartGateway(t)
 	resumed := waitFor(t, restarted, settle, "picks by the restarted gateway", func() (bool, error) {
-		m, err := harness.Scrape(s.gwHTTP, "")
+		m, err := harness.Scrape(s.GatewayHTTP, "")
 		if err != nil {
 			return false, err
 		}
-		return sum(m, "llmrouter_gateway_requests_total", "outcome", "routed") > 0, nil
+		return stack.Sum(m, "llmrouter_gateway_requests_total", "outcome", "routed") > 0, nil
 	})
 	t.Logf("the restarted gateway picked again after %s", resumed.Round(time.Millisecond))
 	time.Sleep(time.Second)
@@ -629,5 +630,5 @@ func TestQueueOverflow(t *testing.T) {
 		}
 		return nil
 	})
-	s.waitGauge(t, settle, s.schedHTTP, "llmrouter_scheduler_queue_length", 0)
+	s.WaitGauge(t, settle, s.SchedulerHTTP, "llmrouter_scheduler_queue_length", 0)
 }

@@ -33,8 +33,8 @@ func TestObservabilityFilesMatchTheSystem(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pages := map[string]string{"scheduler": s.schedHTTP, "gateway": s.gwHTTP,
-		"agent": s.engines[0].agent.WaitLog(t, startTimeout, "http listening", nil).Str("addr")}
+	pages := map[string]string{"scheduler": s.SchedulerHTTP, "gateway": s.GatewayHTTP,
+		"agent": s.Engines[0].Agent.WaitLog(t, startTimeout, "http listening", nil).Str("addr")}
 	exported := map[string]string{} // family name -> role
 	for role, addr := range pages {
 		body, err := harness.Get("http://"+addr+"/metrics", "")

@@ -14,21 +14,20 @@ import (
 
 // startPDEngines runs one prefill enginesim and two decode enginesims of
 // s.opts.pd's protocol, each with its agent; the decode agents run pd
-// proxies and advertise them. s.engines[0] is the prefill instance.
+// proxies and advertise them. s.Engines[0] is the prefill instance.
 func (s *system) startPDEngines(t *testing.T) {
 	t.Helper()
 	api := s.opts.pd
 	sim := func(name string, extra ...string) *engine {
 		args := append([]string{"enginesim", "--listen", "127.0.0.1:0", "--model", model, "--engine", api}, s.opts.engineArgs...)
-		e := &engine{proc: harness.Start(t, harness.Spec{Name: name, Args: append(args, extra...)})}
-		e.sim = e.proc.WaitLog(t, startTimeout, "enginesim serving", nil).Str("addr")
-		e.addr = e.sim
+		e := &engine{Proc: harness.Start(t, harness.Spec{Name: name, Args: append(args, extra...)})}
+		e.Sim = e.Proc.WaitLog(t, startTimeout, "enginesim serving", nil).Str("addr")
+		e.Addr = e.Sim
 		return e
 	}
 	agent := func(e *engine, name string, extra ...string) {
-		e.agent = harness.Start(t, harness.Spec{Name: name, Env: []string{"LLMROUTER_AGENT_HTTP_LISTEN=127.0.0.1:0"},
-			Args: append([]string{"agent", "--engine-url", "http://" + e.sim, "--advertise", e.addr, "--scheduler", s.api}, extra...)})
-		e.agentHTTP = e.agent.WaitLog(t, startTimeout, "http listening", nil).Str("addr")
+		e.Agent = s.StartAgent(t, name, e.Sim, e.Addr, extra...)
+		e.AgentHTTP = e.Agent.WaitLog(t, startTimeout, "http listening", nil).Str("addr")
 	}
 	var preArgs, preAgent []string
 	if api == "sglang" {
@@ -38,12 +37,12 @@ func (s *system) startPDEngines(t *testing.T) {
 	}
 	pre := sim("enginesim-prefill", append([]string{"--role", "prefill"}, preArgs...)...)
 	agent(pre, "agent-prefill", append([]string{"--role", "prefill"}, preAgent...)...)
-	s.engines = append(s.engines, pre)
+	s.Engines = append(s.Engines, pre)
 	for i := 1; i <= 2; i++ {
 		d := sim(fmt.Sprintf("enginesim-decode-%d", i), "--role", "decode", "--kv-transfer-per-block", "20us")
-		d.addr = harness.FreeAddr(t)
-		agent(d, fmt.Sprintf("agent-decode-%d", i), "--role", "decode", "--pd-proxy", d.addr)
-		s.engines = append(s.engines, d)
+		d.Addr = harness.FreeAddr(t)
+		agent(d, fmt.Sprintf("agent-decode-%d", i), "--role", "decode", "--pd-proxy", d.Addr)
+		s.Engines = append(s.Engines, d)
 	}
 }
 
@@ -58,28 +57,19 @@ type pdCounts struct {
 func (s *system) pdCounts(t *testing.T) pdCounts {
 	t.Helper()
 	c := pdCounts{decisions: map[string]float64{}}
-	if !s.engines[0].dead() {
-		c.prefilled = s.counter(t, s.engines[0].sim, "enginesim_pd_requests_total", "side", "prefill")
+	if !s.Engines[0].Dead() {
+		c.prefilled = s.Counter(t, s.Engines[0].Sim, "enginesim_pd_requests_total", "side", "prefill")
 	}
-	for _, d := range s.engines[1:] {
-		c.decoded += s.counter(t, d.sim, "enginesim_pd_requests_total", "side", "decode")
-		c.disaggregated += s.counter(t, d.agentHTTP, "llmrouter_pd_requests_total", "path", "disaggregated")
-		c.local += s.counter(t, d.agentHTTP, "llmrouter_pd_requests_total", "path", "local")
-		c.fallbacks += s.counter(t, d.agentHTTP, "llmrouter_pd_fallbacks_total")
+	for _, d := range s.Engines[1:] {
+		c.decoded += s.Counter(t, d.Sim, "enginesim_pd_requests_total", "side", "decode")
+		c.disaggregated += s.Counter(t, d.AgentHTTP, "llmrouter_pd_requests_total", "path", "disaggregated")
+		c.local += s.Counter(t, d.AgentHTTP, "llmrouter_pd_requests_total", "path", "local")
+		c.fallbacks += s.Counter(t, d.AgentHTTP, "llmrouter_pd_fallbacks_total")
 	}
 	for _, l := range []string{"disaggregated", "short_prompt", "cached_prompt", "decode_not_busy", "no_prefill_instance"} {
 		c.decisions[l] = s.schedCounter(t, "llmrouter_scheduler_pd_decisions_total", "decision", l)
 	}
 	return c
-}
-
-func (e *engine) dead() bool {
-	select {
-	case <-e.proc.Exited():
-		return true
-	default:
-		return false
-	}
 }
 
 // longPrompt is about n tokens (4 characters each) of text distinct per seed.
@@ -129,7 +119,7 @@ func testPDSplit(t *testing.T, api string) {
 		t.Errorf("scheduler counted %g disaggregated decisions, want %d", d, n)
 	}
 	// The pd dashboard reads only what the scheduler and the proxies export.
-	checkExported(t, exportedFamilies(t, s.schedHTTP, s.engines[1].agentHTTP),
+	checkExported(t, exportedFamilies(t, s.SchedulerHTTP, s.Engines[1].AgentHTTP),
 		shippedExprs(t, "../../deploy/grafana/llmrouter-pd-dashboard.json"), 5)
 
 	// Kill the prefill engine under load: nothing fails.
@@ -137,7 +127,7 @@ func testPDSplit(t *testing.T, api string) {
 	t0 := time.Now()
 	time.Sleep(time.Second)
 	killed := time.Now()
-	s.engines[0].proc.Kill(t)
+	s.Engines[0].Proc.Kill(t)
 	time.Sleep(3 * time.Second)
 	rs := l.stop()
 	checkNoFailures(t, rs, t0, window{name: "prefill engine killed", from: killed, to: time.Now()})
@@ -182,8 +172,8 @@ func TestDynamicPDSplit(t *testing.T) {
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 	busy := func() bool {
-		for _, d := range s.engines[1:] {
-			if s.counter(t, d.sim, "vllm:num_requests_running") < 1 {
+		for _, d := range s.Engines[1:] {
+			if s.Counter(t, d.Sim, "vllm:num_requests_running") < 1 {
 				return false
 			}
 		}

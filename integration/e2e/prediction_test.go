@@ -31,13 +31,13 @@ func TestPredictionErrorOnAFlushedEngine(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	engineErr := func() (addr string, v float64, ok bool) {
-		m, err := harness.Scrape(s.schedHTTP, "")
+		m, err := harness.Scrape(s.SchedulerHTTP, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, e := range s.engines {
-			if v, ok := m.Value("llmrouter_prefix_prediction_error", "engine", e.addr); ok {
-				return e.addr, v, true
+		for _, e := range s.Engines {
+			if v, ok := m.Value("llmrouter_prefix_prediction_error", "engine", e.Addr); ok {
+				return e.Addr, v, true
 			}
 		}
 		return "", 0, false
@@ -61,7 +61,7 @@ func TestPredictionErrorOnAFlushedEngine(t *testing.T) {
 	}
 	after := before
 	for i := 0; i < 16 && after < 0.5; i++ {
-		resp, err := s.client.Post("http://"+home+"/reset_prefix_cache", "application/json", nil)
+		resp, err := s.Client.Post("http://"+home+"/reset_prefix_cache", "application/json", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

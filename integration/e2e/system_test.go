@@ -10,13 +10,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/llmrouter/llmrouter/integration/harness"
+	"github.com/llmrouter/llmrouter/integration/stack"
 )
 
 const (
@@ -47,33 +47,13 @@ type options struct {
 }
 
 // engine is one enginesim and its agent.
-type engine struct {
-	proc, agent *harness.Proc
-	addr        string
-	// With a pd proxy (addr is then the proxy's): the enginesim's own
-	// address and the agent's HTTP address.
-	sim, agentHTTP string
-}
+type engine = stack.Engine
 
 // system is one whole llmrouter deployment on loopback.
 type system struct {
+	*stack.Stack
 	t    *testing.T
 	opts options
-
-	sched *harness.Proc // scheduler, or all-in-one
-	gw    *harness.Proc // the separate gateway; nil with all-in-one
-	// schedSpec and gwSpec restart a killed process on the ports it bound.
-	schedSpec, gwSpec harness.Spec
-
-	api, xds, schedHTTP string // scheduler gRPC API, ADS, HTTP
-	extproc, gwHTTP     string // gateway ext_proc and HTTP (schedHTTP with all-in-one)
-
-	engines []*engine
-
-	dp            *harness.Proc // Envoy or the stand-in
-	listen, admin string        // the data plane's listener and admin
-	client        *http.Client
-	bootstrapPath string
 }
 
 // envoyBinary is real Envoy when available: ENVOY_BIN, else `envoy` on PATH.
@@ -92,72 +72,31 @@ func envoyBinary() string {
 func startSystem(t *testing.T, o options) *system {
 	t.Helper()
 	began := time.Now()
-	standin := binaries(t)
 	if o.policy == "" {
 		o.policy = "least-request"
 	}
 	if o.engineArgs == nil {
 		o.engineArgs = []string{"--ttft", "20ms", "--itl", "40ms"}
 	}
-	env := append([]string{}, o.env...)
-	if o.waitScheduleTimeout > 0 {
-		env = append(env, "LLMROUTER_LLM_GATEWAY_WAIT_SCHEDULE_TIMEOUT="+o.waitScheduleTimeout.String())
-	}
-	s := &system{t: t, opts: o, client: &http.Client{
-		Timeout:   60 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true},
-	}}
-	t.Cleanup(s.client.CloseIdleConnections)
-
-	if o.split {
-		// Ports the OS picked; a killed process comes back on the same ones.
-		schedSpec := func(api, xds, http string) harness.Spec {
-			return harness.Spec{Name: "scheduler", Env: env, Args: []string{"scheduler",
-				"--listen", api, "--xds-listen", xds, "--http-listen", http, "--policy", o.policy}}
-		}
-		s.sched = harness.Start(t, schedSpec("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"))
-		l := s.sched.WaitLog(t, startTimeout, "scheduler started", nil)
-		s.api, s.xds, s.schedHTTP = l.Str("api"), l.Str("xds"), l.Str("http")
-		s.schedSpec = schedSpec(s.api, s.xds, s.schedHTTP)
-		gwSpec := func(extproc, http string) harness.Spec {
-			return harness.Spec{Name: "gateway", Env: env, Args: []string{"gateway",
-				"--listen", extproc, "--scheduler", s.api, "--http-listen", http}}
-		}
-		s.gw = harness.Start(t, gwSpec("127.0.0.1:0", "127.0.0.1:0"))
-		l = s.gw.WaitLog(t, startTimeout, "gateway started", nil)
-		s.extproc, s.gwHTTP = l.Str("ext_proc"), l.Str("http")
-		s.gwSpec = gwSpec(s.extproc, s.gwHTTP)
-	} else {
-		env = append(env,
-			"LLMROUTER_LLM_SCHEDULER_LISTEN=127.0.0.1:0", "LLMROUTER_LLM_SCHEDULER_XDS_LISTEN=127.0.0.1:0",
-			"LLMROUTER_LLM_SCHEDULER_HTTP_LISTEN=127.0.0.1:0", "LLMROUTER_LLM_GATEWAY_LISTEN=127.0.0.1:0",
-			"LLMROUTER_LLM_GATEWAY_HTTP_LISTEN=127.0.0.1:0")
-		s.sched = harness.Start(t, harness.Spec{Name: "all-in-one", Env: env, Args: []string{"all-in-one", "--policy", o.policy}})
-		l := s.sched.WaitLog(t, startTimeout, "all-in-one started", nil)
-		s.api, s.xds, s.extproc, s.schedHTTP = l.Str("api"), l.Str("xds"), l.Str("ext_proc"), l.Str("http")
-		s.gwHTTP = s.schedHTTP
-	}
-
-	for i := 1; i <= 3 && o.pd == ""; i++ {
-		args := append([]string{"enginesim", "--listen", "127.0.0.1:0", "--model", model, "--seed", fmt.Sprint(i)}, o.engineArgs...)
-		e := &engine{proc: harness.Start(t, harness.Spec{Name: fmt.Sprintf("enginesim-%d", i), Args: args})}
-		e.addr = e.proc.WaitLog(t, startTimeout, "enginesim serving", nil).Str("addr")
-		e.agent = harness.Start(t, harness.Spec{Name: fmt.Sprintf("agent-%d", i),
-			Env:  []string{"LLMROUTER_AGENT_HTTP_LISTEN=127.0.0.1:0"},
-			Args: []string{"agent", "--engine-url", "http://" + e.addr, "--advertise", e.addr, "--scheduler", s.api}})
-		s.engines = append(s.engines, e)
+	s := &system{t: t, opts: o}
+	so := stack.Options{
+		Model: model, Split: o.split, Policy: o.policy, Env: o.env, EngineArgs: o.engineArgs,
+		WaitScheduleTimeout: o.waitScheduleTimeout,
+		Standin:             binaries(t), Envoy: envoyBinary(),
+		StartTimeout: startTimeout, Settle: settle,
+		Client: &http.Client{
+			Timeout:   60 * time.Second,
+			Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true},
+		},
 	}
 	if o.pd != "" {
-		s.startPDEngines(t)
+		so.StartEngines = func(t *testing.T, st *stack.Stack) {
+			s.Stack = st
+			s.startPDEngines(t)
+		}
 	}
-	s.waitFleet(t, settle)
+	s.Stack = stack.Start(t, so)
 
-	s.bootstrapPath = filepath.Join(t.TempDir(), "envoy.yaml")
-	s.startDataPlane(t, standin)
-
-	if s.gw != nil {
-		s.waitGauge(t, settle, s.gwHTTP, "llmrouter_gateway_degraded", 0)
-	}
 	// Routed end to end: a completion through the data plane, counted as
 	// picked by the gateway.
 	harness.Eventually(t, settle, "a routed completion through the data plane", func() error {
@@ -171,248 +110,22 @@ func startSystem(t *testing.T, o options) *system {
 		return nil
 	})
 	t.Logf("system up in %s: %s policy %s, data plane %s on %s, engines %v", time.Since(began).Round(time.Millisecond),
-		map[bool]string{true: "scheduler + gateway", false: "all-in-one"}[o.split], o.policy, s.dp.Name, s.listen, s.engineAddrs())
+		map[bool]string{true: "scheduler + gateway", false: "all-in-one"}[o.split], o.policy, s.DataPlane.Name, s.Listen, s.EngineAddrs())
 	return s
 }
 
-func (s *system) engineAddrs() []string {
-	var out []string
-	for _, e := range s.engines {
-		out = append(out, e.addr)
-	}
-	return out
-}
-
-// startDataPlane runs Envoy or the stand-in on the rendered bootstrap. The
-// bootstrap names its listener and admin ports, picked free a moment before:
-// when another process took one meanwhile, it tries again on new ones.
-func (s *system) startDataPlane(t *testing.T, standin string) {
-	t.Helper()
-	for attempt := 1; ; attempt++ {
-		s.listen, s.admin = harness.FreeAddr(t), harness.FreeAddr(t)
-		s.renderBootstrap(t)
-		if bin := envoyBinary(); bin != "" {
-			s.dp = harness.Start(t, harness.Spec{Name: "envoy", Binary: bin, Args: []string{"-c", s.bootstrapPath,
-				"--disable-hot-restart", "--log-level", "warn", "--concurrency", "2"}})
-		} else {
-			s.dp = harness.Start(t, harness.Spec{Name: "standin", Binary: standin, Args: []string{"-c", s.bootstrapPath}})
-		}
-		err := s.waitDataPlane()
-		if err == nil {
-			return
-		}
-		select {
-		case <-s.dp.Exited():
-			if attempt < 3 && strings.Contains(strings.ToLower(s.dp.Output()), "address already in use") {
-				t.Logf("%s lost a port race (attempt %d); again on new ports", s.dp.Name, attempt)
-				continue
-			}
-		default:
-		}
-		t.Fatalf("%s: %v", s.dp.Name, err)
-	}
-}
-
-// restartScheduler starts the separate scheduler again on its ports.
-func (s *system) restartScheduler(t *testing.T) time.Time {
-	t.Helper()
-	s.sched = harness.Start(t, s.schedSpec)
-	return s.sched.WaitLog(t, startTimeout, "scheduler started", nil).At
-}
-
-// restartGateway starts the separate gateway again on its ports.
-func (s *system) restartGateway(t *testing.T) time.Time {
-	t.Helper()
-	s.gw = harness.Start(t, s.gwSpec)
-	return s.gw.WaitLog(t, startTimeout, "gateway started", nil).At
-}
-
-// renderBootstrap writes `llmrouter bootstrap` for this system's ports.
-func (s *system) renderBootstrap(t *testing.T) {
-	t.Helper()
-	args := []string{"bootstrap", "--listen", s.listen, "--admin", s.admin, "--xds", s.xds, "--extproc", s.extproc}
-	if s.opts.waitScheduleTimeout > 0 {
-		args = append(args, "--wait-schedule-timeout", s.opts.waitScheduleTimeout.String())
-	}
-	cmd := exec.Command(harness.Binary(t), args...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "LLMROUTER_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("llmrouter %v: %v\n%s", args, err, stderr.String())
-	}
-	if err := os.WriteFile(s.bootstrapPath, out, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// instanceView is what the tests read of /admin/instances.
-type instanceView struct {
-	ID      string `json:"id"`
-	Address string `json:"address"`
-	Healthy bool   `json:"healthy"`
-}
-
-// waitFleet waits until the scheduler holds the three engines healthy.
-func (s *system) waitFleet(t *testing.T, timeout time.Duration) {
-	t.Helper()
-	harness.Eventually(t, timeout, "three healthy instances on the scheduler", func() error {
-		var list []instanceView
-		if err := harness.GetJSON("http://"+s.schedHTTP+"/admin/instances", "", &list); err != nil {
-			return err
-		}
-		healthy := map[string]bool{}
-		for _, in := range list {
-			if in.Healthy {
-				healthy[in.Address] = true
-			}
-		}
-		for _, e := range s.engines {
-			if !healthy[e.addr] {
-				return fmt.Errorf("%s not healthy; fleet: %+v", e.addr, list)
-			}
-		}
-		return nil
-	})
-}
-
-// waitDataPlane waits for the admin's /ready and for the three engines in
-// llm_backends (Envoy's /clusters?format=json shape; the stand-in serves
-// the same).
-func (s *system) waitDataPlane() error {
-	deadline := time.Now().Add(startTimeout)
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case <-s.dp.Exited():
-			return fmt.Errorf("exited: %v", s.dp.ExitErr())
-		default:
-		}
-		if last = s.dataPlaneReady(); last == nil {
-			return nil
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	return fmt.Errorf("not ready with the three engines within %s: %v", startTimeout, last)
-}
-
-func (s *system) dataPlaneReady() error {
-	b, err := harness.Get("http://"+s.admin+"/ready", "")
-	if err != nil {
-		return err
-	}
-	if strings.TrimSpace(string(b)) != "LIVE" {
-		return fmt.Errorf("/ready: %s", b)
-	}
-	var cs struct {
-		ClusterStatuses []struct {
-			Name         string `json:"name"`
-			HostStatuses []struct {
-				Address struct {
-					SocketAddress struct {
-						Address   string `json:"address"`
-						PortValue int    `json:"port_value"`
-					} `json:"socket_address"`
-				} `json:"address"`
-			} `json:"host_statuses"`
-		} `json:"cluster_statuses"`
-	}
-	if err := harness.GetJSON("http://"+s.admin+"/clusters?format=json", "", &cs); err != nil {
-		return err
-	}
-	for _, c := range cs.ClusterStatuses {
-		if c.Name != "llm_backends" {
-			continue
-		}
-		have := map[string]bool{}
-		for _, h := range c.HostStatuses {
-			have[fmt.Sprintf("%s:%d", h.Address.SocketAddress.Address, h.Address.SocketAddress.PortValue)] = true
-		}
-		for _, e := range s.engines {
-			if !have[e.addr] {
-				return fmt.Errorf("llm_backends lacks %s: %v", e.addr, have)
-			}
-		}
-		return nil
-	}
-	return fmt.Errorf("no llm_backends cluster yet")
-}
-
 // ---------------------------------------------------------------- metrics
-
-// sum adds every series of name whose labels include the pairs given.
-func sum(m harness.Metrics, name string, labels ...string) float64 {
-	f := m[name]
-	if f == nil {
-		return 0
-	}
-	total := 0.0
-next:
-	for _, s := range f.GetMetric() {
-		for i := 0; i+1 < len(labels); i += 2 {
-			found := false
-			for _, lp := range s.GetLabel() {
-				if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-					found = true
-				}
-			}
-			if !found {
-				continue next
-			}
-		}
-		switch {
-		case s.Counter != nil:
-			total += s.Counter.GetValue()
-		case s.Gauge != nil:
-			total += s.Gauge.GetValue()
-		case s.Histogram != nil:
-			total += float64(s.Histogram.GetSampleCount())
-		case s.Untyped != nil:
-			total += s.Untyped.GetValue()
-		}
-	}
-	return total
-}
-
-func (s *system) counter(t *testing.T, addr, name string, labels ...string) float64 {
-	t.Helper()
-	m, err := harness.Scrape(addr, "")
-	if err != nil {
-		t.Fatalf("scrape %s: %v", addr, err)
-	}
-	return sum(m, name, labels...)
-}
 
 // gwCounter sums a gateway series (the all-in-one serves the gateway's
 // metrics on its one HTTP port).
 func (s *system) gwCounter(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
-	return s.counter(t, s.gwHTTP, name, labels...)
+	return s.Counter(t, s.GatewayHTTP, name, labels...)
 }
 
 func (s *system) schedCounter(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
-	return s.counter(t, s.schedHTTP, name, labels...)
-}
-
-// waitGauge polls name on addr until it equals want.
-func (s *system) waitGauge(t *testing.T, timeout time.Duration, addr, name string, want float64) {
-	t.Helper()
-	harness.Eventually(t, timeout, fmt.Sprintf("%s = %g on %s", name, want, addr), func() error {
-		m, err := harness.Scrape(addr, "")
-		if err != nil {
-			return err
-		}
-		if v, ok := m.Value(name); !ok || v != want {
-			return fmt.Errorf("%s", m.Series(name))
-		}
-		return nil
-	})
+	return s.Counter(t, s.SchedulerHTTP, name, labels...)
 }
 
 // served returns each engine's completed requests (vllm:request_success_total
@@ -420,8 +133,8 @@ func (s *system) waitGauge(t *testing.T, timeout time.Duration, addr, name strin
 func (s *system) served(t *testing.T) map[string]float64 {
 	t.Helper()
 	out := map[string]float64{}
-	for _, e := range s.engines {
-		out[e.addr] = s.counter(t, e.addr, "vllm:request_success_total")
+	for _, e := range s.Engines {
+		out[e.Addr] = s.Counter(t, e.Addr, "vllm:request_success_total")
 	}
 	return out
 }
@@ -506,7 +219,7 @@ func (s *system) chat(ctx context.Context, q chatReq) reply {
 	}
 	r := reply{start: time.Now()}
 	defer func() { r.end = time.Now() }()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.listen+"/v1/chat/completions", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.Listen+"/v1/chat/completions", bytes.NewReader(body))
 	if err != nil {
 		r.err = err
 		return r
@@ -517,7 +230,7 @@ func (s *system) chat(ctx context.Context, q chatReq) reply {
 			req.Header.Add(k, v)
 		}
 	}
-	resp, err := s.client.Do(req)
+	resp, err := s.Client.Do(req)
 	if err != nil {
 		r.err = err
 		r.end = time.Now()

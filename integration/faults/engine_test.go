@@ -19,15 +19,15 @@ func TestEngineKilled(t *testing.T) {
 	s := startSystem(t, options{fixedEnginePorts: true})
 	// Each engine's first token: which engine served a stream.
 	first := map[string]string{}
-	for _, e := range s.engines {
-		r := s.chatTo(t.Context(), e.addr, chatReq{maxTokens: 1})
+	for _, e := range s.Engines {
+		r := s.chatTo(t.Context(), e.Addr, chatReq{maxTokens: 1})
 		if err := r.failure(); err != nil || r.text == "" {
-			t.Fatalf("engine %s directly: %v (first token %q)", e.addr, err, r.text)
+			t.Fatalf("engine %s directly: %v (first token %q)", e.Addr, err, r.text)
 		}
-		first[e.addr] = r.text
+		first[e.Addr] = r.text
 	}
-	victim := s.engines[1]
-	if n := len(map[string]bool{first[s.engines[0].addr]: true, first[victim.addr]: true, first[s.engines[2].addr]: true}); n != 3 {
+	victim := s.Engines[1]
+	if n := len(map[string]bool{first[s.Engines[0].Addr]: true, first[victim.Addr]: true, first[s.Engines[2].Addr]: true}); n != 3 {
 		t.Fatalf("the engines' first tokens do not tell them apart: %v", first)
 	}
 
@@ -35,11 +35,11 @@ func TestEngineKilled(t *testing.T) {
 	l := s.openLoop(15, 10*time.Second, chatReq{maxTokens: 100}, nil)
 	time.Sleep(3 * time.Second)
 	killed := time.Now()
-	victim.proc.Kill(t)
+	victim.Proc.Kill(t)
 	// A confirmed dead engine leaves the data plane's endpoints within 2 s.
 	var left time.Duration
 	for left == 0 && time.Since(killed) < 3*time.Second {
-		if have, err := s.endpoints(); err == nil && !have[victim.addr] {
+		if have, err := s.Endpoints(); err == nil && !have[victim.Addr] {
 			left = time.Since(killed)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -50,11 +50,11 @@ func TestEngineKilled(t *testing.T) {
 		t.Logf("the killed engine left the data plane's endpoints %s after the kill", left.Round(time.Millisecond))
 	}
 	time.Sleep(time.Until(killed.Add(3 * time.Second)))
-	victim.proc = victim.proc.Restart(t)
-	victim.proc.WaitLog(t, startTimeout, "enginesim serving", nil)
+	victim.Proc = victim.Proc.Restart(t)
+	victim.Proc.WaitLog(t, startTimeout, "enginesim serving", nil)
 	restarted := time.Now()
 	// Back on its port: healthy again (verified, published) under the load.
-	s.waitFleet(t, settle)
+	s.WaitFleet(t, settle)
 	t.Logf("the restarted engine is healthy %s after its restart", time.Since(restarted).Round(time.Millisecond))
 	rs := l.wait()
 
@@ -70,7 +70,7 @@ func TestEngineKilled(t *testing.T) {
 		}
 		o.failed++
 		inFlight := r.start.Before(killed) && r.end.After(killed)
-		fromVictim := r.text == "" || r.text == first[victim.addr]
+		fromVictim := r.text == "" || r.text == first[victim.Addr]
 		if inFlight && fromVictim {
 			allowed++
 			continue
@@ -89,8 +89,8 @@ func TestEngineKilled(t *testing.T) {
 	// And serving.
 	l = s.openLoop(10, 3*time.Second, chatReq{}, nil)
 	judge(t, row, l.wait(), l.began, false)
-	if n := s.counter(t, victim.addr, "vllm:request_success_total"); n < 1 {
-		t.Errorf("the restarted engine served no request (%s)", victim.addr)
+	if n := s.Counter(t, victim.Addr, "vllm:request_success_total"); n < 1 {
+		t.Errorf("the restarted engine served no request (%s)", victim.Addr)
 	}
 	s.logSignals(t)
 	s.alive(t)

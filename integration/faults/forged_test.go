@@ -55,7 +55,7 @@ func TestForgedExtProc(t *testing.T) {
 	s := startSystem(t, options{split: true, token: "faults-token", gwListen: net.JoinHostPort(ip, "0")})
 	l := s.openLoop(10, 4*time.Second, chatReq{}, nil)
 
-	client, cc, err := envoytest.Dial(s.extproc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	client, cc, err := envoytest.Dial(s.ExtProc, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestForgedExtProc(t *testing.T) {
 			{Key: ":authority", Value: "llm"}, {Key: ":scheme", Value: "http"}, {Key: "content-type", Value: "application/json"}},
 		Body: []byte(`{"model":"` + model + `","messages":[{"role":"user","content":"forged"}],"max_tokens":4}`),
 	}
-	decisions := func() float64 { return s.counter(t, s.schedHTTP, "llmrouter_scheduler_decisions_total") }
+	decisions := func() float64 { return s.Counter(t, s.SchedulerHTTP, "llmrouter_scheduler_decisions_total") }
 
 	const forged = 20
 	before := decisions()
@@ -86,7 +86,7 @@ func TestForgedExtProc(t *testing.T) {
 	}
 	rs := l.wait()
 	// The data plane's own requests were picked meanwhile: count them out.
-	picked := s.counter(t, s.gwHTTP, "llmrouter_gateway_requests_total", "outcome", "routed")
+	picked := s.Counter(t, s.GatewayHTTP, "llmrouter_gateway_requests_total", "outcome", "routed")
 	if d := decisions() - before; d > float64(len(rs)) {
 		t.Errorf("%g scheduler decisions for %d data-plane requests and %d forged ones (gateway routed %g): the forged ones were picked", d, len(rs), forged, picked)
 	}

@@ -64,7 +64,7 @@ func (r reply) shed() bool {
 // chat sends one streaming chat completion to the data plane's listener and
 // reads the answer to its end.
 func (s *system) chat(ctx context.Context, q chatReq) reply {
-	return s.chatTo(ctx, s.listen, q)
+	return s.chatTo(ctx, s.Listen, q)
 }
 
 // chatTo is chat against addr (an engine directly, to learn its reply text).
@@ -101,7 +101,7 @@ func (s *system) chatTo(ctx context.Context, addr string, q chatReq) reply {
 		return r
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := s.client.Do(req)
+	resp, err := s.Client.Do(req)
 	if err != nil {
 		r.err = err
 		r.end = time.Now()

@@ -5,12 +5,12 @@ package faults
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/llmrouter/llmrouter/integration/stack"
 )
 
 // standinBin is the stand-in data plane, built by TestMain with llmrouter.
@@ -32,31 +32,9 @@ func TestMain(m *testing.M) {
 // build compiles llmrouter (unless LLMROUTER_BIN names one; harness.Binary
 // reads that variable) and the stand-in into one temporary directory.
 func build() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(out)))
-	dir, err := os.MkdirTemp("", "llmrouter-faults-")
-	if err != nil {
-		return "", err
-	}
-	pkgs := []string{"./integration/standin/cmd/standin"}
-	prebuilt := os.Getenv("LLMROUTER_BIN") != ""
-	if !prebuilt {
-		pkgs = append(pkgs, "./cmd/llmrouter")
-	}
-	cmd := exec.Command("go", append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...)
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		_ = os.RemoveAll(dir)
-		return "", fmt.Errorf("go build %v: %v\n%s", pkgs, err, b)
-	}
-	standinBin = filepath.Join(dir, "standin")
-	if !prebuilt {
-		os.Setenv("LLMROUTER_BIN", filepath.Join(dir, "llmrouter"))
-	}
-	return dir, nil
+	dir, standin, err := stack.Build("llmrouter-faults-")
+	standinBin = standin
+	return dir, err
 }
 
 // ---------------------------------------------------------------- report

@@ -44,7 +44,7 @@ func TestOverload(t *testing.T) {
 		}
 		unloaded = r.end.Sub(r.start)
 	}
-	capacity := float64(len(s.engines)*4) / unloaded.Seconds() // requests per second
+	capacity := float64(len(s.Engines)*4) / unloaded.Seconds() // requests per second
 	rate := 20 * capacity
 	// A request answered within bound then streams for about its unloaded
 	// latency; one still running well after that has failed, and ending it
@@ -65,7 +65,7 @@ func TestOverload(t *testing.T) {
 			for _, p := range []struct {
 				name string
 				pid  int
-			}{{"scheduler", s.sched.Pid()}, {"gateway", s.gw.Pid()}} {
+			}{{"scheduler", s.Scheduler.Pid()}, {"gateway", s.Gateway.Pid()}} {
 				if b, err := rssBytes(p.pid); err == nil {
 					peakMu.Lock()
 					peak[p.name] = max(peak[p.name], b)
@@ -88,13 +88,13 @@ func TestOverload(t *testing.T) {
 		n  float64
 		at time.Duration
 	}
-	queues := make([]peakQueue, len(s.engines))
+	queues := make([]peakQueue, len(s.Engines))
 	queuesDone := make(chan struct{})
 	go func() {
 		defer close(queuesDone)
 		for time.Since(l.began) < loadFor {
-			for i, e := range s.engines {
-				if m, err := harness.Scrape(e.addr, ""); err == nil {
+			for i, e := range s.Engines {
+				if m, err := harness.Scrape(e.Addr, ""); err == nil {
 					if v, ok := m.Value("vllm:num_requests_waiting"); ok && v > queues[i].n {
 						queues[i] = peakQueue{v, time.Since(l.began)}
 					}
@@ -112,7 +112,7 @@ func TestOverload(t *testing.T) {
 
 	<-queuesDone
 	for i, q := range queues {
-		t.Logf("%s: longest queue %g requests, at %+.1fs", s.engines[i].proc.Name, q.n, q.at.Seconds())
+		t.Logf("%s: longest queue %g requests, at %+.1fs", s.Engines[i].Proc.Name, q.n, q.at.Seconds())
 	}
 	o := judge(t, row, rs, l.began, true)
 	var late []string

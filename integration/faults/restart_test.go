@@ -22,28 +22,28 @@ func TestAgentsStalled(t *testing.T) {
 	s := startSystem(t, options{split: true})
 	l := s.openLoop(steadyRate, 9*time.Second, chatReq{}, nil)
 	time.Sleep(2 * time.Second)
-	episodes := s.counter(t, s.schedHTTP, "llmrouter_scheduler_membership_panic_episodes_total")
-	passed := s.counter(t, s.gwHTTP, "llmrouter_gateway_passthrough_total", "reason", "scheduler_passthrough")
-	degraded := s.counter(t, s.gwHTTP, "llmrouter_gateway_passthrough_total", "reason", "degraded")
-	for _, e := range s.engines {
-		signal(t, e.agent, syscall.SIGSTOP)
+	episodes := s.Counter(t, s.SchedulerHTTP, "llmrouter_scheduler_membership_panic_episodes_total")
+	passed := s.Counter(t, s.GatewayHTTP, "llmrouter_gateway_passthrough_total", "reason", "scheduler_passthrough")
+	degraded := s.Counter(t, s.GatewayHTTP, "llmrouter_gateway_passthrough_total", "reason", "degraded")
+	for _, e := range s.Engines {
+		signal(t, e.Agent, syscall.SIGSTOP)
 	}
 	stopped := true
 	defer func() {
 		if stopped {
-			for _, e := range s.engines {
-				_ = syscall.Kill(e.agent.Pid(), syscall.SIGCONT)
+			for _, e := range s.Engines {
+				_ = syscall.Kill(e.Agent.Pid(), syscall.SIGCONT)
 			}
 		}
 	}()
 	// The endpoints the data plane holds while the agents are silent.
-	fewest, seen := len(s.engines), 0
+	fewest, seen := len(s.Engines), 0
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if have, err := s.endpoints(); err == nil {
+		if have, err := s.Endpoints(); err == nil {
 			seen++
 			n := 0
-			for _, e := range s.engines {
-				if have[e.addr] {
+			for _, e := range s.Engines {
+				if have[e.Addr] {
 					n++
 				}
 			}
@@ -52,27 +52,27 @@ func TestAgentsStalled(t *testing.T) {
 	}
 	// Every agent silent: the whole fleet at once is a panic, and with
 	// every candidate silent the gateway lets the data plane balance.
-	if d := s.counter(t, s.schedHTTP, "llmrouter_scheduler_membership_panic_episodes_total") - episodes; d < 1 {
+	if d := s.Counter(t, s.SchedulerHTTP, "llmrouter_scheduler_membership_panic_episodes_total") - episodes; d < 1 {
 		t.Errorf("the whole fleet went silent and the scheduler counted no membership panic")
 	}
-	if d := s.counter(t, s.gwHTTP, "llmrouter_gateway_passthrough_total", "reason", "scheduler_passthrough") - passed; d < 1 {
+	if d := s.Counter(t, s.GatewayHTTP, "llmrouter_gateway_passthrough_total", "reason", "scheduler_passthrough") - passed; d < 1 {
 		t.Errorf("no request passed through while every candidate was silent")
 	}
 	// The scheduler answered all along: its answer is not a failure.
-	if d := s.counter(t, s.gwHTTP, "llmrouter_gateway_passthrough_total", "reason", "degraded") - degraded; d > 0 {
+	if d := s.Counter(t, s.GatewayHTTP, "llmrouter_gateway_passthrough_total", "reason", "degraded") - degraded; d > 0 {
 		t.Errorf("the gateway went degraded (%g requests) while the scheduler was up and answering", d)
 	}
-	for _, e := range s.engines {
-		signal(t, e.agent, syscall.SIGCONT)
+	for _, e := range s.Engines {
+		signal(t, e.Agent, syscall.SIGCONT)
 	}
 	stopped = false
 	judge(t, row, l.wait(), l.began, false)
 	if seen == 0 {
 		t.Errorf("could not read the data plane's endpoints during the stall")
-	} else if fewest < len(s.engines) {
-		t.Errorf("the data plane held only %d of %d engines while the agents were silent: silence removed healthy engines", fewest, len(s.engines))
+	} else if fewest < len(s.Engines) {
+		t.Errorf("the data plane held only %d of %d engines while the agents were silent: silence removed healthy engines", fewest, len(s.Engines))
 	}
-	s.waitFleet(t, settle)
+	s.WaitFleet(t, settle)
 	s.logSignals(t)
 	s.alive(t)
 }
@@ -85,18 +85,18 @@ func TestSchedulerStopped(t *testing.T) {
 	s := startSystem(t, options{split: true})
 	l := s.openLoop(steadyRate, 10*time.Second, chatReq{}, nil)
 	time.Sleep(2 * time.Second)
-	signal(t, s.sched, syscall.SIGSTOP)
+	signal(t, s.Scheduler, syscall.SIGSTOP)
 	stopped := true
 	defer func() {
 		if stopped {
-			_ = syscall.Kill(s.sched.Pid(), syscall.SIGCONT)
+			_ = syscall.Kill(s.Scheduler.Pid(), syscall.SIGCONT)
 		}
 	}()
 	time.Sleep(5 * time.Second)
-	signal(t, s.sched, syscall.SIGCONT)
+	signal(t, s.Scheduler, syscall.SIGCONT)
 	stopped = false
 	judge(t, row, l.wait(), l.began, false)
-	s.waitFleet(t, settle)
+	s.WaitFleet(t, settle)
 	picksResume(t, s)
 	s.logSignals(t)
 	s.alive(t)
@@ -106,13 +106,13 @@ func TestSchedulerStopped(t *testing.T) {
 // ports 2 s later: no request fails; the fleet re-registers and picks
 // resume.
 func TestSchedulerKilled(t *testing.T) {
-	schedulerRestart(t, func(s *system) { s.sched.Kill(t) })
+	schedulerRestart(t, func(s *system) { s.Scheduler.Kill(t) })
 }
 
 // TestSchedulerTerminated: the scheduler gets SIGTERM, exits cleanly, and is
 // restarted 2 s later: no request fails.
 func TestSchedulerTerminated(t *testing.T) {
-	schedulerRestart(t, func(s *system) { s.sched.Stop(t) })
+	schedulerRestart(t, func(s *system) { s.Scheduler.Stop(t) })
 }
 
 func schedulerRestart(t *testing.T, end func(*system)) {
@@ -122,8 +122,8 @@ func schedulerRestart(t *testing.T, end func(*system)) {
 	time.Sleep(2 * time.Second)
 	end(s)
 	time.Sleep(2 * time.Second)
-	restarted := s.restartScheduler(t)
-	s.waitFleet(t, settle)
+	restarted := s.RestartScheduler(t)
+	s.WaitFleet(t, settle)
 	t.Logf("fleet re-registered %s after the restart", time.Since(restarted).Round(time.Millisecond))
 	judge(t, row, l.wait(), l.began, false)
 	picksResume(t, s)
@@ -136,11 +136,11 @@ func schedulerRestart(t *testing.T, end func(*system)) {
 func picksResume(t *testing.T, s *system) {
 	t.Helper()
 	harness.Eventually(t, settle, "a pick routed by the scheduler", func() error {
-		before := s.counter(t, s.schedHTTP, "llmrouter_scheduler_decisions_total", "outcome", "routed")
+		before := s.Counter(t, s.SchedulerHTTP, "llmrouter_scheduler_decisions_total", "outcome", "routed")
 		if err := s.chat(t.Context(), chatReq{maxTokens: 1}).failure(); err != nil {
 			return err
 		}
-		if d := s.counter(t, s.schedHTTP, "llmrouter_scheduler_decisions_total", "outcome", "routed") - before; d < 1 {
+		if d := s.Counter(t, s.SchedulerHTTP, "llmrouter_scheduler_decisions_total", "outcome", "routed") - before; d < 1 {
 			return fmt.Errorf("the request was not routed by a pick")
 		}
 		return nil
@@ -151,13 +151,13 @@ func picksResume(t *testing.T, s *system) {
 // ports 2 s later; failure_mode_allow carries requests on meanwhile: no
 // request fails.
 func TestGatewayKilled(t *testing.T) {
-	gatewayRestart(t, func(s *system) { s.gw.Kill(t) })
+	gatewayRestart(t, func(s *system) { s.Gateway.Kill(t) })
 }
 
 // TestGatewayTerminated: the gateway gets SIGTERM, drains and exits cleanly,
 // and is restarted 2 s later: no request fails.
 func TestGatewayTerminated(t *testing.T) {
-	gatewayRestart(t, func(s *system) { s.gw.Stop(t) })
+	gatewayRestart(t, func(s *system) { s.Gateway.Stop(t) })
 }
 
 func gatewayRestart(t *testing.T, end func(*system)) {
@@ -167,14 +167,14 @@ func gatewayRestart(t *testing.T, end func(*system)) {
 	time.Sleep(2 * time.Second)
 	end(s)
 	time.Sleep(2 * time.Second)
-	s.restartGateway(t)
+	s.RestartGateway(t)
 	judge(t, row, l.wait(), l.began, false)
 	harness.Eventually(t, settle, "a pick through the restarted gateway", func() error {
-		before := s.counter(t, s.gwHTTP, "llmrouter_gateway_requests_total", "outcome", "routed")
+		before := s.Counter(t, s.GatewayHTTP, "llmrouter_gateway_requests_total", "outcome", "routed")
 		if err := s.chat(t.Context(), chatReq{maxTokens: 1}).failure(); err != nil {
 			return err
 		}
-		if d := s.counter(t, s.gwHTTP, "llmrouter_gateway_requests_total", "outcome", "routed") - before; d < 1 {
+		if d := s.Counter(t, s.GatewayHTTP, "llmrouter_gateway_requests_total", "outcome", "routed") - before; d < 1 {
 			return fmt.Errorf("the request was not routed by the gateway")
 		}
 		return nil

@@ -24,23 +24,23 @@ func TestRogueAgents(t *testing.T) {
 	s := startSystem(t, options{})
 	trap := newTrap(t)
 	closed := harness.FreeAddr(t)
-	victim := s.engines[1]
+	victim := s.Engines[1]
 	rogue := map[string]string{ // name: advertised address
 		"rogue-listener": trap.addr,
 		"rogue-metadata": "169.254.169.254:80",
 		"rogue-closed":   closed,
-		"rogue-takeover": victim.addr,
+		"rogue-takeover": victim.Addr,
 	}
 	for name, adv := range rogue {
-		s.startAgent(t, name, s.engines[0].addr, adv)
+		s.StartAgent(t, name, s.Engines[0].Addr, adv)
 	}
 	l := s.openLoop(steadyRate, 8*time.Second, chatReq{}, nil)
 	// Watch the data plane's endpoints while the rogues try.
 	leaked := map[string]bool{}
 	for time.Since(l.began) < 8*time.Second {
-		if have, err := s.endpoints(); err == nil {
+		if have, err := s.Endpoints(); err == nil {
 			for _, adv := range rogue {
-				if adv != victim.addr && have[adv] {
+				if adv != victim.Addr && have[adv] {
 					leaked[adv] = true
 				}
 			}
@@ -57,31 +57,31 @@ func TestRogueAgents(t *testing.T) {
 	} else {
 		t.Logf("the non-engine listener got %d connections and no engine request (probes: %v)", trap.conns(), reqs)
 	}
-	list, err := s.instances()
+	list, err := s.Instances()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, in := range list {
 		for name, adv := range rogue {
-			if adv != victim.addr && (in.Address == adv || in.ID == adv) && in.State != "verifying" {
+			if adv != victim.Addr && (in.Address == adv || in.ID == adv) && in.State != "verifying" {
 				t.Errorf("%s's advertised %s is an instance past verification: %+v", name, adv, in)
 			}
 		}
 	}
 	// The takeover: refused with a WARN naming the address, and the real
 	// registration never replaced.
-	warned := s.sched.Logs("", func(l harness.Line) bool {
-		return l.Str("level") == "warn" && strings.Contains(l.Raw, victim.addr)
+	warned := s.Scheduler.Logs("", func(l harness.Line) bool {
+		return l.Str("level") == "warn" && strings.Contains(l.Raw, victim.Addr)
 	})
 	if len(warned) == 0 {
-		t.Errorf("no WARN in the scheduler's log naming %s, the address the takeover agent claimed", victim.addr)
+		t.Errorf("no WARN in the scheduler's log naming %s, the address the takeover agent claimed", victim.Addr)
 	} else {
 		t.Logf("scheduler: %s", warned[0].Raw)
 	}
-	if replaced := len(s.sched.Logs("instance re-registered", func(l harness.Line) bool { return l.Str("instance") == victim.addr })); replaced > 0 {
-		t.Errorf("the registration of %s was replaced %d times while the takeover agent ran", victim.addr, replaced)
+	if replaced := len(s.Scheduler.Logs("instance re-registered", func(l harness.Line) bool { return l.Str("instance") == victim.Addr })); replaced > 0 {
+		t.Errorf("the registration of %s was replaced %d times while the takeover agent ran", victim.Addr, replaced)
 	}
-	s.waitFleet(t, settle)
+	s.WaitFleet(t, settle)
 	s.logSignals(t)
 	s.alive(t)
 }

@@ -16,7 +16,7 @@ import (
 func TestSessionKeys(t *testing.T) {
 	row := scenario(t)
 	s := startSystem(t, options{split: true})
-	before, err := rssBytes(s.sched.Pid())
+	before, err := rssBytes(s.Scheduler.Pid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func TestSessionKeys(t *testing.T) {
 	go func() {
 		defer close(done)
 		for {
-			if b, err := rssBytes(s.sched.Pid()); err == nil {
+			if b, err := rssBytes(s.Scheduler.Pid()); err == nil {
 				peakMu.Lock()
 				peak = max(peak, b)
 				peakMu.Unlock()
@@ -51,7 +51,7 @@ func TestSessionKeys(t *testing.T) {
 	judge(t, row, rs, l.began, false)
 	close(stop)
 	<-done
-	after, _ := rssBytes(s.sched.Pid())
+	after, _ := rssBytes(s.Scheduler.Pid())
 	peakMu.Lock()
 	defer peakMu.Unlock()
 	row.note = fmt.Sprintf("(scheduler RSS %d MB before, peak %d MB)", before>>20, peak>>20)
