@@ -164,7 +164,8 @@ func (s *Saturation) overWait(c *policy.Instance, queued int64, budget float64) 
 	}
 	if seats == 0 { // no limit shown yet: expect none, the longest see modelWait
 		rc := max(c.Running, coldSeats)
-		return t >= target || t+float64((queued-1)/rc)*turnover >= budget
+		seats = c.Running + queued - rc + 1
+		return t >= target || t+float64((seats+rc-1)/rc)*turnover >= budget
 	}
 	if t*float64(r)+float64(seats)*turnover >= target*float64(r) {
 		return true
@@ -256,16 +257,22 @@ func (s *Saturation) modelWait(c *policy.Instance, queued int64) (expected, long
 		// No limit shown yet (a cold engine taking its first burst: the
 		// report that would show requests held back comes a report
 		// interval after they were sent, later when reports lag). Expect
-		// none; at longest assume it runs no more than twice what it runs
-		// now (at least coldSeats, idle included), as a slow start would
-		// let it grow: what is queued beyond that waits for a turnover per
-		// batch of that size. A request's budget (SaturatedWithin) then
-		// bounds how far a burst goes before the engine reports. (Not
-		// any closer: an engine that never shows a limit, an H100
-		// running long replies whose turnover exceeds the budget, would
-		// then take a pick per report.)
+		// none, and take it to have as many places again as it runs (at
+		// least coldSeats, idle included), as a slow start would let it
+		// grow: a request that fits in those waits for none. (Not fewer:
+		// an engine that never shows a limit, an H100 running long replies
+		// whose turnover exceeds the budget, would otherwise take a pick
+		// per report.) Beyond them the assumption is all that stood
+		// between the request and a queue, so at longest it is priced as
+		// if the limit were what it runs (at least coldSeats): the seats
+		// beyond that, this one included, wait a turnover per batch of
+		// that size — a 4-running L4 at its real limit of 4 seats its
+		// fifth to eighth unreported pick after two turnovers, not one.
+		// A request's budget (SaturatedWithin) then bounds how far a burst
+		// goes before the engine reports.
 		rc := max(c.Running, coldSeats)
-		longest += float64((queued-1)/rc) * turnover
+		seats := c.Running + queued - rc + 1
+		longest += float64((seats+rc-1)/rc) * turnover
 	}
 	return expected, longest
 }

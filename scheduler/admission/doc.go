@@ -30,8 +30,9 @@
 // Two waits are predicted: the expected one, held against
 // max_predicted_wait, and the longest — the running batch may have started
 // together and finish together, so a place is only sure to free when it
-// turns over; an engine that has not yet shown its limit is taken to run
-// no more than twice what it runs, at least 4 — held against what is left of the request's own
+// turns over; an engine that has not yet shown its limit is taken to have
+// as many places again as it runs (at least 4), and a request beyond those
+// is priced as if its limit were what it runs — held against what is left of the request's own
 // wait_schedule_timeout (SaturatedWithin), so a request starts about when
 // its deadline says even when the prediction is off. A request a report shows waiting is priced at the
 // mean prompt (the scheduler knows its size only until that report).
