@@ -8,6 +8,7 @@ import (
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/sessionkey"
+	"github.com/llmrouter/llmrouter/scheduler/admission"
 )
 
 // pick is one committed decision whose outcome no gateway reported yet.
@@ -54,6 +55,7 @@ func (s *Scheduler) commit(reqID string, in *inst, prompt, maxTokens int64) *pic
 	in.view.InflightRequests++
 	in.view.InflightPromptTokens += p.prompt
 	in.view.InflightDecodeTokens += p.decode
+	admission.Remember(&in.view)
 	s.m.inflight.Set(float64(len(s.inflight)))
 	return p
 }
@@ -70,6 +72,7 @@ func (s *Scheduler) release(p *pick) {
 	if !p.seen {
 		in.view.InflightRequests--
 		in.view.InflightPromptTokens -= p.prompt
+		admission.Remember(&in.view)
 	}
 	in.view.InflightDecodeTokens -= p.decode
 	s.m.inflight.Set(float64(len(s.inflight)))
@@ -106,6 +109,7 @@ func (s *Scheduler) markSeen(in *inst) {
 			p.seen = true
 			in.view.InflightRequests--
 			in.view.InflightPromptTokens -= p.prompt
+			admission.Remember(&in.view)
 			continue
 		}
 		kept = append(kept, p)

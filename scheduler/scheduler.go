@@ -16,6 +16,7 @@ import (
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/admission"
 	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/policy/affinity"
@@ -406,6 +407,7 @@ func (s *Scheduler) mirror(in *inst, ri *registry.Instance) {
 	in.healthy, in.draining, in.verified, in.silent = ri.Healthy, ri.Draining, ri.Verified, ri.Silent
 	v.Routable = in.routable()
 	in.bootstrapPort = ri.BootstrapPort
+	admission.Remember(v) // (Reported, which follows, changes it too)
 }
 
 // forget drops a removed instance: its in-flight picks, its metrics, the
@@ -486,6 +488,11 @@ func (s *Scheduler) Tick() {
 	s.mu.Lock()
 	defer s.unlock()
 	now := s.clock.Now()
+	// A remembered saturation verdict lives at most a tick: a change of a
+	// view that bypassed Remember (a test reaching in) is seen by the next.
+	for _, in := range s.insts {
+		admission.Remember(&in.view)
+	}
 	s.sweep(now)
 	freed := s.expireInflight(now)
 	s.expireQueue(now)

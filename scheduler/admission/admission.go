@@ -40,6 +40,15 @@ type Saturation struct {
 	// prompt of a request waiting at an engine, and how many tokens a
 	// running request generates before it frees its place.
 	avgPrompt, avgOut float64
+
+	// What the verdicts remembered in policy.Instance.SaturationMemo hold
+	// for (see Remember): the bands the running means stay in during
+	// epoch, and the budget a verdict of no saturation holds from.
+	epoch    uint32
+	pLo, pHi float64
+	oLo, oHi float64
+	freeFrom float64 // seconds: wait_schedule_timeout / memoBand
+	monotone bool    // the model's costs are finite and not negative (see remember)
 }
 
 // New builds the judgment from llm_scheduler (max_waiting,
@@ -60,6 +69,15 @@ func New(cfg config.Config) *Saturation {
 		s.avgOut = float64(config.DefaultCostModel().DefaultOutputTokens)
 	}
 	s.invBatch = 1 / s.model.MaxBatchedTokens
+	s.freeFrom = max(cfg.Gateway.WaitScheduleTimeout.Seconds(), 0) / memoBand
+	m := s.model
+	s.monotone = true
+	for _, x := range []float64{m.Step, m.PrefillToken, m.DecodeToken, s.invBatch, s.target} {
+		if !(x >= 0) || math.IsInf(x, 0) {
+			s.monotone = false
+		}
+	}
+	s.rebase()
 	return s
 }
 
@@ -71,6 +89,9 @@ func (s *Saturation) Target() time.Duration { return seconds(s.target) }
 func (s *Saturation) Observe(req *policy.Request) {
 	if req.PromptTokens > 0 {
 		s.avgPrompt += ewma * (float64(req.PromptTokens) - s.avgPrompt)
+		if s.avgPrompt < s.pLo || s.avgPrompt > s.pHi {
+			s.rebase()
+		}
 	}
 }
 
@@ -79,13 +100,18 @@ func (s *Saturation) Observe(req *policy.Request) {
 func (s *Saturation) Completed(completionTokens int64) {
 	if completionTokens > 0 {
 		s.avgOut += ewma * (float64(completionTokens) - s.avgOut)
+		if s.avgOut < s.oLo || s.avgOut > s.oHi {
+			s.rebase()
+		}
 	}
 }
 
 // Saturated says whether c is over a threshold, and which, for a request
 // with no deadline (see Within).
 func (s *Saturation) Saturated(c *policy.Instance) (bool, Reason) {
-	return Judge{s, math.Inf(1)}.Saturated(c)
+	j := s.Within(math.MaxInt64)
+	j.budget = math.Inf(1)
+	return j.Saturated(c)
 }
 
 // SaturatedWithin is Within(budget).Saturated(c).
@@ -103,18 +129,55 @@ func (s *Saturation) SaturatedWithin(c *policy.Instance, budget time.Duration) (
 type Judge struct {
 	s      *Saturation
 	budget float64 // seconds
+	// epoch is s.epoch when the judge was made; accept, the set of
+	// remembered verdicts (memo codes) that hold at budget.
+	epoch  uint32
+	accept uint8
 }
 
 // Within is the judgment for a request with budget left to wait; a
 // decision makes one and asks it about every candidate.
 func (s *Saturation) Within(budget time.Duration) Judge {
-	return Judge{s, max(budget.Seconds(), 0)}
+	j := Judge{s: s, budget: max(budget.Seconds(), 0), epoch: s.epoch}
+	if s.monotone && s.epoch < maxEpoch {
+		j.accept = 1<<memoFullWaiting | 1<<memoFullKV | 1<<memoFullWait
+		if j.budget >= s.freeFrom {
+			j.accept |= 1 << memoFree
+		}
+	}
+	return j
 }
 
 // Saturated says whether c is over a threshold, and which. It runs for
-// every candidate of every decision: the common case (nothing queued, or
-// a wait far under the target) reads a few fields.
+// every candidate of every decision: the common case reads the verdict c
+// remembers (see Remember), else a few fields (nothing queued, or a wait
+// far under the target).
 func (j Judge) Saturated(c *policy.Instance) (bool, Reason) {
+	if w := c.SaturationMemo; w != 0 && j.accept != 0 {
+		if w>>memoCodeBits != j.epoch {
+			w = j.s.remember(c)
+		}
+		if code := w & memoCodeMask; j.accept&(1<<code) != 0 {
+			return code != memoFree, memoReasons[code]
+		}
+	}
+	return j.judge(c)
+}
+
+// Remembered is the verdict c remembers that holds for this judge (see
+// Remember); ok is false when there is none, and Saturated must judge.
+// It is Saturated's first step alone, small enough to inline into a loop
+// over a fleet.
+func (j *Judge) Remembered(c *policy.Instance) (saturated bool, why Reason, ok bool) {
+	w := c.SaturationMemo
+	if code := w & memoCodeMask; w>>memoCodeBits == j.epoch && j.accept&(1<<code) != 0 {
+		return code != memoFree, memoReasons[code], true
+	}
+	return false, NotSaturated, false
+}
+
+// judge is Saturated without a memo.
+func (j Judge) judge(c *policy.Instance) (bool, Reason) {
 	s := j.s
 	queued := c.Waiting + c.InflightRequests
 	if s.maxWaiting > 0 && queued >= s.maxWaiting {
@@ -129,10 +192,118 @@ func (j Judge) Saturated(c *policy.Instance) (bool, Reason) {
 	if kv >= s.maxKV {
 		return true, KVCache
 	}
-	if s.target > 0 && (queued > 0 || atLimit(c)) && s.overWait(c, queued, j.budget) {
+	if s.target > 0 && (queued > 0 || atLimit(c)) && s.overWait(c, queued, j.budget, s.avgPrompt, s.avgOut) {
 		return true, PredictedWait
 	}
 	return false, NotSaturated
+}
+
+// Remember lets admission remember its verdict on c in
+// c.SaturationMemo, so that a decision over a large fleet reads one word
+// of most candidates instead of pricing their queues. Only the owner of c
+// may call it, and must call it again whenever it changes c (a report
+// copied in, a pick made or released): the verdict is of c as it was.
+// An instance never passed to Remember (SaturationMemo 0) is judged
+// afresh every time.
+//
+// A verdict depends, besides the instance, on the running means (prompt
+// and output) and the request's budget. The means move a little with every
+// request, so the memo is not of the verdict at the means but over bands
+// around them (memoBand, from when the epoch began): not saturated at the
+// bands' tops and a budget of wait_schedule_timeout / memoBand, or
+// saturated at their bottoms with no deadline. The wait grows with both
+// means and the verdict with the wait and as the budget shrinks, and
+// floating-point arithmetic keeps that order (rounding is monotone, and
+// every factor is at least 0: remember checks), so such a verdict is the
+// exact one anywhere in the bands — not saturated at any larger budget,
+// saturated at any. A mean leaving its band starts a new epoch, which
+// every memo misses once. An instance whose verdict flips inside the bands
+// is judged afresh for every request, as without a memo.
+// TestMemoMatchesSaturated holds the memo to the verdict without it.
+func Remember(c *policy.Instance) { c.SaturationMemo = memoEmpty }
+
+// A memo is epoch<<memoCodeBits | code.
+const (
+	memoCodeBits = 3
+	memoCodeMask = 1<<memoCodeBits - 1
+	maxEpoch     = math.MaxUint32 >> memoCodeBits // then no more memos: an old one might match
+
+	memoOpen        = 1 // flips inside the bands: judge afresh
+	memoFree        = 2 // not saturated, at budgets ≥ freeFrom
+	memoFullWaiting = 3 // saturated (max_waiting), at any budget
+	memoFullKV      = 4 // saturated (kv_cache)
+	memoFullWait    = 5 // saturated (predicted_wait)
+
+	memoEmpty = memoOpen // epoch 0: never current
+)
+
+var memoReasons = [memoCodeMask + 1]Reason{memoFullWaiting: MaxWaiting, memoFullKV: KVCache, memoFullWait: PredictedWait}
+
+// remember stores in c's memo the verdict over the epoch's bands (see
+// Remember) and returns the memo.
+func (s *Saturation) remember(c *policy.Instance) uint32 {
+	code := uint32(memoOpen)
+	if c.Waiting >= 0 && c.InflightPromptTokens >= 0 && c.Running+c.InflightRequests >= 0 { // else a factor of the wait is below 0
+		switch s.judgeAt(c, s.pHi, s.oHi, s.freeFrom) {
+		case NotSaturated:
+			code = memoFree
+		case MaxWaiting:
+			code = memoFullWaiting
+		case KVCache:
+			code = memoFullKV
+		case PredictedWait:
+			if s.judgeAt(c, s.pLo, s.oLo, math.Inf(1)) == PredictedWait {
+				code = memoFullWait
+			}
+		}
+	}
+	w := s.epoch<<memoCodeBits | code
+	c.SaturationMemo = w
+	return w
+}
+
+// judgeAt is the verdict's reason with the means at avgPrompt and avgOut
+// and budget seconds left.
+func (s *Saturation) judgeAt(c *policy.Instance, avgPrompt, avgOut, budget float64) Reason {
+	queued := c.Waiting + c.InflightRequests
+	if s.maxWaiting > 0 && queued >= s.maxWaiting {
+		return MaxWaiting
+	}
+	kv := c.KVCacheUsage
+	if c.InflightPromptTokens != 0 {
+		if n := c.NumGPUBlocks * c.BlockSize; n > 0 {
+			kv += float64(c.InflightPromptTokens) / float64(n)
+		}
+	}
+	if kv >= s.maxKV {
+		return KVCache
+	}
+	if s.target > 0 && (queued > 0 || atLimit(c)) && s.overWait(c, queued, budget, avgPrompt, avgOut) {
+		return PredictedWait
+	}
+	return NotSaturated
+}
+
+// memoBand is how far the bands reach above the means (and below, by its
+// inverse) when an epoch begins, and how far below wait_schedule_timeout a
+// budget may be for a remembered verdict of no saturation to hold. Wider
+// bands start fewer epochs (each costs every instance two judgments at its
+// next decision) but leave more verdicts open (judged afresh every
+// decision). At 1.25 a running mean of log-normal prompts (σ = 1) leaves
+// its band about every 24 requests, and BenchmarkPick's fleets leave 5 %
+// of their verdicts open (24 % at 2).
+const memoBand = 1.25
+
+// Invalidate makes every remembered verdict judged afresh once, as if
+// each instance had changed.
+func (s *Saturation) Invalidate() { s.rebase() }
+
+// rebase starts an epoch: bands around the means, and every memo
+// forgotten.
+func (s *Saturation) rebase() {
+	s.epoch++
+	s.pLo, s.pHi = s.avgPrompt/memoBand, s.avgPrompt*memoBand
+	s.oLo, s.oHi = s.avgOut/memoBand, s.avgOut*memoBand
 }
 
 // overWait is modelWait's verdict — the expected wait at or over the
@@ -143,9 +314,9 @@ func (j Judge) Saturated(c *policy.Instance) (bool, Reason) {
 // prefill + ⌈seats / r⌉ × turnover, only when its bound prefill + seats ×
 // turnover reaches budget. Both sides are in model seconds, the limits
 // scaled by the speed. TestOverWaitMatchesModelWait holds it to modelWait.
-func (s *Saturation) overWait(c *policy.Instance, queued int64, budget float64) bool {
+func (s *Saturation) overWait(c *policy.Instance, queued int64, budget, avgPrompt, avgOut float64) bool {
 	m := &s.model
-	ahead := (float64(c.Waiting)*s.avgPrompt + float64(c.InflightPromptTokens)) * uncachedShare(c)
+	ahead := (float64(c.Waiting)*avgPrompt + float64(c.InflightPromptTokens)) * uncachedShare(c)
 	step := m.Step + m.DecodeToken*float64(c.Running+c.InflightRequests)
 	t := ahead * (m.PrefillToken + s.invBatch*step)
 	sp := s.speed(c)
@@ -158,7 +329,7 @@ func (s *Saturation) overWait(c *policy.Instance, queued int64, budget float64) 
 		return t > 0 && (t >= target || t >= budget)
 	}
 	r := max(c.Running, 1)
-	turnover := s.avgOut * step
+	turnover := avgOut * step
 	if c.Role == policy.RolePrefill {
 		turnover = step // see modelWait
 	}

@@ -240,7 +240,7 @@ func TestOverWaitMatchesModelWait(t *testing.T) {
 							e, l := s.modelWait(c, queued)
 							sp := s.speed(c)
 							want := (e > 0 || l > 0) && (e >= s.target*sp || l >= budget*sp)
-							if got := s.overWait(c, queued, budget); got != want {
+							if got := s.overWait(c, queued, budget, s.avgPrompt, s.avgOut); got != want {
 								t.Errorf("%+v budget %g: overWait %v, modelWait says %v (expected %g, longest %g, speed %g)", *c, budget, got, want, e/sp, l/sp, sp)
 							}
 							n++

@@ -74,6 +74,12 @@ type Instance struct {
 	// first cache line with Saturated.
 	BatchLimit int32
 	Speed      float32
+	// SaturationMemo is scheduler/admission's remembered verdict on this
+	// instance, in the first cache line's last word; 0 (the default) has
+	// admission judge afresh every time. Its owner opts in with
+	// admission.Remember and calls it again after every change of the
+	// fields above (see there).
+	SaturationMemo uint32
 
 	ID      string // stable identity (the advertised address today)
 	Address string // ip:port written into the pick

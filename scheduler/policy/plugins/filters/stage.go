@@ -117,7 +117,11 @@ func (f *SaturationFilter) Filter(_ *framework.CycleState, req *policy.Request, 
 	j := f.s.Within(f.budget(req))
 	out := cands[:0]
 	for _, c := range cands {
-		c.Saturated, _ = j.Saturated(c)
+		sat, _, ok := j.Remembered(c) // most candidates: inline, one word
+		if !ok {
+			sat, _ = j.Saturated(c)
+		}
+		c.Saturated = sat
 		if !c.Saturated {
 			out = append(out, c)
 		}
