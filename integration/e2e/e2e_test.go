@@ -56,28 +56,28 @@ func (s *system) testStreaming(t *testing.T) {
 	ttftBefore := s.gwCounter(t, "llmrouter_gateway_ttft_seconds")
 	routedBefore := s.gwCounter(t, "llmrouter_gateway_requests_total", "api", "chat_completions", "outcome", "routed")
 
-	r := s.chat(context.Background(), chatReq{maxTokens: tokens})
-	if err := r.failure(); err != nil {
+	r := s.chat(context.Background(), chatReq{MaxTokens: tokens})
+	if err := r.Failure(); err != nil {
 		t.Fatalf("streaming chat: %v", err)
 	}
-	if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		t.Errorf("content-type %q, want text/event-stream", ct)
 	}
-	ev := r.events
-	if last := ev[len(ev)-1].data; last != "[DONE]" {
+	ev := r.Events
+	if last := ev[len(ev)-1].Data; last != "[DONE]" {
 		t.Fatalf("last event %q, want [DONE]", last)
 	}
-	if r.usage == nil || r.usage.CompletionTokens != tokens {
-		t.Fatalf("usage %+v, want %d completion tokens", r.usage, tokens)
+	if r.Usage == nil || r.Usage.CompletionTokens != tokens {
+		t.Fatalf("usage %+v, want %d completion tokens", r.Usage, tokens)
 	}
 	// One event per token plus role, finish, usage and [DONE].
 	if len(ev) < tokens {
 		t.Errorf("%d SSE events for %d tokens", len(ev), tokens)
 	}
-	first, last := ev[0].at, ev[len(ev)-1].at
+	first, last := ev[0].At, ev[len(ev)-1].At
 	spread := last.Sub(first)
 	t.Logf("%d events: first %s after the request, last %s after the first", len(ev),
-		first.Sub(r.start).Round(time.Millisecond), spread.Round(time.Millisecond))
+		first.Sub(r.Start).Round(time.Millisecond), spread.Round(time.Millisecond))
 	// Generation takes tokens×40 ms = 1.2 s; a buffering data plane would
 	// deliver every event at once.
 	if spread < 600*time.Millisecond {
@@ -87,7 +87,7 @@ func (s *system) testStreaming(t *testing.T) {
 	mid := first.Add(spread / 2)
 	early := 0
 	for _, e := range ev {
-		if e.at.Before(mid) {
+		if e.At.Before(mid) {
 			early++
 		}
 	}
@@ -131,9 +131,9 @@ func (s *system) testSpread(t *testing.T) {
 			defer wg.Done()
 			for next.Add(1) <= total {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				r := s.chat(ctx, chatReq{maxTokens: 12})
+				r := s.chat(ctx, chatReq{MaxTokens: 12})
 				cancel()
-				if err := r.failure(); err != nil {
+				if err := r.Failure(); err != nil {
 					mu.Lock()
 					failures = append(failures, err.Error())
 					mu.Unlock()
@@ -264,8 +264,8 @@ func (s *system) testDestinationHeader(t *testing.T) {
 		if i%2 == 1 {
 			h.Set("x-gateway-destination-endpoint", target+","+target)
 		}
-		r := s.chat(context.Background(), chatReq{maxTokens: 2, noStream: i%3 == 0, header: h})
-		if err := r.failure(); err != nil {
+		r := s.chat(context.Background(), chatReq{MaxTokens: 2, NoStream: i%3 == 0, Header: h})
+		if err := r.Failure(); err != nil {
 			t.Fatalf("request %d: %v", i, err)
 		}
 	}
@@ -305,7 +305,7 @@ func (s *system) testDestinationHeader(t *testing.T) {
 func TestSchedulerKilled(t *testing.T) {
 	s := startSystem(t, options{policy: "least-request", split: true, engineArgs: []string{"--ttft", "20ms", "--itl", "20ms"}})
 	t0 := time.Now()
-	l := s.startLoad(4, chatReq{maxTokens: 6})
+	l := s.startLoad(4, chatReq{MaxTokens: 6})
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -439,7 +439,7 @@ func TestGatewayKilled(t *testing.T) {
 	h.Set("x-gateway-destination-endpoint", target)
 	servedBefore := s.served(t)
 	t0 := time.Now()
-	l := s.startLoad(4, chatReq{maxTokens: 6, header: h})
+	l := s.startLoad(4, chatReq{MaxTokens: 6, Header: h})
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -516,7 +516,7 @@ func checkNoFailures(t *testing.T, rs []reply, t0 time.Time, ws ...window) {
 	for _, w := range ws {
 		n := 0
 		for _, r := range rs {
-			if !r.start.Before(w.from) && r.start.Before(w.to) {
+			if !r.Start.Before(w.from) && r.Start.Before(w.to) {
 				n++
 			}
 		}
@@ -560,7 +560,7 @@ func TestQueueOverflow(t *testing.T) {
 			<-start
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			replies[i] = s.chat(ctx, chatReq{maxTokens: 20, prompt: fmt.Sprintf("request %d of the burst", i)})
+			replies[i] = s.chat(ctx, chatReq{MaxTokens: 20, Prompt: fmt.Sprintf("request %d of the burst", i)})
 		}()
 	}
 	began := time.Now()
@@ -572,11 +572,11 @@ func TestQueueOverflow(t *testing.T) {
 	var slowest429, slowestOK time.Duration
 	for i, r := range replies {
 		switch {
-		case r.err == nil && r.status == http.StatusTooManyRequests:
+		case r.Err == nil && r.Status == http.StatusTooManyRequests:
 			rejected++
-			slowest429 = max(slowest429, r.end.Sub(r.start))
-			if ra, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || ra < 1 {
-				t.Errorf("request %d: 429 with Retry-After %q, want whole seconds ≥ 1", i, r.header.Get("Retry-After"))
+			slowest429 = max(slowest429, r.End.Sub(r.Start))
+			if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 {
+				t.Errorf("request %d: 429 with Retry-After %q, want whole seconds ≥ 1", i, r.Header.Get("Retry-After"))
 			}
 			var e struct {
 				Error *struct {
@@ -585,14 +585,14 @@ func TestQueueOverflow(t *testing.T) {
 					Code    any    `json:"code"`
 				} `json:"error"`
 			}
-			if err := json.Unmarshal(r.body, &e); err != nil || e.Error == nil || e.Error.Message == "" || e.Error.Type == "" {
-				t.Errorf("request %d: 429 body %q, want an OpenAI error object", i, r.body)
+			if err := json.Unmarshal(r.Body, &e); err != nil || e.Error == nil || e.Error.Message == "" || e.Error.Type == "" {
+				t.Errorf("request %d: 429 body %q, want an OpenAI error object", i, r.Body)
 			}
-		case r.failure() == nil:
+		case r.Failure() == nil:
 			ok++
-			slowestOK = max(slowestOK, r.end.Sub(r.start))
+			slowestOK = max(slowestOK, r.End.Sub(r.Start))
 		default:
-			t.Errorf("request %d: %v (want 200 to the end, or 429)", i, r.failure())
+			t.Errorf("request %d: %v (want 200 to the end, or 429)", i, r.Failure())
 		}
 	}
 	t.Logf("burst of %d in %s: %d completed (slowest %s), %d got 429 (slowest %s)", burst, took.Round(time.Millisecond),

@@ -29,7 +29,7 @@ var metricNameRE = regexp.MustCompile(`\bllmrouter_[a-z0-9_]+`)
 func TestObservabilityFilesMatchTheSystem(t *testing.T) {
 	s := startSystem(t, options{policy: "prefix-cache", split: true})
 	for range 4 {
-		if err := s.chat(context.Background(), chatReq{maxTokens: 4}).failure(); err != nil {
+		if err := s.chat(context.Background(), chatReq{MaxTokens: 4}).Failure(); err != nil {
 			t.Fatal(err)
 		}
 	}

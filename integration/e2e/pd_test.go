@@ -84,11 +84,11 @@ func longPrompt(seed string, n int) string {
 // complete wants a whole stream of exactly tokens output tokens.
 func complete(t *testing.T, r reply, tokens int) {
 	t.Helper()
-	if err := r.failure(); err != nil {
+	if err := r.Failure(); err != nil {
 		t.Fatal(err)
 	}
-	if r.usage == nil || r.usage.CompletionTokens != tokens {
-		t.Fatalf("usage %+v, want %d completion tokens", r.usage, tokens)
+	if r.Usage == nil || r.Usage.CompletionTokens != tokens {
+		t.Fatalf("usage %+v, want %d completion tokens", r.Usage, tokens)
 	}
 }
 
@@ -103,7 +103,7 @@ func testPDSplit(t *testing.T, api string) {
 	before := s.pdCounts(t)
 	const n = 10
 	for i := range n {
-		complete(t, s.chat(context.Background(), chatReq{maxTokens: 6, prompt: longPrompt(fmt.Sprint(i), 300)}), 6)
+		complete(t, s.chat(context.Background(), chatReq{MaxTokens: 6, Prompt: longPrompt(fmt.Sprint(i), 300)}), 6)
 	}
 	after := s.pdCounts(t)
 	if d := after.prefilled - before.prefilled; d != n {
@@ -123,7 +123,7 @@ func testPDSplit(t *testing.T, api string) {
 		shippedExprs(t, "../../deploy/grafana/llmrouter-pd-dashboard.json"), 5)
 
 	// Kill the prefill engine under load: nothing fails.
-	l := s.startLoad(4, chatReq{maxTokens: 6, prompt: longPrompt("load", 300)})
+	l := s.startLoad(4, chatReq{MaxTokens: 6, Prompt: longPrompt("load", 300)})
 	t0 := time.Now()
 	time.Sleep(time.Second)
 	killed := time.Now()
@@ -151,7 +151,7 @@ func TestDynamicPDSplit(t *testing.T) {
 	step := func(what, prompt, want string) {
 		t.Helper()
 		b := s.pdCounts(t)
-		complete(t, s.chat(context.Background(), chatReq{maxTokens: 4, prompt: prompt}), 4)
+		complete(t, s.chat(context.Background(), chatReq{MaxTokens: 4, Prompt: prompt}), 4)
 		a := s.pdCounts(t)
 		for l, v := range a.decisions {
 			d := v - b.decisions[l]
@@ -183,7 +183,7 @@ func TestDynamicPDSplit(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.chat(ctx, chatReq{maxTokens: 2000, prompt: fmt.Sprintf("background %d", i)})
+			s.chat(ctx, chatReq{MaxTokens: 2000, Prompt: fmt.Sprintf("background %d", i)})
 		}()
 		time.Sleep(500 * time.Millisecond)
 	}

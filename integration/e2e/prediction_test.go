@@ -24,7 +24,7 @@ func TestPredictionErrorOnAFlushedEngine(t *testing.T) {
 	prompt := strings.Repeat("a long shared document the fleet keeps being asked about. ", 400)
 	send := func() {
 		t.Helper()
-		if err := s.chat(context.Background(), chatReq{maxTokens: 1, prompt: prompt}).failure(); err != nil {
+		if err := s.chat(context.Background(), chatReq{MaxTokens: 1, Prompt: prompt}).Failure(); err != nil {
 			t.Fatal(err)
 		}
 		// A new agent report (every 200 ms) for the next pick to measure.

@@ -1,16 +1,11 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -100,8 +95,8 @@ func startSystem(t *testing.T, o options) *system {
 	// Routed end to end: a completion through the data plane, counted as
 	// picked by the gateway.
 	harness.Eventually(t, settle, "a routed completion through the data plane", func() error {
-		r := s.chat(context.Background(), chatReq{maxTokens: 1})
-		if err := r.failure(); err != nil {
+		r := s.chat(context.Background(), chatReq{MaxTokens: 1})
+		if err := r.Failure(); err != nil {
 			return err
 		}
 		if v := s.gwCounter(t, "llmrouter_gateway_requests_total", "outcome", "routed"); v < 1 {
@@ -149,133 +144,20 @@ func delta(after, before map[string]float64) map[string]float64 {
 
 // ---------------------------------------------------------------- clients
 
-// chatReq is one chat completion through the data plane.
-type chatReq struct {
-	maxTokens int
-	noStream  bool
-	prompt    string
-	header    http.Header
-}
+type (
+	chatReq = stack.ChatReq
+	reply   = stack.Reply
+	usage   = stack.Usage
+)
 
-// usage is OpenAI's token usage.
-type usage struct {
-	PromptTokens     int `json:"prompt_tokens"`
-	CompletionTokens int `json:"completion_tokens"`
-}
-
-// sseEvent is one `data:` line and when the client read it.
-type sseEvent struct {
-	at   time.Time
-	data string
-}
-
-// reply is what the client saw.
-type reply struct {
-	status     int
-	header     http.Header
-	body       []byte // a non-streaming or error body
-	events     []sseEvent
-	done       bool // ended with data: [DONE] (streaming) or a JSON body (not)
-	usage      *usage
-	start, end time.Time
-	err        error
-}
-
-// failure says why r is not a complete 200 answer (nil when it is).
-func (r reply) failure() error {
-	switch {
-	case r.err != nil:
-		return r.err
-	case r.status != http.StatusOK:
-		return fmt.Errorf("status %d: %s", r.status, bytes.TrimSpace(r.body))
-	case !r.done:
-		return fmt.Errorf("incomplete answer after %d events", len(r.events))
-	}
-	return nil
-}
-
-// chat sends one chat completion to the data plane's listener and reads the
-// answer to its end, timing every SSE event.
+// chat sends one chat completion through the data plane (8 tokens unless
+// asked; a stream reports its usage) and reads the answer to its end.
 func (s *system) chat(ctx context.Context, q chatReq) reply {
-	if q.maxTokens == 0 {
-		q.maxTokens = 8
+	if q.MaxTokens == 0 {
+		q.MaxTokens = 8
 	}
-	if q.prompt == "" {
-		q.prompt = "Tell me about routing requests to inference engines."
-	}
-	body, _ := json.Marshal(map[string]any{
-		"model":          model,
-		"messages":       []map[string]string{{"role": "user", "content": q.prompt}},
-		"max_tokens":     q.maxTokens,
-		"stream":         !q.noStream,
-		"stream_options": map[string]any{"include_usage": true},
-	})
-	if q.noStream {
-		body, _ = json.Marshal(map[string]any{
-			"model":      model,
-			"messages":   []map[string]string{{"role": "user", "content": q.prompt}},
-			"max_tokens": q.maxTokens,
-		})
-	}
-	r := reply{start: time.Now()}
-	defer func() { r.end = time.Now() }()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.Listen+"/v1/chat/completions", bytes.NewReader(body))
-	if err != nil {
-		r.err = err
-		return r
-	}
-	req.Header.Set("Content-Type", "application/json")
-	for k, vs := range q.header {
-		for _, v := range vs {
-			req.Header.Add(k, v)
-		}
-	}
-	resp, err := s.Client.Do(req)
-	if err != nil {
-		r.err = err
-		r.end = time.Now()
-		return r
-	}
-	defer resp.Body.Close()
-	r.status, r.header = resp.StatusCode, resp.Header
-	if resp.StatusCode != http.StatusOK || q.noStream {
-		r.body, r.err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		if r.err == nil && resp.StatusCode == http.StatusOK {
-			var full struct{ Usage *usage }
-			if err := json.Unmarshal(r.body, &full); err != nil {
-				r.err = fmt.Errorf("answer is not JSON: %v: %s", err, r.body)
-			} else {
-				r.usage, r.done = full.Usage, true
-			}
-		}
-		r.end = time.Now()
-		return r
-	}
-	br := bufio.NewReader(resp.Body)
-	for {
-		line, err := br.ReadString('\n')
-		if data, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), "data: "); ok {
-			r.events = append(r.events, sseEvent{at: time.Now(), data: data})
-			if data == "[DONE]" {
-				r.done = true
-			} else if r.done {
-				r.done = false // something after [DONE]
-			} else {
-				var c struct{ Usage *usage }
-				if json.Unmarshal([]byte(data), &c) == nil && c.Usage != nil {
-					r.usage = c.Usage
-				}
-			}
-		}
-		if err != nil {
-			if err != io.EOF {
-				r.err = fmt.Errorf("reading the stream after %d events: %w", len(r.events), err)
-			}
-			break
-		}
-	}
-	r.end = time.Now()
-	return r
+	q.Usage = true
+	return s.Chat(ctx, q)
 }
 
 // load runs workers goroutines sending requests back to back until stopped,
@@ -329,8 +211,8 @@ func (l *load) stop() []reply {
 func failed(rs []reply, t0 time.Time) []string {
 	var out []string
 	for _, r := range rs {
-		if err := r.failure(); err != nil {
-			out = append(out, fmt.Sprintf("at %+.3fs: %v", r.start.Sub(t0).Seconds(), err))
+		if err := r.Failure(); err != nil {
+			out = append(out, fmt.Sprintf("at %+.3fs: %v", r.Start.Sub(t0).Seconds(), err))
 		}
 	}
 	return out
@@ -340,8 +222,8 @@ func failed(rs []reply, t0 time.Time) []string {
 func slowest(rs []reply, from, to time.Time) time.Duration {
 	var d time.Duration
 	for _, r := range rs {
-		if !r.start.Before(from) && r.start.Before(to) {
-			d = max(d, r.end.Sub(r.start))
+		if !r.Start.Before(from) && r.Start.Before(to) {
+			d = max(d, r.End.Sub(r.Start))
 		}
 	}
 	return d

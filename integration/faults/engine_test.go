@@ -20,11 +20,11 @@ func TestEngineKilled(t *testing.T) {
 	// Each engine's first token: which engine served a stream.
 	first := map[string]string{}
 	for _, e := range s.Engines {
-		r := s.chatTo(t.Context(), e.Addr, chatReq{maxTokens: 1})
-		if err := r.failure(); err != nil || r.text == "" {
-			t.Fatalf("engine %s directly: %v (first token %q)", e.Addr, err, r.text)
+		r := s.chatTo(t.Context(), e.Addr, chatReq{MaxTokens: 1})
+		if err := r.Failure(); err != nil || r.Text == "" {
+			t.Fatalf("engine %s directly: %v (first token %q)", e.Addr, err, r.Text)
 		}
-		first[e.Addr] = r.text
+		first[e.Addr] = r.Text
 	}
 	victim := s.Engines[1]
 	if n := len(map[string]bool{first[s.Engines[0].Addr]: true, first[victim.Addr]: true, first[s.Engines[2].Addr]: true}); n != 3 {
@@ -32,7 +32,7 @@ func TestEngineKilled(t *testing.T) {
 	}
 
 	// 2 s streams (100 tokens at 20 ms): about 10 in flight per engine.
-	l := s.openLoop(15, 10*time.Second, chatReq{maxTokens: 100}, nil)
+	l := s.openLoop(15, 10*time.Second, chatReq{MaxTokens: 100}, nil)
 	time.Sleep(3 * time.Second)
 	killed := time.Now()
 	victim.Proc.Kill(t)
@@ -63,20 +63,20 @@ func TestEngineKilled(t *testing.T) {
 	var bad []string
 	for _, r := range rs {
 		o.sent++
-		err := r.failure()
+		err := r.Failure()
 		if err == nil {
 			o.ok++
 			continue
 		}
 		o.failed++
-		inFlight := r.start.Before(killed) && r.end.After(killed)
-		fromVictim := r.text == "" || r.text == first[victim.Addr]
+		inFlight := r.Start.Before(killed) && r.End.After(killed)
+		fromVictim := r.Text == "" || r.Text == first[victim.Addr]
 		if inFlight && fromVictim {
 			allowed++
 			continue
 		}
 		if len(bad) < 10 {
-			bad = append(bad, fmt.Sprintf("started %+.3fs from the kill, first token %q: %v", r.start.Sub(killed).Seconds(), r.text, err))
+			bad = append(bad, fmt.Sprintf("started %+.3fs from the kill, first token %q: %v", r.Start.Sub(killed).Seconds(), r.Text, err))
 		}
 	}
 	row.add(o)

@@ -52,28 +52,28 @@ func TestHostileBodies(t *testing.T) {
 	l := s.openLoop(10, 12*time.Second, chatReq{}, nil)
 	var hostile outcome
 	for _, b := range bodies {
-		r := s.chat(t.Context(), chatReq{raw: b.body, timeout: 60 * time.Second})
+		r := s.chat(t.Context(), chatReq{Raw: b.body, Timeout: 60 * time.Second})
 		hostile.sent++
-		took := r.end.Sub(r.start).Round(time.Millisecond)
+		took := r.End.Sub(r.Start).Round(time.Millisecond)
 		switch {
-		case r.err != nil:
+		case r.Err != nil:
 			hostile.failed++
-			t.Errorf("%s (%d bytes): %v after %s", b.name, len(b.body), r.err, took)
-		case r.status >= 400 && r.status < 500:
+			t.Errorf("%s (%d bytes): %v after %s", b.name, len(b.body), r.Err, took)
+		case r.Status >= 400 && r.Status < 500:
 			hostile.ok++
-			t.Logf("%s (%d bytes): %d in %s: %s", b.name, len(b.body), r.status, took, clip(r.body))
-			if len(bytes.TrimSpace(r.body)) == 0 {
-				t.Errorf("%s: %d with an empty body, want one saying what is wrong", b.name, r.status)
+			t.Logf("%s (%d bytes): %d in %s: %s", b.name, len(b.body), r.Status, took, clip(r.Body))
+			if len(bytes.TrimSpace(r.Body)) == 0 {
+				t.Errorf("%s: %d with an empty body, want one saying what is wrong", b.name, r.Status)
 			}
-			if len(r.body) > 4<<10 {
-				t.Errorf("%s: a %d-byte error body (starts %s): error bodies echo at most a short prefix of the input", b.name, len(r.body), clip(r.body))
+			if len(r.Body) > 4<<10 {
+				t.Errorf("%s: a %d-byte error body (starts %s): error bodies echo at most a short prefix of the input", b.name, len(r.Body), clip(r.Body))
 			}
-		case r.status == http.StatusOK && r.done:
+		case r.Status == http.StatusOK && r.Done:
 			hostile.ok++
 			t.Logf("%s (%d bytes): passed through and answered in %s", b.name, len(b.body), took)
 		default:
 			hostile.failed++
-			t.Errorf("%s (%d bytes): %v after %s, want a 4xx or an answer", b.name, len(b.body), r.failure(), took)
+			t.Errorf("%s (%d bytes): %v after %s, want a 4xx or an answer", b.name, len(b.body), r.Failure(), took)
 		}
 	}
 	row.add(hostile)

@@ -3,63 +3,21 @@
 package faults
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/llmrouter/llmrouter/integration/stack"
 )
 
-// chatReq is one chat completion through the data plane.
-type chatReq struct {
-	maxTokens int
-	prompt    string
-	user      string // the body's "user" (a session key); empty: none
-	// raw, when set, is sent as the body as is.
-	raw []byte
-	// timeout bounds the whole exchange (default 30 s).
-	timeout time.Duration
-}
-
-// reply is what the client saw.
-type reply struct {
-	status int
-	header http.Header
-	body   []byte // a non-200 body (bounded)
-	events int    // SSE data lines read
-	// first is when the first content token arrived; text is its content
-	// (the engine's seed decides it: it tells which engine served).
-	first      time.Time
-	text       string
-	done       bool // data: [DONE] read last
-	start, end time.Time
-	err        error
-}
-
-// failure says why r is not a complete 200 answer (nil when it is).
-func (r reply) failure() error {
-	switch {
-	case r.err != nil:
-		return r.err
-	case r.status != http.StatusOK:
-		return fmt.Errorf("status %d: %s", r.status, bytes.TrimSpace(r.body))
-	case !r.done:
-		return fmt.Errorf("stream broken after %d events", r.events)
-	}
-	return nil
-}
-
-// shed reports a deliberate refusal: 429 or 503 with an answer read whole.
-func (r reply) shed() bool {
-	return r.err == nil && (r.status == http.StatusTooManyRequests || r.status == http.StatusServiceUnavailable)
-}
+type (
+	chatReq = stack.ChatReq
+	reply   = stack.Reply
+)
 
 // chat sends one streaming chat completion to the data plane's listener and
 // reads the answer to its end.
@@ -67,92 +25,16 @@ func (s *system) chat(ctx context.Context, q chatReq) reply {
 	return s.chatTo(ctx, s.Listen, q)
 }
 
-// chatTo is chat against addr (an engine directly, to learn its reply text).
+// chatTo is chat against addr (an engine directly, to learn its reply text):
+// 6 tokens and 30 s for the whole exchange unless asked.
 func (s *system) chatTo(ctx context.Context, addr string, q chatReq) reply {
-	if q.maxTokens == 0 {
-		q.maxTokens = 6
+	if q.MaxTokens == 0 {
+		q.MaxTokens = 6
 	}
-	if q.prompt == "" {
-		q.prompt = "Tell me about routing requests to inference engines."
+	if q.Timeout == 0 {
+		q.Timeout = 30 * time.Second
 	}
-	if q.timeout == 0 {
-		q.timeout = 30 * time.Second
-	}
-	body := q.raw
-	if body == nil {
-		m := map[string]any{
-			"model":      model,
-			"messages":   []map[string]string{{"role": "user", "content": q.prompt}},
-			"max_tokens": q.maxTokens,
-			"stream":     true,
-		}
-		if q.user != "" {
-			m["user"] = q.user
-		}
-		body, _ = json.Marshal(m)
-	}
-	ctx, cancel := context.WithTimeout(ctx, q.timeout)
-	defer cancel()
-	r := reply{start: time.Now()}
-	defer func() { r.end = time.Now() }()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/chat/completions", bytes.NewReader(body))
-	if err != nil {
-		r.err = err
-		return r
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := s.Client.Do(req)
-	if err != nil {
-		r.err = err
-		r.end = time.Now()
-		return r
-	}
-	defer resp.Body.Close()
-	r.status, r.header = resp.StatusCode, resp.Header
-	if resp.StatusCode != http.StatusOK {
-		r.body, r.err = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		r.end = time.Now()
-		return r
-	}
-	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-		// A non-streaming answer (a raw body that did not ask to stream).
-		r.body, r.err = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		r.done = r.err == nil && json.Valid(r.body)
-		r.end = time.Now()
-		return r
-	}
-	br := bufio.NewReader(resp.Body)
-	for {
-		line, err := br.ReadString('\n')
-		if data, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), "data: "); ok {
-			r.events++
-			switch {
-			case data == "[DONE]":
-				r.done = true
-			case r.done:
-				r.done = false // something after [DONE]
-			case r.first.IsZero():
-				var c struct {
-					Choices []struct {
-						Delta struct {
-							Content string `json:"content"`
-						} `json:"delta"`
-					} `json:"choices"`
-				}
-				if json.Unmarshal([]byte(data), &c) == nil && len(c.Choices) > 0 && c.Choices[0].Delta.Content != "" {
-					r.first, r.text = time.Now(), c.Choices[0].Delta.Content
-				}
-			}
-		}
-		if err != nil {
-			if err != io.EOF {
-				r.err = fmt.Errorf("stream broken after %d events: %w", r.events, err)
-			}
-			break
-		}
-	}
-	r.end = time.Now()
-	return r
+	return s.ChatTo(ctx, addr, q)
 }
 
 // ---------------------------------------------------------------- open loop
@@ -221,7 +103,7 @@ func (l *load) waitOr(after time.Duration, stuck func(outstanding int)) []reply 
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := append([]reply(nil), l.out...)
-	sort.Slice(out, func(i, j int) bool { return out[i].start.Before(out[j].start) })
+	sort.Slice(out, func(i, j int) bool { return out[i].Start.Before(out[j].Start) })
 	return out
 }
 
@@ -238,14 +120,14 @@ func judge(t *testing.T, row *row, rs []reply, t0 time.Time, shedOK bool) outcom
 	for _, r := range rs {
 		o.sent++
 		switch {
-		case r.failure() == nil:
+		case r.Failure() == nil:
 			o.ok++
-		case shedOK && r.shed():
+		case shedOK && r.Shed():
 			o.shed++
 		default:
 			o.failed++
 			if len(bad) < 10 {
-				bad = append(bad, fmt.Sprintf("at %+.3fs: %v", r.start.Sub(t0).Seconds(), r.failure()))
+				bad = append(bad, fmt.Sprintf("at %+.3fs: %v", r.Start.Sub(t0).Seconds(), r.Failure()))
 			}
 		}
 	}

@@ -32,24 +32,24 @@ func TestOverload(t *testing.T) {
 	s := startSystem(t, options{split: true, engineArgs: []string{"--profile", "llama3-8b-l4", "--max-num-seqs", "4"}})
 	const maxTokens = 128
 	bound := defaultWaitScheduleTimeout + 4*time.Second
-	q := chatReq{maxTokens: maxTokens, timeout: 60 * time.Second}
+	q := chatReq{MaxTokens: maxTokens, Timeout: 60 * time.Second}
 
 	// Unloaded latency of one request alone (the second of two: the first
 	// warms connections and caches).
 	var unloaded time.Duration
 	for range 2 {
 		r := s.chat(t.Context(), q)
-		if err := r.failure(); err != nil {
+		if err := r.Failure(); err != nil {
 			t.Fatalf("unloaded request: %v", err)
 		}
-		unloaded = r.end.Sub(r.start)
+		unloaded = r.End.Sub(r.Start)
 	}
 	capacity := float64(len(s.Engines)*4) / unloaded.Seconds() // requests per second
 	rate := 20 * capacity
 	// A request answered within bound then streams for about its unloaded
 	// latency; one still running well after that has failed, and ending it
 	// keeps the scenario short when it does.
-	q.timeout = bound + 2*unloaded + 5*time.Second
+	q.Timeout = bound + 2*unloaded + 5*time.Second
 	probeBound := defaultWaitScheduleTimeout + 2*unloaded
 	t.Logf("unloaded latency %s: capacity %.2f req/s; offering %.1f req/s for 30 s", unloaded.Round(time.Millisecond), capacity, rate)
 
@@ -105,7 +105,7 @@ func TestOverload(t *testing.T) {
 	}()
 	// The probe: 5 s after the last arrival.
 	time.Sleep(time.Until(l.began.Add(loadFor + 5*time.Second)))
-	probe := s.chat(t.Context(), chatReq{maxTokens: maxTokens, timeout: probeBound + 5*time.Second})
+	probe := s.chat(t.Context(), chatReq{MaxTokens: maxTokens, Timeout: probeBound + 5*time.Second})
 	rs := l.wait()
 	close(stopRSS)
 	<-rssDone
@@ -119,16 +119,16 @@ func TestOverload(t *testing.T) {
 	nLate := 0
 	var slowest time.Duration
 	for _, r := range rs {
-		answered := r.first // the first token
-		if r.first.IsZero() {
-			answered = r.end // a shed (or failed) answer
+		answered := r.First // the first token
+		if r.First.IsZero() {
+			answered = r.End // a shed (or failed) answer
 		}
-		d := answered.Sub(r.start)
+		d := answered.Sub(r.Start)
 		slowest = max(slowest, d)
 		if d > bound {
 			nLate++
 			if len(late) < 5 {
-				late = append(late, fmt.Sprintf("at %+.1fs: %s (status %d)", r.start.Sub(l.began).Seconds(), d.Round(time.Millisecond), r.status))
+				late = append(late, fmt.Sprintf("at %+.1fs: %s (status %d)", r.Start.Sub(l.began).Seconds(), d.Round(time.Millisecond), r.Status))
 			}
 		}
 	}
@@ -140,10 +140,10 @@ func TestOverload(t *testing.T) {
 		t.Errorf("nothing was shed at 20x capacity")
 	}
 
-	row.add(outcome{sent: 1, ok: b2i(probe.failure() == nil), failed: b2i(probe.failure() != nil)})
-	took := probe.end.Sub(probe.start)
+	row.add(outcome{sent: 1, ok: b2i(probe.Failure() == nil), failed: b2i(probe.Failure() != nil)})
+	took := probe.End.Sub(probe.Start)
 	t.Logf("the request sent 5 s after the load: %s (bound %s)", took.Round(time.Millisecond), probeBound.Round(time.Millisecond))
-	if err := probe.failure(); err != nil {
+	if err := probe.Failure(); err != nil {
 		t.Errorf("the request sent 5 s after the load stopped failed after %s: %v", took.Round(time.Millisecond), err)
 	} else if took > probeBound {
 		t.Errorf("the request sent 5 s after the load stopped took %s, want within %s (wait_schedule_timeout + 2x %s)", took.Round(time.Millisecond), probeBound.Round(time.Millisecond), unloaded.Round(time.Millisecond))

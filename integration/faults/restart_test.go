@@ -137,7 +137,7 @@ func picksResume(t *testing.T, s *system) {
 	t.Helper()
 	harness.Eventually(t, settle, "a pick routed by the scheduler", func() error {
 		before := s.Counter(t, s.SchedulerHTTP, "llmrouter_scheduler_decisions_total", "outcome", "routed")
-		if err := s.chat(t.Context(), chatReq{maxTokens: 1}).failure(); err != nil {
+		if err := s.chat(t.Context(), chatReq{MaxTokens: 1}).Failure(); err != nil {
 			return err
 		}
 		if d := s.Counter(t, s.SchedulerHTTP, "llmrouter_scheduler_decisions_total", "outcome", "routed") - before; d < 1 {
@@ -171,7 +171,7 @@ func gatewayRestart(t *testing.T, end func(*system)) {
 	judge(t, row, l.wait(), l.began, false)
 	harness.Eventually(t, settle, "a pick through the restarted gateway", func() error {
 		before := s.Counter(t, s.GatewayHTTP, "llmrouter_gateway_requests_total", "outcome", "routed")
-		if err := s.chat(t.Context(), chatReq{maxTokens: 1}).failure(); err != nil {
+		if err := s.chat(t.Context(), chatReq{MaxTokens: 1}).Failure(); err != nil {
 			return err
 		}
 		if d := s.Counter(t, s.GatewayHTTP, "llmrouter_gateway_requests_total", "outcome", "routed") - before; d < 1 {

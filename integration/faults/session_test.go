@@ -42,7 +42,7 @@ func TestSessionKeys(t *testing.T) {
 	const keys, rate = 1000, 40
 	l := s.openLoop(rate, keys/rate*time.Second, chatReq{}, func(i int) chatReq {
 		// Distinct in their first bytes and 1 MiB long.
-		return chatReq{user: fmt.Sprintf("session-%06d-", i) + pad[:1<<20-15], timeout: 60 * time.Second}
+		return chatReq{User: fmt.Sprintf("session-%06d-", i) + pad[:1<<20-15], Timeout: 60 * time.Second}
 	})
 	rs := l.waitOr(15*time.Second, func(n int) {
 		t.Logf("%d requests unanswered 15 s after the last was sent:", n)

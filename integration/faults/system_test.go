@@ -76,7 +76,7 @@ func startSystem(t *testing.T, o options) *system {
 		Client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}},
 	})}
 	harness.Eventually(t, settle, "a completion through the data plane", func() error {
-		return s.chat(context.Background(), chatReq{maxTokens: 1}).failure()
+		return s.chat(context.Background(), chatReq{MaxTokens: 1}).Failure()
 	})
 	t.Logf("system up in %s: %s, engines %v, data plane on %s", time.Since(began).Round(time.Millisecond),
 		map[bool]string{true: "scheduler + gateway", false: "all-in-one"}[o.split], s.EngineAddrs(), s.Listen)
