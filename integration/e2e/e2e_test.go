@@ -17,7 +17,6 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/llmrouter/llmrouter/integration/harness"
-	"github.com/llmrouter/llmrouter/integration/stack"
 )
 
 // spreadEnv turns the predicted-wait judgment off for the systems whose
@@ -393,7 +392,7 @@ func TestSchedulerKilled(t *testing.T) {
 		if err != nil {
 			return false, err
 		}
-		return stack.Sum(m, "llmrouter_scheduler_decisions_total", "outcome", "routed") > 0, nil
+		return m.Sum("llmrouter_scheduler_decisions_total", "outcome", "routed") > 0, nil
 	})
 	t.Logf("after the restart: gateway recovered in %s, picks resumed in %s", back.Round(time.Millisecond), resumed2.Round(time.Millisecond))
 	if resumed2 > 2*time.Second {
@@ -481,7 +480,7 @@ func TestGatewayKilled(t *testing.T) {
 		if err != nil {
 			return false, err
 		}
-		return stack.Sum(m, "llmrouter_gateway_requests_total", "outcome", "routed") > 0, nil
+		return m.Sum("llmrouter_gateway_requests_total", "outcome", "routed") > 0, nil
 	})
 	t.Logf("the restarted gateway picked again after %s", resumed.Round(time.Millisecond))
 	time.Sleep(time.Second)

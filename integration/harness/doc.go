@@ -34,6 +34,7 @@
 // line with api, xds and http).
 //
 // Observation: WaitReady polls /readyz; Eventually polls any condition with a
-// deadline; Scrape parses a /metrics page (Metrics.Value by name and labels);
-// Get, Post and GetJSON call endpoints such as the scheduler's /admin/*.
+// deadline; Scrape parses a /metrics page (Metrics.Value and Metrics.Sum by
+// name and labels); Get, Post and GetJSON call endpoints such as the
+// scheduler's /admin/*.
 package harness

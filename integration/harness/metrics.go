@@ -32,23 +32,9 @@ func Scrape(addr, token string) (Metrics, error) {
 // labels include the given pairs (label, value, label, value...). ok is false
 // when no series matches.
 func (m Metrics) Value(name string, labels ...string) (v float64, ok bool) {
-	f := m[name]
-	if f == nil {
-		return 0, false
-	}
-next:
-	for _, s := range f.GetMetric() {
-		for i := 0; i+1 < len(labels); i += 2 {
-			found := false
-			for _, lp := range s.GetLabel() {
-				if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-					found = true
-					break
-				}
-			}
-			if !found {
-				continue next
-			}
+	for _, s := range m[name].GetMetric() {
+		if !hasLabels(s, labels) {
+			continue
 		}
 		switch {
 		case s.Gauge != nil:
@@ -60,6 +46,45 @@ next:
 		}
 	}
 	return 0, false
+}
+
+// Sum adds every series of name whose labels include the given pairs
+// (histograms count their samples); 0 when none does.
+func (m Metrics) Sum(name string, labels ...string) float64 {
+	total := 0.0
+	for _, s := range m[name].GetMetric() {
+		if !hasLabels(s, labels) {
+			continue
+		}
+		switch {
+		case s.Counter != nil:
+			total += s.Counter.GetValue()
+		case s.Gauge != nil:
+			total += s.Gauge.GetValue()
+		case s.Histogram != nil:
+			total += float64(s.Histogram.GetSampleCount())
+		case s.Untyped != nil:
+			total += s.Untyped.GetValue()
+		}
+	}
+	return total
+}
+
+// hasLabels reports whether s carries every pair of labels (label, value...).
+func hasLabels(s *dto.Metric, labels []string) bool {
+	for i := 0; i+1 < len(labels); i += 2 {
+		found := false
+		for _, lp := range s.GetLabel() {
+			if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 // Series lists name's series as "label=value,..." strings, sorted, for

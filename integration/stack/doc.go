@@ -16,7 +16,10 @@
 // logs, except the data plane's, picked free a moment before (a lost port
 // race is tried again on new ports).
 //
+// Clients: Chat and ChatTo send one OpenAI chat completion (streaming or
+// not, a raw body, a session user, headers) and time what comes back.
+//
 // Observation: Instances (/admin/instances), Endpoints (the data plane's
-// llm_backends), Counter and Sum (a /metrics page summed over matching
-// series), WaitFleet and WaitGauge.
+// llm_backends), Counter (a /metrics page summed over matching series),
+// WaitFleet and WaitGauge.
 package stack
