@@ -3,7 +3,6 @@ package scheduler
 import (
 	"context"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,21 +73,6 @@ func newMemberMetrics(reg prometheus.Registerer) *memberMetrics {
 		m.probes.WithLabelValues(r)
 	}
 	return m
-}
-
-// ListensOnLoopback reports whether an agent API listen address binds
-// loopback only: then every agent runs on this host, and an advertised
-// 127.0.0.1 means the same machine to Envoy as to the agent.
-func ListensOnLoopback(listen string) bool {
-	host, _, err := net.SplitHostPort(listen)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // sweep applies the registry's silence bookkeeping under mu and starts the

@@ -157,8 +157,10 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 	s := &Scheduler{
 		cfg: cfg, clock: d.Clock, log: d.Log, pol: pol, m: newMetrics(d.Metrics, cfg.Gateway.MaxQueueSize), mm: newMemberMetrics(d.Metrics),
 		verify: d.Verify, probe: d.Probe,
+		// An agent API listening on loopback only means every agent runs on
+		// this host: an advertised 127.0.0.1 is the same machine to Envoy.
 		reg: registry.New(registry.Options{Clock: d.Clock, AllowedCIDRs: cidrs,
-			AllowLoopback: ListensOnLoopback(cfg.Scheduler.Listen), MissedReports: cfg.Scheduler.MissedReports,
+			AllowLoopback: config.Loopback(cfg.Scheduler.Listen), MissedReports: cfg.Scheduler.MissedReports,
 			SilentGrace: cfg.Scheduler.SilentGrace, PanicThreshold: cfg.Scheduler.PanicThreshold,
 			Verify: d.Verify != nil, Log: d.Log.Named("registry")}),
 		routable: routable, sat: sat,
