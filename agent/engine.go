@@ -62,12 +62,12 @@ func (c *engineClient) get(ctx context.Context, p string, limit int64) ([]byte, 
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, nil, describe(err, c.timeout)
+		return nil, nil, TransportError(err, c.timeout)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, nil, describe(err, c.timeout)
+		return nil, nil, TransportError(err, c.timeout)
 	}
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
@@ -80,9 +80,10 @@ func (c *engineClient) get(ctx context.Context, p string, limit int64) ([]byte, 
 	return body, resp.Header, nil
 }
 
-// describe shortens transport errors to what an operator needs to read in a
-// report's unhealthy_reason.
-func describe(err error, timeout time.Duration) error {
+// TransportError shortens the transport error of a request to an engine
+// (bounded by timeout) to what an operator needs to read: a report's
+// unhealthy_reason, the scheduler's verification and probe verdicts.
+func TransportError(err error, timeout time.Duration) error {
 	var ne net.Error
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/llmrouter/llmrouter/agent"
@@ -138,7 +137,7 @@ func (k *Checker) ProbeConnect(ctx context.Context, address string) error {
 	defer cancel()
 	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", address)
 	if err != nil {
-		return describe(err, k.probeTimeout)
+		return agent.TransportError(err, k.probeTimeout)
 	}
 	return c.Close()
 }
@@ -182,35 +181,19 @@ func (k *Checker) get(ctx context.Context, address, path string, limit int64, ti
 	}
 	resp, err := k.client.Do(req)
 	if err != nil {
-		return nil, "", describe(err, timeout)
+		return nil, "", agent.TransportError(err, timeout)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	switch {
 	case err != nil:
-		return nil, "", describe(err, timeout)
+		return nil, "", agent.TransportError(err, timeout)
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
 		return nil, "", fmt.Errorf("status %d", resp.StatusCode)
 	case int64(len(body)) > limit:
 		return nil, "", fmt.Errorf("answer larger than %d bytes", limit)
 	}
 	return body, resp.Header.Get("Content-Type"), nil
-}
-
-// describe shortens transport errors to what an operator needs in a log.
-func describe(err error, timeout time.Duration) error {
-	var ne net.Error
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return errors.New("connection refused")
-	case errors.Is(err, syscall.ECONNRESET):
-		return errors.New("connection reset")
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return fmt.Errorf("no answer within %s", timeout)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return errors.New("connection closed without an HTTP answer")
-	}
-	return err
 }
 
 // clip renders a list for an error message, at most 5 entries of 64 bytes:
