@@ -268,7 +268,14 @@ func (s *system) one(ctx context.Context, p *prompts) (time.Duration, error) {
 		return lat, errors.New("no pick in the forwarded headers")
 	}
 	primary, _, _ := strings.Cut(dest, ",")
-	_ = s.sched.Report(ctx, &llmrouterv1.OutcomeReport{RequestId: id, Endpoint: primary, Model: "model",
+	// The scheduler keys a pick by the gateway's per-stream id, not the
+	// client's x-request-id; Envoy hands it to filter #2 in the gateway's
+	// metadata, which is where the outcome comes from in production.
+	pickID := res.Metadata[extproc.GatewayNamespace].GetFields()[extproc.MetadataKeyPickID].GetStringValue()
+	if pickID == "" {
+		return lat, errors.New("no pick id in the gateway's metadata")
+	}
+	_ = s.sched.Report(ctx, &llmrouterv1.OutcomeReport{RequestId: pickID, Endpoint: primary, Model: "model",
 		Success: true, HttpStatus: 200, PromptTokens: int64(len(body) / 4), CompletionTokens: 128})
 	return lat, nil
 }
