@@ -25,15 +25,8 @@ const maxRefusalPeers = 1024
 // refusals logs calls refused for a missing or wrong token (the token check
 // itself, in internal/grpcx, only answers the caller).
 type refusals struct {
-	log *zap.Logger
-
-	mu   sync.Mutex
-	seen map[string]*refusal // peer IP → its last logged refusal
-}
-
-type refusal struct {
-	at         time.Time
-	suppressed int
+	log  *zap.Logger
+	seen refusalLog // by peer IP
 }
 
 func (r *refusals) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
@@ -53,23 +46,10 @@ func (r *refusals) note(ctx context.Context, method string, err error) {
 		return
 	}
 	addr, ip := grpcx.PeerHost(ctx)
-	now := time.Now()
-	r.mu.Lock()
-	last := r.seen[ip]
-	if last != nil && now.Sub(last.at) < refusalLogEvery {
-		last.suppressed++
-		r.mu.Unlock()
+	logNow, suppressed := r.seen.due(ip, time.Now())
+	if !logNow {
 		return
 	}
-	if len(r.seen) >= maxRefusalPeers {
-		clear(r.seen)
-	}
-	suppressed := 0
-	if last != nil {
-		suppressed = last.suppressed
-	}
-	r.seen[ip] = &refusal{at: now}
-	r.mu.Unlock()
 	r.log.Warn("call refused: missing or invalid token", zap.String("peer", addr), zap.String("method", method),
 		zap.String("error", status.Convert(err).Message()), zap.Int("refused_since_last_log", suppressed))
 }
@@ -78,15 +58,30 @@ func (r *refusals) note(ctx context.Context, method string, err error) {
 // address and reason every refusalLogEvery: a rogue or misconfigured agent
 // retries every second, and the operator needs the address named, not a
 // line per attempt.
-type registrationRefusals struct {
-	mu   sync.Mutex
-	seen map[string]*refusal // address + "\x00" + reason → last logged
-}
+type registrationRefusals struct{ seen refusalLog }
 
 // log reports whether this refusal is to be logged now, and how many were
 // suppressed since the last logged one.
 func (r *registrationRefusals) log(address, reason string, now time.Time) (bool, int) {
-	key := address + "\x00" + reason
+	return r.seen.due(address+"\x00"+reason, now)
+}
+
+// refusalLog remembers, by key, when a refusal was last logged and how many
+// were suppressed since.
+type refusalLog struct {
+	mu   sync.Mutex
+	seen map[string]*refusal
+}
+
+type refusal struct {
+	at         time.Time
+	suppressed int
+}
+
+// due reports whether key's refusal at now is to be logged (the first, or
+// refusalLogEvery after the last logged one), and how many were suppressed
+// since the last logged one.
+func (r *refusalLog) due(key string, now time.Time) (bool, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.seen == nil {

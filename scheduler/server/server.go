@@ -50,7 +50,7 @@ func New(cfg config.Config, sch *scheduler.Scheduler, log *zap.Logger) (*Server,
 		return nil, err
 	}
 	// Outermost, so it sees the token check's refusals.
-	ref := &refusals{log: log, seen: map[string]*refusal{}}
+	ref := &refusals{log: log}
 	opts = append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(ref.unary), grpc.ChainStreamInterceptor(ref.stream)}, opts...)
 	s := &Server{sch: sch, log: log, grpc: grpc.NewServer(opts...), stopping: make(chan struct{}),
 		mtls: cfg.TLS.ClientCAFile != "" && cfg.TLS.CertFile != ""}
