@@ -135,13 +135,20 @@ func schedulerRestart(t *testing.T, end func(*system)) {
 // the (restarted) scheduler.
 func picksResume(t *testing.T, s *system) {
 	t.Helper()
-	harness.Eventually(t, settle, "a pick routed by the scheduler", func() error {
-		before := s.Counter(t, s.SchedulerHTTP, "llmrouter_scheduler_decisions_total", "outcome", "routed")
+	routedBy(t, s, "the scheduler", s.SchedulerHTTP, "llmrouter_scheduler_decisions_total")
+}
+
+// routedBy wants a request through the data plane counted as routed in
+// name (outcome="routed") on addr's /metrics.
+func routedBy(t *testing.T, s *system, who, addr, name string) {
+	t.Helper()
+	harness.Eventually(t, settle, "a pick routed by "+who, func() error {
+		before := s.Counter(t, addr, name, "outcome", "routed")
 		if err := s.chat(t.Context(), chatReq{MaxTokens: 1}).Failure(); err != nil {
 			return err
 		}
-		if d := s.Counter(t, s.SchedulerHTTP, "llmrouter_scheduler_decisions_total", "outcome", "routed") - before; d < 1 {
-			return fmt.Errorf("the request was not routed by a pick")
+		if d := s.Counter(t, addr, name, "outcome", "routed") - before; d < 1 {
+			return fmt.Errorf("the request was not routed by %s", who)
 		}
 		return nil
 	})
@@ -169,16 +176,7 @@ func gatewayRestart(t *testing.T, end func(*system)) {
 	time.Sleep(2 * time.Second)
 	s.RestartGateway(t)
 	judge(t, row, l.wait(), l.began, false)
-	harness.Eventually(t, settle, "a pick through the restarted gateway", func() error {
-		before := s.Counter(t, s.GatewayHTTP, "llmrouter_gateway_requests_total", "outcome", "routed")
-		if err := s.chat(t.Context(), chatReq{MaxTokens: 1}).Failure(); err != nil {
-			return err
-		}
-		if d := s.Counter(t, s.GatewayHTTP, "llmrouter_gateway_requests_total", "outcome", "routed") - before; d < 1 {
-			return fmt.Errorf("the request was not routed by the gateway")
-		}
-		return nil
-	})
+	routedBy(t, s, "the restarted gateway", s.GatewayHTTP, "llmrouter_gateway_requests_total")
 	s.logSignals(t)
 	s.alive(t)
 }
