@@ -40,7 +40,10 @@
 // Saturation is plain data in, a verdict out: it reads only the
 // policy.Instance it is given and two running means it learns (prompt and
 // output length), and knows nothing of the scheduler's internals, so any
-// pick path (the scheduler, a filter chain) can apply it. It is not safe
-// for concurrent use; the scheduler calls it under its lock, serially with
-// the policies.
+// pick path (the scheduler, a filter chain) can apply it. The one thing it
+// writes is the verdict an instance's owner lets it remember
+// (policy.Instance.SaturationMemo, see Remember): the exact verdict, kept
+// until the owner changes the instance, so a decision over a large fleet
+// reads one word of most candidates. It is not safe for concurrent use;
+// the scheduler calls it under its lock, serially with the policies.
 package admission
