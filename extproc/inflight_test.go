@@ -13,6 +13,7 @@ import (
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/envoytest"
+	"github.com/llmrouter/llmrouter/internal/promtest"
 	"github.com/llmrouter/llmrouter/internal/sessionkey"
 )
 
@@ -141,9 +142,9 @@ func TestEveryEndReleasesThePick(t *testing.T) {
 			eventually(t, 5*time.Second, "the gateway's in-flight gauge back to 0", func() bool {
 				// A request that went on without a pick stays tracked (for
 				// its TTFT) until its response is observed.
-				return metric(t, h.reg, "llmrouter_gateway_inflight_requests") == 0 && (tc.observe == nil || h.srv.track.len() == 0)
+				return promtest.Value(t, h.reg, "llmrouter_gateway_inflight_requests") == 0 && (tc.observe == nil || h.srv.track.len() == 0)
 			})
-			if tc.released != "" && metric(t, h.reg, "llmrouter_gateway_picks_released_total", "reason", tc.released) != 1 {
+			if tc.released != "" && promtest.Value(t, h.reg, "llmrouter_gateway_picks_released_total", "reason", tc.released) != 1 {
 				t.Fatalf("picks_released{reason=%q} not counted", tc.released)
 			}
 			if len(l.picks) != 1 {
@@ -173,8 +174,8 @@ func TestReusedRequestIDCountsEveryStream(t *testing.T) {
 	if got := l.inflight(); got != n || l.collisions != 0 {
 		t.Fatalf("in flight = %d (collisions %d), want %d: a reused x-request-id hid a concurrent request", got, l.collisions, n)
 	}
-	if metric(t, h.reg, "llmrouter_gateway_inflight_requests") != n {
-		t.Fatalf("gateway in-flight gauge = %v, want %d", metric(t, h.reg, "llmrouter_gateway_inflight_requests"), n)
+	if promtest.Value(t, h.reg, "llmrouter_gateway_inflight_requests") != n {
+		t.Fatalf("gateway in-flight gauge = %v, want %d", promtest.Value(t, h.reg, "llmrouter_gateway_inflight_requests"), n)
 	}
 	for i, res := range results[:n-1] {
 		if _, err := h.obs.Observe(context.Background(), sseExchange(res, "same")); err != nil {

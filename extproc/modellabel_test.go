@@ -7,6 +7,7 @@ import (
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/envoytest"
+	"github.com/llmrouter/llmrouter/internal/promtest"
 )
 
 // The model label names only models the scheduler confirmed served (its
@@ -42,7 +43,7 @@ func TestModelLabelBoundedByServedModels(t *testing.T) {
 		{"routed", "other", 1}, // alias: served by another model's pool
 		{"rejected", "other", 1},
 	} {
-		if got := metric(t, h.reg, "llmrouter_gateway_requests_total", "outcome", c.outcome, "model", c.model); got != c.want {
+		if got := promtest.Value(t, h.reg, "llmrouter_gateway_requests_total", "outcome", c.outcome, "model", c.model); got != c.want {
 			t.Errorf("requests{outcome=%s,model=%s} = %v, want %v", c.outcome, c.model, got, c.want)
 		}
 	}

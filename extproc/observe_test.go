@@ -13,6 +13,7 @@ import (
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/envoytest"
+	"github.com/llmrouter/llmrouter/internal/promtest"
 )
 
 // fixtureSSE returns the recorded vLLM stream without its comment header.
@@ -95,13 +96,13 @@ func TestObserveSSEFixture(t *testing.T) {
 	if r.Ttft.AsDuration() < 30*time.Millisecond || r.Tpot.AsDuration() <= 0 || r.Duration.AsDuration() < r.Ttft.AsDuration() {
 		t.Fatalf("ttft=%v tpot=%v duration=%v", r.Ttft.AsDuration(), r.Tpot.AsDuration(), r.Duration.AsDuration())
 	}
-	if metric(t, h.reg, "llmrouter_gateway_completion_tokens_total") != 26 || metric(t, h.reg, "llmrouter_gateway_prompt_tokens_total") != 46 {
+	if promtest.Value(t, h.reg, "llmrouter_gateway_completion_tokens_total") != 26 || promtest.Value(t, h.reg, "llmrouter_gateway_prompt_tokens_total") != 46 {
 		t.Fatal("token counters not updated")
 	}
-	if metric(t, h.reg, "llmrouter_gateway_ttft_seconds") != 1 || metric(t, h.reg, "llmrouter_gateway_tpot_seconds") != 1 {
+	if promtest.Value(t, h.reg, "llmrouter_gateway_ttft_seconds") != 1 || promtest.Value(t, h.reg, "llmrouter_gateway_tpot_seconds") != 1 {
 		t.Fatal("ttft/tpot histograms not observed")
 	}
-	if metric(t, h.reg, "llmrouter_gateway_inflight_requests") != 0 || h.srv.track.len() != 0 {
+	if promtest.Value(t, h.reg, "llmrouter_gateway_inflight_requests") != 0 || h.srv.track.len() != 0 {
 		t.Fatal("completed request still tracked")
 	}
 }
@@ -177,7 +178,7 @@ func TestObserveJSONResponseAndErrors(t *testing.T) {
 	if r := waitReport(t, fake); r.Success || r.Error == "" {
 		t.Fatalf("a response cut short must be reported as failed: %v", r)
 	}
-	if metric(t, h.reg, "llmrouter_gateway_responses_total", "code", "5xx") != 1 || metric(t, h.reg, "llmrouter_gateway_responses_total", "code", "reset") != 1 {
+	if promtest.Value(t, h.reg, "llmrouter_gateway_responses_total", "code", "5xx") != 1 || promtest.Value(t, h.reg, "llmrouter_gateway_responses_total", "code", "reset") != 1 {
 		t.Fatal("response classes not counted")
 	}
 }
@@ -192,7 +193,7 @@ func TestObserveWithoutPickIsNotReported(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "ttft observed", func() bool { return metric(t, h.reg, "llmrouter_gateway_ttft_seconds") == 1 })
+	eventually(t, 5*time.Second, "ttft observed", func() bool { return promtest.Value(t, h.reg, "llmrouter_gateway_ttft_seconds") == 1 })
 	select {
 	case r := <-fake.reports:
 		t.Fatalf("reported a request the scheduler never picked: %v", r)
@@ -228,7 +229,7 @@ func TestReportsDoNotBlock(t *testing.T) {
 	for range 5000 {
 		srv.rep.send(&llmrouterv1.OutcomeReport{RequestId: "x"})
 	}
-	if metric(t, srv.m.registry, "llmrouter_gateway_reports_dropped_total") == 0 {
+	if promtest.Value(t, srv.m.registry, "llmrouter_gateway_reports_dropped_total") == 0 {
 		t.Fatal("a full report queue did not drop")
 	}
 }

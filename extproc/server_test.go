@@ -16,6 +16,7 @@ import (
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/envoytest"
 	"github.com/llmrouter/llmrouter/internal/prompthash"
+	"github.com/llmrouter/llmrouter/internal/promtest"
 	"github.com/llmrouter/llmrouter/internal/sessionkey"
 )
 
@@ -76,10 +77,10 @@ func TestPickWrittenAsHeaderAndMetadata(t *testing.T) {
 	if p.PromptTokens != prompthash.EstimateTokens(len(text), 4) {
 		t.Fatalf("prompt tokens = %d, want %d", p.PromptTokens, prompthash.EstimateTokens(len(text), 4))
 	}
-	if metric(t, h.reg, "llmrouter_gateway_requests_total", "api", "chat_completions", "outcome", "routed") != 1 {
+	if promtest.Value(t, h.reg, "llmrouter_gateway_requests_total", "api", "chat_completions", "outcome", "routed") != 1 {
 		t.Fatal("routed request not counted")
 	}
-	if metric(t, h.reg, "llmrouter_gateway_pick_duration_seconds") != 1 {
+	if promtest.Value(t, h.reg, "llmrouter_gateway_pick_duration_seconds") != 1 {
 		t.Fatal("pick duration not observed")
 	}
 }
@@ -247,7 +248,7 @@ func TestRejections(t *testing.T) {
 				if res.Immediate != nil || !res.Continued || len(headerValues(res.Headers, HeaderDestination)) != 0 {
 					t.Fatalf("want a pass through without a pick, got immediate=%v headers=%v", res.Immediate, res.Headers)
 				}
-				if metric(t, h.reg, "llmrouter_gateway_passthrough_total", "reason", "rejected_503") != 1 {
+				if promtest.Value(t, h.reg, "llmrouter_gateway_passthrough_total", "reason", "rejected_503") != 1 {
 					t.Fatal("pass through not counted")
 				}
 				return
@@ -298,7 +299,7 @@ func TestPassthroughCounted(t *testing.T) {
 		if res.Err != nil || !res.Continued || res.Immediate != nil || len(headerValues(res.Headers, HeaderDestination)) != 0 {
 			t.Fatalf("%s: want unmodified pass through, got err=%v immediate=%v headers=%v", tc.name, res.Err, res.Immediate, res.Headers)
 		}
-		if metric(t, h.reg, "llmrouter_gateway_passthrough_total", "reason", tc.reason) < 1 {
+		if promtest.Value(t, h.reg, "llmrouter_gateway_passthrough_total", "reason", tc.reason) < 1 {
 			t.Fatalf("%s: passthrough{reason=%s} not counted", tc.name, tc.reason)
 		}
 	}
@@ -359,10 +360,10 @@ func TestDegradedWhenUnavailable(t *testing.T) {
 	if res.Err != nil || len(headerValues(res.Headers, HeaderDestination)) != 0 || s.pickCount() != 0 {
 		t.Fatalf("degraded: err=%v headers=%v picks=%d", res.Err, res.Headers, s.pickCount())
 	}
-	if metric(t, h.reg, "llmrouter_gateway_degraded") != 1 || !strings.HasPrefix(h.srv.Status(), "degraded") {
-		t.Fatalf("degraded metric = %v, status %q", metric(t, h.reg, "llmrouter_gateway_degraded"), h.srv.Status())
+	if promtest.Value(t, h.reg, "llmrouter_gateway_degraded") != 1 || !strings.HasPrefix(h.srv.Status(), "degraded") {
+		t.Fatalf("degraded metric = %v, status %q", promtest.Value(t, h.reg, "llmrouter_gateway_degraded"), h.srv.Status())
 	}
-	if metric(t, h.reg, "llmrouter_gateway_requests_total", "api", "chat_completions", "outcome", "degraded") != 1 {
+	if promtest.Value(t, h.reg, "llmrouter_gateway_requests_total", "api", "chat_completions", "outcome", "degraded") != 1 {
 		t.Fatal("degraded request not counted")
 	}
 
@@ -372,7 +373,7 @@ func TestDegradedWhenUnavailable(t *testing.T) {
 	if res.Err != nil || len(headerValues(res.Headers, HeaderDestination)) != 1 {
 		t.Fatalf("after recovery: err=%v headers=%v", res.Err, res.Headers)
 	}
-	if metric(t, h.reg, "llmrouter_gateway_degraded") != 0 {
+	if promtest.Value(t, h.reg, "llmrouter_gateway_degraded") != 0 {
 		t.Fatal("degraded metric still 1 after recovery")
 	}
 }
@@ -393,7 +394,7 @@ func TestDegradedBreakerOnFailingPicks(t *testing.T) {
 	if fake.pickCount() != 1 {
 		t.Fatalf("%d picks tried; after an Unavailable error the breaker should skip the scheduler", fake.pickCount())
 	}
-	if metric(t, h.reg, "llmrouter_gateway_degraded") != 1 {
+	if promtest.Value(t, h.reg, "llmrouter_gateway_degraded") != 1 {
 		t.Fatal("degraded metric not set")
 	}
 
@@ -407,7 +408,7 @@ func TestDegradedBreakerOnFailingPicks(t *testing.T) {
 		res := h.f.Do(context.Background(), req)
 		return res.Err == nil && len(headerValues(res.Headers, HeaderDestination)) == 1
 	})
-	if metric(t, h.reg, "llmrouter_gateway_degraded") != 0 {
+	if promtest.Value(t, h.reg, "llmrouter_gateway_degraded") != 0 {
 		t.Fatal("degraded metric still set after recovery")
 	}
 }
@@ -422,7 +423,7 @@ func TestSlowPickFailsOpenWithinMessageTimeout(t *testing.T) {
 	if res.Err != nil {
 		t.Fatalf("a pick slower than pick_timeout must be answered before Envoy's message timeout: %v", res.Err)
 	}
-	if metric(t, h.reg, "llmrouter_gateway_passthrough_total", "reason", "scheduler_error") != 1 {
+	if promtest.Value(t, h.reg, "llmrouter_gateway_passthrough_total", "reason", "scheduler_error") != 1 {
 		t.Fatal("timed-out pick not counted")
 	}
 }
@@ -442,7 +443,7 @@ func TestSchedulerPassthrough(t *testing.T) {
 	if res.Immediate != nil || !res.Continued || len(headerValues(res.Headers, HeaderDestination)) != 0 {
 		t.Fatalf("want a pass through without a pick, got immediate=%v headers=%v", res.Immediate, res.Headers)
 	}
-	if metric(t, h.reg, "llmrouter_gateway_passthrough_total", "reason", "scheduler_passthrough") != 1 {
+	if promtest.Value(t, h.reg, "llmrouter_gateway_passthrough_total", "reason", "scheduler_passthrough") != 1 {
 		t.Fatal("pass through not counted")
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/envoytest"
+	"github.com/llmrouter/llmrouter/internal/promtest"
 )
 
 // A gateway whose token the scheduler refuses keeps serving (requests pass
@@ -36,8 +37,8 @@ func TestUnauthenticatedGatewaySaysSo(t *testing.T) {
 	if !h.srv.Unauthenticated() || !strings.Contains(h.srv.Status(), "unauthenticated") {
 		t.Fatalf("status %q, unauthenticated=%v", h.srv.Status(), h.srv.Unauthenticated())
 	}
-	if metric(t, h.reg, "llmrouter_gateway_unauthenticated") != 1 || metric(t, h.reg, "llmrouter_gateway_degraded") != 1 {
-		t.Fatalf("unauthenticated = %v, degraded = %v", metric(t, h.reg, "llmrouter_gateway_unauthenticated"), metric(t, h.reg, "llmrouter_gateway_degraded"))
+	if promtest.Value(t, h.reg, "llmrouter_gateway_unauthenticated") != 1 || promtest.Value(t, h.reg, "llmrouter_gateway_degraded") != 1 {
+		t.Fatalf("unauthenticated = %v, degraded = %v", promtest.Value(t, h.reg, "llmrouter_gateway_unauthenticated"), promtest.Value(t, h.reg, "llmrouter_gateway_degraded"))
 	}
 	if n := logs.FilterMessageSnippet("unauthenticated").Len(); n != 1 {
 		t.Fatalf("%d log lines say unauthenticated, want 1: %v", n, logs.All())
@@ -57,7 +58,7 @@ func TestUnauthenticatedGatewaySaysSo(t *testing.T) {
 		}
 		time.Sleep(testOptions().ProbeInterval)
 	}
-	if !routedOK || h.srv.Unauthenticated() || metric(t, h.reg, "llmrouter_gateway_unauthenticated") != 0 {
+	if !routedOK || h.srv.Unauthenticated() || promtest.Value(t, h.reg, "llmrouter_gateway_unauthenticated") != 0 {
 		t.Fatalf("after the token was accepted: routed=%v unauthenticated=%v", routedOK, h.srv.Unauthenticated())
 	}
 	if strings.Contains(h.srv.Status(), "unauthenticated") {

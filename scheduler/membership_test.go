@@ -12,6 +12,7 @@ import (
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/internal/promtest"
 	"github.com/llmrouter/llmrouter/scheduler/registry"
 )
 
@@ -31,38 +32,6 @@ func newMemberScheduler(t testing.TB, mutate func(*config.Config), d Deps) (*Sch
 		t.Fatal(err)
 	}
 	return s, clk, reg
-}
-
-func gauge(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, l := range m.GetLabel() {
-					if l.GetName() == labels[i] && l.GetValue() == labels[i+1] {
-						found = true
-					}
-				}
-				if !found {
-					continue metric
-				}
-			}
-			if g := m.GetGauge(); g != nil {
-				return g.GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
 }
 
 // eventually polls cond for at most 5 s (async probe or verification
@@ -106,7 +75,7 @@ func TestSilentNotPickedButPublished(t *testing.T) {
 	if ri, _ := s.Registry().Get("10.0.0.1:8000"); ri.State() != registry.StateSilent {
 		t.Fatalf("state = %s, want silent", ri.State())
 	}
-	if n := gauge(t, reg, "llmrouter_scheduler_instances", "state", "silent"); n != 1 {
+	if n := promtest.Value(t, reg, "llmrouter_scheduler_instances", "state", "silent"); n != 1 {
 		t.Fatalf("instances{state=silent} = %v", n)
 	}
 	for i := range 20 {
@@ -176,9 +145,9 @@ func TestConfirmedDownRemoved(t *testing.T) {
 		t.Fatalf("published = %v: the silent instance whose probe answers must stay", got)
 	}
 	eventually(t, "alive probe not counted", func() bool {
-		return gauge(t, reg, "llmrouter_scheduler_silent_probes_total", "result", "alive") >= 1
+		return promtest.Value(t, reg, "llmrouter_scheduler_silent_probes_total", "result", "alive") >= 1
 	})
-	if gauge(t, reg, "llmrouter_scheduler_silent_probes_total", "result", "down") != 1 {
+	if promtest.Value(t, reg, "llmrouter_scheduler_silent_probes_total", "result", "down") != 1 {
 		t.Fatal("down probe not counted")
 	}
 	// The alive one is probed again, not more often than ProbeInterval.
@@ -270,7 +239,7 @@ func TestPanicThresholdKeepsAll(t *testing.T) {
 	if got := routableIDs(s); len(got) != 3 {
 		t.Fatalf("published during a fleet-wide stall = %v: want all 3 kept", got)
 	}
-	if gauge(t, reg, "llmrouter_scheduler_membership_panic") != 1 || gauge(t, reg, "llmrouter_scheduler_membership_panic_episodes_total") != 1 {
+	if promtest.Value(t, reg, "llmrouter_scheduler_membership_panic") != 1 || promtest.Value(t, reg, "llmrouter_scheduler_membership_panic_episodes_total") != 1 {
 		t.Fatal("panic not exported or not counted")
 	}
 	resp, err := s.Pick(context.Background(), pickReq("p", "m"), nil)
@@ -280,7 +249,7 @@ func TestPanicThresholdKeepsAll(t *testing.T) {
 	if resp.Status != llmrouterv1.PickResponse_PASSTHROUGH || len(resp.Endpoints) != 0 {
 		t.Fatalf("pick while every candidate is silent = %v, want PASSTHROUGH", resp)
 	}
-	if gauge(t, reg, "llmrouter_scheduler_decisions_total", "outcome", "passthrough") != 1 {
+	if promtest.Value(t, reg, "llmrouter_scheduler_decisions_total", "outcome", "passthrough") != 1 {
 		t.Fatal("passthrough decision not counted")
 	}
 
@@ -289,7 +258,7 @@ func TestPanicThresholdKeepsAll(t *testing.T) {
 		mustReport(t, s, a, load(0, 0))
 	}
 	s.Tick()
-	if gauge(t, reg, "llmrouter_scheduler_membership_panic") != 0 {
+	if promtest.Value(t, reg, "llmrouter_scheduler_membership_panic") != 0 {
 		t.Fatal("panic gauge still 1 after the fleet reported again")
 	}
 	resp, err = s.Pick(context.Background(), pickReq("p2", "m"), nil)
@@ -298,7 +267,7 @@ func TestPanicThresholdKeepsAll(t *testing.T) {
 	}
 	// A second stall is a second episode.
 	silence(t, s, clk, 2*time.Second)
-	if gauge(t, reg, "llmrouter_scheduler_membership_panic_episodes_total") != 2 {
+	if promtest.Value(t, reg, "llmrouter_scheduler_membership_panic_episodes_total") != 2 {
 		t.Fatal("second episode not counted")
 	}
 }
@@ -318,7 +287,7 @@ func TestGraceBelowThreshold(t *testing.T) {
 	if got := routableIDs(s); !slices.Equal(got, []string{"10.0.0.2:8000", "10.0.0.3:8000"}) {
 		t.Fatalf("after the grace = %v", got)
 	}
-	if gauge(t, reg, "llmrouter_scheduler_membership_panic_episodes_total") != 0 {
+	if promtest.Value(t, reg, "llmrouter_scheduler_membership_panic_episodes_total") != 0 {
 		t.Fatal("a third of the fleet silent counted as panic")
 	}
 }
@@ -379,8 +348,8 @@ func TestVerifyingInstanceWaits(t *testing.T) {
 	ok = true
 	mu.Unlock()
 	eventually(t, "not admitted once verified", func() bool { return len(routableIDs(s)) == 1 })
-	if gauge(t, reg, "llmrouter_scheduler_engine_verifications_total", "result", "verified") != 1 ||
-		gauge(t, reg, "llmrouter_scheduler_engine_verifications_total", "result", "failed") < 1 {
+	if promtest.Value(t, reg, "llmrouter_scheduler_engine_verifications_total", "result", "verified") != 1 ||
+		promtest.Value(t, reg, "llmrouter_scheduler_engine_verifications_total", "result", "failed") < 1 {
 		t.Fatal("verifications not counted")
 	}
 	resp, _ = s.TryPick(pickReq("r2", "m"), nil)

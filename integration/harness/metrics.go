@@ -9,6 +9,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/llmrouter/llmrouter/internal/promtest"
 )
 
 // Metrics is one parsed /metrics page.
@@ -33,7 +35,7 @@ func Scrape(addr, token string) (Metrics, error) {
 // when no series matches.
 func (m Metrics) Value(name string, labels ...string) (v float64, ok bool) {
 	for _, s := range m[name].GetMetric() {
-		if !hasLabels(s, labels) {
+		if !promtest.HasLabels(s, labels...) {
 			continue
 		}
 		switch {
@@ -53,7 +55,7 @@ func (m Metrics) Value(name string, labels ...string) (v float64, ok bool) {
 func (m Metrics) Sum(name string, labels ...string) float64 {
 	total := 0.0
 	for _, s := range m[name].GetMetric() {
-		if !hasLabels(s, labels) {
+		if !promtest.HasLabels(s, labels...) {
 			continue
 		}
 		switch {
@@ -68,23 +70,6 @@ func (m Metrics) Sum(name string, labels ...string) float64 {
 		}
 	}
 	return total
-}
-
-// hasLabels reports whether s carries every pair of labels (label, value...).
-func hasLabels(s *dto.Metric, labels []string) bool {
-	for i := 0; i+1 < len(labels); i += 2 {
-		found := false
-		for _, lp := range s.GetLabel() {
-			if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
 }
 
 // Series lists name's series as "label=value,..." strings, sorted, for
