@@ -325,7 +325,7 @@ func (s *Saturation) overWait(c *policy.Instance, queued int64, budget, avgPromp
 	if c.BatchLimit > 0 {
 		seats = max(c.Running+queued-int64(c.BatchLimit)+1, 0)
 	}
-	if seats == 0 && (c.BatchLimit > 0 || queued <= max(c.Running, coldSeats)) {
+	if seats == 0 && (c.BatchLimit > 0 || queued < max(c.Running, coldSeats)) {
 		return t > 0 && (t >= target || t >= budget)
 	}
 	r := max(c.Running, 1)
@@ -424,13 +424,14 @@ func (s *Saturation) modelWait(c *policy.Instance, queued int64) (expected, long
 			expected += float64(seats) * turnover / float64(r)
 			longest += float64((seats+r-1)/r) * turnover
 		}
-	case queued > max(c.Running, coldSeats):
+	case queued >= max(c.Running, coldSeats):
 		// No limit shown yet (a cold engine taking its first burst: the
 		// report that would show requests held back comes a report
 		// interval after they were sent, later when reports lag). Expect
 		// none, and take it to have as many places again as it runs (at
 		// least coldSeats, idle included), as a slow start would let it
-		// grow: a request that fits in those waits for none. (Not fewer:
+		// grow: a request that fits in those (fewer than that many queued
+		// ahead of it) waits for none. (Not fewer:
 		// an engine that never shows a limit, an H100 running long replies
 		// whose turnover exceeds the budget, would otherwise take a pick
 		// per report.) Beyond them the assumption is all that stood
