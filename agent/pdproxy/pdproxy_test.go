@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/llmrouter/llmrouter/internal/servetest"
 	"github.com/llmrouter/llmrouter/sim/engine"
 	"github.com/llmrouter/llmrouter/sim/enginesim"
 )
@@ -32,8 +33,7 @@ func testEngine() engine.Config {
 type sim struct {
 	*enginesim.Server
 	addr string
-	stop context.CancelFunc
-	done chan struct{}
+	stop func() error // ends Serve and waits for it
 }
 
 // startSim runs an enginesim until the test ends (or stop).
@@ -47,16 +47,8 @@ func startSim(t *testing.T, mod func(*enginesim.Options)) *sim {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = s.Serve(ctx, ln); close(done) }()
-	x := &sim{Server: s, addr: ln.Addr().String(), stop: cancel, done: done}
-	t.Cleanup(func() { cancel(); <-done })
-	return x
+	addr, stop := servetest.Loopback(t, s)
+	return &sim{Server: s, addr: addr, stop: stop}
 }
 
 type harness struct {
@@ -368,8 +360,7 @@ func TestSGLangDisaggregates(t *testing.T) {
 	if h.count("fallbacks", reasonNoBootstrapPort) != 1 {
 		t.Fatal("missing bootstrap port not counted")
 	}
-	pre.stop()
-	<-pre.done
+	_ = pre.stop()
 	code, body = chat(t, h.url, pre.addr, itoa(int(bootPort)), 4)
 	intact(t, code, body, 4)
 	if h.count("fallbacks", reasonPrefillError)+h.count("fallbacks", reasonDecodeError) != 1 {

@@ -24,6 +24,7 @@ import (
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/internal/grpcx"
+	"github.com/llmrouter/llmrouter/internal/servetest"
 	"github.com/llmrouter/llmrouter/scheduler"
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/leastrequest"
 )
@@ -70,20 +71,13 @@ func startLogged(t *testing.T, mutate func(*config.Config), log *zap.Logger) *en
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
+	addr, stop := servetest.Loopback(t, srv)
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return &env{cfg: cfg, sch: sch, clock: clk, addr: ln.Addr().String()}
+	return &env{cfg: cfg, sch: sch, clock: clk, addr: addr}
 }
 
 func (e *env) dial(t *testing.T, token string) *grpc.ClientConn {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/internal/servetest"
 	"github.com/llmrouter/llmrouter/scheduler/registry"
 	"github.com/llmrouter/llmrouter/sim/engine"
 	"github.com/llmrouter/llmrouter/sim/enginesim"
@@ -23,15 +24,8 @@ func startEngine(t *testing.T, model string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return ln.Addr().String()
+	addr, _ := servetest.Loopback(t, srv)
+	return addr
 }
 
 func check(t *testing.T, c Claim) error {

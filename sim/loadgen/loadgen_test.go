@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmrouter/llmrouter/internal/servetest"
 	"github.com/llmrouter/llmrouter/sim/engine"
 	"github.com/llmrouter/llmrouter/sim/enginesim"
 	"github.com/llmrouter/llmrouter/sim/workload"
@@ -192,23 +193,14 @@ func TestLiveAgainstEngineSim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln) }()
-	defer func() {
-		cancel()
-		<-served
-	}()
+	addr, stop := servetest.Loopback(t, srv)
+	defer stop()
 	sp := workload.SharedPrefix{Seed: 1, Groups: 2, PromptsPerGroup: 3, SystemTokens: 64, QuestionTokens: 16, OutputTokens: 8}
 	src, err := workload.NewSharedPrefix(sp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Run(context.Background(), Options{Target: "http://" + ln.Addr().String(),
+	s, err := Run(context.Background(), Options{Target: "http://" + addr,
 		Plan: workload.Plan{Source: src, Arrivals: workload.Arrivals{Concurrency: 2}}}, "enginesim")
 	if err != nil {
 		t.Fatal(err)
