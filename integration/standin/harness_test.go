@@ -22,12 +22,17 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/llmrouter/llmrouter/bootstrap"
 	"github.com/llmrouter/llmrouter/envoy"
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/internal/servetest"
+	"github.com/llmrouter/llmrouter/xds"
 )
 
 // fakeProc is an ext_proc server playing the gateway: on request headers it
@@ -422,4 +427,43 @@ func (e *env) counts() []int {
 		out = append(out, u.count())
 	}
 	return out
+}
+
+// serveXDS runs our xDS server for cfg on 127.0.0.1:0 until the test ends.
+func serveXDS(t *testing.T, cfg config.Config, reg prometheus.Registerer) (*xds.Server, string) {
+	t.Helper()
+	xs := xds.New(cfg, zaptest.NewLogger(t), reg)
+	t.Cleanup(xs.Close)
+	addr, _ := servetest.Loopback(t, xs)
+	return xs, addr
+}
+
+// startRendering runs the stand-in on `llmrouter bootstrap`'s rendering of
+// o, its xDS cluster at xdsAddr and its ext_proc cluster at a port nothing
+// listens on, until the test ends.
+func startRendering(t *testing.T, o bootstrap.Options, xdsAddr string) *Server {
+	t.Helper()
+	y, err := bootstrap.Render(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "envoy.yaml")
+	if err := os.WriteFile(path, y, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bc, err := LoadBootstrap(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(bc, Options{ListenOverride: "127.0.0.1:0", AdminOverride: "127.0.0.1:0",
+		ClusterOverrides: map[string]string{"xds_cluster": xdsAddr, "extproc": "127.0.0.1:9"},
+		Logger:           zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }

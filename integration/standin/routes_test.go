@@ -1,20 +1,15 @@
 package standin
 
 import (
-	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/llmrouter/llmrouter/bootstrap"
 	"github.com/llmrouter/llmrouter/envoy"
@@ -39,42 +34,12 @@ func TestShippedBootstrapRoutesOnlyTheAPI(t *testing.T) {
 	defer engine.Close()
 
 	cfg := config.Default()
-	xs := xds.New(cfg, zaptest.NewLogger(t), prometheus.NewRegistry())
-	defer xs.Close()
-	xl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- xs.Serve(ctx, xl) }()
-	defer func() { cancel(); <-served }()
+	xs, xdsAddr := serveXDS(t, cfg, prometheus.NewRegistry())
 	xs.SetEndpoints([]xds.Endpoint{{ID: "e", Address: strings.TrimPrefix(engine.URL, "http://")}})
 
-	y, err := bootstrap.Render(bootstrap.DefaultOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "envoy.yaml")
-	if err := os.WriteFile(path, y, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	bc, err := LoadBootstrap(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// No gateway: the ext_proc filters fail open (failure_mode_allow), so
 	// what reaches the engine is what Envoy's own routing lets through.
-	s, err := New(bc, Options{ListenOverride: "127.0.0.1:0", AdminOverride: "127.0.0.1:0",
-		ClusterOverrides: map[string]string{"xds_cluster": xl.Addr().String(), "extproc": "127.0.0.1:9"},
-		Logger:           zaptest.NewLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := startRendering(t, bootstrap.DefaultOptions(), xdsAddr)
 	waitFor(t, func() bool { return len(s.Endpoints(cfg.Scheduler.ClusterName)) == 1 })
 
 	client := &http.Client{Timeout: 10 * time.Second}

@@ -1,14 +1,9 @@
 package standin
 
 import (
-	"context"
-	"net"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/llmrouter/llmrouter/bootstrap"
 	"github.com/llmrouter/llmrouter/internal/config"
@@ -24,16 +19,7 @@ func TestXDSTokenBootstrapWithOurXDSServer(t *testing.T) {
 	cfg := config.Default()
 	cfg.Scheduler.XDSToken = token
 	reg := prometheus.NewRegistry()
-	xs := xds.New(cfg, zaptest.NewLogger(t), reg)
-	defer xs.Close()
-	xl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- xs.Serve(ctx, xl) }()
-	defer func() { cancel(); <-served }()
+	xs, xdsAddr := serveXDS(t, cfg, reg)
 	xs.SetEndpoints([]xds.Endpoint{{ID: "a", Address: "127.0.0.1:9"}})
 
 	// extproc is never called: no request is sent.
@@ -43,29 +29,7 @@ func TestXDSTokenBootstrapWithOurXDSServer(t *testing.T) {
 		if withToken {
 			o.XDSToken = token
 		}
-		y, err := bootstrap.Render(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(t.TempDir(), "envoy.yaml")
-		if err := os.WriteFile(path, y, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		bc, err := LoadBootstrap(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := New(bc, Options{ListenOverride: "127.0.0.1:0", AdminOverride: "127.0.0.1:0",
-			ClusterOverrides: map[string]string{"xds_cluster": xl.Addr().String(), "extproc": "127.0.0.1:9"},
-			Logger:           zaptest.NewLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
+		return startRendering(t, o, xdsAddr)
 	}
 
 	t.Run("with the token", func(t *testing.T) {
