@@ -30,3 +30,28 @@ func startControlPlane(t *testing.T, ctx context.Context, cfg config.Config, wit
 	}
 	return serverAddrs{}, nil
 }
+
+// inProcessConfig is the default configuration with every scheduler and
+// gateway listener on 127.0.0.1:0 and engine verification off: the agents
+// of these tests are fakes with no engine behind their address.
+func inProcessConfig() config.Config {
+	cfg := config.Default()
+	cfg.Scheduler.VerifyEngines = false
+	cfg.Scheduler.Listen, cfg.Scheduler.XDSListen, cfg.Scheduler.HTTPListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Gateway.Listen = "127.0.0.1:0"
+	return cfg
+}
+
+// stopped waits, after its context ended, for what (a control plane) to
+// exit cleanly within the time given.
+func stopped(t *testing.T, what string, done <-chan error, within time.Duration) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s shutdown: %v", what, err)
+		}
+	case <-time.After(within):
+		t.Fatalf("%s did not shut down", what)
+	}
+}

@@ -93,11 +93,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestAllInOneRoutesInProcess(t *testing.T) {
-	cfg := config.Default()
+	cfg := inProcessConfig()
 	cfg.Scheduler.Policy = "least-request"
-	cfg.Scheduler.VerifyEngines = false // the agents here are fakes with no engine behind their address
-	cfg.Scheduler.Listen, cfg.Scheduler.XDSListen, cfg.Scheduler.HTTPListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Gateway.Listen = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, done := startControlPlane(t, ctx, cfg, true)
@@ -115,14 +112,7 @@ func TestAllInOneRoutesInProcess(t *testing.T) {
 	}
 	agentCancel()
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("shutdown: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("all-in-one did not shut down")
-	}
+	stopped(t, "all-in-one", done, 30*time.Second)
 }
 
 func TestGatewayDegradedThenRecovers(t *testing.T) {
@@ -202,12 +192,9 @@ func TestAllInOneRunsEndpointPickerProfile(t *testing.T) {
 }
 
 func allInOneProfile(t *testing.T, file, profile string) {
-	cfg := config.Default()
+	cfg := inProcessConfig()
 	cfg.Scheduler.EndpointPickerConfig = file
 	cfg.Scheduler.Policy = profile
-	cfg.Scheduler.VerifyEngines = false // the agents here are fakes with no engine behind their address
-	cfg.Scheduler.Listen, cfg.Scheduler.XDSListen, cfg.Scheduler.HTTPListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Gateway.Listen = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, done := startControlPlane(t, ctx, cfg, true)
@@ -243,12 +230,5 @@ func allInOneProfile(t *testing.T, file, profile string) {
 	}
 	agentCancel()
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("shutdown: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("all-in-one did not shut down")
-	}
+	stopped(t, "all-in-one", done, 30*time.Second)
 }

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/llmrouter/llmrouter/extproc"
-	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/internal/envoytest"
 )
 
@@ -46,11 +45,8 @@ func gauge(t *testing.T, httpAddr, name string) float64 {
 // and each one's end — a completed response, a reset, no response at all —
 // releases exactly its own pick.
 func TestInflightPerStreamWithTheRealScheduler(t *testing.T) {
-	cfg := config.Default()
+	cfg := inProcessConfig()
 	cfg.Scheduler.Policy = "least-request"
-	cfg.Scheduler.VerifyEngines = false // the agent here is a fake with no engine behind its address
-	cfg.Scheduler.Listen, cfg.Scheduler.XDSListen, cfg.Scheduler.HTTPListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Gateway.Listen = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, done := startControlPlane(t, ctx, cfg, true)

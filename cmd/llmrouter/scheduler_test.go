@@ -13,7 +13,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
-	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/internal/grpcx"
 )
 
@@ -26,11 +25,9 @@ func TestSchedulerRefusesExposureWithoutToken(t *testing.T) {
 }
 
 func TestSchedulerServes(t *testing.T) {
-	cfg := config.Default()
+	cfg := inProcessConfig()
 	cfg.Token = "tok"
 	cfg.Scheduler.Policy = "least-request"
-	cfg.Scheduler.VerifyEngines = false // the agents here are fakes with no engine behind their address
-	cfg.Scheduler.Listen, cfg.Scheduler.XDSListen, cfg.Scheduler.HTTPListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, done := startControlPlane(t, ctx, cfg, false)
@@ -112,12 +109,5 @@ func TestSchedulerServes(t *testing.T) {
 	}
 
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("shutdown: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("scheduler did not shut down")
-	}
+	stopped(t, "scheduler", done, 20*time.Second)
 }
