@@ -7,5 +7,7 @@
 // listener, as users would; the tests judge by what clients see and by the
 // processes' /metrics.
 //
-// The package has no code outside its tests.
+// The package has no code outside its tests. The deployment and the chat
+// client come from integration/stack, which the fault suite
+// (integration/faults) runs too.
 package e2e

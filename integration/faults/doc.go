@@ -7,7 +7,8 @@
 // `llmrouter bootstrap` renders — drives it with bounded OPEN-LOOP load (a
 // fixed arrival rate for a fixed time: a slow system gets more concurrent
 // requests, not fewer, as with real users), injects one fault, and judges by
-// what clients see.
+// what clients see. The deployment and the chat client come from
+// integration/stack, shared with integration/e2e.
 //
 // A request "failed" when the client saw a connection error, a broken
 // stream (no `data: [DONE]`), or a status other than 200 — except a
