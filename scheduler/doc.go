@@ -41,12 +41,14 @@
 // cost model); when all are, the request queues.
 //
 // In-flight bookkeeping. Each pick is recorded on its primary instance until
-// a gateway reports the outcome (or inflight_timeout passes). Until the
-// instance's next agent report the pick counts as one request and its prompt
-// tokens (policy.Instance.InflightRequests / InflightPromptTokens); the
-// first report received after the pick is taken to include the request in
-// its running+waiting — a request reaches the engine within milliseconds of
-// its pick, far inside a report interval — so from then on it is not added
+// a gateway reports the outcome (or inflight_timeout passes). Until a
+// report's counts show it, the pick counts as one request and its prompt
+// tokens (policy.Instance.InflightRequests / InflightPromptTokens): a
+// report folds in only as many of the oldest unreported picks as its
+// running+waiting can hold (under load a request may reach its engine
+// after the next scrape), and a pick no report has shown within 5 s is
+// folded anyway — its outcome report was lost with its gateway — so that
+// from then on it is not added
 // again. The expected output (max_tokens, or 256 when unset) counts in
 // InflightDecodeTokens until completion, since engines report no
 // per-request progress. The saturation check adds the unreported picks to

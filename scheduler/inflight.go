@@ -78,6 +78,10 @@ func (s *Scheduler) release(p *pick) {
 	s.m.inflight.Set(float64(len(s.inflight)))
 }
 
+// unseenLimit bounds how long a pick may stay counted as not yet at its
+// engine (see markSeen).
+const unseenLimit = 5 * time.Second
+
 // markSeen folds into this report the picks it shows. The engine's
 // running+waiting counts every request that reached it, so of this
 // instance's live picks at most that many can be in the report; the
@@ -89,7 +93,12 @@ func (s *Scheduler) release(p *pick) {
 // free place that is not there. A count the engine shows above the picks
 // (requests not picked here, fallbacks) folds them all, as before; one
 // below them because the engine finished a request its gateway has not
-// reported yet keeps a pick counted a moment longer — the safe side.
+// reported yet keeps a pick counted a moment longer — the safe side — but
+// no longer than unseenLimit: a request reaches its engine well within
+// that, so a pick still not shown by then is one whose outcome report was
+// lost (a gateway killed mid-request) and whose request is long gone, and
+// counting it until inflight_timeout would hold a healthy engine back as
+// saturated for minutes.
 func (s *Scheduler) markSeen(in *inst) {
 	live := 0
 	for _, p := range in.unseen {
@@ -99,12 +108,13 @@ func (s *Scheduler) markSeen(in *inst) {
 	}
 	hidden := min(max(int64(in.picks)-(in.view.Running+in.view.Waiting), 0), int64(live))
 	fold := live - int(hidden) // the oldest unseen picks are in the report
+	stale := s.clock.Now().Add(-unseenLimit)
 	kept := in.unseen[:0]
 	for _, p := range in.unseen {
 		if p.released || p.seen {
 			continue
 		}
-		if fold > 0 {
+		if fold > 0 || p.at.Before(stale) {
 			fold--
 			p.seen = true
 			in.view.InflightRequests--

@@ -342,6 +342,32 @@ func TestPickUnreportedUntilCountsShowIt(t *testing.T) {
 	}
 }
 
+// A pick whose outcome is never reported (its gateway was killed) and that
+// no report ever shows stops counting as unreported load after
+// unseenLimit, not after inflight_timeout: the engine is idle and must not
+// stay saturated for minutes.
+func TestLostPickStopsCountingAfterUnseenLimit(t *testing.T) {
+	s, clk := newTestScheduler(t, func(c *config.Config) { c.Scheduler.InflightTimeout = 10 * time.Minute })
+	id := "10.0.0.1:8000"
+	mustRegister(t, s, id)
+	view := func() policy.Instance { v, _ := s.InstanceView(id); return v }
+	for _, r := range []string{"a", "b", "c"} {
+		s.TryPick(&llmrouterv1.PickRequest{RequestId: r, Model: "m", PromptTokens: 50}, nil)
+	}
+	for elapsed := time.Duration(0); elapsed < unseenLimit; elapsed += interval {
+		mustReport(t, s, id, load(0, 0)) // idle: the requests came and went, unreported
+		if v := view(); v.InflightRequests != 3 {
+			t.Fatalf("at %v, before the limit: %d unreported picks, want 3 (the safe side)", elapsed, v.InflightRequests)
+		}
+		clk.Advance(interval)
+	}
+	clk.Advance(interval)
+	mustReport(t, s, id, load(0, 0))
+	if v := view(); v.InflightRequests != 0 || v.InflightPromptTokens != 0 {
+		t.Fatalf("past unseenLimit the lost picks still count: %+v", v)
+	}
+}
+
 func TestInstanceRemovalReleasesInflight(t *testing.T) {
 	s, _ := newTestScheduler(t, nil)
 	l := mustRegister(t, s, "10.0.0.1:8000")
