@@ -29,7 +29,10 @@ export LLMROUTER_RUN_DIR=$work/run
 run_pid=
 cleanup() {
   if [ -n "$run_pid" ]; then
-    kill -INT "$run_pid" 2>/dev/null || true
+    # TERM, not INT: a background job of a non-interactive shell starts
+    # with SIGINT ignored, and bash cannot trap a signal ignored on entry,
+    # so INT left make run (and this script's wait) running forever in CI.
+    kill -TERM "$run_pid" 2>/dev/null || true
     wait "$run_pid" 2>/dev/null || true
   fi
   rm -rf "$work"
