@@ -62,7 +62,8 @@
 //     steady load has 0 failed, and no process exits.
 //
 // The tests carry the build tag "faults", so `go test ./...` (make
-// test-unit) does not run them; `make test-faults` runs them once:
+// test-unit) does not run them; `make test-faults`, part of `make test` (and
+// so of CI), runs them once:
 //
 //	go test -tags faults -count=1 -v ./integration/faults/
 //
