@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/internal/servetest"
 )
 
 // ---------------------------------------------------------------- fake vLLM
@@ -43,13 +44,7 @@ type fakeVLLM struct {
 
 func newFakeVLLM(t *testing.T) *fakeVLLM {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close() // reserve a port; start binds it
-	e := &fakeVLLM{addr: addr, numBlocks: 1000}
+	e := &fakeVLLM{addr: servetest.FreeAddr(t), numBlocks: 1000} // start binds it, again after a restart
 	t.Cleanup(e.stop)
 	return e
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -19,6 +18,7 @@ import (
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/internal/envoytest"
 	"github.com/llmrouter/llmrouter/internal/grpcx"
+	"github.com/llmrouter/llmrouter/internal/servetest"
 )
 
 // registerAgent registers one instance serving model m at addr; the stream
@@ -117,12 +117,7 @@ func TestAllInOneRoutesInProcess(t *testing.T) {
 
 func TestGatewayDegradedThenRecovers(t *testing.T) {
 	// A free port for the scheduler that is not running yet.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	schedAddr := l.Addr().String()
-	l.Close()
+	schedAddr := servetest.FreeAddr(t)
 
 	cfg := config.Default()
 	cfg.Scheduler.Policy = "least-request"

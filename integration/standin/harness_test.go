@@ -201,15 +201,7 @@ type envOpts struct {
 	handler func(u *upstream) http.HandlerFunc
 }
 
-func closedAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
+func closedAddr(t *testing.T) string { return servetest.FreeAddr(t) }
 
 func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()

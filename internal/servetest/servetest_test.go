@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"testing"
 )
 
@@ -38,5 +39,25 @@ func TestLoopback(t *testing.T) {
 	}
 	if _, err := net.Dial("tcp", addr); err == nil {
 		t.Fatal("still accepting after stop")
+	}
+}
+
+func TestFreeAddrIsBindableOutsideEphemeralRange(t *testing.T) {
+	low := ephemeralLow()
+	for range 20 {
+		addr := FreeAddr(t)
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := strconv.Atoi(port)
+		if p < 10000 || p >= low {
+			t.Fatalf("port %d outside 10000-%d", p, low)
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("rebinding %s: %v", addr, err)
+		}
+		ln.Close()
 	}
 }

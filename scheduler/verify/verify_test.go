@@ -137,12 +137,7 @@ func TestProbe(t *testing.T) {
 	if err := k.Probe(context.Background(), addr); err != nil {
 		t.Fatalf("probe of a live engine: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := servetest.FreeAddr(t)
 	if err := k.Probe(context.Background(), dead); err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("probe of a closed port: %v, want connection refused", err)
 	}

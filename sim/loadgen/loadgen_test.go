@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -175,9 +174,7 @@ func TestLiveRejectsBadTarget(t *testing.T) {
 		}
 	}
 	// Nothing listens: the model lookup fails with advice.
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := servetest.FreeAddr(t)
 	_, err := Run(context.Background(), Options{Target: "http://" + addr, Plan: workload.Plan{Source: src, Arrivals: workload.Arrivals{Concurrency: 1}}}, "x")
 	if err == nil || !strings.Contains(err.Error(), "--model") {
 		t.Fatalf("unreachable target: %v", err)
