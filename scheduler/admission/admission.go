@@ -32,7 +32,7 @@ const ewma = 0.05
 type Saturation struct {
 	model      costmodel.Model
 	maxWaiting int64
-	maxKV      float64
+	maxKV      float64 // the KV usage that saturates: the setting, else 1 (a full cache)
 	target     float64 // llm_scheduler.max_predicted_wait in seconds; 0: off
 	invBatch   float64 // 1 / max batched tokens
 
@@ -51,25 +51,71 @@ type Saturation struct {
 	monotone bool    // the model's costs are finite and not negative (see remember)
 }
 
+// Opt is an optional setting: Some(v) holds v, the zero Opt holds none.
+// Zero is a value like any other, never a stand-in for "not given".
+type Opt[T any] struct {
+	v   T
+	set bool
+}
+
+// Some is the setting v.
+func Some[T any](v T) Opt[T] { return Opt[T]{v: v, set: true} }
+
+// Get returns the value and whether one was given.
+func (o Opt[T]) Get() (T, bool) { return o.v, o.set }
+
+// Settings are what the judgment is built from.
+type Settings struct {
+	Model costmodel.Model
+	// MaxWaiting: an instance whose waiting requests plus unreported picks
+	// reach it is saturated; 0 checks no count (llm_scheduler.max_waiting).
+	MaxWaiting int
+	// MaxKVCacheUsage: the KV cache fraction at which an instance is
+	// saturated. Not given: only a full cache (1) saturates.
+	MaxKVCacheUsage Opt[float64]
+	// MaxPredictedWait: the predicted wait at which an instance is
+	// saturated; 0 predicts none (llm_scheduler.max_predicted_wait).
+	MaxPredictedWait time.Duration
+	// OutputTokens: the reply length a running request is taken to have
+	// until replies are observed. Not given: the default cost model's
+	// (config.DefaultCostModel).
+	OutputTokens Opt[float64]
+	// WaitScheduleTimeout is llm_gateway.wait_schedule_timeout.
+	WaitScheduleTimeout time.Duration
+}
+
 // New builds the judgment from llm_scheduler (max_waiting,
-// max_kv_cache_usage, max_predicted_wait, cost_model).
+// max_kv_cache_usage, max_predicted_wait, cost_model), every value given:
+// config.Validate (or saturation-filter's parameters) checked them.
 func New(cfg config.Config) *Saturation {
+	return FromSettings(Settings{
+		Model:               costmodel.FromConfig(cfg.Scheduler.CostModel),
+		MaxWaiting:          cfg.Scheduler.MaxWaiting,
+		MaxKVCacheUsage:     Some(cfg.Scheduler.MaxKVCacheUsage),
+		MaxPredictedWait:    cfg.Scheduler.MaxPredictedWait,
+		OutputTokens:        Some(float64(cfg.Scheduler.CostModel.DefaultOutputTokens)),
+		WaitScheduleTimeout: cfg.Gateway.WaitScheduleTimeout,
+	})
+}
+
+// FromSettings builds the judgment from st.
+func FromSettings(st Settings) *Saturation {
 	s := &Saturation{
-		model:      costmodel.FromConfig(cfg.Scheduler.CostModel),
-		maxWaiting: int64(cfg.Scheduler.MaxWaiting),
-		maxKV:      cfg.Scheduler.MaxKVCacheUsage,
-		target:     cfg.Scheduler.MaxPredictedWait.Seconds(),
+		model:      st.Model,
+		maxWaiting: int64(st.MaxWaiting),
+		maxKV:      1,
+		target:     st.MaxPredictedWait.Seconds(),
 		avgPrompt:  512,
-		avgOut:     float64(cfg.Scheduler.CostModel.DefaultOutputTokens),
+		avgOut:     float64(config.DefaultCostModel().DefaultOutputTokens),
 	}
-	if s.maxKV <= 0 {
-		s.maxKV = 1
+	if v, ok := st.MaxKVCacheUsage.Get(); ok {
+		s.maxKV = v
 	}
-	if s.avgOut <= 0 {
-		s.avgOut = float64(config.DefaultCostModel().DefaultOutputTokens)
+	if v, ok := st.OutputTokens.Get(); ok {
+		s.avgOut = v
 	}
 	s.invBatch = 1 / s.model.MaxBatchedTokens
-	s.freeFrom = max(cfg.Gateway.WaitScheduleTimeout.Seconds(), 0) / memoBand
+	s.freeFrom = max(st.WaitScheduleTimeout.Seconds(), 0) / memoBand
 	m := s.model
 	s.monotone = true
 	for _, x := range []float64{m.Step, m.PrefillToken, m.DecodeToken, s.invBatch, s.target} {

@@ -309,3 +309,51 @@ func TestColdEngineTakesABoundedBurst(t *testing.T) {
 		t.Errorf("100 running 2,048-token replies, 15 unreported, no limit shown: saturated (%s)", why)
 	}
 }
+
+// TestOptionalSettings: a KV limit and a reply length are given or not,
+// never stood in for by a zero. Given, they apply; not given, a full cache
+// (1) saturates and replies are taken at the default cost model's length.
+func TestOptionalSettings(t *testing.T) {
+	cfg := config.Default()
+	st := Settings{Model: New(cfg).model, MaxWaiting: 100, MaxPredictedWait: time.Hour, WaitScheduleTimeout: 10 * time.Second}
+	kv := func(s *Saturation, usage float64) Reason {
+		_, why := s.Saturated(&policy.Instance{KVCacheUsage: usage, PrefixCacheHitRatio: -1})
+		return why
+	}
+	unset := FromSettings(st)
+	withKV := st
+	withKV.MaxKVCacheUsage = Some(0.5)
+	zeroKV := st
+	zeroKV.MaxKVCacheUsage = Some(0.0)
+	for _, tc := range []struct {
+		name  string
+		s     *Saturation
+		usage float64
+		want  Reason
+	}{
+		{"unset, 0.99 used", unset, 0.99, NotSaturated},
+		{"unset, full", unset, 1, KVCache},
+		{"0.5, 0.6 used", FromSettings(withKV), 0.6, KVCache},
+		{"0.5, 0.4 used", FromSettings(withKV), 0.4, NotSaturated},
+		// Zero is a limit like any other: nothing is under it.
+		{"0, idle", FromSettings(zeroKV), 0, KVCache},
+	} {
+		if got := kv(tc.s, tc.usage); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+
+	// A batch-limited engine's wait is one running request's reply per
+	// seat: with replies of 64 tokens it is a quarter of the default 256's.
+	c := &policy.Instance{Running: 4, Waiting: 2, BatchLimit: 4, PrefixCacheHitRatio: 1, Speed: 1}
+	short := st
+	short.OutputTokens = Some(64.0)
+	def := float64(config.DefaultCostModel().DefaultOutputTokens)
+	if unset.avgOut != def || FromSettings(short).avgOut != 64 {
+		t.Fatalf("reply length: unset %g (want %g), given %g (want 64)", unset.avgOut, def, FromSettings(short).avgOut)
+	}
+	near(t, "wait with 64-token replies / unset", FromSettings(short).wait(c)/unset.wait(c), 64/def)
+	if v, ok := (Opt[float64]{}).Get(); ok || v != 0 {
+		t.Fatalf("the zero Opt holds %g, %v", v, ok)
+	}
+}
