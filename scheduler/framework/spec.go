@@ -182,13 +182,15 @@ func jsonable(v any) any {
 }
 
 // strictDecode decodes JSON refusing unknown fields, naming them and the
-// accepted ones.
+// accepted ones. Names are case-sensitive, as in the Kubernetes strict
+// decoding llm-d loads these files with: encoding/json alone would take
+// "hashblocksize" or "Weight" for the field they resemble.
 func strictDecode(b []byte, into any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(into)
 	if err == nil {
-		return nil
+		return exactNames(b, reflect.TypeOf(into), "")
 	}
 	msg := err.Error()
 	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
@@ -199,6 +201,80 @@ func strictDecode(b []byte, into any) error {
 		return fmt.Errorf("%s: got a JSON %s, want %s", te.Field, te.Value, typeName(te.Type))
 	}
 	return err
+}
+
+var unmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
+// exactNames walks b (which decoded into a t) and refuses an object key
+// that matched a field of t only case-insensitively, naming the field.
+func exactNames(b []byte, t reflect.Type, at string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == reflect.TypeFor[json.RawMessage]() || reflect.PointerTo(t).Implements(unmarshaler) {
+		return nil // decoded by its own rules (parameters: by their plugin)
+	}
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		var elems []json.RawMessage
+		if json.Unmarshal(b, &elems) != nil {
+			return nil
+		}
+		for i, e := range elems {
+			if err := exactNames(e, t.Elem(), fmt.Sprintf("%s[%d]", at, i)); err != nil {
+				return err
+			}
+		}
+	case reflect.Struct:
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(b, &obj) != nil {
+			return nil
+		}
+		keys := make([]string, 0, len(obj))
+		for k := range obj {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys) // the first bad key, the same one every time
+		for _, k := range keys {
+			f, ok := fieldByTag(t, k)
+			if !ok {
+				for i := range t.NumField() {
+					if tag := jsonName(t.Field(i)); strings.EqualFold(tag, k) {
+						return fmt.Errorf("%sunknown field %q (names are case-sensitive: %q); accepted: %s", prefix(at), k, tag, strings.Join(fieldNames(reflect.New(t).Interface()), ", "))
+					}
+				}
+				continue // encoding/json refused or ignored it already
+			}
+			path := k
+			if at != "" {
+				path = at + "." + k
+			}
+			if err := exactNames(obj[k], f.Type, path); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func prefix(at string) string {
+	if at == "" {
+		return ""
+	}
+	return at + ": "
+}
+
+func jsonName(f reflect.StructField) string {
+	return strings.Split(f.Tag.Get("json"), ",")[0]
+}
+
+func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		if f := t.Field(i); jsonName(f) == name {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }
 
 func typeName(t reflect.Type) string {
