@@ -4,7 +4,10 @@
 // running-requests-scorer, load-scorer (running + waiting + unreported
 // picks) and token-load-scorer (the prompt tokens of unreported picks plus
 // the output tokens still expected of every pick in flight). Each scores in
-// [0, 1], higher better; none takes parameters.
+// [0, 1], higher better; none takes parameters but
+// kv-cache-utilization-scorer, the name newer Gateway API Inference
+// Extension and llm-d releases give kv-cache-scorer, which takes theirs
+// (normalizeScore).
 package scorers
 
 import (
@@ -16,9 +19,11 @@ import (
 const (
 	Queue   = "queue-scorer"
 	KVCache = "kv-cache-scorer"
-	Running = "running-requests-scorer"
-	Load    = "load-scorer"
-	Tokens  = "token-load-scorer"
+	// KVCacheUtilization is kv-cache-scorer under its newer upstream name.
+	KVCacheUtilization = "kv-cache-utilization-scorer"
+	Running            = "running-requests-scorer"
+	Load               = "load-scorer"
+	Tokens             = "token-load-scorer"
 )
 
 func init() {
@@ -32,6 +37,24 @@ func init() {
 	register(Load, minMax((*policy.Instance).Load))
 	register(Tokens, minMax(func(c *policy.Instance) int64 { return c.InflightPromptTokens + c.InflightDecodeTokens }))
 	register(KVCache, kvCache{})
+	framework.Register(KVCacheUtilization, func(_ *framework.Handle, p framework.Params) (any, error) {
+		var pr KVCacheUtilizationParams
+		if err := p.Decode(&pr); err != nil {
+			return nil, err
+		}
+		if pr.NormalizeScore {
+			return kvNormalized{}, nil
+		}
+		return kvCache{}, nil
+	})
+}
+
+// KVCacheUtilizationParams are kv-cache-utilization-scorer's parameters
+// (upstream's names and default).
+type KVCacheUtilizationParams struct {
+	// NormalizeScore scores the least used candidate 1 and the most used 0,
+	// linearly between (all 1 when equal), instead of 1 − usage.
+	NormalizeScore bool `json:"normalizeScore"`
 }
 
 // minMax scores the candidate with the least of a count 1 and the one with
@@ -61,5 +84,25 @@ type kvCache struct{}
 func (kvCache) Score(_ *framework.CycleState, _ *policy.Request, cands []*policy.Instance, out []float64) {
 	for i, c := range cands {
 		out[i] = 1 - min(max(c.KVCacheUsage, 0), 1)
+	}
+}
+
+// kvNormalized scores the KV cache usage relative to the other candidates.
+type kvNormalized struct{}
+
+func (kvNormalized) Score(_ *framework.CycleState, _ *policy.Request, cands []*policy.Instance, out []float64) {
+	use := func(c *policy.Instance) float64 { return min(max(c.KVCacheUsage, 0), 1) }
+	lo, hi := use(cands[0]), use(cands[0])
+	for _, c := range cands[1:] {
+		lo, hi = min(lo, use(c)), max(hi, use(c))
+	}
+	if hi-lo < 1e-5 {
+		for i := range out {
+			out[i] = 1
+		}
+		return
+	}
+	for i, c := range cands {
+		out[i] = (hi - use(c)) / (hi - lo)
 	}
 }
