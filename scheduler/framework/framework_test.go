@@ -56,6 +56,9 @@ func load(t *testing.T, src string) (framework.Spec, error) {
 }
 
 func TestLLMDDefaultLoads(t *testing.T) {
+	if _, err := load(t, strings.Replace(llmdDefault, "plugins:", "featureGates: []\nplugins:", 1)); err != nil {
+		t.Fatalf("an empty featureGates list (no experimental feature): %v", err)
+	}
 	s, err := load(t, llmdDefault)
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +110,8 @@ func TestErrorsNameTheFault(t *testing.T) {
 		{"parameter of the wrong type", header + "plugins: [{type: prefix-cache-scorer, name: x, parameters: {maxPrefixBlocksToMatch: many}}]\n" + prof, []string{`plugin "x"`, "maxPrefixBlocksToMatch", "an integer"}},
 		{"field in the wrong case", header + "plugins: [{type: queue-scorer, name: x}]\nSchedulingProfiles:\n- name: p\n  plugins:\n  - pluginRef: x\n", []string{`"SchedulingProfiles"`, `case-sensitive: "schedulingProfiles"`}},
 		{"reference in the wrong case", header + "plugins: [{type: queue-scorer, name: x}]\nschedulingProfiles:\n- name: p\n  plugins:\n  - {pluginref: x, Weight: 2}\n", []string{"schedulingProfiles[0].plugins[0]", `"Weight"`, `case-sensitive: "weight"`}},
+		{"upstream field without a counterpart", header + "plugins: [{type: queue-scorer, name: x}]\nsaturationDetector: {queueDepthThreshold: 5}\n" + prof, []string{`"saturationDetector"`, "saturation-filter", "maxWaiting"}},
+		{"feature gate", header + "featureGates: [dataLayer]\nplugins: [{type: queue-scorer, name: x}]\n" + prof, []string{"featureGates", "dataLayer", "an empty list"}},
 		{"duplicate name", header + "plugins: [{type: queue-scorer}, {type: queue-scorer}]\n" + prof, []string{`"queue-scorer" declared twice`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"reflect"
 	"slices"
@@ -112,7 +113,11 @@ func ParseEndpointPickerConfig(b []byte) (Spec, error) {
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return Spec{}, err
 	}
-	j, err := json.Marshal(jsonable(doc))
+	doc = jsonable(doc)
+	if err := upstreamOnly(doc); err != nil {
+		return Spec{}, err
+	}
+	j, err := json.Marshal(doc)
 	if err != nil {
 		return Spec{}, err
 	}
@@ -156,6 +161,39 @@ func ParseEndpointPickerConfig(b []byte) (Spec, error) {
 		}
 	}
 	return s, nil
+}
+
+// upstreamFields are the EndpointPickerConfig fields of the Gateway API
+// Inference Extension and llm-d that configure what has no counterpart
+// here (or has one elsewhere): each is refused saying so, not as a typo.
+var upstreamFields = map[string]string{
+	"saturationDetector": "the saturation detector is the saturation-filter plugin here: declare it with parameters maxWaiting (for queueDepthThreshold) and maxKVCacheUsage (for kvCacheUtilThreshold); an instance that missed llm_scheduler.missed_reports reports is no longer picked (metricsStalenessThreshold)",
+	"data":               "the data layer's sources are the agents' reports here; nothing to configure in this file",
+	"flowControl":        "flow control is the scheduler's admission queue here (llm_gateway.max_queue_size, wait_schedule_timeout)",
+	"parser":             "the gateway reads OpenAI requests itself; no parser to choose",
+	"requestControl":     "request control hooks have no counterpart here",
+}
+
+// upstreamOnly refuses the upstream fields this loader does not honour,
+// by name and with what to use instead. featureGates is honoured when
+// empty (no experimental feature asked for).
+func upstreamOnly(doc any) error {
+	m, ok := doc.(map[string]any)
+	if !ok {
+		return nil
+	}
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if why, ok := upstreamFields[k]; ok {
+			return fmt.Errorf("field %q is not supported: %s", k, why)
+		}
+	}
+	if g, ok := m["featureGates"]; ok {
+		if l, isList := g.([]any); !isList || len(l) > 0 {
+			return fmt.Errorf("featureGates %v: none of llm-d's experimental features is implemented here; accepted: an empty list", g)
+		}
+		delete(m, "featureGates")
+	}
+	return nil
 }
 
 // jsonable turns YAML's decoded maps into ones encoding/json accepts.
