@@ -1,7 +1,12 @@
 package lorascorer_test
 
 import (
+	"io/fs"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/llmrouter/llmrouter/internal/config"
@@ -45,5 +50,81 @@ schedulingProfiles:
 	}
 	if d := p.Pick(&policy.Request{}, []*policy.Instance{a, b, c}); d.Ranked[0] != c {
 		t.Fatalf("no adapter asked: picked %s, want c (shortest queue)", d.Ranked[0].ID)
+	}
+}
+
+// codeLines are the non-blank lines of src, trimmed, without line comments.
+func codeLines(src string) []string {
+	var out []string
+	for _, l := range strings.Split(src, "\n") {
+		if i := strings.Index(l, "//"); i >= 0 {
+			l = l[:i]
+		}
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// TestDocsExampleIsThisPackage: the scorer docs/policies.md shows under
+// "Writing a plugin" is this package's code, line for line, and adding it
+// took this package and one line elsewhere (plugins/all's import), as the
+// docs claim — so the example cannot rot away from the code it shows.
+func TestDocsExampleIsThisPackage(t *testing.T) {
+	doc, err := os.ReadFile("../../../../docs/policies.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "### Writing a plugin")
+	_, block, ok2 := strings.Cut(section, "```go\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal(`docs/policies.md has no Go example under "### Writing a plugin"`)
+	}
+	src, err := os.ReadFile("lorascorer.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := codeLines(string(src))
+	shown := codeLines(block)
+	if len(shown) < 10 {
+		t.Fatalf("the docs example has %d lines of code", len(shown))
+	}
+	for _, l := range shown {
+		if !slices.Contains(code, l) {
+			t.Errorf("docs/policies.md shows %q, which lorascorer.go does not have", l)
+		}
+	}
+	// One registration line: nothing outside this package names it but
+	// plugins/all, with one import line.
+	const pkg = "scheduler/policy/plugins/lorascorer"
+	err = filepath.WalkDir("../../../..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata" || strings.HasSuffix(filepath.ToSlash(path), pkg)) {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		n := strings.Count(string(b), pkg)
+		switch {
+		case strings.HasSuffix(filepath.ToSlash(path), "scheduler/policy/plugins/all/all.go"):
+			if n != 1 {
+				t.Errorf("%s names %s %d times, want its one import line", path, pkg, n)
+			}
+		case n > 0 || strings.Contains(string(b), `"lora-affinity-scorer"`):
+			t.Errorf("%s names the example scorer: adding a scorer should touch only its package and plugins/all", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
