@@ -17,7 +17,6 @@ import (
 	"github.com/llmrouter/llmrouter/sim/cluster"
 	"github.com/llmrouter/llmrouter/sim/engine"
 	"github.com/llmrouter/llmrouter/sim/loadgen"
-	_ "github.com/llmrouter/llmrouter/sim/peers" // peer-cache-aware, peer-scorer: comparison only
 	"github.com/llmrouter/llmrouter/sim/workload"
 )
 

@@ -177,12 +177,21 @@ func TestGatewayDegradedThenRecovers(t *testing.T) {
 }
 
 // TestAllInOneRunsEndpointPickerProfile: the all-in-one scheduler runs a
-// profile of llm-d's EndpointPickerConfig and routes through it.
+// profile of llm-d's EndpointPickerConfig and routes through it, and runs
+// the peers' built-in profiles (configuration, not bench-only code) as any
+// other policy.
 func TestAllInOneRunsEndpointPickerProfile(t *testing.T) {
 	for _, tc := range []struct{ file, profile string }{
 		{"llm-d-default.yaml", "default"}, {"custom-weights.yaml", "prefix-heavy"},
+		{"", "peer-scorer"}, {"", "peer-cache-aware"},
 	} {
-		t.Run(tc.profile, func(t *testing.T) { allInOneProfile(t, "../../docs/examples/endpoint-picker/"+tc.file, tc.profile) })
+		t.Run(tc.profile, func(t *testing.T) {
+			file := tc.file
+			if file != "" {
+				file = "../../docs/examples/endpoint-picker/" + file
+			}
+			allInOneProfile(t, file, tc.profile)
+		})
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/framework"
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/all" // every plugin and policy, by name
+	_ "github.com/llmrouter/llmrouter/sim/peers"                    // peer-cache-aware, peer-scorer: built-in profiles (two configuration files)
 )
 
 func init() {
