@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -189,7 +190,13 @@ func TestLargeBodiesThroughServerKeepTheirOwnHashes(t *testing.T) {
 	fake := newFake(routed("10.0.0.1:8000"))
 	opt := testOptions()
 	opt.MaxPrefixChars = 64 << 10
+	// What is asserted is the text each pick was hashed from, not latency:
+	// 64 bodies of 40 KiB at once missed the 200 ms message timeout on a
+	// busy 2-core machine (failed open, "not routed"), and could miss the
+	// 150 ms pick timeout.
+	opt.PickTimeout = 10 * time.Second
 	h := newHarness(t, fake, opt)
+	h.f.MessageTimeout = 10 * time.Second
 	const n = 64
 	want := map[string][]uint64{}
 	bodies := map[string][]byte{}
