@@ -143,7 +143,9 @@ type fakeScheduler struct {
 func newFakeScheduler(t *testing.T) *fakeScheduler {
 	t.Helper()
 	s := &fakeScheduler{msgs: make(chan *pb.AgentMessage, 10000)}
-	s.start(t, "127.0.0.1:0")
+	// Not :0: tests restart it on this address after the agent redialled
+	// it (servetest.FreeAddr says why an ephemeral port would not do).
+	s.start(t, servetest.FreeAddr(t))
 	t.Cleanup(s.stop)
 	return s
 }

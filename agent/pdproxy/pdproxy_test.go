@@ -270,9 +270,9 @@ func TestFallbacks(t *testing.T) {
 		_, _ = io.WriteString(w, `{"kv_transfer_params":{"do_remote_prefill":true}}`)
 	}))
 	defer bad.Close()
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	// Nothing listens there; outside the ephemeral range, no other test's
+	// :0 listener (or the proxy's own dial) can take it meanwhile.
+	deadAddr := servetest.FreeAddr(t)
 	host := func(u string) string { return strings.TrimPrefix(u, "http://") }
 	h := startProxy(t, dec.addr, "vllm", map[string]int32{deadAddr: 0, host(slow.URL): 0, host(bad.URL): 0},
 		func(o *Options) { o.PrefillTimeout = 200 * time.Millisecond })

@@ -15,6 +15,7 @@ import (
 	"github.com/llmrouter/llmrouter/extproc"
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/internal/grpcx"
+	"github.com/llmrouter/llmrouter/internal/servetest"
 )
 
 var (
@@ -45,7 +46,8 @@ func (p *picker) Report(_ context.Context, r *llmrouterv1.OutcomeReport) (*llmro
 	return &llmrouterv1.ReportAck{}, nil
 }
 
-// serve runs a scheduler stand-in on addr ("127.0.0.1:0" picks a port).
+// serve runs a scheduler stand-in on addr ("127.0.0.1:0" picks a port; one
+// served again after a stop is on servetest.FreeAddr).
 func serve(t testing.TB, cfg config.Config, addr string, p *picker) (*grpc.Server, string) {
 	t.Helper()
 	var ln net.Listener
@@ -85,7 +87,8 @@ func TestPickQueuedReportAndRecovery(t *testing.T) {
 	cfg := config.Default()
 	cfg.Token = "s3cret"
 	p := &picker{reports: make(chan *llmrouterv1.OutcomeReport, 4)}
-	g, addr := serve(t, cfg, "127.0.0.1:0", p)
+	// It comes back on this address after the client redialled it.
+	g, addr := serve(t, cfg, servetest.FreeAddr(t), p)
 
 	c, err := Dial(cfg, addr, zap.NewNop())
 	if err != nil {

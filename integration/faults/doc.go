@@ -1,6 +1,7 @@
 // Package faults is `make test-faults`: the fleet-safety suite of issue 13
 // over real processes. Each scenario starts its own deployment on loopback
-// ports the OS picked — engine simulators (`llmrouter enginesim`), one agent
+// ports (the OS picks them; a process restarted on its address gets a port
+// below the kernel's ephemeral range, integration/harness.FreeAddr) — engine simulators (`llmrouter enginesim`), one agent
 // per engine, the scheduler and the gateway as separate processes (or
 // `llmrouter all-in-one` where the scenario is not about their separation),
 // and the stand-in data plane (integration/standin) on the bootstrap

@@ -28,8 +28,9 @@
 // (Pdeathsig), so a timed-out test leaves no orphans.
 //
 // Ports: FreeAddr(t) returns 127.0.0.1:PORT of a port that was free a moment
-// ago (bind :0, close) — for a process that must come back on the same
-// address. Otherwise pass 127.0.0.1:0 and read the bound address from the
+// ago, below the kernel's ephemeral range — for a process that must come back
+// on the same address (an ephemeral port can be taken meanwhile by another
+// :0 listener, or by a client redialling it). Otherwise pass 127.0.0.1:0 and read the bound address from the
 // process's log (Line.Str("addr"), or the scheduler's "scheduler started"
 // line with api, xds and http).
 //

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/llmrouter/llmrouter/internal/servetest"
 )
 
 // ---------------------------------------------------------------- binary
@@ -100,20 +101,16 @@ func moduleRoot() (string, error) {
 	return filepath.Dir(mod), nil
 }
 
-// FreeAddr returns "127.0.0.1:PORT" for a port that was free when asked. A
-// process told to listen there binds it moments later; prefer 127.0.0.1:0 and
-// the logged address unless the address must survive a restart.
+// FreeAddr returns "127.0.0.1:PORT" for a port nothing listens on, below the
+// kernel's ephemeral range (servetest.FreeAddr): for a process that must come
+// back on the same address, or an address that must stay closed. A port taken
+// from :0 and released can meanwhile go to any other :0 listener or outgoing
+// connection, and a client redialling a dead process's ephemeral port can
+// connect to itself and hold it. Prefer 127.0.0.1:0 and the logged address
+// when the address need not survive a restart.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
+	return servetest.FreeAddr(t)
 }
 
 // ---------------------------------------------------------------- processes
@@ -323,6 +320,12 @@ func (p *Proc) Mark() int {
 func (p *Proc) WaitLog(t testing.TB, timeout time.Duration, msg string, match func(Line) bool) Line {
 	t.Helper()
 	return p.WaitLogSince(t, 0, timeout, msg, match)
+}
+
+// AwaitLog is WaitLog returning an error instead of failing the test, for a
+// caller that can recover (start again on other ports, say).
+func (p *Proc) AwaitLog(timeout time.Duration, msg string, match func(Line) bool) (Line, error) {
+	return p.waitLog(0, timeout, msg, match)
 }
 
 // WaitLogSince is WaitLog counting only lines from mark (see Mark) on.

@@ -60,16 +60,16 @@ type Options struct {
 	// StartEngines, when set, starts the fleet instead (a disaggregated one,
 	// say): it appends to s.Engines once the scheduler is up.
 	StartEngines func(t *testing.T, s *Stack)
-	// FixedEnginePorts starts each enginesim on a port picked free
-	// beforehand, so a restarted one comes back on the same address.
+	// FixedEnginePorts starts each enginesim on a port picked free below
+	// the ephemeral range, so a restarted one comes back on the same address.
 	FixedEnginePorts bool
 	// Policy is --policy; empty: the configured default.
 	Policy string
 	// Env is configuration (LLMROUTER_*) of the scheduler and gateway;
 	// GatewayEnv the separate gateway's only.
 	Env, GatewayEnv []string
-	// GatewayListen is the separate gateway's ext_proc address (default
-	// 127.0.0.1:0).
+	// GatewayListen is the separate gateway's ext_proc address (default: a
+	// port a restarted gateway comes back on).
 	GatewayListen string
 	// Token is the shared secret (LLMROUTER_TOKEN) of scheduler, gateway,
 	// agents and the bootstrap; admin calls and scrapes present it.
@@ -138,9 +138,6 @@ func Start(t *testing.T, o Options) *Stack {
 	if o.Engines == 0 {
 		o.Engines = 3
 	}
-	if o.GatewayListen == "" {
-		o.GatewayListen = "127.0.0.1:0"
-	}
 	if o.Client == nil {
 		o.Client = &http.Client{}
 	}
@@ -159,23 +156,26 @@ func Start(t *testing.T, o Options) *Stack {
 	t.Cleanup(s.Client.CloseIdleConnections)
 
 	if o.Split {
-		// Ports the OS picked; a killed process comes back on the same ones.
-		schedSpec := func(api, xds, http string) harness.Spec {
+		// Ports below the ephemeral range: a killed process comes back on
+		// the same ones (see startOnFreePorts).
+		var l harness.Line
+		s.Scheduler, l, s.SchedulerSpec = startOnFreePorts(t, o.StartTimeout, 3, "scheduler started", func(a []string) harness.Spec {
 			return harness.Spec{Name: "scheduler", Env: env, Args: append([]string{"scheduler",
-				"--listen", api, "--xds-listen", xds, "--http-listen", http}, policy...)}
-		}
-		s.Scheduler = harness.Start(t, schedSpec("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"))
-		l := s.Scheduler.WaitLog(t, o.StartTimeout, "scheduler started", nil)
+				"--listen", a[0], "--xds-listen", a[1], "--http-listen", a[2]}, policy...)}
+		})
 		s.API, s.XDS, s.SchedulerHTTP = l.Str("api"), l.Str("xds"), l.Str("http")
-		s.SchedulerSpec = schedSpec(s.API, s.XDS, s.SchedulerHTTP)
-		gwSpec := func(extproc, http string) harness.Spec {
+		s.Gateway, l, s.GatewaySpec = startOnFreePorts(t, o.StartTimeout, 2, "gateway started", func(a []string) harness.Spec {
+			extproc := a[0]
+			if o.GatewayListen != "" {
+				extproc = o.GatewayListen // not restarted: may be :0
+			}
 			return harness.Spec{Name: "gateway", Env: append(append([]string{}, env...), o.GatewayEnv...), Args: []string{"gateway",
-				"--listen", extproc, "--scheduler", s.API, "--http-listen", http}}
-		}
-		s.Gateway = harness.Start(t, gwSpec(o.GatewayListen, "127.0.0.1:0"))
-		l = s.Gateway.WaitLog(t, o.StartTimeout, "gateway started", nil)
+				"--listen", extproc, "--scheduler", s.API, "--http-listen", a[1]}}
+		})
 		s.ExtProc, s.GatewayHTTP = l.Str("ext_proc"), l.Str("http")
-		s.GatewaySpec = gwSpec(s.ExtProc, s.GatewayHTTP)
+		if o.GatewayListen != "" {
+			s.GatewaySpec.Args[2] = s.ExtProc
+		}
 	} else {
 		env = append(env,
 			"LLMROUTER_LLM_SCHEDULER_LISTEN=127.0.0.1:0", "LLMROUTER_LLM_SCHEDULER_XDS_LISTEN=127.0.0.1:0",
@@ -191,11 +191,11 @@ func Start(t *testing.T, o Options) *Stack {
 		o.StartEngines(t, s)
 	} else {
 		for i := 1; i <= o.Engines; i++ {
-			addr := "127.0.0.1:0"
 			if o.FixedEnginePorts {
-				addr = harness.FreeAddr(t)
+				s.Engines = append(s.Engines, s.startEngineOnFreePort(t, i))
+			} else {
+				s.Engines = append(s.Engines, s.StartEngine(t, i, "127.0.0.1:0"))
 			}
-			s.Engines = append(s.Engines, s.StartEngine(t, i, addr))
 		}
 	}
 	s.WaitFleet(t, o.Settle)
@@ -211,11 +211,62 @@ func Start(t *testing.T, o Options) *Stack {
 // StartEngine runs enginesim number i (its --seed) on addr and its agent.
 func (s *Stack) StartEngine(t *testing.T, i int, addr string) *Engine {
 	t.Helper()
-	args := append([]string{"enginesim", "--listen", addr, "--model", s.Opts.Model, "--seed", fmt.Sprint(i)}, s.Opts.EngineArgs...)
-	e := &Engine{Seed: i, Proc: harness.Start(t, harness.Spec{Name: fmt.Sprintf("enginesim-%d", i), Args: args})}
+	e := &Engine{Seed: i, Proc: harness.Start(t, s.engineSpec(i, addr))}
 	e.Addr = e.Proc.WaitLog(t, s.Opts.StartTimeout, "enginesim serving", nil).Str("addr")
 	e.Agent = s.StartAgent(t, fmt.Sprintf("agent-%d", i), e.Addr, e.Addr)
 	return e
+}
+
+// startEngineOnFreePort is StartEngine on a port a restarted enginesim
+// (Proc.Restart) comes back on.
+func (s *Stack) startEngineOnFreePort(t *testing.T, i int) *Engine {
+	t.Helper()
+	p, l, _ := startOnFreePorts(t, s.Opts.StartTimeout, 1, "enginesim serving", func(a []string) harness.Spec {
+		return s.engineSpec(i, a[0])
+	})
+	e := &Engine{Seed: i, Proc: p, Addr: l.Str("addr")}
+	e.Agent = s.StartAgent(t, fmt.Sprintf("agent-%d", i), e.Addr, e.Addr)
+	return e
+}
+
+func (s *Stack) engineSpec(i int, addr string) harness.Spec {
+	args := append([]string{"enginesim", "--listen", addr, "--model", s.Opts.Model, "--seed", fmt.Sprint(i)}, s.Opts.EngineArgs...)
+	return harness.Spec{Name: fmt.Sprintf("enginesim-%d", i), Args: args}
+}
+
+// startOnFreePorts starts the process spec makes of n addresses picked free
+// below the kernel's ephemeral range (harness.FreeAddr) and waits for its
+// line started; it returns the process, that line and the spec, which
+// restarts it on the same ports. Not 127.0.0.1:0: an ephemeral port freed by
+// a killed process can be handed to any other :0 listener or outgoing
+// connection before the restart binds it again, and the clients redialling
+// it (agents, gateway, data plane) can connect to themselves and hold it (CI:
+// a restarted scheduler's 'bind: address already in use'). Should another
+// process take a port before the first start binds it, it tries again on
+// new ones.
+func startOnFreePorts(t *testing.T, timeout time.Duration, n int, started string, spec func(addrs []string) harness.Spec) (*harness.Proc, harness.Line, harness.Spec) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		addrs := make([]string, n)
+		for i := range addrs {
+			addrs[i] = harness.FreeAddr(t)
+		}
+		sp := spec(addrs)
+		p := harness.Start(t, sp)
+		l, err := p.AwaitLog(timeout, started, nil)
+		if err == nil {
+			return p, l, sp
+		}
+		select {
+		case <-p.Exited():
+			if attempt < 3 && strings.Contains(p.Output(), "address already in use") {
+				t.Logf("%s lost a port race (attempt %d); again on new ports", p.Name, attempt)
+				continue
+			}
+		default:
+		}
+		t.Fatalf("%s: %v", p.Name, err)
+	}
 }
 
 // StartAgent runs an agent probing engineAddr and advertising advertise,

@@ -241,7 +241,9 @@ func newEnv(t *testing.T, o envOpts) *env {
 	}
 	// ADS
 	e.cache = cache.NewSnapshotCache(true, cache.IDHash{}, nil)
-	e.xdsAddr = ""
+	// Not :0: TestXDSServerGoneKeepsLastConfig serves it again on this
+	// address after the stand-in redialled it (see servetest.FreeAddr).
+	e.xdsAddr = servetest.FreeAddr(t)
 	e.startXDS()
 	e.push(e.addrs()...)
 	// stand-in

@@ -5,12 +5,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/llmrouter/llmrouter/agent"
+	"github.com/llmrouter/llmrouter/internal/servetest"
 )
 
 func pdCount(t *testing.T, ts *testServer, side string) float64 {
@@ -126,9 +128,10 @@ func TestSGLangDisaggregatedExchange(t *testing.T) {
 		t.Fatalf("transferred %d tokens; pd counters prefill %v decode %v", n, pdCount(t, pre, RolePrefill), pdCount(t, dec, RoleDecode))
 	}
 	// A dead bootstrap server fails the decode request at once.
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	deadPort := dead.Addr().(*net.TCPAddr).Port
-	dead.Close()
+	// A port nothing listens on, outside the ephemeral range that other
+	// tests' :0 listeners (or the dial itself) could meanwhile take.
+	_, port, _ := net.SplitHostPort(servetest.FreeAddr(t))
+	deadPort, _ := strconv.Atoi(port)
 	resp = post(t, dec.url+"/v1/chat/completions", body(deadPort))
 	if got := readAll(t, resp); resp.StatusCode != 500 || !strings.Contains(got, "KV transfer failed") {
 		t.Fatalf("decode with a dead bootstrap server: %d %s", resp.StatusCode, got)

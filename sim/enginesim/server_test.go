@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/llmrouter/llmrouter/internal/servetest"
 	"github.com/llmrouter/llmrouter/sim/engine"
 )
 
@@ -41,6 +42,12 @@ type testServer struct {
 
 func start(t *testing.T, mod func(*Options)) *testServer {
 	t.Helper()
+	return startAt(t, "127.0.0.1:0", mod)
+}
+
+// startAt is start on addr.
+func startAt(t *testing.T, addr string, mod func(*Options)) *testServer {
+	t.Helper()
 	opts := Options{Engine: testEngine(), DefaultMaxTokens: 8, Seed: 1, ShutdownGrace: -1}
 	if mod != nil {
 		mod(&opts)
@@ -49,7 +56,7 @@ func start(t *testing.T, mod func(*Options)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,7 +567,9 @@ func TestRealtimeWebSocket(t *testing.T) {
 }
 
 func TestStopAndRestartOnSameAddress(t *testing.T) {
-	ts := start(t, nil)
+	// Not an ephemeral port: once closed, another test's :0 listener or
+	// outgoing connection could take it before the rebind below.
+	ts := startAt(t, servetest.FreeAddr(t), nil)
 	// A request in flight when the server stops ends promptly.
 	resp := post(t, ts.url+"/v1/completions", `{"prompt":"x","max_tokens":100000,"stream":true}`)
 	defer resp.Body.Close()
