@@ -14,23 +14,77 @@ import (
 	"github.com/llmrouter/llmrouter/internal/config"
 )
 
-// TestDeprecatedPolicyKeyWarns: a flat llm_scheduler.policies key that is
-// now a plugin parameter still applies, and startup says where it moved.
-func TestDeprecatedPolicyKeyWarns(t *testing.T) {
-	core, logs := observer.New(zapcore.WarnLevel)
-	cfg := config.Default()
-	cfg.Scheduler.Policies.MaxLoadRatio = 3
-	if _, err := New(cfg, Deps{Log: zap.New(core)}); err != nil {
+// loadYAML loads a configuration file of src.
+func loadYAML(t *testing.T, src string) (config.Config, error) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(f, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var msgs []string
-	for _, e := range logs.All() {
-		msgs = append(msgs, e.Message)
+	return config.Load(f, nil)
+}
+
+// TestDeprecatedPolicyKeyTakesEffect: a flat llm_scheduler.policies key
+// that is a plugin parameter now still applies — llm-metric-based with
+// kv_cache_weight 5 sends the request to the long queue rather than to
+// the nearly full KV cache it prefers by default — and startup says once
+// where the key moved.
+func TestDeprecatedPolicyKeyTakesEffect(t *testing.T) {
+	for _, tc := range []struct {
+		policies string
+		want     string
+	}{
+		{"", "10.0.3.2:8000"},
+		{"\n  policies:\n    kv_cache_weight: 5", "10.0.3.1:8000"},
+	} {
+		cfg, err := loadYAML(t, "llm_scheduler:\n  policy: llm-metric-based\n  affinity: {session: false}"+tc.policies+"\n")
+		if err != nil {
+			t.Fatal(err)
+		}
+		core, logs := observer.New(zapcore.WarnLevel)
+		s, err := New(cfg, Deps{Clock: newFakeClock(), Log: zap.New(core)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b := "10.0.3.1:8000", "10.0.3.2:8000"
+		mustRegister(t, s, a)
+		mustRegister(t, s, b)
+		ra, rb := load(0, 4), load(0, 0)
+		ra.KvCacheUsage, rb.KvCacheUsage = 0.1, 0.8
+		mustReport(t, s, a, ra)
+		mustReport(t, s, b, rb)
+		if got := route(t, s, pickReq("r", "m")); got != tc.want {
+			t.Errorf("policies %q: routed to %s, want %s", tc.policies, got, tc.want)
+		}
+		var warned []string
+		for _, e := range logs.All() {
+			if strings.Contains(e.Message, "llm_scheduler.policies.") {
+				warned = append(warned, e.Message)
+			}
+		}
+		if tc.policies == "" {
+			if len(warned) != 0 {
+				t.Errorf("no deprecated key given, warned %q", warned)
+			}
+			continue
+		}
+		if len(warned) != 1 || !strings.Contains(warned[0], "llm_scheduler.policies.kv_cache_weight is deprecated: use parameter kvCacheWeight of plugin type llm-metric-based (plugins[].parameters.kvCacheWeight in llm_scheduler.endpoint_picker_config") {
+			t.Errorf("warnings %q: want one naming kv_cache_weight's new place", warned)
+		}
 	}
-	all := strings.Join(msgs, "\n")
-	for _, want := range []string{"llm_scheduler.policies.max_load_ratio is deprecated", "parameter maxLoadRatio", "prefix-cache"} {
-		if !strings.Contains(all, want) {
-			t.Errorf("warnings %q lack %q", all, want)
+}
+
+// TestDeprecatedPolicyKeyChecked: a bad value under a deprecated key stops
+// the scheduler, naming the key and the rule, even when no plugin of its
+// type is configured.
+func TestDeprecatedPolicyKeyChecked(t *testing.T) {
+	cfg, err := loadYAML(t, "llm_scheduler:\n  policy: least-request\n  policies:\n    max_load_ratio: 0.5\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range []error{func() error { _, err := New(cfg, Deps{}); return err }(), CheckPolicies(cfg)} {
+		if err == nil || !strings.Contains(err.Error(), "llm_scheduler.policies.max_load_ratio = 0.5") || !strings.Contains(err.Error(), "parameter maxLoadRatio 0.5: accepted: 0 (no cap) or 1 or more") {
+			t.Errorf("max_load_ratio 0.5: %v", err)
 		}
 	}
 }
@@ -39,11 +93,7 @@ func TestDeprecatedPolicyKeyWarns(t *testing.T) {
 // llm_scheduler.cost_model.step_time, still applies there, and the
 // scheduler says so at startup.
 func TestMovedCostModelKeyWarns(t *testing.T) {
-	f := filepath.Join(t.TempDir(), "c.yaml")
-	if err := os.WriteFile(f, []byte("llm_scheduler:\n  policies:\n    step_time: 9ms\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(f, nil)
+	cfg, err := loadYAML(t, "llm_scheduler:\n  policies:\n    step_time: 9ms\n")
 	if err != nil {
 		t.Fatal(err)
 	}

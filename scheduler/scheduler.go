@@ -133,6 +133,11 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Values given under deprecated keys are checked whether or not a
+	// plugin of their type runs.
+	if err := framework.CheckDeprecated(cfg); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	// Session and LoRA affinity wrap whichever policy is configured.
 	pd := policy.Deps{Config: cfg, Clock: d.Clock, Log: d.Log.Named("policy"), Rand: d.Rand, Metrics: d.Metrics}
 	res, err := resolver(cfg, pd)
@@ -149,9 +154,6 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 	}
 	pol := affinity.Wrap(inner, pd)
 	for _, m := range cfg.Deprecated {
-		d.Log.Warn(m)
-	}
-	for _, m := range framework.Deprecations(cfg.Scheduler.Policies) {
 		d.Log.Warn(m)
 	}
 	s := &Scheduler{
@@ -236,6 +238,9 @@ func resolver(cfg config.Config, d policy.Deps) (framework.Resolver, error) {
 // New does the same; this lets a command refuse a bad configuration before
 // it starts anything.
 func CheckPolicies(cfg config.Config) error {
+	if err := framework.CheckDeprecated(cfg); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	res, err := resolver(cfg, policy.Deps{Config: cfg})
 	if err != nil {
 		return fmt.Errorf("config: %w", err)

@@ -80,7 +80,7 @@ func TestStageBadParameterRefused(t *testing.T) {
 		{"  parameters:\n    maxKVCacheUsage: 1.5", "maxKVCacheUsage 1.5: accepted: a fraction in (0, 1]"},
 		{"  parameters:\n    maxWaiting: -1", "maxWaiting -1: accepted: 0 (off) or more"},
 		{"  parameters:\n    maxPredictedWait: -2s", "maxPredictedWait -2s: accepted: 0 (off) or a positive duration"},
-		{"  parameters:\n    threshold: 2", "unknown field \"threshold\"; accepted: maxWaiting, maxKVCacheUsage, maxPredictedWait"},
+		{"  parameters:\n    threshold: 2", "unknown parameter \"threshold\"; accepted: maxWaiting, maxKVCacheUsage, maxPredictedWait"},
 	} {
 		cfg := testConfig()
 		cfg.Scheduler.EndpointPickerConfig = stageFile(t, tc.params)

@@ -143,8 +143,11 @@ type Scheduler struct {
 	XDSPushInterval time.Duration `mapstructure:"xds_push_interval" yaml:"xds_push_interval"`
 	// ClusterName is the EDS cluster of the engine fleet.
 	ClusterName string `mapstructure:"cluster_name" yaml:"cluster_name"`
-	// Policies tunes the scheduling policies (docs/policies.md).
-	Policies PolicyConfig `mapstructure:"policies" yaml:"policies"`
+	// ParamDefaults are plugin parameters given under their deprecated
+	// keys, llm_scheduler.policies.* (PolicyKeys): each sets its
+	// parameter's default wherever a plugin of its type is built. Not a
+	// key: Load fills it.
+	ParamDefaults []ParamDefault `yaml:"-"`
 	// CostModel describes the fleet's engines: admission predicts waits
 	// with it and prefix-cache prices candidates with it
 	// (scheduler/costmodel).
@@ -180,31 +183,43 @@ func DefaultCostModel() CostModel {
 	}
 }
 
-// PolicyConfig holds the knobs of the scheduling policies. The defaults and
-// the reasons for them are in docs/policies.md.
-type PolicyConfig struct {
-	// DecodeWeight scales the batch term of the prefix-cache cost: the delay
-	// a request's prefill and decode add to the requests already running on
-	// the instance (the name predates the prefill part).
-	DecodeWeight float64 `mapstructure:"decode_weight" yaml:"decode_weight"`
-	// MaxLoadRatio: prefix-cache sends nothing to an instance whose load
-	// would exceed this multiple of the candidates' mean while another is below.
-	MaxLoadRatio float64 `mapstructure:"max_load_ratio" yaml:"max_load_ratio"`
-	// SpeedCalibration lets prefix-cache measure each instance's speed from
-	// its reported token throughput; the prefill it sent an instance drains
-	// at that speed.
-	SpeedCalibration bool `mapstructure:"speed_calibration" yaml:"speed_calibration"`
-	// llm-metric-based weights.
-	WaitingWeight    float64 `mapstructure:"waiting_weight" yaml:"waiting_weight"`
-	KVCacheWeight    float64 `mapstructure:"kv_cache_weight" yaml:"kv_cache_weight"`
-	RunningWeight    float64 `mapstructure:"running_weight" yaml:"running_weight"`
-	ThroughputWeight float64 `mapstructure:"throughput_weight" yaml:"throughput_weight"`
-	// dynamic-pd-split: disaggregate when at least PDMinPrefillTokens prompt
-	// tokens are uncached on the decode instance and it runs at least
-	// PDDecodeBusyLoad requests.
-	PDMinPrefillTokens int `mapstructure:"pd_min_prefill_tokens" yaml:"pd_min_prefill_tokens"`
-	PDDecodeBusyLoad   int `mapstructure:"pd_decode_busy_load" yaml:"pd_decode_busy_load"`
+// ParamDefault is a plugin parameter's value given under a deprecated
+// llm_scheduler.policies key.
+type ParamDefault struct {
+	// Key is the deprecated key (llm_scheduler.policies.decode_weight).
+	Key string
+	PluginParam
+	// Value is as the file or the environment gave it; the plugin's
+	// parameters decode and check it.
+	Value any
 }
+
+// PluginParam names a plugin parameter: a plugin type of the scheduling
+// framework and one of its parameters.
+type PluginParam struct {
+	Type, Param string
+}
+
+// PolicyKeys are the keys once under llm_scheduler.policies that are
+// plugin parameters now, by their name there. The plugin type owns the
+// parameter's default and its rules (scheduler/framework checks that each
+// names a parameter its type has); Load keeps a value given for one in
+// Scheduler.ParamDefaults and reports the key deprecated. The keys of what
+// several parts share moved to sections of their own instead (Moved).
+var PolicyKeys = map[string]PluginParam{
+	"decode_weight":         {"prefix-cache", "decodeWeight"},
+	"max_load_ratio":        {"prefix-cache", "maxLoadRatio"},
+	"speed_calibration":     {"prefix-cache", "speedCalibration"},
+	"waiting_weight":        {"llm-metric-based", "waitingWeight"},
+	"kv_cache_weight":       {"llm-metric-based", "kvCacheWeight"},
+	"running_weight":        {"llm-metric-based", "runningWeight"},
+	"throughput_weight":     {"llm-metric-based", "throughputWeight"},
+	"pd_min_prefill_tokens": {"dynamic-pd-split", "pdMinPrefillTokens"},
+	"pd_decode_busy_load":   {"dynamic-pd-split", "pdDecodeBusyLoad"},
+}
+
+// PolicyKeysSection is where the PolicyKeys were.
+const PolicyKeysSection = "llm_scheduler.policies"
 
 // PrefixIndex sizes the prefix index (scheduler/prefixindex) prefix-cache,
 // dynamic-pd-split and prefix-cache-scorer learn cached prefixes in.
@@ -312,7 +327,6 @@ func Default() Config {
 			MaxKVCacheUsage: 0.95,
 			XDSPushInterval: 50 * time.Millisecond,
 			ClusterName:     "llm_backends",
-			Policies:        DefaultPolicies(),
 			CostModel:       DefaultCostModel(),
 			PrefixIndex:     PrefixIndex{MaxBlocks: 4 << 20, DefaultBlocks: 16384},
 			Affinity:        Affinity{Session: true, SessionTTL: 30 * time.Minute, SessionMax: 100000, SessionMaxBytes: 32 << 20, LoRA: true},
@@ -332,20 +346,5 @@ func Default() Config {
 			ScrapeTimeout:    time.Second,
 			PDPrefillTimeout: 10 * time.Second,
 		},
-	}
-}
-
-// DefaultPolicies returns the policy knobs' defaults (docs/policies.md says why).
-func DefaultPolicies() PolicyConfig {
-	return PolicyConfig{
-		DecodeWeight:       1,
-		MaxLoadRatio:       2,
-		SpeedCalibration:   true,
-		WaitingWeight:      1,
-		KVCacheWeight:      0.5,
-		RunningWeight:      0.3,
-		ThroughputWeight:   0.2,
-		PDMinPrefillTokens: 512,
-		PDDecodeBusyLoad:   4,
 	}
 }

@@ -43,6 +43,9 @@ func UnknownEnv(environ []string) []string {
 	for old := range Moved { // deprecated, applied at the new key by Load
 		known[EnvName(old)] = old
 	}
+	for k := range PolicyKeys { // deprecated, a plugin parameter's default
+		known[EnvName(PolicyKeysSection+"."+k)] = PolicyKeysSection + "." + k
+	}
 	var out []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")

@@ -59,12 +59,15 @@ func Load(file string, flags []FlagBinding) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
+	params, deprecated := paramDefaults(v)
+	moved = append(moved, deprecated...)
 	if err := checkKeys(v, fields); err != nil {
 		return Config{}, err
 	}
 
 	cfg := Default()
 	cfg.Deprecated = moved
+	cfg.Scheduler.ParamDefaults = params
 	for _, f := range leaves(reflect.ValueOf(&cfg).Elem(), "") {
 		raw := v.Get(f.key)
 		if raw == nil {
@@ -123,6 +126,9 @@ func checkKeys(v *viper.Viper, fields []leaf) error {
 		if _, ok := Moved[k]; ok {
 			continue // applied to its new place by moveKeys
 		}
+		if _, ok := policyKey(k); ok {
+			continue // a plugin parameter's default (paramDefaults)
+		}
 		// Keys inside a map-valued setting (agent.metric_map.running) are data.
 		parent := k
 		isMapEntry := false
@@ -158,6 +164,11 @@ func checkKeys(v *viper.Viper, fields []leaf) error {
 		}
 		if s == section {
 			siblings = append(siblings, f.key)
+		}
+	}
+	if section == PolicyKeysSection {
+		for _, old := range deprecatedKeys() {
+			siblings = append(siblings, old+" (deprecated)")
 		}
 	}
 	if len(siblings) == 0 {
@@ -461,7 +472,6 @@ func (c Config) Validate() error {
 		// The value is a secret: the message names the key and the rule only.
 		errs = append(errs, errors.New(`config: llm_scheduler.xds_token: accepted: "" (no token), or letters, digits and - . _ ~ + / = (a bearer token, such as the output of openssl rand -hex 32)`))
 	}
-	errs = append(errs, s.Policies.validate()...)
 	errs = append(errs, s.CostModel.validate()...)
 	errs = append(errs, s.PrefixIndex.validate()...)
 	errs = append(errs, s.Affinity.validate()...)
@@ -580,41 +590,6 @@ func child(n *yaml.Node, name string) *yaml.Node {
 	return c
 }
 
-// validate checks the policy knobs (llm_scheduler.policies.*).
-func (p PolicyConfig) validate() []error {
-	var errs []error
-	bad := func(key string, val any, accepted string) {
-		errs = append(errs, fmt.Errorf("config: llm_scheduler.policies.%s = %s: accepted: %s", key, quote(val), accepted))
-	}
-	if p.DecodeWeight < 0 {
-		bad("decode_weight", p.DecodeWeight, "0 or more")
-	}
-	if p.MaxLoadRatio != 0 && p.MaxLoadRatio < 1 {
-		bad("max_load_ratio", p.MaxLoadRatio, "0 (no cap) or 1 or more")
-	}
-	ws := []struct {
-		key string
-		val float64
-	}{{"waiting_weight", p.WaitingWeight}, {"kv_cache_weight", p.KVCacheWeight}, {"running_weight", p.RunningWeight}, {"throughput_weight", p.ThroughputWeight}}
-	sum := 0.0
-	for _, w := range ws {
-		if w.val < 0 {
-			bad(w.key, w.val, "0 or more")
-		}
-		sum += w.val
-	}
-	if sum <= 0 {
-		bad("waiting_weight", p.WaitingWeight, "weights of which at least one is positive")
-	}
-	if p.PDMinPrefillTokens < 0 {
-		bad("pd_min_prefill_tokens", p.PDMinPrefillTokens, "0 or more")
-	}
-	if p.PDDecodeBusyLoad < 0 {
-		bad("pd_decode_busy_load", p.PDDecodeBusyLoad, "0 or more")
-	}
-	return errs
-}
-
 // validate checks llm_scheduler.prefix_index.*.
 func (x PrefixIndex) validate() []error {
 	var errs []error
@@ -729,6 +704,59 @@ func given(v *viper.Viper, key string) bool {
 	return ok
 }
 
-// ValidatePolicies checks policy knobs given other than as keys (as plugin
-// parameters of an endpoint_picker_config file), by the same rules.
-func ValidatePolicies(p PolicyConfig) []error { return p.validate() }
+// policyKey returns the plugin parameter the deprecated key (a full key,
+// llm_scheduler.policies.decode_weight) is now.
+func policyKey(key string) (PluginParam, bool) {
+	name, ok := strings.CutPrefix(key, PolicyKeysSection+".")
+	if !ok {
+		return PluginParam{}, false
+	}
+	pp, ok := PolicyKeys[name]
+	return pp, ok
+}
+
+// deprecatedKeys lists the full keys under llm_scheduler.policies that are
+// still accepted (PolicyKeys, and the Moved ones), sorted.
+func deprecatedKeys() []string {
+	var out []string
+	for k := range PolicyKeys {
+		out = append(out, PolicyKeysSection+"."+k)
+	}
+	for k := range Moved {
+		if strings.HasPrefix(k, PolicyKeysSection+".") {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ParamPlace says where a deprecated key's plugin parameter is set now.
+func ParamPlace(pp PluginParam) string {
+	return fmt.Sprintf("parameter %s of plugin type %s (plugins[].parameters.%s in llm_scheduler.endpoint_picker_config, docs/policies.md)", pp.Param, pp.Type, pp.Param)
+}
+
+// paramDefaults collects the PolicyKeys given (file, environment or flag)
+// as plugin parameter defaults, with a deprecation message for each naming
+// its new place.
+func paramDefaults(v *viper.Viper) ([]ParamDefault, []string) {
+	keys := make([]string, 0, len(PolicyKeys))
+	for k := range PolicyKeys {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var (
+		out  []ParamDefault
+		msgs []string
+	)
+	for _, k := range keys {
+		key := PolicyKeysSection + "." + k
+		if !v.IsSet(key) {
+			continue
+		}
+		pp := PolicyKeys[k]
+		out = append(out, ParamDefault{Key: key, PluginParam: pp, Value: v.Get(key)})
+		msgs = append(msgs, fmt.Sprintf("%s is deprecated: use %s; until then it still applies, as that parameter's default wherever a %s plugin is built", key, ParamPlace(pp), pp.Type))
+	}
+	return out, msgs
+}

@@ -1,16 +1,15 @@
 package config
 
 import (
+	"fmt"
+	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 )
 
-func TestPolicyDefaultsValid(t *testing.T) {
-	p := Default().Scheduler.Policies
-	if errs := p.validate(); len(errs) != 0 {
-		t.Fatalf("defaults rejected: %v", errs)
-	}
+func TestCostModelDefaultsValid(t *testing.T) {
 	m := Default().Scheduler.CostModel
 	if errs := m.validate(); len(errs) != 0 {
 		t.Fatalf("cost model defaults rejected: %v", errs)
@@ -31,12 +30,68 @@ llm_scheduler:
     lora_affinity: false
 `)
 	c := mustLoad(t, f, nil)
-	p := c.Scheduler.Policies
-	if c.Scheduler.CostModel.PrefillTokenTime != 20*time.Microsecond || p.WaitingWeight != 2 || c.Scheduler.Affinity.SessionTTL != time.Minute || c.Scheduler.Affinity.LoRA {
-		t.Fatalf("loaded %+v", p)
+	want := []ParamDefault{{Key: "llm_scheduler.policies.waiting_weight", PluginParam: PluginParam{"llm-metric-based", "waitingWeight"}, Value: 2}}
+	if c.Scheduler.CostModel.PrefillTokenTime != 20*time.Microsecond || !reflect.DeepEqual(c.Scheduler.ParamDefaults, want) || c.Scheduler.Affinity.SessionTTL != time.Minute || c.Scheduler.Affinity.LoRA {
+		t.Fatalf("loaded %+v, parameter defaults %+v (want %+v)", c.Scheduler, c.Scheduler.ParamDefaults, want)
 	}
-	if p.KVCacheWeight != 0.5 {
-		t.Fatalf("an unset key lost its default: kv_cache_weight = %v", p.KVCacheWeight)
+}
+
+// TestPolicyKeysArePluginParameters: every key of llm_scheduler.policies
+// that is a plugin parameter now, given in the file or the environment, is
+// kept as that parameter's default (scheduler/framework applies and checks
+// it), and reported deprecated once, naming the parameter, its plugin type
+// and where to set it.
+func TestPolicyKeysArePluginParameters(t *testing.T) {
+	var yaml strings.Builder
+	yaml.WriteString("llm_scheduler:\n  policies:\n")
+	n := 0
+	for k := range PolicyKeys {
+		n++
+		if k == "running_weight" {
+			t.Setenv(EnvName(PolicyKeysSection+"."+k), "0.7")
+			continue
+		}
+		fmt.Fprintf(&yaml, "    %s: %d\n", k, n)
+	}
+	c := mustLoad(t, writeFile(t, "c.yaml", yaml.String()), nil)
+	if len(c.Scheduler.ParamDefaults) != len(PolicyKeys) || len(c.Deprecated) != len(PolicyKeys) {
+		t.Fatalf("%d parameter defaults, %d deprecations: want %d each", len(c.Scheduler.ParamDefaults), len(c.Deprecated), len(PolicyKeys))
+	}
+	for i, pd := range c.Scheduler.ParamDefaults {
+		name := strings.TrimPrefix(pd.Key, "llm_scheduler.policies.")
+		if PolicyKeys[name] != pd.PluginParam || pd.Value == nil {
+			t.Errorf("%s: %+v, want %+v", pd.Key, pd, PolicyKeys[name])
+		}
+		if name == "running_weight" && pd.Value != "0.7" {
+			t.Errorf("running_weight from the environment: %#v", pd.Value)
+		}
+		for _, w := range []string{pd.Key + " is deprecated", "parameter " + pd.Param + " of plugin type " + pd.Type, "plugins[].parameters." + pd.Param + " in llm_scheduler.endpoint_picker_config"} {
+			if !strings.Contains(c.Deprecated[i], w) {
+				t.Errorf("deprecation %q lacks %q", c.Deprecated[i], w)
+			}
+		}
+	}
+	if w := UnknownEnv([]string{"LLMROUTER_LLM_SCHEDULER_POLICIES_RUNNING_WEIGHT=1"}); len(w) != 0 {
+		t.Fatalf("reported unknown: %q", w)
+	}
+	if d := mustLoad(t, "", nil); len(d.Scheduler.ParamDefaults) != 1 || len(d.Deprecated) != 1 {
+		t.Fatalf("only the environment's key: %+v %q", d.Scheduler.ParamDefaults, d.Deprecated)
+	}
+}
+
+// TestUnknownPolicyKeyRefused: a key under llm_scheduler.policies that is
+// neither a plugin parameter nor moved is refused at load, naming it and
+// the keys still accepted there.
+func TestUnknownPolicyKeyRefused(t *testing.T) {
+	msg := loadErr(t, writeFile(t, "c.yaml", "llm_scheduler:\n  policies:\n    no_such_knob: 1\n"))
+	for _, w := range []string{`"llm_scheduler.policies.no_such_knob"`, "llm_scheduler.policies.decode_weight (deprecated)", "llm_scheduler.policies.step_time (deprecated)"} {
+		if !strings.Contains(msg, w) {
+			t.Errorf("error %q does not name %q", msg, w)
+		}
+	}
+	t.Setenv("LLMROUTER_LLM_SCHEDULER_POLICIES_DECODE_WEIGH", "2")
+	if w := UnknownEnv(os.Environ()); len(w) != 1 || !strings.Contains(w[0], "LLMROUTER_LLM_SCHEDULER_POLICIES_DECODE_WEIGHT") {
+		t.Fatalf("a misspelt variable: %q, want the closest named", w)
 	}
 }
 
@@ -47,13 +102,9 @@ func TestPolicyRules(t *testing.T) {
 		{"step_time: -1ms", "llm_scheduler.cost_model.step_time"},
 		{"max_batched_tokens: 0", "llm_scheduler.cost_model.max_batched_tokens"},
 		{"default_output_tokens: 0", "llm_scheduler.cost_model.default_output_tokens"},
-		{"max_load_ratio: 0.5", "llm_scheduler.policies.max_load_ratio"},
-		{"kv_cache_weight: -1", "llm_scheduler.policies.kv_cache_weight"},
-		{"waiting_weight: 0\n    kv_cache_weight: 0\n    running_weight: 0\n    throughput_weight: 0", "at least one is positive"},
 		{"session_max: 0", "llm_scheduler.affinity.session_max"},
 		{"session_ttl: 0s", "llm_scheduler.affinity.session_ttl"},
 		{"prefix_index_max_blocks: 10", "llm_scheduler.prefix_index.max_blocks"},
-		{"pd_min_prefill_tokens: -1", "llm_scheduler.policies.pd_min_prefill_tokens"},
 		{"no_such_knob: 1", "llm_scheduler.policies.no_such_knob"},
 	} {
 		f := writeFile(t, "c.yaml", "llm_scheduler:\n  policies:\n    "+tc.yaml+"\n")

@@ -7,8 +7,13 @@
 // derived (a prefix match) within one decision.
 //
 // Plugin types are registered by name with a Factory that owns the type's
-// parameters: their defaults, their decoding (an unknown parameter is an
-// error naming it and the accepted ones) and their validation. A profile is
+// parameters: their defaults, their decoding (Params.Decode: an unknown
+// parameter is an error naming it and the accepted ones, a value of the
+// wrong kind one naming the parameter) and their validation. A policy
+// registers with RegisterPolicy and a typed parameter struct: its defaults
+// are the built-in profile's, its Validate the rules. Keys once under
+// llm_scheduler.policies (config.PolicyKeys) set such a parameter's
+// default, checked by the same rules (CheckDeprecated). A profile is
 // built from a Spec — the plugins and how a profile references them — which
 // comes either from an EndpointPickerConfig file (LoadEndpointPickerConfig)
 // or from the built-in profiles, one per policy name (BuiltinProfiles).

@@ -1,16 +1,20 @@
 package framework_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
+	"github.com/llmrouter/llmrouter/scheduler/policy/pdsplit"
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/all"
 	"github.com/llmrouter/llmrouter/scheduler/policy/plugins/prefixscorer"
 	"github.com/llmrouter/llmrouter/scheduler/policy/prefixcache"
@@ -249,7 +253,7 @@ schedulingProfiles:
 	}{
 		{"{stepTme: 6ms}", []string{`"stepTme"`, "stepTime", "maxLoadRatio", "speedCalibration"}},
 		{"{maxLoadRatio: 0.5}", []string{"parameter maxLoadRatio", "0.5", "1 or more"}},
-		{"{stepTime: 6}", []string{"duration"}},
+		{"{stepTime: 6}", []string{`plugin "x"`, "parameter stepTime", "duration"}},
 		{"{waitingWeight: 1}", []string{`"waitingWeight"`, "stepTime"}},
 	} {
 		_, err := load(t, header+"plugins:\n- type: prefix-cache\n  name: x\n  parameters: "+tc.params+"\nschedulingProfiles:\n- name: p\n  plugins: [{pluginRef: x}]\n")
@@ -261,31 +265,6 @@ schedulingProfiles:
 	}
 	if _, err := load(t, header+"plugins:\n- type: prefix-cache\n  parameters: {stepTime: 6ms, maxLoadRatio: 3, speedCalibration: false}\nschedulingProfiles:\n- name: prefix-cache\n  plugins: [{pluginRef: prefix-cache}]\n"); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestDeprecations: a flat llm_scheduler.policies key a plugin now takes
-// names its new place; a default or a wrapper's key does not.
-func TestDeprecations(t *testing.T) {
-	pc := config.DefaultPolicies()
-	if got := framework.Deprecations(pc); len(got) != 0 {
-		t.Fatalf("defaults: %v", got)
-	}
-	pc.MaxLoadRatio = 3
-	pc.WaitingWeight = 2
-	got := framework.Deprecations(pc)
-	if len(got) != 2 {
-		t.Fatalf("got %v", got)
-	}
-	for i, want := range [][]string{
-		{"llm_scheduler.policies.max_load_ratio", "parameter maxLoadRatio", "prefix-cache", "endpoint_picker_config"},
-		{"llm_scheduler.policies.waiting_weight", "parameter waitingWeight", "llm-metric-based"},
-	} {
-		for _, w := range want {
-			if !strings.Contains(strings.Join(got, "\n"), w) {
-				t.Errorf("%d: %v lacks %q", i, got, w)
-			}
-		}
 	}
 }
 
@@ -344,29 +323,158 @@ func TestFind(t *testing.T) {
 	}
 }
 
-// TestEveryPolicyKeyHasAnOwner: each key left under llm_scheduler.policies
-// is a parameter of some plugin type, so setting it is reported deprecated
-// with that place — none is read by nothing or ignored without a word.
-func TestEveryPolicyKeyHasAnOwner(t *testing.T) {
-	def := config.DefaultPolicies()
-	v := reflect.ValueOf(&def).Elem()
-	for i := range v.NumField() {
-		key := v.Type().Field(i).Tag.Get("mapstructure")
-		pc := def
-		f := reflect.ValueOf(&pc).Elem().Field(i)
-		switch f.Kind() {
+// TestEveryPolicyKeyIsAParameter: each deprecated llm_scheduler.policies
+// key (config.PolicyKeys) given in a file takes effect: the parameter it
+// names, of the plugin type it names, takes its value, and nothing else
+// changes (the built-in profile of that type runs with these parameters);
+// a file's plugin of that type builds with it, with or without a value of
+// its own for the parameter.
+func TestEveryPolicyKeyIsAParameter(t *testing.T) {
+	if len(config.PolicyKeys) == 0 {
+		t.Fatal("no deprecated policy keys: nothing to check")
+	}
+	for key, pp := range config.PolicyKeys {
+		def, ok, err := framework.Parameters(pp.Type, config.Default())
+		if !ok || err != nil {
+			t.Fatalf("%s names plugin type %s: registered %v, %v", key, pp.Type, ok, err)
+		}
+		if !slices.Contains(framework.ParameterNames(def), pp.Param) {
+			t.Fatalf("%s names parameter %s of %s, which takes %v", key, pp.Param, pp.Type, framework.ParameterNames(def))
+		}
+		// A value other than the default, of the parameter's kind.
+		var val string
+		switch f := reflect.ValueOf(def).FieldByIndex(fieldIndex(t, def, pp.Param)); f.Kind() {
 		case reflect.Bool:
-			f.SetBool(!f.Bool())
-		case reflect.Int, reflect.Int64:
-			f.SetInt(f.Int() + 1)
+			val = fmt.Sprint(!f.Bool())
+		case reflect.Int:
+			val = fmt.Sprint(f.Int() + 7)
 		case reflect.Float64:
-			f.SetFloat(f.Float() + 1)
+			val = fmt.Sprint(f.Float() + 1.5)
 		default:
 			t.Fatalf("%s: kind %s not covered", key, f.Kind())
 		}
-		got := framework.Deprecations(pc)
-		if len(got) != 1 || !strings.Contains(got[0], "llm_scheduler.policies."+key+" is deprecated: it is parameter ") {
-			t.Errorf("%s set: deprecations %q, want one naming its plugin parameter", key, got)
+		f := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(f, []byte("llm_scheduler:\n  policies:\n    "+key+": "+val+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Load(f, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _, err := framework.Parameters(pp.Type, cfg)
+		if err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		want := reflect.New(reflect.TypeOf(def)).Elem()
+		want.Set(reflect.ValueOf(def))
+		b, _ := json.Marshal(map[string]json.RawMessage{pp.Param: json.RawMessage(val)})
+		if err := json.Unmarshal(b, want.Addr().Interface()); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want.Interface()) {
+			t.Errorf("%s: %s: %+v, want %+v", key, val, got, want.Interface())
+		}
+		if err := framework.CheckDeprecated(cfg); err != nil {
+			t.Errorf("%s: %s refused: %v", key, val, err)
+		}
+
+		d := deps()
+		d.Config = cfg
+		for _, params := range []string{"", "\n  parameters: {" + pp.Param + ": " + fmt.Sprint(reflect.ValueOf(def).FieldByIndex(fieldIndex(t, def, pp.Param))) + "}"} {
+			src := header + "plugins:\n- type: " + pp.Type + params + "\nschedulingProfiles:\n- name: p\n  plugins: [{pluginRef: " + pp.Type + "}]\n"
+			spec, err := framework.ParseEndpointPickerConfig([]byte(src))
+			if err == nil {
+				_, err = framework.Resolver{File: &spec}.New("p", d)
+			}
+			if err != nil {
+				t.Errorf("%s with a file's %s%s: %v", key, pp.Type, params, err)
+			}
+		}
+	}
+}
+
+func fieldIndex(t *testing.T, params any, name string) []int {
+	t.Helper()
+	ty := reflect.TypeOf(params)
+	for i := range ty.NumField() {
+		if strings.Split(ty.Field(i).Tag.Get("json"), ",")[0] == name {
+			return []int{i}
+		}
+	}
+	t.Fatalf("%T has no parameter %s", params, name)
+	return nil
+}
+
+// TestDeprecatedKeyRules: a value given under a deprecated key is checked
+// by its plugin type's rules, whether or not the type runs, and refused
+// naming the key, the parameter and what is accepted.
+func TestDeprecatedKeyRules(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want []string
+	}{
+		{"max_load_ratio: 0.5", []string{"llm_scheduler.policies.max_load_ratio = 0.5", "plugin type prefix-cache", "parameter maxLoadRatio 0.5", "0 (no cap) or 1 or more"}},
+		{"kv_cache_weight: -1", []string{"llm_scheduler.policies.kv_cache_weight = -1", "parameter kvCacheWeight -1", "0 or more"}},
+		{"waiting_weight: 0\n    kv_cache_weight: 0\n    running_weight: 0\n    throughput_weight: 0", []string{"llm_scheduler.policies.kv_cache_weight = 0", "at least one is positive"}},
+		{"pd_min_prefill_tokens: -1", []string{"llm_scheduler.policies.pd_min_prefill_tokens = -1", "parameter pdMinPrefillTokens -1", "0 or more"}},
+		{"decode_weight: heavy", []string{"llm_scheduler.policies.decode_weight = heavy", "parameter decodeWeight", "a number"}},
+		{"speed_calibration: 3", []string{"llm_scheduler.policies.speed_calibration = 3", "parameter speedCalibration", "true or false"}},
+	} {
+		f := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(f, []byte("llm_scheduler:\n  policy: least-request\n  policies:\n    "+tc.yaml+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Load(f, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.yaml, err)
+		}
+		err = framework.CheckDeprecated(cfg)
+		for _, w := range tc.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %v, want it to name %q", tc.yaml, err, w)
+			}
+		}
+	}
+}
+
+// TestDeprecatedKeyFromEnvironment: the environment gives every value as
+// a string; a deprecated key's is read as its parameter's kind.
+func TestDeprecatedKeyFromEnvironment(t *testing.T) {
+	t.Setenv("LLMROUTER_LLM_SCHEDULER_POLICIES_MAX_LOAD_RATIO", "3.5")
+	t.Setenv("LLMROUTER_LLM_SCHEDULER_POLICIES_SPEED_CALIBRATION", "false")
+	t.Setenv("LLMROUTER_LLM_SCHEDULER_POLICIES_PD_DECODE_BUSY_LOAD", "9")
+	cfg, err := config.Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := framework.Parameters(prefixcache.Name, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pc := p.(prefixcache.Params); pc.MaxLoadRatio != 3.5 || pc.SpeedCalibration {
+		t.Fatalf("prefix-cache parameters %+v: want maxLoadRatio 3.5, speedCalibration false", pc)
+	}
+	d, _, err := framework.Parameters(pdsplit.DynamicName, cfg)
+	if err != nil || d.(pdsplit.Params).PDDecodeBusyLoad != 9 {
+		t.Fatalf("dynamic-pd-split parameters %+v, %v: want pdDecodeBusyLoad 9", d, err)
+	}
+}
+
+// TestParameterTypeErrorsNameThePlugin: a value of the wrong kind, a
+// duration among them, is refused naming the plugin and the parameter.
+func TestParameterTypeErrorsNameThePlugin(t *testing.T) {
+	for _, tc := range []struct{ typ, params, param string }{
+		{"prefix-cache", "{stepTime: 6}", "stepTime"},
+		{"prefix-cache", "{prefillTokenTime: fast}", "prefillTokenTime"},
+		{"session-affinity-scorer", "{ttl: [1]}", "ttl"},
+		{"saturation-filter", "{maxPredictedWait: 2}", "maxPredictedWait"},
+		{"llm-metric-based", "{waitingWeight: true}", "waitingWeight"},
+	} {
+		_, err := load(t, header+"plugins:\n- type: "+tc.typ+"\n  name: mine\n  parameters: "+tc.params+"\nschedulingProfiles:\n- name: p\n  plugins: [{pluginRef: mine}]\n")
+		for _, w := range []string{`plugin "mine"`, "parameter " + tc.param + ":"} {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%s %s: %v, want it to name %q", tc.typ, tc.params, err, w)
+			}
 		}
 	}
 }

@@ -77,7 +77,7 @@ func StagePlugin(pol policy.Policy, typ string, d policy.Deps) (any, error) {
 		}
 	}
 	f, _ := factory(typ)
-	x, err := f(&Handle{Deps: d, Name: typ, Type: typ}, Params{plugin: typ, typ: typ})
+	x, err := f(&Handle{Deps: d, Name: typ, Type: typ}, paramsFor(typ, typ, nil, d.Config))
 	if err != nil {
 		return nil, fmt.Errorf("plugin %q: %w", typ, err)
 	}
@@ -268,7 +268,7 @@ func Build(spec Spec, profile string, d policy.Deps) (policy.Policy, error) {
 			return nil, fmt.Errorf("plugin %q: unknown type %q; accepted: %s", name, pl.Type, strings.Join(Types(), ", "))
 		}
 		h.Name, h.Type = name, pl.Type
-		p, err := f(h, Params{plugin: name, typ: pl.Type, raw: pl.Parameters})
+		p, err := f(h, paramsFor(name, pl.Type, pl.Parameters, d.Config))
 		if err != nil {
 			return nil, fmt.Errorf("plugin %q (type %s): %w", name, pl.Type, err)
 		}
@@ -320,7 +320,7 @@ func Build(spec Spec, profile string, d policy.Deps) (policy.Policy, error) {
 			return nil, errors.New("no picker and no " + DefaultPicker + " registered")
 		}
 		h.Name, h.Type = DefaultPicker, DefaultPicker
-		p, err := f(h, Params{plugin: DefaultPicker, typ: DefaultPicker})
+		p, err := f(h, paramsFor(DefaultPicker, DefaultPicker, nil, d.Config))
 		if err != nil {
 			return nil, err
 		}

@@ -10,7 +10,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -334,7 +333,7 @@ func typeName(t reflect.Type) string {
 }
 
 // fieldNames lists the JSON names of the struct into points to, anywhere the
-// unknown field may have been (it is the top level's for parameters).
+// unknown field may have been.
 func fieldNames(into any) []string {
 	t := reflect.TypeOf(into)
 	for t.Kind() == reflect.Pointer {
@@ -354,41 +353,6 @@ func fieldNames(into any) []string {
 		return []string{"(none)"}
 	}
 	return out
-}
-
-// Params are one plugin's parameters as given.
-type Params struct {
-	plugin, typ string
-	raw         json.RawMessage
-}
-
-// Decode decodes the parameters over into (which holds the defaults),
-// refusing unknown ones by name.
-func (p Params) Decode(into any) error {
-	if len(p.raw) == 0 || string(p.raw) == "null" {
-		return nil
-	}
-	if err := strictDecode(p.raw, into); err != nil {
-		return fmt.Errorf("parameters: %w", err)
-	}
-	return nil
-}
-
-// Duration is a parameter given as "5ms", "1.5s" and the like.
-type Duration time.Duration
-
-// UnmarshalJSON reads a Go duration string.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("want a duration string such as \"5ms\", got %s", b)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("duration %q: %w", s, err)
-	}
-	*d = Duration(v)
-	return nil
 }
 
 // Check builds every scheduling profile of s with d, so that every error a

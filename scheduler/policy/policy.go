@@ -145,26 +145,6 @@ func New(name string, d Deps) (Policy, error) {
 	return f(d)
 }
 
-// knobs is, per policy, the llm_scheduler.policies keys it reads.
-var knobs = map[string][]string{}
-
-// RegisterKnobs declares the llm_scheduler.policies keys (mapstructure
-// names of config.PolicyConfig) the policy name reads. The scheduling
-// framework offers them as the policy's plugin parameters, and names that
-// parameter as the new place of a deprecated key.
-func RegisterKnobs(name string, keys ...string) {
-	mu.Lock()
-	defer mu.Unlock()
-	knobs[name] = append(knobs[name], keys...)
-}
-
-// Knobs returns the keys RegisterKnobs declared for name.
-func Knobs(name string) []string {
-	mu.RLock()
-	defer mu.RUnlock()
-	return slices.Clone(knobs[name])
-}
-
 // Names lists the registered policies, sorted.
 func Names() []string {
 	mu.RLock()

@@ -38,7 +38,7 @@ type Options struct {
 	// mixes GPU generations does. Empty means every instance at speed 1.
 	Speeds []float64
 	// Config holds the gateway and scheduler settings (block_chars,
-	// max_prefix_chars, queue, saturation, policy knobs); the policy is
+	// max_prefix_chars, queue, saturation, cost model); the policy is
 	// chosen per run.
 	Config config.Config
 	// Plan is the workload and its pacing; its DefaultModel defaults to

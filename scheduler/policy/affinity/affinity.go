@@ -160,7 +160,7 @@ func (w *Wrapper) Sessions() int {
 
 // SessionBytes is the memory the remembered sessions are accounted at
 // (keys, instance ids and a fixed cost per entry); it stays at most
-// llm_scheduler.policies.session_max_bytes.
+// llm_scheduler.affinity.session_max_bytes.
 func (w *Wrapper) SessionBytes() int64 {
 	if w.sessions == nil {
 		return 0

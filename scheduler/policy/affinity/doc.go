@@ -7,6 +7,6 @@
 // They are a wrapper rather than part of prefix-cache so every policy gets
 // them, and so a policy's own ranking stays the tie-breaker within each
 // preference. The scheduler applies it with Wrap after building the policy
-// (or builds through New); llm_scheduler.policies.session_affinity and
-// lora_affinity switch the two off.
+// (or builds through New); llm_scheduler.affinity.session and lora switch
+// the two off.
 package affinity

@@ -19,7 +19,7 @@ import (
 const ScorerType = "session-affinity-scorer"
 
 // ScorerParams are its parameters; the defaults are the session keys of
-// llm_scheduler.policies.
+// llm_scheduler.affinity.
 type ScorerParams struct {
 	TTL         framework.Duration `json:"ttl"`
 	MaxSessions int                `json:"maxSessions"`

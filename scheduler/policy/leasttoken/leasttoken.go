@@ -2,10 +2,13 @@ package leasttoken
 
 import (
 	"container/list"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"time"
 
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/policy/internal/bypos"
 	"github.com/llmrouter/llmrouter/scheduler/policy/internal/rank"
@@ -18,7 +21,7 @@ const Name = "least-token"
 const maxLedger = 1 << 20
 
 func init() {
-	policy.Register(Name, func(d policy.Deps) (policy.Policy, error) { return New(d), nil })
+	framework.RegisterPolicy(Name, DefaultParams, func(d policy.Deps, p Params) (policy.Policy, error) { return New(d, p), nil })
 }
 
 // floorDiv sets the least a pick still weighs once the generation rate says
@@ -169,8 +172,29 @@ type Policy struct {
 	acctGen uint64
 }
 
-// New builds the policy from d.Config.
-func New(d policy.Deps) *Policy {
+// Params are least-token's parameters: plugin type least-token; the
+// built-in profile runs with DefaultParams.
+type Params struct {
+	// DefaultOutputTokens is a reply's expected length until replies are
+	// observed; defaults llm_scheduler.cost_model.default_output_tokens.
+	DefaultOutputTokens int `json:"defaultOutputTokens"`
+}
+
+// DefaultParams are the parameters with c's cost model.
+func DefaultParams(c config.Config) Params {
+	return Params{DefaultOutputTokens: c.Scheduler.CostModel.DefaultOutputTokens}
+}
+
+// Validate checks the parameters.
+func (p Params) Validate() error {
+	if p.DefaultOutputTokens < 1 {
+		return fmt.Errorf("parameter defaultOutputTokens %d: accepted: 1 or more", p.DefaultOutputTokens)
+	}
+	return nil
+}
+
+// New builds the policy with parameters pr (checked: Params.Validate).
+func New(d policy.Deps, pr Params) *Policy {
 	ttl := d.Config.Scheduler.InflightTimeout
 	if ttl <= 0 {
 		ttl = 10 * time.Minute
@@ -178,7 +202,7 @@ func New(d policy.Deps) *Policy {
 	p := &Policy{
 		rand: d.Rand, clock: d.Clock, ttl: ttl,
 		keep:   max(d.Config.Gateway.RetryCount+3, 4),
-		avgOut: float64(d.Config.Scheduler.CostModel.DefaultOutputTokens), avgPrompt: 512,
+		avgOut: float64(pr.DefaultOutputTokens), avgPrompt: 512,
 		order: list.New(), byReq: map[string]*list.Element{}, byInst: map[string]*account{},
 	}
 	if p.rand == nil {

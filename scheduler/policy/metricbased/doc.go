@@ -3,5 +3,6 @@
 // requests — minus a bonus for token throughput per running request, each
 // normalised across the candidates so the weights compare like with like.
 // It needs no prompt hashes, so it suits workloads without shared prefixes.
-// Weights: llm_scheduler.policies.{waiting,kv_cache,running,throughput}_weight.
+// Weights: its parameters (Params: waitingWeight, kvCacheWeight,
+// runningWeight, throughputWeight).
 package metricbased

@@ -1,8 +1,11 @@
 package metricbased
 
 import (
+	"fmt"
 	"math/rand/v2"
 
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/policy/internal/rank"
 )
@@ -11,7 +14,40 @@ import (
 const Name = "llm-metric-based"
 
 func init() {
-	policy.Register(Name, func(d policy.Deps) (policy.Policy, error) { return New(d), nil })
+	framework.RegisterPolicy(Name, DefaultParams, func(d policy.Deps, p Params) (policy.Policy, error) { return New(d, p), nil })
+}
+
+// Params are the weights of the score's terms: plugin type
+// llm-metric-based; the built-in profile runs with DefaultParams.
+type Params struct {
+	WaitingWeight    float64 `json:"waitingWeight"`
+	KVCacheWeight    float64 `json:"kvCacheWeight"`
+	RunningWeight    float64 `json:"runningWeight"`
+	ThroughputWeight float64 `json:"throughputWeight"`
+}
+
+// DefaultParams are the weights' defaults (docs/policies.md).
+func DefaultParams(config.Config) Params {
+	return Params{WaitingWeight: 1, KVCacheWeight: 0.5, RunningWeight: 0.3, ThroughputWeight: 0.2}
+}
+
+// Validate checks each weight, and that one at least counts.
+func (p Params) Validate() error {
+	ws := []struct {
+		name string
+		v    float64
+	}{{"waitingWeight", p.WaitingWeight}, {"kvCacheWeight", p.KVCacheWeight}, {"runningWeight", p.RunningWeight}, {"throughputWeight", p.ThroughputWeight}}
+	sum := 0.0
+	for _, w := range ws {
+		if !(w.v >= 0) {
+			return fmt.Errorf("parameter %s %g: accepted: 0 or more", w.name, w.v)
+		}
+		sum += w.v
+	}
+	if !(sum > 0) {
+		return fmt.Errorf("parameters waitingWeight, kvCacheWeight, runningWeight, throughputWeight all 0: accepted: weights of which at least one is positive")
+	}
+	return nil
 }
 
 // Weights of the score's terms.
@@ -25,9 +61,8 @@ type Policy struct {
 	scores []float64
 }
 
-// New builds the policy from d.Config.
-func New(d policy.Deps) *Policy {
-	pc := d.Config.Scheduler.Policies
+// New builds the policy with weights pc (checked: Params.Validate).
+func New(d policy.Deps, pc Params) *Policy {
 	r := d.Rand
 	if r == nil {
 		r = rand.New(rand.NewPCG(1, 2))

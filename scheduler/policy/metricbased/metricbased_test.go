@@ -59,7 +59,9 @@ func TestWeightsAreConfigurable(t *testing.T) {
 	if got := newPolicy(t, nil).Pick(&policy.Request{}, c).Ranked[0]; got != c[1] {
 		t.Fatal("by default the queue should weigh more than KV usage")
 	}
-	kvHeavy := newPolicy(t, func(cf *config.Config) { cf.Scheduler.Policies.KVCacheWeight = 5 })
+	w := DefaultParams(config.Default())
+	w.KVCacheWeight = 5
+	kvHeavy := New(policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 1))}, w)
 	if got := kvHeavy.Pick(&policy.Request{}, c).Ranked[0]; got != c[0] {
 		t.Fatal("with kv_cache_weight 5, KV usage should dominate")
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/prefixindex"
@@ -19,8 +20,43 @@ const (
 )
 
 func init() {
-	policy.Register(Name, func(d policy.Deps) (policy.Policy, error) { return New(d, false) })
-	policy.Register(DynamicName, func(d policy.Deps) (policy.Policy, error) { return New(d, true) })
+	policy.Register(Name, func(d policy.Deps) (policy.Policy, error) { return New(d, nil) })
+	framework.RegisterPolicy(DynamicName, DefaultParams, func(d policy.Deps, p Params) (policy.Policy, error) { return New(d, &p) })
+}
+
+// Params are dynamic-pd-split's parameters (pd-split has none): plugin
+// type dynamic-pd-split; the built-in profile runs with DefaultParams.
+type Params struct {
+	// Disaggregate when at least PDMinPrefillTokens prompt tokens are
+	// uncached on the decode instance and it runs at least
+	// PDDecodeBusyLoad requests.
+	PDMinPrefillTokens int `json:"pdMinPrefillTokens"`
+	PDDecodeBusyLoad   int `json:"pdDecodeBusyLoad"`
+	// The size of the index kept when the decode profile keeps none;
+	// defaults llm_scheduler.prefix_index.
+	PrefixIndexMaxBlocks     int `json:"prefixIndexMaxBlocks"`
+	PrefixIndexDefaultBlocks int `json:"prefixIndexDefaultBlocks"`
+}
+
+// DefaultParams are the parameters with c's prefix index sizes.
+func DefaultParams(c config.Config) Params {
+	return Params{PDMinPrefillTokens: 512, PDDecodeBusyLoad: 4,
+		PrefixIndexMaxBlocks: c.Scheduler.PrefixIndex.MaxBlocks, PrefixIndexDefaultBlocks: c.Scheduler.PrefixIndex.DefaultBlocks}
+}
+
+// Validate checks every parameter, naming the first bad one.
+func (p Params) Validate() error {
+	switch {
+	case p.PDMinPrefillTokens < 0:
+		return fmt.Errorf("parameter pdMinPrefillTokens %d: accepted: 0 or more", p.PDMinPrefillTokens)
+	case p.PDDecodeBusyLoad < 0:
+		return fmt.Errorf("parameter pdDecodeBusyLoad %d: accepted: 0 or more", p.PDDecodeBusyLoad)
+	case p.PrefixIndexMaxBlocks < 1024:
+		return fmt.Errorf("parameter prefixIndexMaxBlocks %d: accepted: 1024 or more", p.PrefixIndexMaxBlocks)
+	case p.PrefixIndexDefaultBlocks < 1:
+		return fmt.Errorf("parameter prefixIndexDefaultBlocks %d: accepted: 1 or more", p.PrefixIndexDefaultBlocks)
+	}
+	return nil
 }
 
 // Split is pd-split, or dynamic-pd-split when dynamic. The scheduler calls
@@ -73,11 +109,11 @@ func decisionCounter(reg prometheus.Registerer) *prometheus.CounterVec {
 	return c
 }
 
-// New builds pd-split (dynamic false) or dynamic-pd-split from d.Config and
-// the sub-policies named by llm_scheduler.prefill_policy and decode_policy.
-func New(d policy.Deps, dynamic bool) (*Split, error) {
+// New builds pd-split, or with dynamic's parameters (checked:
+// Params.Validate) dynamic-pd-split, over the sub-policies named by
+// llm_scheduler.prefill_policy and decode_policy.
+func New(d policy.Deps, dynamic *Params) (*Split, error) {
 	c := d.Config
-	pc := c.Scheduler.Policies
 	build := func(key, name string) (policy.Policy, error) {
 		if name == "" || strings.HasSuffix(name, "pd-split") {
 			return nil, fmt.Errorf("llm_scheduler.%s = %q: want a single-phase policy such as prefix-cache or least-token", key, name)
@@ -99,13 +135,15 @@ func New(d policy.Deps, dynamic bool) (*Split, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Split{dynamic: dynamic, prefill: pre, decode: dec, decisions: decisionCounter(d.Metrics)}
+	s := &Split{dynamic: dynamic != nil, prefill: pre, decode: dec, decisions: decisionCounter(d.Metrics)}
 	for _, l := range []string{DecisionDisaggregated, DecisionShortPrompt, DecisionCached, DecisionDecodeIdle, DecisionNoPrefill} {
 		s.decisions.WithLabelValues(s.Name(), l)
 	}
 	s.preObs, _ = pre.(policy.Observer)
 	s.decObs, _ = dec.(policy.Observer)
-	if dynamic {
+	if dynamic != nil {
+		pc := *dynamic
+		c.Scheduler.PrefixIndex = config.PrefixIndex{MaxBlocks: pc.PrefixIndexMaxBlocks, DefaultBlocks: pc.PrefixIndexDefaultBlocks}
 		if x, ok := framework.Find[indexer](dec); ok && s.decObs != nil && x.Index() != nil {
 			// The decode profile learns every destination it ranks first
 			// (Picked below): exactly what disaggregate asks. A second

@@ -30,6 +30,14 @@ func build(t *testing.T, name string, mut func(*config.Config)) *Split {
 	return p.(*Split)
 }
 
+// dynamicParams gives dynamic-pd-split's thresholds the way a
+// configuration still may, under their deprecated keys.
+func dynamicParams(c *config.Config, minTokens, busyLoad int) {
+	c.Scheduler.ParamDefaults = append(c.Scheduler.ParamDefaults,
+		config.ParamDefault{Key: "llm_scheduler.policies.pd_min_prefill_tokens", PluginParam: config.PolicyKeys["pd_min_prefill_tokens"], Value: minTokens},
+		config.ParamDefault{Key: "llm_scheduler.policies.pd_decode_busy_load", PluginParam: config.PolicyKeys["pd_decode_busy_load"], Value: busyLoad})
+}
+
 func inst(id string, role policy.Role) *policy.Instance {
 	return &policy.Instance{ID: id, Role: role}
 }
@@ -119,8 +127,7 @@ func TestPDSplitTeachesPrefillPolicyAndForwardsRemoval(t *testing.T) {
 
 func TestDynamicDecidesPerRequest(t *testing.T) {
 	s := build(t, DynamicName, func(c *config.Config) {
-		c.Scheduler.Policies.PDMinPrefillTokens = 512
-		c.Scheduler.Policies.PDDecodeBusyLoad = 4
+		dynamicParams(c, 512, 4)
 	})
 	p1, d1 := inst("p1", policy.RolePrefill), inst("d1", policy.RoleDecode)
 	cands := []*policy.Instance{p1, d1}
@@ -224,8 +231,7 @@ func TestDynamicSharesDecodePrefixCacheIndex(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	s := buildIsolated(t, DynamicName, &clock{t: time.Unix(1000, 0)}, reg, func(c *config.Config) {
 		c.Scheduler.DecodePolicy = "prefix-cache"
-		c.Scheduler.Policies.PDMinPrefillTokens = 512
-		c.Scheduler.Policies.PDDecodeBusyLoad = 4
+		dynamicParams(c, 512, 4)
 	})
 	dec, pre := s.decode.(*prefixcache.Policy), s.prefill.(*prefixcache.Policy)
 	if s.own || s.idx != dec.Index() {
@@ -312,13 +318,12 @@ func TestDynamicSharedIndexKeepsDecodeDecisions(t *testing.T) {
 	clk := &clock{t: time.Unix(1000, 0)}
 	cfg := func(c *config.Config) {
 		c.Scheduler.DecodePolicy = "prefix-cache"
-		c.Scheduler.Policies.PDMinPrefillTokens = 256
-		c.Scheduler.Policies.PDDecodeBusyLoad = 0 // every request is checked
+		dynamicParams(c, 256, 0) // every request is checked
 	}
 	s := buildIsolated(t, DynamicName, clk, nil, cfg)
 	c := config.Default()
 	cfg(&c)
-	alone, err := prefixcache.New(policy.Deps{Config: c, Clock: clk, Rand: rand.New(rand.NewPCG(1, 2))})
+	alone, err := prefixcache.New(policy.Deps{Config: c, Clock: clk, Rand: rand.New(rand.NewPCG(1, 2))}, prefixcache.DefaultParams(c))
 	if err != nil {
 		t.Fatal(err)
 	}

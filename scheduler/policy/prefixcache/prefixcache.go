@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/llmrouter/llmrouter/scheduler/costmodel"
+	"github.com/llmrouter/llmrouter/scheduler/framework"
 	// Imported for Instance.Load's inline body (see leastrequest).
 	_ "github.com/llmrouter/llmrouter/scheduler/fleet"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
@@ -30,7 +31,7 @@ const overloaded = 1e6
 const debugCandidates = 32
 
 func init() {
-	policy.Register(Name, func(d policy.Deps) (policy.Policy, error) { return New(d) })
+	framework.RegisterPolicy(Name, DefaultParams, func(d policy.Deps, p Params) (policy.Policy, error) { return New(d, p) })
 }
 
 // Model is the cost model, in seconds (docs/policies.md): the engine model
@@ -66,7 +67,7 @@ type Policy struct {
 	// report it was last measured from.
 	speed      []float64
 	sampledAt  []int64
-	calibrated bool // llm_scheduler.policies.speed_calibration
+	calibrated bool // parameter speedCalibration
 
 	// heldBySlot is per-pick scratch by index slot + 1: the blocks each matched
 	// instance holds; all zero between picks.
@@ -143,16 +144,15 @@ type queued struct {
 	fresh float64
 }
 
-// New builds the policy from d.Config.
-func New(d policy.Deps) (*Policy, error) {
-	c := d.Config
-	pc := c.Scheduler.Policies
+// New builds the policy with parameters pr (checked: Params.Validate).
+func New(d policy.Deps, pr Params) (*Policy, error) {
+	c := pr.config(d.Config)
 	p := &Policy{
 		clock: d.Clock,
 		m: Model{
 			Model:        costmodel.FromConfig(c.Scheduler.CostModel),
-			DecodeWeight: pc.DecodeWeight,
-			MaxLoadRatio: pc.MaxLoadRatio,
+			DecodeWeight: pr.DecodeWeight,
+			MaxLoadRatio: pr.MaxLoadRatio,
 		},
 		rand:        d.Rand,
 		log:         d.Log,
@@ -164,7 +164,7 @@ func New(d policy.Deps) (*Policy, error) {
 		uncachedFr:  1,
 		avgOut:      float64(c.Scheduler.CostModel.DefaultOutputTokens),
 		tails:       make([]tail, tailSlots),
-		calibrated:  pc.SpeedCalibration,
+		calibrated:  pr.SpeedCalibration,
 	}
 	for i := range p.tails {
 		p.tails[i].slot = -1

@@ -22,7 +22,7 @@ func newPolicy(t testing.TB, log *zap.Logger) *Policy {
 	t.Helper()
 	// A clock that stands still unless a test moves it: decisions must
 	// not depend on the wall clock (the backlog drains with time).
-	p, err := New(policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 2)), Log: log, Clock: &fakeClock{t: time.Unix(1000, 0)}})
+	p, err := New(policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 2)), Log: log, Clock: &fakeClock{t: time.Unix(1000, 0)}}, DefaultParams(config.Default()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestFollowUpTurnIsCreditedWithPreviousAnswer(t *testing.T) {
 
 func TestBacklogOfUncachedPromptsDrains(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1000, 0)}
-	p, err := New(policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 2)), Clock: clk})
+	p, err := New(policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 2)), Clock: clk}, DefaultParams(config.Default()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +395,7 @@ func TestCostMatchesParts(t *testing.T) {
 func TestHitBlocksMetric(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	mk := func() *Policy {
-		p, err := New(policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 2)), Clock: &fakeClock{t: time.Unix(1000, 0)}, Metrics: reg})
+		p, err := New(policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 2)), Clock: &fakeClock{t: time.Unix(1000, 0)}, Metrics: reg}, DefaultParams(config.Default()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -525,9 +525,10 @@ func ids(xs []*policy.Instance) []string {
 func TestSpeedCalibration(t *testing.T) {
 	for _, on := range []bool{true, false} {
 		cfg := config.Default()
-		cfg.Scheduler.Policies.SpeedCalibration = on
+		pr := DefaultParams(cfg)
+		pr.SpeedCalibration = on
 		clk := &fakeClock{t: time.Unix(1000, 0)}
-		p, err := New(policy.Deps{Config: cfg, Rand: rand.New(rand.NewPCG(1, 2)), Clock: clk})
+		p, err := New(policy.Deps{Config: cfg, Rand: rand.New(rand.NewPCG(1, 2)), Clock: clk}, pr)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,9 +13,9 @@
 //	                       (default: every block the gateway hashed).
 //	lruCapacityPerServer   blocks remembered per instance (default: the
 //	                       instance's reported KV capacity, else
-//	                       llm_scheduler.policies.prefix_index_default_blocks).
+//	                       llm_scheduler.prefix_index.default_blocks).
 //	maxIndexBlocks         (block, instance) pairs over all instances
-//	                       (default llm_scheduler.policies.prefix_index_max_blocks).
+//	                       (default llm_scheduler.prefix_index.max_blocks).
 package prefixscorer
 
 import (

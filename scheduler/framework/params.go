@@ -1,0 +1,249 @@
+package framework
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/scheduler/policy"
+)
+
+// Validator is what a plugin type's parameter struct implements when it
+// has rules: Validate names the parameter at fault, the value and what is
+// accepted ("parameter maxLoadRatio 0.5: accepted: ..."). Params.Decode
+// calls it.
+type Validator interface {
+	Validate() error
+}
+
+// Params are one plugin's parameters as given, and the values its type's
+// parameters were given under deprecated keys (config.PolicyKeys).
+type Params struct {
+	plugin, typ string
+	raw         json.RawMessage
+	deprecated  []config.ParamDefault
+}
+
+// paramsFor are the parameters raw of the plugin named plugin of type typ,
+// with cfg's deprecated keys for typ.
+func paramsFor(plugin, typ string, raw json.RawMessage, cfg config.Config) Params {
+	p := Params{plugin: plugin, typ: typ, raw: raw}
+	for _, d := range cfg.Scheduler.ParamDefaults {
+		if d.Type == typ {
+			p.deprecated = append(p.deprecated, d)
+		}
+	}
+	return p
+}
+
+// Decode decodes the parameters over into, a pointer to the type's
+// parameter struct holding its defaults: first the values of deprecated
+// keys (llm_scheduler.policies.*), which set defaults, then the
+// parameters given. An unknown parameter is refused naming it and the
+// accepted ones, a value of the wrong kind naming the parameter and the
+// kind wanted. When into has rules (Validator), they are checked after
+// each step, so a bad deprecated key is named as such.
+func (p Params) Decode(into any) error {
+	v, _ := into.(Validator)
+	if len(p.deprecated) > 0 {
+		obj := map[string]json.RawMessage{}
+		var keys []string
+		for _, d := range p.deprecated {
+			obj[d.Param] = jsonValue(d.Value)
+			keys = append(keys, fmt.Sprintf("%s = %v", d.Key, d.Value))
+		}
+		b, err := json.Marshal(obj)
+		if err == nil {
+			err = decodeFields(b, into)
+		}
+		if err == nil && v != nil {
+			err = v.Validate()
+		}
+		if err != nil {
+			return fmt.Errorf("%s (deprecated; a default of plugin type %s): %w", strings.Join(keys, ", "), p.typ, err)
+		}
+	}
+	if len(p.raw) == 0 || string(p.raw) == "null" {
+		if v != nil {
+			return v.Validate()
+		}
+		return nil
+	}
+	if err := decodeFields(p.raw, into); err != nil {
+		return err
+	}
+	if v != nil {
+		return v.Validate()
+	}
+	return nil
+}
+
+// jsonValue is a deprecated key's value as JSON. The environment gives
+// every value as a string: one that reads as a JSON number or boolean is
+// taken as that ("0.7", "true"); any other stays a string ("5ms").
+func jsonValue(v any) json.RawMessage {
+	if s, ok := v.(string); ok {
+		t := strings.TrimSpace(s)
+		var x any
+		if json.Unmarshal([]byte(t), &x) == nil {
+			switch x.(type) {
+			case float64, bool:
+				return json.RawMessage(t)
+			}
+		}
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		b, _ = json.Marshal(fmt.Sprint(v))
+	}
+	return b
+}
+
+// decodeFields decodes the JSON object b over the struct into points to,
+// one parameter at a time, so that every error names its parameter.
+func decodeFields(b []byte, into any) error {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(b, &obj); err != nil {
+		return fmt.Errorf("parameters: want a mapping of parameter names to values, got %s", bytes.TrimSpace(b))
+	}
+	accepted := fieldNames(into)
+	names := make([]string, 0, len(obj))
+	for k := range obj {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if !slices.Contains(accepted, k) {
+			return fmt.Errorf("parameters: unknown parameter %q; accepted: %s", k, strings.Join(accepted, ", "))
+		}
+	}
+	for _, k := range names {
+		one, _ := json.Marshal(map[string]json.RawMessage{k: obj[k]})
+		dec := json.NewDecoder(bytes.NewReader(one))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(into); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				return fmt.Errorf("parameter %s: got a JSON %s, want %s", k, te.Value, typeName(te.Type))
+			}
+			return fmt.Errorf("parameter %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// Duration is a parameter given as "5ms", "1.5s" and the like.
+type Duration time.Duration
+
+// UnmarshalJSON reads a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("got %s, want a duration string such as \"5ms\"", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: want one such as \"5ms\" or \"1.5s\"", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes the duration as Go writes it ("5.75ms").
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// String is the duration as Go writes it.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// ranker is a policy registered with RegisterPolicy: it builds from its
+// parameters, and says what they are.
+type ranker struct {
+	build  func(policy.Deps, Params) (policy.Policy, error)
+	params func(config.Config, Params) (any, error)
+}
+
+var rankers = map[string]ranker{}
+
+// RegisterPolicy registers the policy name, whose parameters are P: it is
+// a plugin type (a ranking picker) and a built-in profile of that name.
+// defaults gives the parameters' defaults (some default to the sections
+// of llm_scheduler several parts share, such as cost_model); Params.Decode
+// applies the deprecated keys and a file's parameters over them and checks
+// them (P.Validate); build builds the policy from the result. The built-in
+// profile runs with the defaults.
+func RegisterPolicy[P Validator](name string, defaults func(config.Config) P, build func(policy.Deps, P) (policy.Policy, error)) {
+	decode := func(cfg config.Config, params Params) (P, error) {
+		p := defaults(cfg)
+		err := params.Decode(&p)
+		return p, err
+	}
+	r := ranker{
+		build: func(d policy.Deps, params Params) (policy.Policy, error) {
+			p, err := decode(d.Config, params)
+			if err != nil {
+				return nil, err
+			}
+			return build(d, p)
+		},
+		params: func(cfg config.Config, params Params) (any, error) {
+			return decode(cfg, params)
+		},
+	}
+	policy.Register(name, func(d policy.Deps) (policy.Policy, error) {
+		return r.build(d, paramsFor(name, name, nil, d.Config))
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	rankers[name] = r
+}
+
+// Parameters returns the parameters a plugin of type typ (a policy
+// registered with RegisterPolicy) takes with cfg when a file gives it none:
+// its defaults with the values of cfg's deprecated keys for typ, checked.
+// The built-in profile typ runs with them. False for other types.
+func Parameters(typ string, cfg config.Config) (any, bool, error) {
+	mu.RLock()
+	r, ok := rankers[typ]
+	mu.RUnlock()
+	if !ok {
+		return nil, false, nil
+	}
+	p, err := r.params(cfg, paramsFor(typ, typ, nil, cfg))
+	return p, true, err
+}
+
+// CheckDeprecated checks the values cfg was given under deprecated keys
+// (llm_scheduler.policies.*, config.PolicyKeys) by their plugin types'
+// rules, whether or not a plugin of that type is configured: a bad one
+// is an error naming the key, the parameter and what is accepted.
+func CheckDeprecated(cfg config.Config) error {
+	var types []string
+	for _, d := range cfg.Scheduler.ParamDefaults {
+		if !slices.Contains(types, d.Type) {
+			types = append(types, d.Type)
+		}
+	}
+	for _, typ := range types {
+		mu.RLock()
+		r, ok := rankers[typ]
+		mu.RUnlock()
+		if !ok {
+			return fmt.Errorf("deprecated keys of plugin type %s: no such type is registered; registered: %s", typ, strings.Join(Types(), ", "))
+		}
+		if _, err := r.params(cfg, paramsFor(typ, typ, nil, cfg)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ParameterNames lists the JSON names of a parameter struct's fields.
+func ParameterNames(params any) []string { return fieldNames(params) }
