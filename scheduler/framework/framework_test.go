@@ -478,3 +478,27 @@ func TestParameterTypeErrorsNameThePlugin(t *testing.T) {
 		}
 	}
 }
+
+// TestMissingPickerIsMaxScore: as in llm-d, a profile that references no
+// picker gets max-score-picker: it ranks by the weighted sum, best first
+// (at least the pick and its fallbacks; all of so few candidates).
+func TestMissingPickerIsMaxScore(t *testing.T) {
+	s, err := load(t, header+"plugins: [{type: queue-scorer}]\nschedulingProfiles:\n- name: p\n  plugins: [{pluginRef: queue-scorer}]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := framework.Build(s, "p", deps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := []*policy.Instance{{ID: "a", Waiting: 5}, {ID: "b", Waiting: 1}, {ID: "c", Waiting: 9}, {ID: "d", Waiting: 3}}
+	for range 50 {
+		var got []string
+		for _, x := range p.Pick(&policy.Request{}, c).Ranked {
+			got = append(got, x.ID)
+		}
+		if strings.Join(got, ",") != "b,d,a,c" {
+			t.Fatalf("ranked %v, want b,d,a,c (shortest queue first)", got)
+		}
+	}
+}
