@@ -109,6 +109,7 @@ func TestErrorsNameTheFault(t *testing.T) {
 		{"negative weight", header + "plugins: [{type: queue-scorer, name: x}]\nschedulingProfiles:\n- name: p\n  plugins:\n  - {pluginRef: x, weight: -1}\n", []string{`pluginRef "x"`, "weight -1", "0 or more"}},
 		{"two pickers", header + "plugins: [{type: max-score-picker, name: x}, {type: random-picker, name: y}]\nschedulingProfiles:\n- name: p\n  plugins: [{pluginRef: x}, {pluginRef: y}]\n", []string{`pluginRef "y"`, "second picker"}},
 		{"picker without its scorer", header + "plugins: [{type: cache-aware-picker, name: x}]\n" + prof, []string{`plugin "x"`, "prefix-cache-scorer declared before it"}},
+		{"newer upstream parameter", header + "plugins: [{type: prefix-cache-scorer, name: x, parameters: {blockSizeTokens: 16, autoTune: true}}]\n" + prof, []string{`plugin "x"`, `"autoTune"`, "hashBlockSize", "lruCapacityPerServer"}},
 		{"misspelt parameter", header + "plugins: [{type: prefix-cache-scorer, name: x, parameters: {hashBlockSise: 64}}]\n" + prof, []string{`plugin "x"`, `"hashBlockSise"`, "hashBlockSize", "maxPrefixBlocksToMatch"}},
 		{"parameter in the wrong case", header + "plugins: [{type: prefix-cache-scorer, name: x, parameters: {hashblocksize: 64}}]\n" + prof, []string{`plugin "x"`, `"hashblocksize"`, `case-sensitive: "hashBlockSize"`, "lruCapacityPerServer"}},
 		{"parameter of the wrong type", header + "plugins: [{type: prefix-cache-scorer, name: x, parameters: {maxPrefixBlocksToMatch: many}}]\n" + prof, []string{`plugin "x"`, "maxPrefixBlocksToMatch", "an integer"}},

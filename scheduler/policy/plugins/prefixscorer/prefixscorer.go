@@ -16,6 +16,11 @@
 //	                       llm_scheduler.prefix_index.default_blocks).
 //	maxIndexBlocks         (block, instance) pairs over all instances
 //	                       (default llm_scheduler.prefix_index.max_blocks).
+//
+// Newer upstream releases' autoTune, blockSize, blockSizeTokens and
+// maxPrefixTokensToMatch are refused by name like any unknown parameter:
+// the block size is the gateway's, and the capacity already follows the
+// instance's report unless lruCapacityPerServer fixes it.
 package prefixscorer
 
 import (
