@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -119,9 +120,18 @@ func decodeFields(b []byte, into any) error {
 	}
 	sort.Strings(names)
 	for _, k := range names {
-		if !slices.Contains(accepted, k) {
-			return fmt.Errorf("parameters: unknown parameter %q; accepted: %s", k, strings.Join(accepted, ", "))
+		if slices.Contains(accepted, k) {
+			continue
 		}
+		// Names are case-sensitive, as in llm-d's strict decoding
+		// (strictDecode): encoding/json alone would take "hashblocksize"
+		// for hashBlockSize.
+		for _, a := range accepted {
+			if strings.EqualFold(a, k) {
+				return fmt.Errorf("parameters: unknown parameter %q (names are case-sensitive: %q); accepted: %s", k, a, strings.Join(accepted, ", "))
+			}
+		}
+		return fmt.Errorf("parameters: unknown parameter %q; accepted: %s", k, strings.Join(accepted, ", "))
 	}
 	for _, k := range names {
 		one, _ := json.Marshal(map[string]json.RawMessage{k: obj[k]})
@@ -132,6 +142,9 @@ func decodeFields(b []byte, into any) error {
 			if errors.As(err, &te) {
 				return fmt.Errorf("parameter %s: got a JSON %s, want %s", k, te.Value, typeName(te.Type))
 			}
+			return fmt.Errorf("parameter %s: %w", k, err)
+		}
+		if err := exactNames(one, reflect.TypeOf(into), ""); err != nil {
 			return fmt.Errorf("parameter %s: %w", k, err)
 		}
 	}
