@@ -1,7 +1,11 @@
 package fleet_test
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -64,5 +68,36 @@ func TestCommandIsWiring(t *testing.T) {
 			module + "scheduler/server", module + "xds", module + "extproc", module + "agent/pdproxy":
 			t.Errorf("cmd/llmrouter imports %s: server logic belongs in internal/servers", imp)
 		}
+	}
+	// It imports grpc for the health command's client; it must not build
+	// or run a server with it (nor with anything else that serves).
+	files, err := filepath.Glob("../../cmd/llmrouter/*.go")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("cmd/llmrouter sources: %v %v", files, err)
+	}
+	fset := token.NewFileSet()
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(fset, f, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(file, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok {
+				return true
+			}
+			sel, ok := call.Fun.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			switch sel.Sel.Name {
+			case "NewServer", "Serve", "ListenAndServe", "Listen", "RegisterService":
+				t.Errorf("%s: cmd/llmrouter calls %s: server logic belongs in internal/servers", fset.Position(sel.Pos()), sel.Sel.Name)
+			}
+			return true
+		})
 	}
 }
