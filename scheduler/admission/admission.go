@@ -232,7 +232,14 @@ func (j Judge) judge(c *policy.Instance) (bool, Reason) {
 	kv := c.KVCacheUsage
 	if c.InflightPromptTokens != 0 { // the capacity is two cache lines further
 		if n := c.NumGPUBlocks * c.BlockSize; n > 0 {
-			kv += float64(c.InflightPromptTokens) / float64(n)
+			// An unreported pick takes new blocks for the part of its
+			// prompt the engine does not hold, at the engine's miss rate
+			// as overWait prices it. Charging the whole prompt made one
+			// 10k-token pick to its home saturate a 192k-token cache
+			// until the next report: the fleet looked full, conversations
+			// moved off their homes and recomputed their history, and the
+			// KV really filled (docs/policies.md, lognormal-kvfull).
+			kv += float64(c.InflightPromptTokens) * uncachedShare(c) / float64(n)
 		}
 	}
 	if kv >= s.maxKV {
@@ -318,7 +325,7 @@ func (s *Saturation) judgeAt(c *policy.Instance, avgPrompt, avgOut, budget float
 	kv := c.KVCacheUsage
 	if c.InflightPromptTokens != 0 {
 		if n := c.NumGPUBlocks * c.BlockSize; n > 0 {
-			kv += float64(c.InflightPromptTokens) / float64(n)
+			kv += float64(c.InflightPromptTokens) * uncachedShare(c) / float64(n) // as judge
 		}
 	}
 	if kv >= s.maxKV {

@@ -136,6 +136,10 @@ func TestSaturatedReasonsAndCap(t *testing.T) {
 		// next to nothing.
 		{"cap", policy.Instance{Waiting: 3, InflightRequests: 1, PrefixCacheHitRatio: 1}, MaxWaiting},
 		{"kv", policy.Instance{KVCacheUsage: 0.85, NumGPUBlocks: 100, BlockSize: 16, InflightPromptTokens: 100, InflightRequests: 1, PrefixCacheHitRatio: -1}, KVCache},
+		// The same pick to an engine serving 95 % of prompt tokens from
+		// its cache takes 5 new tokens of KV, not 100.
+		{"kv, prompt mostly cached", policy.Instance{KVCacheUsage: 0.85, NumGPUBlocks: 100, BlockSize: 16, InflightPromptTokens: 100, InflightRequests: 1, PrefixCacheHitRatio: 0.95}, NotSaturated},
+		{"kv, cached prompts fill it", policy.Instance{KVCacheUsage: 0.85, NumGPUBlocks: 100, BlockSize: 16, InflightPromptTokens: 3000, InflightRequests: 1, PrefixCacheHitRatio: 0.95}, KVCache},
 		// One waiting request is under max_waiting, but its 200k
 		// uncached tokens take seconds to prefill.
 		{"long prompts", policy.Instance{Running: 1, InflightRequests: 1, InflightPromptTokens: 200000, PrefixCacheHitRatio: -1}, PredictedWait},
