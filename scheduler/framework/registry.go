@@ -265,7 +265,7 @@ func Build(spec Spec, profile string, d policy.Deps) (policy.Policy, error) {
 		name := pl.name()
 		f, ok := factory(pl.Type)
 		if !ok {
-			return nil, fmt.Errorf("plugin %q: unknown type %q; accepted: %s", name, pl.Type, strings.Join(Types(), ", "))
+			return nil, fmt.Errorf("plugin %q: unknown type %q%s; accepted: %s", name, pl.Type, upstreamHint(pl.Type), strings.Join(Types(), ", "))
 		}
 		h.Name, h.Type = name, pl.Type
 		p, err := f(h, paramsFor(name, pl.Type, pl.Parameters, d.Config))
