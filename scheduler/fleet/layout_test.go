@@ -55,6 +55,37 @@ func TestLayout(t *testing.T) {
 	}
 }
 
+// TestPluginsMeetThroughTheFramework: no policy or plugin package imports
+// another, so none can type-assert another's concrete type; a composing
+// policy (pd-split) finds what a sub-profile shares by framework.Find, a
+// picker its scorer through its Handle. The aggregators import them all;
+// cache-aware-picker extends the prefix-cache-scorer its Handle found.
+func TestPluginsMeetThroughTheFramework(t *testing.T) {
+	const pol = module + "scheduler/policy/"
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, pol+"...").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := map[string]bool{pol + "plugins/cacheaware " + pol + "plugins/prefixscorer": true}
+	n := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		pkg, imps := f[0], f[1:]
+		n++
+		if pkg == pol+"all" || pkg == pol+"plugins/all" {
+			continue
+		}
+		for _, imp := range imps {
+			if strings.HasPrefix(imp, pol) && !strings.HasPrefix(imp, pol+"internal/") && !allowed[pkg+" "+imp] {
+				t.Errorf("%s imports %s: plugins reach each other through the framework (by name or type), not by importing one another", pkg, imp)
+			}
+		}
+	}
+	if n < 10 {
+		t.Fatalf("listed %d packages under scheduler/policy", n)
+	}
+}
+
 // TestCommandIsWiring: cmd/llmrouter parses flags and calls the runners of
 // internal/servers; it listens on nothing and serves nothing itself.
 func TestCommandIsWiring(t *testing.T) {
