@@ -142,9 +142,7 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 		return resp, nil
 	}
 	if limit := s.cfg.Gateway.MaxQueueSize; len(s.queue) >= limit {
-		cands := s.routableIn(req, w.pool)
-		defer clear(s.candBuf[:len(s.poolViews[w.pool])])
-		return s.shed(cands, shedQueueFull, fmt.Sprintf("every instance serving model %q is saturated and the admission queue is full (%d requests, llm_gateway.max_queue_size)", clip.Input(req.Model), limit)), nil
+		return s.shed(s.routableIn(req, w.pool), shedQueueFull, fmt.Sprintf("every instance serving model %q is saturated and the admission queue is full (%d requests, llm_gateway.max_queue_size)", clip.Input(req.Model), limit)), nil
 	}
 	w.deadline = req.Deadline
 	// Larger priority first; equal priorities keep arrival order.
@@ -208,12 +206,13 @@ func (s *Scheduler) resolvePool(w *waiter) *llmrouterv1.PickResponse {
 // leave nothing is the scheduler's: pass through when every instance is
 // silent, queue, or shed.
 func (s *Scheduler) decide(w *waiter, mode decideMode) (resp *llmrouterv1.PickResponse, ok bool) {
-	s.stageCS.Reset()
-	all := s.routable.Filter(&s.stageCS, w.req, append(s.candBuf[:0], s.poolViews[w.pool]...))
-	unsat := s.sat.Filter(&s.stageCS, w.req, append(s.unsatBuf[:0], all...))
-	s.candBuf, s.unsatBuf = all, unsat
-	// The filters kept a prefix of each buffer: clear all that was filled.
-	defer func(n, m int) { clear(s.candBuf[:n]); clear(s.unsatBuf[:m]) }(len(s.poolViews[w.pool]), len(all))
+	// Filters never write to their input: with every instance routable
+	// and none saturated, all and unsat are the pool's own list, and a
+	// decision copies no pointers (under the GC's write barrier, copying
+	// and clearing pool-sized buffers was the largest cost of a
+	// least-request pick over 256 instances).
+	all := s.routableIn(w.req, w.pool)
+	unsat := s.sat.Filter(&s.stageCS, w.req, all)
 	s.need = math.Inf(1)
 	if len(unsat) == 0 && len(all) > 0 && mode == modeRetry {
 		s.need = s.sat.HeldBackWait(w.req, all)
@@ -361,14 +360,11 @@ func (s *Scheduler) shed(cands []*policy.Instance, why, reason string) *llmroute
 	return r
 }
 
-// routableIn lists pool's routable instances for req in the reused
-// candidate buffer (filled with the pool's instances, then filtered); the
-// caller clears it when done.
+// routableIn starts the stage for req: pool's routable instances, the
+// pool's own list when all are (read-only, valid until the next decision).
 func (s *Scheduler) routableIn(req *policy.Request, pool string) []*policy.Instance {
 	s.stageCS.Reset()
-	cands := s.routable.Filter(&s.stageCS, req, append(s.candBuf[:0], s.poolViews[pool]...))
-	s.candBuf = cands
-	return cands
+	return s.routable.Filter(&s.stageCS, req, s.poolViews[pool])
 }
 
 // shortestWait is the shortest predicted wait among cands, for the

@@ -107,10 +107,9 @@ type Scheduler struct {
 	seq      uint64
 	nextTry  time.Time
 	fired    []func() // callbacks to run once mu is released
-	// scratch buffers reused by decisions (under mu).
-	candBuf  []*policy.Instance
-	unsatBuf []*policy.Instance
-	// poolViews is pools as views, the stage's input.
+	// poolViews is pools as views, the stage's input: read-only (the
+	// stage's filters and the policy never write to it), rebuilt on a
+	// membership change.
 	poolViews map[string][]*policy.Instance
 	fullBuf   []poolNeed // drainQueue's pools without room
 	// need is, after a decision that found no room, the shortest predicted

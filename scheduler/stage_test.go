@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -120,5 +121,43 @@ func TestStageRoutableFilter(t *testing.T) {
 	r, _ := s.TryPick(pickReq("after", "m"), nil)
 	if len(r.Endpoints) != 2 {
 		t.Fatalf("resumed instance not back among the candidates: %v", r)
+	}
+}
+
+// TestStageLeavesThePoolListAlone: a decision hands the pool's own list to
+// the stage filters and, when they keep everything, to the policy
+// (framework.Filter, policy.Policy: neither writes to it). Every built-in
+// policy, over a fleet with a draining and two saturated instances and
+// with every instance open, leaves it as it was: the pool's instances in
+// ID order.
+func TestStageLeavesThePoolListAlone(t *testing.T) {
+	for _, pol := range conformancePolicies(t) {
+		t.Run(pol, func(t *testing.T) {
+			s, addrs := newFleet(t, pol, 6, nil)
+			want := slices.Clone(s.poolViews["m"])
+			for round := range 2 {
+				if round == 0 {
+					if err := s.Drain(addrs[1], "test"); err != nil {
+						t.Fatal(err)
+					}
+					mustReport(t, s, addrs[3], load(0, 4)) // max_waiting 4
+					mustReport(t, s, addrs[4], load(0, 4))
+				} else {
+					if err := s.Resume(addrs[1], "test"); err != nil {
+						t.Fatal(err)
+					}
+					mustReport(t, s, addrs[3], load(0, 0))
+					mustReport(t, s, addrs[4], load(0, 0))
+				}
+				for i := range 12 {
+					id := fmt.Sprintf("r%d-%d", round, i)
+					route(t, s, prompt(id, uint64(i%3), 8))
+					done(t, s, id)
+				}
+				if got := s.poolViews["m"]; !slices.Equal(got, want) {
+					t.Fatalf("round %d: the pool's list changed under the decisions: %v", round, got)
+				}
+			}
+		})
 	}
 }

@@ -5,7 +5,14 @@ import (
 )
 
 // Filter keeps the candidates that may take the request. It returns a
-// subset of cands, in their order; it may filter cands in place.
+// subset of cands, in their order, and never writes to cands: the caller
+// may pass a list it keeps (the scheduler's stage gets the pool's own
+// list, so a decision copies no pointers when no candidate is dropped). A
+// filter that keeps every candidate returns cands itself; one that drops
+// some returns a slice of its own, which the caller reads until the
+// filter's next call. A filter may set a candidate's per-decision fields
+// (saturation-filter marks Saturated, which the scheduler's fallbacks
+// read).
 type Filter interface {
 	Filter(cs *CycleState, req *policy.Request, cands []*policy.Instance) []*policy.Instance
 }

@@ -74,7 +74,8 @@ type Decision struct {
 // Policy ranks candidates for a request.
 type Policy interface {
 	Name() string
-	// Pick ranks candidates (never empty) for req. It must not keep the slice.
+	// Pick ranks candidates (never empty) for req. It must neither keep
+	// nor write to the slice (it may be the scheduler's list of a pool).
 	Pick(req *Request, candidates []*Instance) Decision
 }
 

@@ -25,22 +25,51 @@ const (
 
 func init() {
 	framework.RegisterStage(Routable, func(_ *framework.Handle, p framework.Params) (any, error) {
-		return routable{}, p.Decode(&struct{}{})
+		return &routable{}, p.Decode(&struct{}{})
 	})
 	framework.RegisterStage(Saturation, newSaturation)
 }
 
-// routable drops the instances the scheduler does not route to.
-type routable struct{}
+// routable drops the instances the scheduler does not route to. Not safe
+// for concurrent use (its result is its own buffer).
+type routable struct{ kept subset }
 
-// Filter keeps the routable candidates, in place.
-func (routable) Filter(_ *framework.CycleState, _ *policy.Request, cands []*policy.Instance) []*policy.Instance {
-	out := cands[:0]
-	for _, c := range cands {
-		if c.Routable {
-			out = append(out, c)
+// Filter keeps the routable candidates: cands itself when all are.
+func (r *routable) Filter(_ *framework.CycleState, _ *policy.Request, cands []*policy.Instance) []*policy.Instance {
+	for i, c := range cands {
+		if !c.Routable {
+			out := r.kept.start(cands, i)
+			for _, c := range cands[i+1:] {
+				if c.Routable {
+					out = append(out, c)
+				}
+			}
+			return r.kept.done(out)
 		}
 	}
+	return cands
+}
+
+// subset is a filter's result when it drops candidates. A filter never
+// writes to the slice it is given (framework.Filter: the scheduler passes
+// its own list of a pool's instances), so the ones it keeps are copied
+// here, into a buffer reused from one call to the next. The buffer holds
+// no more pointers than the last result.
+type subset struct{ buf []*policy.Instance }
+
+// start begins a result with cands[:i], the candidates kept before the
+// first dropped one.
+func (s *subset) start(cands []*policy.Instance, i int) []*policy.Instance {
+	return append(s.buf[:0], cands[:i]...)
+}
+
+// done keeps out, built from start, as the buffer for the next call, and
+// clears what the previous result left beyond it.
+func (s *subset) done(out []*policy.Instance) []*policy.Instance {
+	if prev := len(s.buf); prev > len(out) {
+		clear(out[len(out):prev]) // prev <= cap(out): out grew from buf or replaced it with a larger one
+	}
+	s.buf = out
 	return out
 }
 
@@ -92,11 +121,12 @@ func newSaturation(h *framework.Handle, p framework.Params) (any, error) {
 // a framework filter. Besides filtering, it learns from the traffic
 // (Observe, Completed, Reported) and predicts waits for the scheduler's
 // answers to requests it sheds. Not safe for concurrent use (the scheduler
-// calls it under its lock).
+// calls it under its lock; its result is its own buffer).
 type SaturationFilter struct {
 	s      *admission.Saturation
 	clock  policy.Clock
 	params SaturationParams
+	kept   subset
 }
 
 // Params are the parameters the filter was built with.
@@ -112,21 +142,28 @@ func (f *SaturationFilter) budget(req *policy.Request) time.Duration {
 }
 
 // Filter marks every candidate's Saturated flag and keeps the unsaturated
-// ones, in place.
+// ones: cands itself when none is saturated.
 func (f *SaturationFilter) Filter(_ *framework.CycleState, req *policy.Request, cands []*policy.Instance) []*policy.Instance {
 	j := f.s.Within(f.budget(req))
-	out := cands[:0]
-	for _, c := range cands {
+	var out []*policy.Instance
+	dropped := false
+	for i, c := range cands {
 		sat, _, ok := j.Remembered(c) // most candidates: inline, one word
 		if !ok {
 			sat, _ = j.Saturated(c)
 		}
 		c.Saturated = sat
-		if !c.Saturated {
+		switch {
+		case sat && !dropped:
+			out, dropped = f.kept.start(cands, i), true
+		case !sat && dropped:
 			out = append(out, c)
 		}
 	}
-	return out
+	if !dropped {
+		return cands
+	}
+	return f.kept.done(out)
 }
 
 // HeldBackWait is, among cands, the shortest predicted wait of those
