@@ -59,7 +59,28 @@ func load(t *testing.T, src string) (framework.Spec, error) {
 	return s, framework.Check(s, deps())
 }
 
+// newerDefault is the default profile of newer Gateway API Inference
+// Extension releases, written as a file: their kv-cache-utilization-scorer,
+// no picker and no profile handler (both defaulted).
+const newerDefault = header + `plugins:
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: prefix-cache-scorer
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: queue-scorer
+    weight: 2
+  - pluginRef: kv-cache-utilization-scorer
+    weight: 2
+  - pluginRef: prefix-cache-scorer
+    weight: 3
+`
+
 func TestLLMDDefaultLoads(t *testing.T) {
+	if _, err := load(t, newerDefault); err != nil {
+		t.Fatalf("newer releases' default: %v", err)
+	}
 	if _, err := load(t, strings.Replace(llmdDefault, "plugins:", "featureGates: []\nplugins:", 1)); err != nil {
 		t.Fatalf("an empty featureGates list (no experimental feature): %v", err)
 	}
