@@ -128,6 +128,7 @@ func TestErrorsNameTheFault(t *testing.T) {
 		{"parameter of a plugin without", header + "plugins: [{type: queue-scorer, name: x, parameters: {threshold: 3}}]\n" + prof, []string{`plugin "x"`, `"threshold"`, "(none)"}},
 		{"dangling ref", header + "plugins: [{type: queue-scorer}]\n" + prof, []string{`pluginRef "x"`, "queue-scorer"}},
 		{"negative weight", header + "plugins: [{type: queue-scorer, name: x}]\nschedulingProfiles:\n- name: p\n  plugins:\n  - {pluginRef: x, weight: -1}\n", []string{`pluginRef "x"`, "weight -1", "0 or more"}},
+		{"infinite weight", header + "plugins: [{type: queue-scorer, name: x}]\nschedulingProfiles:\n- name: p\n  plugins:\n  - {pluginRef: x, weight: .inf}\n", []string{"weight", "want a number"}},
 		{"two pickers", header + "plugins: [{type: max-score-picker, name: x}, {type: random-picker, name: y}]\nschedulingProfiles:\n- name: p\n  plugins: [{pluginRef: x}, {pluginRef: y}]\n", []string{`pluginRef "y"`, "second picker"}},
 		{"picker without its scorer", header + "plugins: [{type: cache-aware-picker, name: x}]\n" + prof, []string{`plugin "x"`, "prefix-cache-scorer declared before it"}},
 		{"newer upstream parameter", header + "plugins: [{type: prefix-cache-scorer, name: x, parameters: {blockSizeTokens: 16, autoTune: true}}]\n" + prof, []string{`plugin "x"`, `"autoTune"`, "hashBlockSize", "lruCapacityPerServer"}},

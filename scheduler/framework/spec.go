@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"reflect"
 	"slices"
@@ -214,6 +215,12 @@ func jsonable(v any) any {
 			x[i] = jsonable(e)
 		}
 		return x
+	case float64:
+		if math.IsInf(x, 0) || math.IsNaN(x) {
+			// JSON has no such number: as text it is refused where it
+			// stands, naming the field, instead of failing the whole file.
+			return fmt.Sprint(x)
+		}
 	}
 	return v
 }
