@@ -176,60 +176,90 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 // String is the duration as Go writes it.
 func (d Duration) String() string { return time.Duration(d).String() }
 
-// ranker is a policy registered with RegisterPolicy: it builds from its
-// parameters, and says what they are.
-type ranker struct {
-	build  func(policy.Deps, Params) (policy.Policy, error)
-	params func(config.Config, Params) (any, error)
-}
+// declared are the plugin types registered with their parameter struct
+// (RegisterPlugin, RegisterPolicy): what they take with a configuration
+// and no parameters given.
+var declared = map[string]func(config.Config, Params) (any, error){}
 
-var rankers = map[string]ranker{}
+// rankers are the policies RegisterPolicy registered, built from their
+// parameters.
+var rankers = map[string]func(policy.Deps, Params) (policy.Policy, error){}
 
-// RegisterPolicy registers the policy name, whose parameters are P: it is
-// a plugin type (a ranking picker) and a built-in profile of that name.
-// defaults gives the parameters' defaults (some default to the sections
-// of llm_scheduler several parts share, such as cost_model); Params.Decode
-// applies the deprecated keys and a file's parameters over them and checks
-// them (P.Validate); build builds the policy from the result. The built-in
-// profile runs with the defaults.
-func RegisterPolicy[P Validator](name string, defaults func(config.Config) P, build func(policy.Deps, P) (policy.Policy, error)) {
-	decode := func(cfg config.Config, params Params) (P, error) {
+// decoder returns the parameters of a plugin of a type whose parameters
+// are P: defaults, then what params holds, checked.
+func decoder[P any](defaults func(config.Config) P) func(config.Config, Params) (P, error) {
+	return func(cfg config.Config, params Params) (P, error) {
 		p := defaults(cfg)
 		err := params.Decode(&p)
 		return p, err
 	}
-	r := ranker{
-		build: func(d policy.Deps, params Params) (policy.Policy, error) {
-			p, err := decode(d.Config, params)
-			if err != nil {
-				return nil, err
-			}
-			return build(d, p)
-		},
-		params: func(cfg config.Config, params Params) (any, error) {
-			return decode(cfg, params)
-		},
+}
+
+// RegisterPlugin registers plugin type typ, whose parameters are P (a
+// struct of JSON-tagged fields; with rules when it is a Validator):
+// defaults gives them from the configuration (a default taken from a key
+// is named in the field's `default` tag), Params.Decode applies the
+// deprecated keys and a file's parameters over them and checks them, and
+// build builds the plugin from the result. Parameters and the docs'
+// parameter tables read them from here.
+func RegisterPlugin[P any](typ string, defaults func(config.Config) P, build func(*Handle, P) (any, error)) {
+	decode := decoder(defaults)
+	Register(typ, func(h *Handle, params Params) (any, error) {
+		p, err := decode(h.Deps.Config, params)
+		if err != nil {
+			return nil, err
+		}
+		return build(h, p)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	declared[typ] = func(cfg config.Config, params Params) (any, error) { return decode(cfg, params) }
+}
+
+// RegisterStagePlugin is RegisterStage for a filter type whose parameters
+// are P, as RegisterPlugin's.
+func RegisterStagePlugin[P any](typ string, defaults func(config.Config) P, build func(*Handle, P) (any, error)) {
+	RegisterPlugin(typ, defaults, build)
+	mu.Lock()
+	stage = append(stage, typ)
+	mu.Unlock()
+}
+
+// RegisterPolicy registers the policy name, whose parameters are P: it is
+// a plugin type (a ranking picker) and a built-in profile of that name,
+// which runs with the defaults. The parameters are as RegisterPlugin's;
+// build builds the policy from them.
+func RegisterPolicy[P any](name string, defaults func(config.Config) P, build func(policy.Deps, P) (policy.Policy, error)) {
+	decode := decoder(defaults)
+	r := func(d policy.Deps, params Params) (policy.Policy, error) {
+		p, err := decode(d.Config, params)
+		if err != nil {
+			return nil, err
+		}
+		return build(d, p)
 	}
 	policy.Register(name, func(d policy.Deps) (policy.Policy, error) {
-		return r.build(d, paramsFor(name, name, nil, d.Config))
+		return r(d, paramsFor(name, name, nil, d.Config))
 	})
 	mu.Lock()
 	defer mu.Unlock()
 	rankers[name] = r
+	declared[name] = func(cfg config.Config, params Params) (any, error) { return decode(cfg, params) }
 }
 
-// Parameters returns the parameters a plugin of type typ (a policy
-// registered with RegisterPolicy) takes with cfg when a file gives it none:
-// its defaults with the values of cfg's deprecated keys for typ, checked.
-// The built-in profile typ runs with them. False for other types.
+// Parameters returns the parameters a plugin of type typ takes with cfg
+// when a file gives it none: its defaults with the values of cfg's
+// deprecated keys for typ, checked. A built-in profile runs with them.
+// False for a type that did not declare its parameters (RegisterPlugin,
+// RegisterPolicy).
 func Parameters(typ string, cfg config.Config) (any, bool, error) {
 	mu.RLock()
-	r, ok := rankers[typ]
+	f, ok := declared[typ]
 	mu.RUnlock()
 	if !ok {
 		return nil, false, nil
 	}
-	p, err := r.params(cfg, paramsFor(typ, typ, nil, cfg))
+	p, err := f(cfg, paramsFor(typ, typ, nil, cfg))
 	return p, true, err
 }
 
@@ -245,13 +275,11 @@ func CheckDeprecated(cfg config.Config) error {
 		}
 	}
 	for _, typ := range types {
-		mu.RLock()
-		r, ok := rankers[typ]
-		mu.RUnlock()
+		_, ok, err := Parameters(typ, cfg)
 		if !ok {
-			return fmt.Errorf("deprecated keys of plugin type %s: no such type is registered; registered: %s", typ, strings.Join(Types(), ", "))
+			return fmt.Errorf("deprecated keys of plugin type %s: no such type declares parameters; registered: %s", typ, strings.Join(Types(), ", "))
 		}
-		if _, err := r.params(cfg, paramsFor(typ, typ, nil, cfg)); err != nil {
+		if err != nil {
 			return err
 		}
 	}

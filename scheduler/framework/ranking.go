@@ -41,7 +41,7 @@ func rankingFactory(typ string) Factory {
 		r, ok := rankers[typ]
 		mu.RUnlock()
 		if ok {
-			pol, err := r.build(h.Deps, params)
+			pol, err := r(h.Deps, params)
 			if err != nil {
 				return nil, err
 			}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 )
@@ -21,26 +22,32 @@ const ScorerType = "session-affinity-scorer"
 // ScorerParams are its parameters; the defaults are the session keys of
 // llm_scheduler.affinity.
 type ScorerParams struct {
-	TTL         framework.Duration `json:"ttl"`
-	MaxSessions int                `json:"maxSessions"`
-	MaxBytes    int64              `json:"maxBytes"`
+	TTL         framework.Duration `json:"ttl" default:"llm_scheduler.affinity.session_ttl"`
+	MaxSessions int                `json:"maxSessions" default:"llm_scheduler.affinity.session_max"`
+	MaxBytes    int64              `json:"maxBytes" default:"llm_scheduler.affinity.session_max_bytes"`
+}
+
+// DefaultScorerParams are the parameters with c's session keys.
+func DefaultScorerParams(c config.Config) ScorerParams {
+	pc := c.Scheduler.Affinity
+	return ScorerParams{TTL: framework.Duration(pc.SessionTTL), MaxSessions: pc.SessionMax, MaxBytes: int64(pc.SessionMaxBytes)}
+}
+
+// Validate checks the parameters.
+func (pr ScorerParams) Validate() error {
+	switch {
+	case pr.TTL <= 0:
+		return fmt.Errorf("parameter ttl %s: accepted: a positive duration", time.Duration(pr.TTL))
+	case pr.MaxSessions < 1:
+		return fmt.Errorf("parameter maxSessions %d: accepted: 1 or more", pr.MaxSessions)
+	case pr.MaxBytes < 4096:
+		return fmt.Errorf("parameter maxBytes %d: accepted: 4096 or more", pr.MaxBytes)
+	}
+	return nil
 }
 
 func init() {
-	framework.Register(ScorerType, func(h *framework.Handle, p framework.Params) (any, error) {
-		pc := h.Deps.Config.Scheduler.Affinity
-		pr := ScorerParams{TTL: framework.Duration(pc.SessionTTL), MaxSessions: pc.SessionMax, MaxBytes: int64(pc.SessionMaxBytes)}
-		if err := p.Decode(&pr); err != nil {
-			return nil, err
-		}
-		switch {
-		case pr.TTL <= 0:
-			return nil, fmt.Errorf("parameter ttl %s: accepted: a positive duration", time.Duration(pr.TTL))
-		case pr.MaxSessions < 1:
-			return nil, fmt.Errorf("parameter maxSessions %d: accepted: 1 or more", pr.MaxSessions)
-		case pr.MaxBytes < 4096:
-			return nil, fmt.Errorf("parameter maxBytes %d: accepted: 4096 or more", pr.MaxBytes)
-		}
+	framework.RegisterPlugin(ScorerType, DefaultScorerParams, func(h *framework.Handle, pr ScorerParams) (any, error) {
 		clock := h.Deps.Clock
 		if clock == nil {
 			clock = policy.SystemClock{}

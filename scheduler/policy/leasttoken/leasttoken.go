@@ -177,7 +177,7 @@ type Policy struct {
 type Params struct {
 	// DefaultOutputTokens is a reply's expected length until replies are
 	// observed; defaults llm_scheduler.cost_model.default_output_tokens.
-	DefaultOutputTokens int `json:"defaultOutputTokens"`
+	DefaultOutputTokens int `json:"defaultOutputTokens" default:"llm_scheduler.cost_model.default_output_tokens"`
 }
 
 // DefaultParams are the parameters with c's cost model.

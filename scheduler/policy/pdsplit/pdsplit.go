@@ -34,8 +34,8 @@ type Params struct {
 	PDDecodeBusyLoad   int `json:"pdDecodeBusyLoad"`
 	// The size of the index kept when the decode profile keeps none;
 	// defaults llm_scheduler.prefix_index.
-	PrefixIndexMaxBlocks     int `json:"prefixIndexMaxBlocks"`
-	PrefixIndexDefaultBlocks int `json:"prefixIndexDefaultBlocks"`
+	PrefixIndexMaxBlocks     int `json:"prefixIndexMaxBlocks" default:"llm_scheduler.prefix_index.max_blocks"`
+	PrefixIndexDefaultBlocks int `json:"prefixIndexDefaultBlocks" default:"llm_scheduler.prefix_index.default_blocks"`
 }
 
 // DefaultParams are the parameters with c's prefix index sizes.

@@ -27,15 +27,15 @@ type Params struct {
 
 	// The engine cost model this policy prices with; defaults
 	// llm_scheduler.cost_model, which admission prices with too.
-	StepTime            framework.Duration `json:"stepTime"`
-	PrefillTokenTime    framework.Duration `json:"prefillTokenTime"`
-	DecodeTokenTime     framework.Duration `json:"decodeTokenTime"`
-	MaxBatchedTokens    int                `json:"maxBatchedTokens"`
-	DefaultOutputTokens int                `json:"defaultOutputTokens"`
+	StepTime            framework.Duration `json:"stepTime" default:"llm_scheduler.cost_model.step_time"`
+	PrefillTokenTime    framework.Duration `json:"prefillTokenTime" default:"llm_scheduler.cost_model.prefill_token_time"`
+	DecodeTokenTime     framework.Duration `json:"decodeTokenTime" default:"llm_scheduler.cost_model.decode_token_time"`
+	MaxBatchedTokens    int                `json:"maxBatchedTokens" default:"llm_scheduler.cost_model.max_batched_tokens"`
+	DefaultOutputTokens int                `json:"defaultOutputTokens" default:"llm_scheduler.cost_model.default_output_tokens"`
 
 	// The prefix index's size; defaults llm_scheduler.prefix_index.
-	PrefixIndexMaxBlocks     int `json:"prefixIndexMaxBlocks"`
-	PrefixIndexDefaultBlocks int `json:"prefixIndexDefaultBlocks"`
+	PrefixIndexMaxBlocks     int `json:"prefixIndexMaxBlocks" default:"llm_scheduler.prefix_index.max_blocks"`
+	PrefixIndexDefaultBlocks int `json:"prefixIndexDefaultBlocks" default:"llm_scheduler.prefix_index.default_blocks"`
 }
 
 // DefaultParams are the parameters with c's shared sections

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 
+	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/policy/plugins/prefixscorer"
@@ -23,37 +24,43 @@ import (
 // Type is the plugin's type name.
 const Type = "cache-aware-picker"
 
-// Params are the published defaults of sglang-router.
+// Params are the picker's parameters; DefaultParams are the published
+// defaults of sglang-router.
 type Params struct {
 	CacheThreshold      float64 `json:"cacheThreshold"`
 	BalanceAbsThreshold int64   `json:"balanceAbsThreshold"`
 	BalanceRelThreshold float64 `json:"balanceRelThreshold"`
-	// PrefixScorer names the prefix-cache-scorer to read (default: the
-	// first declared).
-	PrefixScorer string `json:"prefixScorer"`
+	// PrefixScorer names the prefix-cache-scorer to read; not given, the
+	// first declared.
+	PrefixScorer *string `json:"prefixScorer"`
+}
+
+// DefaultParams are sglang-router's defaults.
+func DefaultParams(config.Config) Params {
+	return Params{CacheThreshold: 0.3, BalanceAbsThreshold: 64, BalanceRelThreshold: 1.5}
+}
+
+// Validate checks the thresholds.
+func (pr Params) Validate() error {
+	switch {
+	case !(pr.CacheThreshold >= 0 && pr.CacheThreshold <= 1):
+		return fmt.Errorf("parameter cacheThreshold %g: accepted: 0 to 1", pr.CacheThreshold)
+	case pr.BalanceAbsThreshold < 0:
+		return fmt.Errorf("parameter balanceAbsThreshold %d: accepted: 0 or more", pr.BalanceAbsThreshold)
+	case !(pr.BalanceRelThreshold >= 1):
+		return fmt.Errorf("parameter balanceRelThreshold %g: accepted: 1 or more", pr.BalanceRelThreshold)
+	}
+	return nil
 }
 
 func init() {
-	framework.Register(Type, func(h *framework.Handle, p framework.Params) (any, error) {
-		pr := Params{CacheThreshold: 0.3, BalanceAbsThreshold: 64, BalanceRelThreshold: 1.5}
-		if err := p.Decode(&pr); err != nil {
-			return nil, err
-		}
-		if pr.CacheThreshold < 0 || pr.CacheThreshold > 1 {
-			return nil, fmt.Errorf("parameter cacheThreshold %g: accepted: 0 to 1", pr.CacheThreshold)
-		}
-		if pr.BalanceAbsThreshold < 0 {
-			return nil, fmt.Errorf("parameter balanceAbsThreshold %d: accepted: 0 or more", pr.BalanceAbsThreshold)
-		}
-		if pr.BalanceRelThreshold < 1 {
-			return nil, fmt.Errorf("parameter balanceRelThreshold %g: accepted: 1 or more", pr.BalanceRelThreshold)
-		}
+	framework.RegisterPlugin(Type, DefaultParams, func(h *framework.Handle, pr Params) (any, error) {
 		var (
 			x  any
 			ok bool
 		)
-		if pr.PrefixScorer != "" {
-			x, ok = h.Plugin(pr.PrefixScorer)
+		if pr.PrefixScorer != nil {
+			x, ok = h.Plugin(*pr.PrefixScorer)
 		} else {
 			x, ok = h.PluginOfType(prefixscorer.Type)
 		}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/admission"
 	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
@@ -27,7 +28,7 @@ func init() {
 	framework.RegisterStage(Routable, func(_ *framework.Handle, p framework.Params) (any, error) {
 		return &routable{}, p.Decode(&struct{}{})
 	})
-	framework.RegisterStage(Saturation, newSaturation)
+	framework.RegisterStagePlugin(Saturation, DefaultSaturationParams, newSaturation)
 }
 
 // routable drops the instances the scheduler does not route to. Not safe
@@ -78,33 +79,39 @@ func (s *subset) done(out []*policy.Instance) []*policy.Instance {
 type SaturationParams struct {
 	// MaxWaiting: an instance whose waiting queue plus unreported picks
 	// reaches it is saturated; 0 turns the check off.
-	MaxWaiting int `json:"maxWaiting"`
+	MaxWaiting int `json:"maxWaiting" default:"llm_scheduler.max_waiting"`
 	// MaxKVCacheUsage: the KV cache fraction, in (0, 1], at which an
 	// instance is saturated.
-	MaxKVCacheUsage float64 `json:"maxKVCacheUsage"`
+	MaxKVCacheUsage float64 `json:"maxKVCacheUsage" default:"llm_scheduler.max_kv_cache_usage"`
 	// MaxPredictedWait: the predicted wait at which an instance is
 	// saturated; 0 turns the check off.
-	MaxPredictedWait framework.Duration `json:"maxPredictedWait"`
+	MaxPredictedWait framework.Duration `json:"maxPredictedWait" default:"llm_scheduler.max_predicted_wait"`
 }
 
-func newSaturation(h *framework.Handle, p framework.Params) (any, error) {
-	cfg := h.Deps.Config
-	pr := SaturationParams{
-		MaxWaiting:       cfg.Scheduler.MaxWaiting,
-		MaxKVCacheUsage:  cfg.Scheduler.MaxKVCacheUsage,
-		MaxPredictedWait: framework.Duration(cfg.Scheduler.MaxPredictedWait),
+// DefaultSaturationParams are the parameters with c's thresholds.
+func DefaultSaturationParams(c config.Config) SaturationParams {
+	return SaturationParams{
+		MaxWaiting:       c.Scheduler.MaxWaiting,
+		MaxKVCacheUsage:  c.Scheduler.MaxKVCacheUsage,
+		MaxPredictedWait: framework.Duration(c.Scheduler.MaxPredictedWait),
 	}
-	if err := p.Decode(&pr); err != nil {
-		return nil, err
-	}
+}
+
+// Validate checks the thresholds.
+func (pr SaturationParams) Validate() error {
 	switch {
 	case pr.MaxWaiting < 0:
-		return nil, fmt.Errorf("parameter maxWaiting %d: accepted: 0 (off) or more", pr.MaxWaiting)
+		return fmt.Errorf("parameter maxWaiting %d: accepted: 0 (off) or more", pr.MaxWaiting)
 	case !(pr.MaxKVCacheUsage > 0 && pr.MaxKVCacheUsage <= 1):
-		return nil, fmt.Errorf("parameter maxKVCacheUsage %g: accepted: a fraction in (0, 1]", pr.MaxKVCacheUsage)
+		return fmt.Errorf("parameter maxKVCacheUsage %g: accepted: a fraction in (0, 1]", pr.MaxKVCacheUsage)
 	case pr.MaxPredictedWait < 0:
-		return nil, fmt.Errorf("parameter maxPredictedWait %s: accepted: 0 (off) or a positive duration such as 2s", time.Duration(pr.MaxPredictedWait))
+		return fmt.Errorf("parameter maxPredictedWait %s: accepted: 0 (off) or a positive duration such as 2s", time.Duration(pr.MaxPredictedWait))
 	}
+	return nil
+}
+
+func newSaturation(h *framework.Handle, pr SaturationParams) (any, error) {
+	cfg := h.Deps.Config
 	clock := h.Deps.Clock
 	if clock == nil { // a configuration check builds without one
 		clock = policy.SystemClock{}

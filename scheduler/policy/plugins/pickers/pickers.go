@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 
+	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/policy/internal/rank"
@@ -22,33 +23,27 @@ const (
 // endpoints the picker returns; here the pick and its fallbacks
 // (1 + llm_gateway.retry_count) unless set.
 type Params struct {
-	MaxNumOfEndpoints int `json:"maxNumOfEndpoints"`
+	MaxNumOfEndpoints int `json:"maxNumOfEndpoints" default:"1 + llm_gateway.retry_count"`
 }
 
-func params(h *framework.Handle, p framework.Params) (Params, error) {
-	pr := Params{MaxNumOfEndpoints: h.Keep()}
-	if err := p.Decode(&pr); err != nil {
-		return pr, err
-	}
+// DefaultParams are the pick and its fallbacks.
+func DefaultParams(c config.Config) Params {
+	return Params{MaxNumOfEndpoints: 1 + max(c.Gateway.RetryCount, 0)}
+}
+
+// Validate checks the parameters.
+func (pr Params) Validate() error {
 	if pr.MaxNumOfEndpoints < 1 {
-		return pr, errorf("parameter maxNumOfEndpoints %d: accepted: 1 or more", pr.MaxNumOfEndpoints)
+		return errorf("parameter maxNumOfEndpoints %d: accepted: 1 or more", pr.MaxNumOfEndpoints)
 	}
-	return pr, nil
+	return nil
 }
 
 func init() {
-	framework.Register(MaxScore, func(h *framework.Handle, p framework.Params) (any, error) {
-		pr, err := params(h, p)
-		if err != nil {
-			return nil, err
-		}
+	framework.RegisterPlugin(MaxScore, DefaultParams, func(h *framework.Handle, pr Params) (any, error) {
 		return &maxScore{rand: rnd(h), keep: pr.MaxNumOfEndpoints}, nil
 	})
-	framework.Register(Random, func(h *framework.Handle, p framework.Params) (any, error) {
-		pr, err := params(h, p)
-		if err != nil {
-			return nil, err
-		}
+	framework.RegisterPlugin(Random, DefaultParams, func(h *framework.Handle, pr Params) (any, error) {
 		return &random{rand: rnd(h), keep: pr.MaxNumOfEndpoints}, nil
 	})
 }

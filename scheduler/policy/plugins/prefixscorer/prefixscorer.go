@@ -26,6 +26,7 @@ package prefixscorer
 import (
 	"fmt"
 
+	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 	"github.com/llmrouter/llmrouter/scheduler/prefixindex"
@@ -36,30 +37,38 @@ const Type = "prefix-cache-scorer"
 
 // Params are the plugin's parameters.
 type Params struct {
-	HashBlockSize          int  `json:"hashBlockSize"`
+	HashBlockSize          int  `json:"hashBlockSize" default:"llm_gateway.block_chars"`
 	MaxPrefixBlocksToMatch *int `json:"maxPrefixBlocksToMatch"`
 	LRUCapacityPerServer   *int `json:"lruCapacityPerServer"`
-	MaxIndexBlocks         int  `json:"maxIndexBlocks"`
+	MaxIndexBlocks         int  `json:"maxIndexBlocks" default:"llm_scheduler.prefix_index.max_blocks"`
+}
+
+// DefaultParams are the parameters with c's block size and index bound;
+// the optional ones are not given.
+func DefaultParams(c config.Config) Params {
+	return Params{HashBlockSize: c.Gateway.BlockChars, MaxIndexBlocks: c.Scheduler.PrefixIndex.MaxBlocks}
+}
+
+// Validate checks the parameters' own rules (hashBlockSize is held to the
+// gateway's block size when the scorer is built).
+func (pr Params) Validate() error {
+	if m := pr.MaxPrefixBlocksToMatch; m != nil && *m < 1 {
+		return fmt.Errorf("parameter maxPrefixBlocksToMatch %d: accepted: 1 or more", *m)
+	}
+	if m := pr.LRUCapacityPerServer; m != nil && *m < 1 {
+		return fmt.Errorf("parameter lruCapacityPerServer %d: accepted: 1 or more", *m)
+	}
+	if pr.MaxIndexBlocks < 1 {
+		return fmt.Errorf("parameter maxIndexBlocks %d: accepted: 1 or more", pr.MaxIndexBlocks)
+	}
+	return nil
 }
 
 func init() {
-	framework.Register(Type, func(h *framework.Handle, p framework.Params) (any, error) {
+	framework.RegisterPlugin(Type, DefaultParams, func(h *framework.Handle, pr Params) (any, error) {
 		c := h.Deps.Config
-		pr := Params{HashBlockSize: c.Gateway.BlockChars, MaxIndexBlocks: c.Scheduler.PrefixIndex.MaxBlocks}
-		if err := p.Decode(&pr); err != nil {
-			return nil, err
-		}
 		if pr.HashBlockSize != c.Gateway.BlockChars {
 			return nil, fmt.Errorf("parameter hashBlockSize %d: accepted: %d (the gateway hashes llm_gateway.block_chars = %d characters a block; change that key to change it)", pr.HashBlockSize, c.Gateway.BlockChars, c.Gateway.BlockChars)
-		}
-		if m := pr.MaxPrefixBlocksToMatch; m != nil && *m < 1 {
-			return nil, fmt.Errorf("parameter maxPrefixBlocksToMatch %d: accepted: 1 or more", *m)
-		}
-		if m := pr.LRUCapacityPerServer; m != nil && *m < 1 {
-			return nil, fmt.Errorf("parameter lruCapacityPerServer %d: accepted: 1 or more", *m)
-		}
-		if pr.MaxIndexBlocks < 1 {
-			return nil, fmt.Errorf("parameter maxIndexBlocks %d: accepted: 1 or more", pr.MaxIndexBlocks)
 		}
 		s := &Scorer{p: pr, idx: prefixindex.New(pr.MaxIndexBlocks), size: prefixindex.NewSizing(c)}
 		if err := prefixindex.Register(h.Deps.Metrics, s.idx); err != nil {

@@ -11,6 +11,7 @@
 package scorers
 
 import (
+	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/framework"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 )
@@ -37,11 +38,7 @@ func init() {
 	register(Load, minMax((*policy.Instance).Load))
 	register(Tokens, minMax(func(c *policy.Instance) int64 { return c.InflightPromptTokens + c.InflightDecodeTokens }))
 	register(KVCache, kvCache{})
-	framework.Register(KVCacheUtilization, func(_ *framework.Handle, p framework.Params) (any, error) {
-		var pr KVCacheUtilizationParams
-		if err := p.Decode(&pr); err != nil {
-			return nil, err
-		}
+	framework.RegisterPlugin(KVCacheUtilization, func(config.Config) KVCacheUtilizationParams { return KVCacheUtilizationParams{} }, func(_ *framework.Handle, pr KVCacheUtilizationParams) (any, error) {
 		if pr.NormalizeScore {
 			return kvNormalized{}, nil
 		}
