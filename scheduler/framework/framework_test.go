@@ -526,3 +526,36 @@ func TestMissingPickerIsMaxScore(t *testing.T) {
 		}
 	}
 }
+
+// TestPDSplitPluginInAFile: dynamic-pd-split declared in a file, with its
+// parameters, passes the startup check (it builds its sub-profiles through
+// the resolver) and decides by them: a short prompt is disaggregated only
+// with pdMinPrefillTokens and pdDecodeBusyLoad 0.
+func TestPDSplitPluginInAFile(t *testing.T) {
+	for _, tc := range []struct {
+		params string
+		split  bool
+	}{
+		{"", false},
+		{"\n  parameters: {pdMinPrefillTokens: 0, pdDecodeBusyLoad: 0}", true},
+	} {
+		s, err := load(t, header+"plugins:\n- type: dynamic-pd-split"+tc.params+"\nschedulingProfiles:\n- name: mypd\n  plugins: [{pluginRef: dynamic-pd-split}]\n")
+		if err != nil {
+			t.Fatalf("%q: %v", tc.params, err)
+		}
+		p, err := framework.Resolver{File: &s}.New("mypd", deps())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pre := &policy.Instance{ID: "p", Role: policy.RolePrefill}
+		dec := &policy.Instance{ID: "d", Role: policy.RoleDecode}
+		d := p.Pick(&policy.Request{BlockHashes: []uint64{1, 2}, PromptTokens: 32}, []*policy.Instance{pre, dec})
+		if (d.Prefill != nil) != tc.split || d.Ranked[0] != dec {
+			t.Errorf("%q: prefill %v, decode %s; want disaggregated %v", tc.params, d.Prefill, d.Ranked[0].ID, tc.split)
+		}
+	}
+	if _, err := load(t, header+"plugins:\n- type: dynamic-pd-split\n  parameters: {pdDecodeBusyLoad: -1}\nschedulingProfiles:\n- name: mypd\n  plugins: [{pluginRef: dynamic-pd-split}]\n"); err == nil ||
+		!strings.Contains(err.Error(), `plugin "dynamic-pd-split"`) || !strings.Contains(err.Error(), "parameter pdDecodeBusyLoad -1: accepted: 0 or more") {
+		t.Fatalf("pdDecodeBusyLoad -1: %v", err)
+	}
+}

@@ -366,8 +366,11 @@ func fieldNames(into any) []string {
 // plugin's factory finds (a bad parameter, a missing plugin) surfaces at
 // load time, and returns the first.
 func Check(s Spec, d policy.Deps) error {
+	// Through a resolver, as the scheduler builds them: a composing
+	// plugin (pd-split) builds its sub-profiles with d.Build.
+	r := Resolver{File: &s}
 	for _, p := range s.Profiles {
-		if _, err := Build(s, p.Name, d); err != nil {
+		if _, err := r.New(p.Name, d); err != nil {
 			return err
 		}
 	}
