@@ -228,18 +228,19 @@ func TestMetricMapAndLists(t *testing.T) {
 }
 
 func TestPrintRoundTrips(t *testing.T) {
-	c := mustLoad(t, writeFile(t, "c.yaml", "llm_gateway: {max_queue_size: 9, wait_schedule_timeout: 5000}\nagent: {metric_map: {running: foo}}"), nil)
+	c := mustLoad(t, writeFile(t, "c.yaml", "llm_gateway: {max_queue_size: 9, wait_schedule_timeout: 5000}\nagent: {metric_map: {running: foo}}\nllm_scheduler: {policies: {max_load_ratio: 3}}"), nil)
 	out, err := c.YAML()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"max_queue_size: 9", "wait_schedule_timeout: 5s", "policy: prefix-cache", "running: foo"} {
+	for _, want := range []string{"max_queue_size: 9", "wait_schedule_timeout: 5s", "policy: prefix-cache", "running: foo", "policies:\n        max_load_ratio: 3\n"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("printed configuration lacks %q:\n%s", want, out)
 		}
 	}
 	again := mustLoad(t, writeFile(t, "again.yaml", string(out)), nil)
-	if again.Gateway.WaitScheduleTimeout != 5*time.Second || again.Gateway.MaxQueueSize != 9 || again.Agent.MetricMap["running"] != "foo" {
+	if again.Gateway.WaitScheduleTimeout != 5*time.Second || again.Gateway.MaxQueueSize != 9 || again.Agent.MetricMap["running"] != "foo" ||
+		len(again.Scheduler.ParamDefaults) != 1 || again.Scheduler.ParamDefaults[0].Value != 3 {
 		t.Errorf("printed configuration does not load back to the same values: %+v", again.Gateway)
 	}
 }

@@ -576,6 +576,20 @@ func (c Config) YAML() ([]byte, error) {
 		}
 		node.Content = append(node.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: parts[len(parts)-1]}, &vn)
 	}
+	// The deprecated keys given still take effect (as plugin parameters'
+	// defaults), so they are printed where they were given.
+	for _, d := range c.Scheduler.ParamDefaults {
+		parts := strings.Split(d.Key, ".")
+		node := root
+		for _, p := range parts[:len(parts)-1] {
+			node = child(node, p)
+		}
+		var vn yaml.Node
+		if err := vn.Encode(d.Value); err != nil {
+			return nil, err
+		}
+		node.Content = append(node.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: parts[len(parts)-1]}, &vn)
+	}
 	return yaml.Marshal(root)
 }
 
