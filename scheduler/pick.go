@@ -21,7 +21,7 @@ import (
 
 // waiter is a request in the admission queue.
 type waiter struct {
-	req      *policy.Request
+	req      policy.Request // in the waiter: a request and its waiter are one allocation
 	pool     string
 	fallback string // fallback reason already incurred (default_pool), "" if none
 	seq      uint64
@@ -124,16 +124,16 @@ func (s *Scheduler) abandon(w *waiter) {
 func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv1.PickResponse)) (*llmrouterv1.PickResponse, *waiter) {
 	now := s.clock.Now()
 	s.seq++
-	req := &policy.Request{
+	w := &waiter{seq: s.seq, enqueued: now, deliver: deliver, req: policy.Request{
 		ID: sessionkey.Bound(pr.GetRequestId()), Model: pr.GetModel(), BlockHashes: pr.GetPromptBlockHashes(),
 		BlockChars: int(pr.GetBlockChars()), PromptTokens: pr.GetPromptTokens(), MaxTokens: pr.GetMaxTokens(),
 		Stream: pr.GetStream(), SessionKey: sessionkey.Bound(pr.GetSessionKey()), Priority: int(pr.GetPriority()),
 		LoRA: pr.GetLoraAdapter(), Arrival: now, Deadline: now.Add(s.cfg.Gateway.WaitScheduleTimeout),
-	}
+	}}
+	req := &w.req
 	if req.ID == "" {
 		req.ID = "scheduler-" + strconv.FormatUint(s.seq, 10)
 	}
-	w := &waiter{req: req, seq: s.seq, enqueued: now, deliver: deliver}
 	if rej := s.resolvePool(w); rej != nil {
 		return rej, nil
 	}
@@ -211,11 +211,11 @@ func (s *Scheduler) decide(w *waiter, mode decideMode) (resp *llmrouterv1.PickRe
 	// decision copies no pointers (under the GC's write barrier, copying
 	// and clearing pool-sized buffers was the largest cost of a
 	// least-request pick over 256 instances).
-	all := s.routableIn(w.req, w.pool)
-	unsat := s.sat.Filter(&s.stageCS, w.req, all)
+	all := s.routableIn(&w.req, w.pool)
+	unsat := s.sat.Filter(&s.stageCS, &w.req, all)
 	s.need = math.Inf(1)
 	if len(unsat) == 0 && len(all) > 0 && mode == modeRetry {
-		s.need = s.sat.HeldBackWait(w.req, all)
+		s.need = s.sat.HeldBackWait(&w.req, all)
 	}
 	fallback := w.fallback
 	switch {
@@ -263,7 +263,7 @@ func (s *Scheduler) budget(w *waiter) time.Duration {
 // fill the remaining fallback places, least loaded first: a retry on a busy
 // instance beats no retry.
 func (s *Scheduler) route(w *waiter, cands, all []*policy.Instance, fallback string) *llmrouterv1.PickResponse {
-	d := s.pol.Pick(w.req, cands)
+	d := s.pol.Pick(&w.req, cands)
 	n := min(1+s.retries, len(all))
 	ranked := make([]*policy.Instance, 0, n)
 	add := func(v *policy.Instance) {
@@ -327,7 +327,7 @@ func (s *Scheduler) route(w *waiter, cands, all []*policy.Instance, fallback str
 	p := s.commit(w.req.ID, primary, w.req.PromptTokens, w.req.MaxTokens)
 	w.routed = p
 	if s.observer != nil {
-		s.observer.Picked(w.req, d)
+		s.observer.Picked(&w.req, d)
 	}
 	if fallback != "" {
 		s.m.fallbacks.WithLabelValues(fallback).Inc()
