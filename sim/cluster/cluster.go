@@ -84,6 +84,11 @@ type Options struct {
 	// against what the engines did, keeps the Explain worst decisions, and
 	// returns it all in Result.Explain (explain.go).
 	Explain int
+	// RestartAt, when positive, replaces the scheduler with a fresh one at
+	// that time, the agents re-registering over RestartGap (default
+	// 1.5 s); Window, the length of Result.Series' windows (default 5 s with
+	// a restart). restart.go.
+	RestartAt, RestartGap, Window time.Duration
 }
 
 func (o *Options) defaults() error {
@@ -109,6 +114,9 @@ func (o *Options) defaults() error {
 	}
 	if o.FlushAt > 0 && (o.FlushInstance < 0 || o.FlushInstance >= o.Instances) {
 		return fmt.Errorf("flush instance %d: want 0 to %d (one of the %d instances)", o.FlushInstance, o.Instances-1, o.Instances)
+	}
+	if err := o.checkRestart(); err != nil {
+		return err
 	}
 	if o.Plan.DefaultModel == "" {
 		o.Plan.DefaultModel = DefaultModel
@@ -240,6 +248,7 @@ type sim struct {
 	explain   *explainer
 	flushed   bool
 	pd        pdState
+	restart   *restarter
 }
 
 // Result is one policy's run: the benchmark summary plus what the
@@ -264,6 +273,9 @@ type Result struct {
 	MeanKVUsage float64
 	// Explain is the per-pick diagnosis when Options.Explain is set.
 	Explain *Explanation `json:"-"`
+	// Series is the windowed hit ratio and TTFT when Options.Window or
+	// RestartAt is set (restart.go).
+	Series *Series `json:"-"`
 }
 
 // Run simulates the plan under one policy and summarises it.
@@ -283,7 +295,8 @@ func Run(ctx context.Context, o Options, policyName string) (Result, error) {
 		x = newExplainer(o.Explain)
 		log = explainLogger(log, x.record)
 	}
-	sched, err := scheduler.New(cfg, scheduler.Deps{Clock: clock, Log: log, Rand: rand.New(rand.NewPCG(o.Seed, 0x73696d)), Metrics: o.Metrics})
+	deps := scheduler.Deps{Clock: clock, Log: log, Rand: rand.New(rand.NewPCG(o.Seed, 0x73696d)), Metrics: o.Metrics}
+	sched, err := scheduler.New(cfg, deps)
 	if err != nil {
 		return Result{}, err
 	}
@@ -296,7 +309,7 @@ func Run(ctx context.Context, o Options, policyName string) (Result, error) {
 		byAddr: map[string]*instance{}, flights: map[uint64]*flight{}, home: map[*workload.Conversation]*instance{},
 		convTokens: map[*workload.Conversation]int{}, systems: map[string]int{},
 		reportStep: max(o.ReportInterval/time.Duration(o.Instances), time.Microsecond),
-		explain:    x,
+		explain:    x, restart: newRestarter(o, cfg, deps),
 	}
 	if err := s.register(); err != nil {
 		return Result{}, err
@@ -376,7 +389,8 @@ func (s *sim) loop(ctx context.Context) error {
 		}
 		tE := s.heap[0].at
 		tL := s.pd.next()
-		t := min(tA, tE, s.nextReport, s.nextTick, tL)
+		tR := s.restartNext()
+		t := min(tA, tE, s.nextReport, s.nextTick, tL, tR)
 		if t > s.o.MaxVirtual {
 			return fmt.Errorf("simulation passed %s of virtual time with %d requests still in flight: the load is far beyond the cluster's capacity", s.o.MaxVirtual, len(s.flights))
 		}
@@ -386,6 +400,10 @@ func (s *sim) loop(ctx context.Context) error {
 			s.arrive(s.driver.Pop())
 		case tL:
 			s.handoff()
+		case tR:
+			if err := s.restartStep(); err != nil {
+				return err
+			}
 		case s.nextReport:
 			s.report(s.insts[s.nextReportInst])
 			s.nextReportInst++
@@ -479,6 +497,9 @@ func (s *sim) render(text, reply string) string {
 
 // dispatch sends a picked request to its primary endpoint, or fails it.
 func (s *sim) dispatch(f *flight, resp *llmrouterv1.PickResponse) {
+	if s.passThrough(f, resp) {
+		return
+	}
 	if resp.GetStatus() != llmrouterv1.PickResponse_ROUTED || len(resp.GetEndpoints()) == 0 {
 		reason := resp.GetReason()
 		if i := strings.IndexAny(reason, "(:;"); i > 0 {
@@ -667,6 +688,7 @@ func (s *sim) complete(f *flight, ev engine.Event) {
 		TTFT: first - arrival, Latency: ev.At - arrival, End: ev.At,
 	}
 	s.rec.Add(o)
+	s.observe(f, o)
 	rep := &llmrouterv1.OutcomeReport{
 		RequestId: f.id, Endpoint: f.inst.addr, Model: f.req.Model, Success: true, HttpStatus: 200,
 		Ttft: durationpb.New(o.TTFT), Duration: durationpb.New(o.Latency),
@@ -684,6 +706,9 @@ func (s *sim) complete(f *flight, ev engine.Event) {
 
 // report is one agent report from the engine's true state.
 func (s *sim) report(in *instance) {
+	if !s.agentUp(in) {
+		return
+	}
 	now := s.clock.now
 	if s.o.FlushAt > 0 && !s.flushed && now >= s.o.FlushAt && in.idx == s.o.FlushInstance {
 		in.eng.FlushPrefixCache()
@@ -736,6 +761,7 @@ func (s *sim) result(policy string) Result {
 	if s.explain != nil {
 		r.Explain = s.explain.result(policy)
 	}
+	r.Series = s.series()
 	for _, in := range s.insts {
 		r.PerInstance = append(r.PerInstance, workload.InstanceCount{Instance: in.addr, Requests: in.requests})
 	}
