@@ -42,10 +42,18 @@ sending the whole history), --workload shared-prefix (groups × prompts), or
   ` + workload.FileFormat + `
 Arrivals: --concurrency N (closed loop), --rate R (Poisson, requests/s; conversations
 start at R / mean turns and each next turn follows the previous reply plus think time),
-or the file's arrival_ms when every line has one.`,
+or the file's arrival_ms when every line has one.
+
+--restart-at 90s (sim) replaces the scheduler with a fresh one 90 s into each run, as a
+scheduler restart does (its prefix index, queue and in-flight picks lost; the agents
+re-register over 1.5 s, requests arriving meanwhile pass through round robin), and
+prints after each table the prefix hit ratio and mean TTFT per --series-window of
+virtual time: the level before the restart, the dip, and the recovery time (until the
+windowed hit ratio is back within 5% of its level before).`,
 		Example: `  llmrouter bench --mode sim --instances 5 --policy round-robin,least-request,prefix-cache --rate 40 --duration 10m
   llmrouter bench --mode sim --instance-speeds 1,1,1,0.5,0.5 --policy least-request,prefix-cache --concurrency 600 --duration 3m
   llmrouter bench --mode sim --workload shared-prefix --concurrency 64 --json
+  llmrouter bench --mode sim --policy prefix-cache --concurrency 600 --ramp-up 20s --duration 3m --restart-at 90s
   llmrouter bench --mode live --target http://127.0.0.1:8080 --concurrency 16 --duration 2m`,
 		Args: cobra.NoArgs,
 		RunE: runBench,
@@ -78,6 +86,8 @@ or the file's arrival_ms when every line has one.`,
 	f.Lookup("explain").NoOptDefVal = "5"
 	f.String("seeds", "1,2,3", "suite: comma-separated seeds, each class run once per seed")
 	f.String("classes", "", "suite: comma-separated classes to run (default: all)")
+	f.Duration("restart-at", 0, "sim: restart the scheduler this long into each run (before --duration) and print the prefix hit ratio and TTFT per window around it, and the recovery time (0: no restart)")
+	f.Duration("series-window", cluster.DefaultWindow, "sim: with --restart-at, the length of virtual time of each window of the printed series")
 	f.Int("kv-blocks", 0, "sim: KV cache blocks per instance instead of the profile's (a smaller cache puts it under pressure)")
 	f.Int("prefill-instances", 0, "sim: pd-split and dynamic-pd-split run on this many prefill instances and the rest of --instances as decode instances; other policies on all as both-role (0: every policy on both-role instances)")
 	f.Duration("kv-transfer-per-block", 40*time.Microsecond, "sim: what moving one prompt KV block from a prefill to a decode instance costs (default: Llama-3-8B's 2 MiB per 16-token block over 50 GB/s RDMA)")
@@ -104,6 +114,11 @@ func runBench(cmd *cobra.Command, _ []string) error {
 	defer func() { _ = log.Sync() }()
 	f := cmd.Flags()
 	mode, _ := f.GetString("mode")
+	for _, name := range []string{"restart-at", "series-window"} {
+		if f.Changed(name) && mode != "sim" {
+			return fmt.Errorf("--%s is for --mode sim (got --mode %s): only the simulator can restart its scheduler mid-run; for a live fleet, restart the scheduler and watch the dashboard's prefix hit ratio", name, mode)
+		}
+	}
 	if mode == "overhead" {
 		return runOverhead(cmd)
 	}
@@ -177,6 +192,10 @@ func runBench(cmd *cobra.Command, _ []string) error {
 			return fmt.Errorf("--prefill-instances %d: want 0 to %d (at least one of the %d instances decodes)", prefillN, n-1, n)
 		}
 		perBlock, _ := f.GetDuration("kv-transfer-per-block")
+		restartAt, window, err := restartFlags(cmd, plan, asJSON, prefillN)
+		if err != nil {
+			return err
+		}
 		for _, p := range policies {
 			bar := newProgressBar(cmd.ErrOrStderr(), "sim "+p, showProgress)
 			var roles []string
@@ -187,7 +206,7 @@ func runBench(cmd *cobra.Command, _ []string) error {
 			}
 			s, err := cluster.Run(ctx, cluster.Options{
 				Instances: n, Speeds: speeds, Engine: ec, Config: cfg, Plan: plan, Seed: plan.Seed, Progress: bar.set,
-				Explain: explain, Roles: roles, KVTransferPerBlock: perBlock,
+				Explain: explain, Roles: roles, KVTransferPerBlock: perBlock, RestartAt: restartAt, Window: window,
 			}, p)
 			if len(roles) > 0 {
 				s.Policy = fmt.Sprintf("%s (%dP+%dD)", p, prefillN, n-prefillN)
@@ -202,6 +221,10 @@ func runBench(cmd *cobra.Command, _ []string) error {
 				fmt.Fprintln(out)
 				if s.Explain != nil {
 					s.Explain.Write(out)
+					fmt.Fprintln(out)
+				}
+				if s.Series != nil {
+					s.Series.Write(out)
 					fmt.Fprintln(out)
 				}
 			}
@@ -243,6 +266,32 @@ func runBench(cmd *cobra.Command, _ []string) error {
 		workload.WriteComparison(out, sums)
 	}
 	return nil
+}
+
+// restartFlags checks --restart-at and --series-window against the run.
+func restartFlags(cmd *cobra.Command, plan workload.Plan, asJSON bool, prefillN int) (at, window time.Duration, err error) {
+	f := cmd.Flags()
+	at, _ = f.GetDuration("restart-at")
+	window, _ = f.GetDuration("series-window")
+	switch {
+	case at < 0:
+		return 0, 0, fmt.Errorf("--restart-at %s: want a time into the run, e.g. 90s (0: no restart)", at)
+	case at == 0 && f.Changed("series-window"):
+		return 0, 0, fmt.Errorf("--series-window is the window of --restart-at's series: give --restart-at too")
+	case at == 0:
+		return 0, 0, nil
+	case plan.Duration > 0 && at >= plan.Duration:
+		return 0, 0, fmt.Errorf("--restart-at %s: want a time before the end of --duration %s", at, plan.Duration)
+	case plan.Duration == 0:
+		return 0, 0, fmt.Errorf("--restart-at needs --duration (the restart must fall inside the run, and the series needs its end)")
+	case window <= 0 || window > at:
+		return 0, 0, fmt.Errorf("--series-window %s: want a positive window no longer than --restart-at %s", window, at)
+	case asJSON:
+		return 0, 0, fmt.Errorf("--restart-at prints its series as text: it does not combine with --json")
+	case prefillN > 0:
+		return 0, 0, fmt.Errorf("--restart-at with --prefill-instances: a restart is not simulated with prefill/decode instances")
+	}
+	return at, window, nil
 }
 
 func policyList(s string) ([]string, error) {
