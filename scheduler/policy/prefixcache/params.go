@@ -24,6 +24,10 @@ type Params struct {
 	// token throughput; the prefill sent to an instance drains at that
 	// speed.
 	SpeedCalibration bool `json:"speedCalibration"`
+	// MaxKVCacheUsage is the KV cache fraction at which admission holds an
+	// instance back (llm_scheduler.max_kv_cache_usage): the cost prices
+	// the KV a pick takes as it grows scarce toward it.
+	MaxKVCacheUsage float64 `json:"maxKVCacheUsage" default:"llm_scheduler.max_kv_cache_usage"`
 
 	// The engine cost model this policy prices with; defaults
 	// llm_scheduler.cost_model, which admission prices with too.
@@ -46,6 +50,7 @@ func DefaultParams(c config.Config) Params {
 		DecodeWeight:             1,
 		MaxLoadRatio:             2,
 		SpeedCalibration:         true,
+		MaxKVCacheUsage:          c.Scheduler.MaxKVCacheUsage,
 		StepTime:                 framework.Duration(m.StepTime),
 		PrefillTokenTime:         framework.Duration(m.PrefillTokenTime),
 		DecodeTokenTime:          framework.Duration(m.DecodeTokenTime),
@@ -63,6 +68,8 @@ func (p Params) Validate() error {
 		return fmt.Errorf("parameter decodeWeight %g: accepted: 0 or more", p.DecodeWeight)
 	case p.MaxLoadRatio != 0 && !(p.MaxLoadRatio >= 1):
 		return fmt.Errorf("parameter maxLoadRatio %g: accepted: 0 (no cap) or 1 or more", p.MaxLoadRatio)
+	case !(p.MaxKVCacheUsage > 0 && p.MaxKVCacheUsage <= 1):
+		return fmt.Errorf("parameter maxKVCacheUsage %g: accepted: a fraction in (0, 1]", p.MaxKVCacheUsage)
 	}
 	if err := ValidateCostModel(p.StepTime, p.PrefillTokenTime, p.DecodeTokenTime, p.MaxBatchedTokens, p.DefaultOutputTokens); err != nil {
 		return err

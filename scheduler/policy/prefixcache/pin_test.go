@@ -107,9 +107,14 @@ func TestDecisionsPinned(t *testing.T) {
 	// Issue 17 changed the digest on purpose, once: the index holds 1.5 ×
 	// an instance's KV capacity (heldBeyondLRU; was 0x852b43ffc9ee7a9a).
 	// The other issue-17 changes (long prompts' unhashed rest, the backlog
-	// held to reports) left it as it was: this scenario has neither.
-	wantLeaders := []string{"big34", "big106", "big34", "small3", "big61", "big34", "big34", "small8", "big34", "big34", "big34", "small8"}
-	const wantDigest = uint64(0x8f38164d7f1da477)
+	// held to reports) left it as it was: this scenario has neither. It
+	// changed on purpose a second time for the KV term (inputs.kv: a new
+	// prefix's KV priced by its scarcity, any other pick by what it pushes
+	// past max_kv_cache_usage; was 0x8f38164d7f1da477): the scenario's
+	// instances hold 3,200-6,400 tokens of KV and up to 3,000 unreported
+	// prompt tokens each, so the term weighs on most picks.
+	wantLeaders := []string{"big109", "big59", "big109", "small3", "big104", "big109", "big109", "small8", "big109", "big109", "big109", "small8"}
+	const wantDigest = uint64(0xd79853201ffb9978)
 	if fmt.Sprint(leaders) != fmt.Sprint(wantLeaders) || digest != wantDigest {
 		t.Fatalf("decisions changed: leaders %q digest %#x, want %q %#x", leaders, digest, wantLeaders, wantDigest)
 	}

@@ -40,6 +40,7 @@ type Model struct {
 	costmodel.Model
 	DecodeWeight float64
 	MaxLoadRatio float64
+	MaxKV        float64 // KV cache fraction at which admission holds an instance back
 }
 
 // Policy is prefix-cache. It keeps its prefix index and estimates; the
@@ -153,6 +154,7 @@ func New(d policy.Deps, pr Params) (*Policy, error) {
 			Model:        costmodel.FromConfig(c.Scheduler.CostModel),
 			DecodeWeight: pr.DecodeWeight,
 			MaxLoadRatio: pr.MaxLoadRatio,
+			MaxKV:        pr.MaxKVCacheUsage,
 		},
 		rand:        d.Rand,
 		log:         d.Log,
@@ -222,6 +224,7 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 	// may bisect the chain instead of looking up every block.
 	hit := p.idx.MatchChain(req.BlockHashes) > 0
 	in := p.inputs(req)
+	in.newPrefix = !hit
 	p.growSlots()
 	// held gets the blocks each matched instance holds, by slot+1, so the
 	// loop below reads one number per candidate whether it matched or not
@@ -532,6 +535,10 @@ type inputs struct {
 	prefillToken, step, decodeToken float64
 	weight                          float64
 	q0, q1, c1, c2                  float64 // cost's constants
+
+	maxKV     float64 // the KV fraction admission holds an instance back at
+	spill     float64 // the scale of KV arrivals: a typical prompt, in tokens (kv)
+	newPrefix bool    // no instance holds any of the request's blocks (kv)
 }
 
 func (p *Policy) inputs(req *policy.Request) inputs {
@@ -559,6 +566,8 @@ func (p *Policy) inputs(req *policy.Request) inputs {
 		step:         p.m.Step,
 		decodeToken:  p.m.DecodeToken,
 		weight:       p.m.DecodeWeight,
+		maxKV:        p.m.MaxKV,
+		spill:        max(p.avgPrompt, 1),
 	}
 }
 
@@ -580,12 +589,12 @@ func (in *inputs) uncached(held int) float64 {
 //
 // It is small enough for the compiler to inline into Pick's loop over every
 // candidate (keep it so: a call per candidate was a tenth of a pick).
-func (in *inputs) parts(c *policy.Instance, held int, owed float64) (ttft, batch float64) {
+func (in *inputs) parts(c *policy.Instance, held int, owed float64) (ttft, batch, kv float64) {
 	u := in.uncached(held)
 	ahead := max(owed, float64(c.Waiting)*in.avgUncached)
 	running := float64(c.Running + c.InflightRequests)
 	steps := 1 + (ahead+u)*in.invBatch
-	return (ahead+u)*in.prefillToken + steps*(in.step+in.decodeToken*running), running * (u*in.prefillToken + in.decodeOut)
+	return (ahead+u)*in.prefillToken + steps*(in.step+in.decodeToken*running), running * (u*in.prefillToken + in.decodeOut), in.kv(c, u, running)
 }
 
 // cost is parts' ttft + weight × batch regrouped into fewer operations on
@@ -604,7 +613,77 @@ func (in *inputs) cost(c *policy.Instance, held int32, owed float64) float64 {
 	u := max(in.prompt-float64(held)*in.tokensPerBlock, 0)
 	ahead := max(owed, float64(c.Waiting)*in.avgUncached)
 	running := float64(c.Running + c.InflightRequests)
-	return in.step + (ahead+u)*in.q0 + running*(in.c1+ahead*in.q1+u*in.c2)
+	s := in.step + (ahead+u)*in.q0 + running*(in.c1+ahead*in.q1+u*in.c2)
+	if c.NumGPUBlocks > 0 { // the capacity is two cache lines further; most fleets report it
+		s += in.kv(c, u, running)
+	}
+	return s
+}
+
+// maxScarcity bounds kv's scarcity factor ρ/(1−ρ): from ρ = 20/21 on, a
+// new prefix's KV is priced 20 times over.
+const maxScarcity = 20
+
+// kv is the cost, in seconds, of the KV cache the request takes on c
+// (docs/policies.md, "KV pressure"): 0 when c's capacity is unknown.
+//
+//	used  = c's reported KV usage + its unreported picks' prompts at its miss rate + waiting × mean uncached prompt
+//	need  = uncached + expected output: the KV the request takes there
+//	room  = max KV usage × capacity − used
+//	a prefix nobody holds:  k = ρ/(1−ρ) × need, ρ = (used + need) / (max KV usage × capacity)
+//	otherwise:              k = spill(room − need) − spill(room), spill(h) = μ·e^(−h/μ) (μ − h below 0), μ = mean prompt
+//	kv    = k × prefill cost × (1 + weight × running)
+//
+// KV beyond the threshold is recomputed prefill: admission holds the
+// instance back and its residents' next turns go where their history is
+// not (each recomputing it, and filling that instance in turn), or the
+// engine preempts and recomputes a running request. A prefix nobody holds
+// gets its home here, and its conversations' histories will fill this KV
+// for as long as it lives: with system prompts 50 times apart in size (one
+// of 77k tokens, 40 % of a cache), two large ones on one home filled it and
+// collapsed a fleet whose peers never reached the threshold
+// (lognormal-kvfull, seed 1). So its KV is priced by how scarce KV is there,
+// as a queue's wait grows with ρ/(1−ρ). Any other pick is priced by the KV
+// it pushes past the threshold, with what arrives after it of random size
+// around the mean prompt (the expected overflow of an exponential
+// headroom): nothing while the room is many prompts, its whole need once
+// there is none.
+func (in *inputs) kv(c *policy.Instance, u, running float64) float64 {
+	n := float64(c.NumGPUBlocks * c.BlockSize)
+	if !(n > 0) {
+		return 0
+	}
+	share := 1.0 // of an unreported prompt the engine must compute, as admission charges it
+	if h := c.PrefixCacheHitRatio; h >= 0 && h <= 1 {
+		share = 1 - h
+	}
+	limit := in.maxKV * n
+	used := c.KVCacheUsage*n + float64(c.InflightPromptTokens)*share + float64(c.Waiting)*in.avgUncached
+	need := u + in.out
+	var k float64
+	if in.newPrefix {
+		f := float64(maxScarcity)
+		if rho := (used + need) / limit; rho < maxScarcity/(maxScarcity+1.0) {
+			f = rho / (1 - rho)
+		}
+		k = f * need
+	} else {
+		room := limit - used
+		if room-need > 30*in.spill { // e^-30: nothing to price
+			return 0
+		}
+		k = in.overflow(room-need) - in.overflow(room)
+	}
+	return k * in.prefillToken * (1 + in.weight*running)
+}
+
+// overflow is the expected KV beyond the threshold of arrivals of
+// exponential size with mean spill, given room tokens of room (kv).
+func (in *inputs) overflow(room float64) float64 {
+	if room < 0 {
+		return in.spill - room
+	}
+	return in.spill * math.Exp(-room/in.spill)
 }
 
 // Picked teaches the index that the chosen instance (and a pd-split prefill
@@ -860,11 +939,12 @@ func (p *Policy) explain(req *policy.Request, cands, ranked []*policy.Instance, 
 			_ = a.AppendObject(zapcore.ObjectMarshalerFunc(func(o zapcore.ObjectEncoder) error {
 				held := int(p.match[i])
 				owed := p.owed(c, p.posSlot[i], now)
-				ttft, batch := in.parts(c, held, owed)
+				ttft, batch, kv := in.parts(c, held, owed)
 				o.AddString("id", c.ID)
 				o.AddFloat64("cost_ms", scores[i]*1e3)
 				o.AddFloat64("ttft_ms", ttft*1e3)
 				o.AddFloat64("batch_ms", batch*1e3)
+				o.AddFloat64("kv_ms", kv*1e3)
 				o.AddInt("held_blocks", held)
 				o.AddFloat64("uncached_tokens", in.uncached(held))
 				o.AddFloat64("backlog_tokens", owed)

@@ -378,10 +378,15 @@ func TestCostMatchesParts(t *testing.T) {
 		p.avgUncached = float64(r.IntN(3000))
 		in := p.inputs(q)
 		c := &policy.Instance{Running: int64(r.IntN(300)), Waiting: int64(r.IntN(50)), InflightRequests: int64(r.IntN(5))}
+		if r.IntN(2) == 0 { // a reported capacity: the KV term
+			c.NumGPUBlocks, c.BlockSize = int64(100+r.IntN(5000)), 16
+			c.KVCacheUsage, c.InflightPromptTokens, c.PrefixCacheHitRatio = r.Float64(), int64(r.IntN(20000)), r.Float64()
+			in.newPrefix = r.IntN(2) == 0
+		}
 		held := int32(r.IntN(len(q.BlockHashes) + 1))
 		owed := float64(r.IntN(20000))
-		ttft, batch := in.parts(c, int(held), owed)
-		want := ttft + in.weight*batch
+		ttft, batch, kv := in.parts(c, int(held), owed)
+		want := ttft + in.weight*batch + kv
 		if got := in.cost(c, held, owed); math.Abs(got-want) > 1e-12*max(1, want) {
 			t.Fatalf("cost %v, parts give %v (instance %+v, held %d, owed %v)", got, want, c, held, owed)
 		}
@@ -587,5 +592,45 @@ func TestSpeedCalibration(t *testing.T) {
 		} else if owed(fast) > 1 || owed(slow) > 1 {
 			t.Fatalf("calibration off: fast owes %.0f, slow %.0f after the drain time", owed(fast), owed(slow))
 		}
+	}
+}
+
+// TestKVPressure: the cost prices the KV a pick takes (inputs.kv). A
+// prefix nobody holds goes where KV is free, not to the instance running
+// one request fewer whose KV its 60k tokens would fill; a long prompt its
+// home cannot take goes where it fits, not to the less busy instance it
+// would push past max_kv_cache_usage; with no capacity reported nothing
+// changes.
+func TestKVPressure(t *testing.T) {
+	const blocks = 12000 // 192k tokens of KV at 16 a block
+	inst := func(id string, usage float64, running int64) *policy.Instance {
+		return &policy.Instance{ID: id, Running: running, KVCacheUsage: usage, NumGPUBlocks: blocks, BlockSize: 16, PrefixCacheHitRatio: 0.9}
+	}
+	p := newPolicy(t, nil)
+	q := req("new", chain(1, 1024))
+	q.PromptTokens = 60000
+	full, free := inst("full", 0.6, 4), inst("free", 0.05, 5)
+	if got := p.Pick(q, []*policy.Instance{full, free}).Ranked[0].ID; got != "free" {
+		t.Fatalf("a new 60k-token prefix went to %s; want the instance with its KV free", got)
+	}
+
+	p = newPolicy(t, nil)
+	sys := chain(2, 64)
+	home := inst("home", 0.5, 10)
+	first := req("first", sys)
+	p.Picked(first, policy.Decision{Ranked: []*policy.Instance{home}})
+	long := req("long", append(append([]uint64{}, sys...), chain(3, 900)...))
+	long.PromptTokens = 40000
+	tight, roomy := inst("tight", 0.85, 2), inst("roomy", 0.3, 3)
+	if got := p.Pick(long, []*policy.Instance{tight, roomy}).Ranked[0].ID; got != "roomy" {
+		t.Fatalf("a 40k-token prompt went to %s; want the instance where it fits under max_kv_cache_usage", got)
+	}
+
+	in := p.inputs(long)
+	if kv := in.kv(&policy.Instance{KVCacheUsage: 0.99, Running: 5}, 40000, 5); kv != 0 {
+		t.Fatalf("KV cost %v with no capacity reported; want 0", kv)
+	}
+	if kv := in.kv(roomy, 1000, 3); kv != 0 {
+		t.Fatalf("KV cost %v for 1,000 tokens into 120k of room; want 0", kv)
 	}
 }
