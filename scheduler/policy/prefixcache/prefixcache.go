@@ -320,6 +320,9 @@ func (p *Policy) selectBest(cands []*policy.Instance, slots, match []int32, in *
 		}
 		k := slots[i] + 1
 		s := in.cost(c, match[i], p.owedFrom(c, backlog[k], p.speed[k], now))
+		if c.NumGPUBlocks > 0 { // the capacity is two cache lines further
+			s += in.kvAt(c, match[i])
+		}
 		if float64(loads[i]+1) > limit {
 			s += overloaded
 		}
@@ -389,6 +392,9 @@ func (p *Policy) costs(cands []*policy.Instance, slots, match []int32, scores []
 		total += l
 		k := slots[i] + 1
 		scores[i] = in.cost(c, match[i], p.owedFrom(c, backlog[k], p.speed[k], now))
+		if c.NumGPUBlocks > 0 {
+			scores[i] += in.kvAt(c, match[i])
+		}
 	}
 	return total
 }
@@ -576,19 +582,18 @@ func (in *inputs) uncached(held int) float64 {
 	return max(in.prompt-float64(held)*in.tokensPerBlock, 0)
 }
 
-// parts predicts, in seconds, the request's time to first token on c and
-// the delay it adds to the requests already running there
-// (docs/policies.md); its cost is ttft + weight × batch:
+// parts predicts, in seconds, the request's time to first token on c, the
+// delay it adds to the requests already running there and the price of the
+// KV it takes (kv) (docs/policies.md); its cost is ttft + weight × batch + kv:
 //
 //	uncached = prompt tokens not held in c's cache
 //	ahead    = prefill work queued before it: in-flight prompt tokens × uncached share + waiting × mean uncached prompt
 //	steps    = 1 + (ahead + uncached) / max batched tokens
 //	ttft     = (ahead + uncached) × prefill cost + steps × (step + decode cost × running)
 //	batch    = running × (uncached × prefill cost + expected output × decode cost)
-//	cost     = ttft + weight × batch
+//	cost     = ttft + weight × batch + kv
 //
-// It is small enough for the compiler to inline into Pick's loop over every
-// candidate (keep it so: a call per candidate was a tenth of a pick).
+// Pick's loops price with cost and kvAt, which it equals (TestCostMatchesParts).
 func (in *inputs) parts(c *policy.Instance, held int, owed float64) (ttft, batch, kv float64) {
 	u := in.uncached(held)
 	ahead := max(owed, float64(c.Waiting)*in.avgUncached)
@@ -608,16 +613,22 @@ func (in *inputs) parts(c *policy.Instance, held int, owed float64) (ttft, batch
 //	c1   = decode cost + weight × expected output × decode cost
 //	c2   = q1 + weight × prefill cost
 //
-// TestCostMatchesParts holds the two forms equal.
+// TestCostMatchesParts holds the two forms equal. It is small enough for
+// the compiler to inline into Pick's loops (keep it so: a call per
+// candidate was a tenth of a pick).
 func (in *inputs) cost(c *policy.Instance, held int32, owed float64) float64 {
 	u := max(in.prompt-float64(held)*in.tokensPerBlock, 0)
 	ahead := max(owed, float64(c.Waiting)*in.avgUncached)
 	running := float64(c.Running + c.InflightRequests)
-	s := in.step + (ahead+u)*in.q0 + running*(in.c1+ahead*in.q1+u*in.c2)
-	if c.NumGPUBlocks > 0 { // the capacity is two cache lines further; most fleets report it
-		s += in.kv(c, u, running)
-	}
-	return s
+	return in.step + (ahead+u)*in.q0 + running*(in.c1+ahead*in.q1+u*in.c2)
+}
+
+// kvAt is kv for c holding held blocks; Pick's loops add it to cost when c
+// reports its capacity (most fleets do), apart so that cost stays small
+// enough to inline.
+func (in *inputs) kvAt(c *policy.Instance, held int32) float64 {
+	u := max(in.prompt-float64(held)*in.tokensPerBlock, 0)
+	return in.kv(c, u, float64(c.Running+c.InflightRequests))
 }
 
 // maxScarcity bounds kv's scarcity factor ρ/(1−ρ): from ρ = 20/21 on, a

@@ -386,7 +386,10 @@ func TestCostMatchesParts(t *testing.T) {
 		held := int32(r.IntN(len(q.BlockHashes) + 1))
 		owed := float64(r.IntN(20000))
 		ttft, batch, kv := in.parts(c, int(held), owed)
-		want := ttft + in.weight*batch + kv
+		if got := in.kvAt(c, held); got != kv {
+			t.Fatalf("kvAt %v, parts give %v (instance %+v, held %d)", got, kv, c, held)
+		}
+		want := ttft + in.weight*batch
 		if got := in.cost(c, held, owed); math.Abs(got-want) > 1e-12*max(1, want) {
 			t.Fatalf("cost %v, parts give %v (instance %+v, held %d, owed %v)", got, want, c, held, owed)
 		}
