@@ -21,7 +21,9 @@
 // agent reports it unhealthy, or Deps.Probe of its address fails — or
 // silent_grace passes; while more than llm_scheduler.panic_threshold of the
 // fleet is silent nobody is removed for silence (a panic episode, exported
-// as llmrouter_scheduler_membership_panic). A request whose candidates are
+// as llmrouter_scheduler_membership_panic). After a stall of the scheduler
+// itself (Run's tick late by stallTicks periods) silence counts afresh: the
+// reports sent meanwhile are not read yet. A request whose candidates are
 // all silent is answered PASSTHROUGH: the gateway lets Envoy balance over
 // the endpoints it has. A new registration waits as "verifying" — neither
 // picked nor published — until Deps.Verify (scheduler/verify) confirms its

@@ -393,3 +393,42 @@ func TestAdvertisedAddressRules(t *testing.T) {
 		}
 	}
 }
+
+// A stall of the scheduler itself silences nobody: Run sees its tick come
+// late and counts silence afresh from then (the reports sent meanwhile are
+// not read yet); an instance that still does not report within
+// missed_reports of that falls silent.
+func TestOwnStallSilencesNobody(t *testing.T) {
+	s, clk, _ := newMemberScheduler(t, nil, Deps{})
+	mustRegister(t, s, "10.0.0.1:8000")
+	mustRegister(t, s, "10.0.0.2:8000")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	const period = 20 * time.Millisecond // a stall: over stallTicks x 20 ms
+	go func() { s.Run(ctx, period); close(done) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(3 * period)       // Run's first ticks
+	clk.Advance(2 * time.Second) // the scheduler did not run for 2 s
+	time.Sleep(5 * period)       // ticks after the stall
+	for _, id := range []string{"10.0.0.1:8000", "10.0.0.2:8000"} {
+		if ri, _ := s.Registry().Get(id); ri.Silent {
+			t.Fatalf("%s silent after the scheduler's own stall", id)
+		}
+	}
+	// Time goes on in steps Run does not take for stalls; 2 reports, 1
+	// does not, and falls silent.
+	for step := 0; ; step++ {
+		if ri, _ := s.Registry().Get("10.0.0.1:8000"); ri.Silent {
+			break
+		}
+		if step == 500 {
+			t.Fatal("an instance that never reported after the resume did not fall silent")
+		}
+		clk.Advance(interval / 8)
+		mustReport(t, s, "10.0.0.2:8000", load(0, 0))
+		time.Sleep(period / 2)
+	}
+	if ri, _ := s.Registry().Get("10.0.0.2:8000"); ri.Silent {
+		t.Fatal("the reporting instance went silent")
+	}
+}

@@ -106,7 +106,12 @@ type Scheduler struct {
 	queue    []*waiter // admission queue, priority desc then arrival
 	seq      uint64
 	nextTry  time.Time
-	fired    []func() // callbacks to run once mu is released
+	// tickEvery is Run's period (0 when the simulator calls Tick) and
+	// lastTick when the last Tick began: a Tick beginning stallTicks
+	// periods after the last one finds this scheduler stalled meanwhile.
+	tickEvery time.Duration
+	lastTick  time.Time
+	fired     []func() // callbacks to run once mu is released
 	// poolViews is pools as views, the stage's input: read-only (the
 	// stage's filters and the policy never write to it), rebuilt on a
 	// membership change.
@@ -494,6 +499,10 @@ func (s *Scheduler) Tick() {
 	s.mu.Lock()
 	defer s.unlock()
 	now := s.clock.Now()
+	if s.tickEvery > 0 && !s.lastTick.IsZero() && now.Sub(s.lastTick) > stallTicks*s.tickEvery {
+		s.reg.Resumed(now)
+	}
+	s.lastTick = now
 	// A remembered saturation verdict lives at most a tick: a change of a
 	// view that bypassed Remember (a test reaching in) is seen by the next.
 	for _, in := range s.insts {
@@ -553,11 +562,15 @@ func joinModels(pools map[string][]*inst) string {
 const TickPeriod = 50 * time.Millisecond
 
 // Run calls Tick every period on the wall clock until ctx ends; the live
-// server runs it, the simulator calls Tick itself.
+// server runs it, the simulator calls Tick itself. A Tick of Run's that
+// comes late by stallTicks periods counts silence afresh.
 func (s *Scheduler) Run(ctx context.Context, period time.Duration) {
 	if period <= 0 {
 		period = TickPeriod
 	}
+	s.mu.Lock()
+	s.tickEvery = period
+	s.mu.Unlock()
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
@@ -569,3 +582,13 @@ func (s *Scheduler) Run(ctx context.Context, period time.Duration) {
 		}
 	}
 }
+
+// stallTicks: a Tick of Run's beginning this many periods after the last
+// one finds this scheduler did not run meanwhile (CPU starvation or
+// throttling, a long pause, the lock held), and silence is counted afresh
+// from then (registry.Resumed). The reports agents sent meanwhile are not
+// read yet; judged at once, every instance fell silent in one sweep and
+// reported again 1-2 ms later, and while all were silent the admission
+// queue passed through to the engines (faults Overload on a starved
+// machine: engine queues of over 100).
+const stallTicks = 5

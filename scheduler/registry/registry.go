@@ -213,6 +213,9 @@ type Registry struct {
 	gen      uint64
 	panic    bool   // silence is over the panic threshold
 	episodes uint64 // panics entered so far
+	// resumed is when the owner last came back from a stall (Resumed):
+	// silence counts from then at the earliest.
+	resumed time.Time
 
 	wmu      sync.Mutex
 	watchers map[int]chan struct{}
@@ -432,6 +435,17 @@ func (r *Registry) Remove(id string, gen uint64, reason string) (Instance, bool)
 	return e.inst, true
 }
 
+// Resumed tells the registry its owner has just come back from a stall: it
+// did not run for a while (CPU starvation, CPU throttling, a long pause), so
+// the reports agents sent meanwhile still wait on its sockets, unread. An
+// instance's silence counts from at onwards: judged at once, every
+// instance looked silent together the moment the owner ran again.
+func (r *Registry) Resumed(at time.Time) {
+	r.mu.Lock()
+	r.resumed = at
+	r.mu.Unlock()
+}
+
 // Sweep is the registry's housekeeping at the clock's now. An instance
 // that missed MissedReports of its report intervals turns silent: no longer
 // picked, still published. A silent instance is removed after SilentGrace,
@@ -446,7 +460,8 @@ func (r *Registry) Sweep() SweepResult {
 	r.mu.Lock()
 	published, silent := 0, 0
 	for _, e := range r.entries {
-		if !e.inst.Silent && now.Sub(e.inst.LastReport) >= time.Duration(r.missed)*e.inst.ReportInterval {
+		quiet := min(now.Sub(e.inst.LastReport), now.Sub(r.resumed))
+		if !e.inst.Silent && quiet >= time.Duration(r.missed)*e.inst.ReportInterval {
 			e.inst.Silent, e.inst.SilentSince = true, now
 			res.Silenced = append(res.Silenced, e.inst)
 		}

@@ -212,3 +212,27 @@ func TestOrphanKeepsPublished(t *testing.T) {
 		t.Fatalf("reason = %q, want the first", l.Reason())
 	}
 }
+
+// After its owner resumes from a stall, an instance's silence counts from
+// then: the reports that arrived meanwhile have not been read yet.
+func TestSilenceCountsFromResume(t *testing.T) {
+	clk := &clock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	r := New(Options{Clock: clk})
+	l, err := r.Register(reg("10.0.0.1:80", 0), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.t = clk.t.Add(2 * time.Second) // the owner did not run
+	r.Resumed(clk.t)
+	if res := r.Sweep(); len(res.Silenced) != 0 || res.Panic {
+		t.Fatalf("silenced on resuming: %+v", res)
+	}
+	clk.t = clk.t.Add(3*DefaultReportInterval - time.Millisecond)
+	if res := r.Sweep(); len(res.Silenced) != 0 {
+		t.Fatalf("silenced within missed_reports of resuming: %+v", res)
+	}
+	clk.t = clk.t.Add(time.Millisecond) // still no report: silent now
+	if res := r.Sweep(); len(res.Silenced) != 1 || res.Silenced[0].ID != l.ID {
+		t.Fatalf("not silenced missed_reports after resuming: %+v", res)
+	}
+}
