@@ -56,8 +56,9 @@ const (
 	// DefaultWindow is the series' window when Options.Window is not set.
 	DefaultWindow = 5 * time.Second
 	// BaselineSpan is how much of the run before the restart the pre-restart
-	// hit ratio and TTFT average over (the whole windows within it), at most
-	// the second half of the run before it: the first is the warm-up.
+	// hit ratio and TTFT average over (the whole windows within it; at least
+	// six windows), at most the second half of the run before it: the first
+	// is the warm-up.
 	BaselineSpan = 30 * time.Second
 	// RecoveryTolerance: the hit ratio has recovered in the first window
 	// after the restart whose ratio is at least (1 - RecoveryTolerance) times
@@ -305,8 +306,8 @@ type Series struct {
 type Recovery struct {
 	At time.Duration
 	// Before and TTFTBefore: the hit ratio and mean TTFT of the requests
-	// that arrived in the whole windows of the BaselineSpan before At (at
-	// most its second half).
+	// that arrived in the whole windows of the BaselineSpan (or six
+	// windows) before At, at most the second half of the run before it.
 	Before     float64
 	TTFTBefore time.Duration
 	// Dip is the lowest windowed hit ratio from At on (DipAt its window's
@@ -365,7 +366,7 @@ func (sr *Series) Around(at time.Duration) Recovery {
 	var prompt, cached int64
 	var ttft time.Duration
 	var n int
-	from := max(at-BaselineSpan, at/2)
+	from := max(at-max(BaselineSpan, 6*sr.Window), at/2)
 	for _, w := range sr.Windows {
 		if w.Start >= from && w.End <= at && w.End-w.Start == sr.Window {
 			prompt += w.PromptTokens
