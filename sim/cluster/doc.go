@@ -8,7 +8,9 @@
 // completion is reported back as a gateway would. Options.Speeds mixes
 // instance speeds (GPU generations) in one fleet: a slower instance's steps
 // take longer, so under load the token rates its agent reports are lower,
-// as a real one's would.
+// as a real one's would. Options.RestartAt replaces the scheduler mid-run
+// with a fresh one, as a restart does, and Result.Series shows the prefix
+// hit ratio dip and recover (restart.go).
 //
 // One goroutine runs an event loop over virtual time — arrivals, engine step
 // ends, agent reports, scheduler ticks — so a run is deterministic for a

@@ -320,8 +320,8 @@ type Recovery struct {
 	RecoveredAt   time.Duration // end of the first window back within RecoveryTolerance of Before
 	RecoveryTime  time.Duration // RecoveredAt - At
 	LastHitRatio  float64       // the last whole window's before the plan's duration ended
-	AfterWindows  int           // windows from At to the end of the plan's duration
-	BeforeWindows int
+	AfterWindows  int           // whole windows from At to the end of the plan's duration
+	BeforeWindows int           // whole windows Before and TTFTBefore average over
 }
 
 // series closes the windows for Result (nil without Options.Window).
