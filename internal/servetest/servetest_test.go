@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"strconv"
 	"testing"
 )
@@ -43,7 +44,8 @@ func TestLoopback(t *testing.T) {
 }
 
 func TestFreeAddrIsBindableOutsideEphemeralRange(t *testing.T) {
-	low := ephemeralLow()
+	b, _ := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	lo, hi := portsOutside(string(b))
 	for range 20 {
 		addr := FreeAddr(t)
 		_, port, err := net.SplitHostPort(addr)
@@ -51,13 +53,31 @@ func TestFreeAddrIsBindableOutsideEphemeralRange(t *testing.T) {
 			t.Fatal(err)
 		}
 		p, _ := strconv.Atoi(port)
-		if p < 10000 || p >= low {
-			t.Fatalf("port %d outside 10000-%d", p, low)
+		if p < lo || p >= hi {
+			t.Fatalf("port %d outside %d-%d", p, lo, hi-1)
 		}
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			t.Fatalf("rebinding %s: %v", addr, err)
 		}
 		ln.Close()
+	}
+}
+
+func TestPortsOutsideTheEphemeralRange(t *testing.T) {
+	for _, c := range []struct {
+		in     string
+		lo, hi int
+	}{
+		{"32768\t60999\n", 10000, 32768}, // Linux's default
+		{"49152 65535", 10000, 49152},
+		{"1024 40000", 40001, 65536}, // starts low: above it
+		{"1024 65535", 10000, 65536}, // no room: best effort
+		{"", 10000, 32768},           // unreadable: Linux's default
+		{"junk", 10000, 32768},
+	} {
+		if lo, hi := portsOutside(c.in); lo != c.lo || hi != c.hi {
+			t.Errorf("portsOutside(%q) = %d-%d, want %d-%d", c.in, lo, hi, c.lo, c.hi)
+		}
 	}
 }
