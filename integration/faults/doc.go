@@ -42,12 +42,13 @@
 //     wait_schedule_timeout + 4 s of its arrival; a request sent 5 s after
 //     the load stops is served within wait_schedule_timeout + 2x its
 //     unloaded latency; scheduler and gateway RSS (VmRSS) stay under 512 MB.
-//     Those bounds are admission's: a run that misses one while a starved
-//     machine took requests around admission on the documented degraded
-//     path (pick timeout, gateway breaker, every agent silent, ext_proc
-//     message timeout; counted from the gateway's metrics and the data
-//     plane's log) is run once more and the second run judged; a miss
-//     without such requests fails at once.
+//     Those bounds are admission's: a run that misses one (or has a request
+//     fail) while a starved machine took requests around admission on the
+//     documented degraded path (pick timeout, gateway breaker, every agent
+//     silent, ext_proc message timeout; counted from the gateway's metrics
+//     and the data plane's log) is judged only on RSS and live processes,
+//     and the scenario runs once more, judged in full; a miss without such
+//     requests fails at once.
 //   - RogueAgents: agents that probe a real engine but advertise a counting
 //     TCP listener of the test's own, 169.254.169.254:80, a closed loopback
 //     port, and a live engine's address (ID takeover): 0 connections reach
