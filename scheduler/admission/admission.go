@@ -6,6 +6,8 @@ import (
 
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler/costmodel"
+	// Imported for Instance.UncachedShare's inline body (see leastrequest).
+	_ "github.com/llmrouter/llmrouter/scheduler/fleet"
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 )
 
@@ -229,20 +231,7 @@ func (j Judge) judge(c *policy.Instance) (bool, Reason) {
 	if s.maxWaiting > 0 && queued >= s.maxWaiting {
 		return true, MaxWaiting
 	}
-	kv := c.KVCacheUsage
-	if c.InflightPromptTokens != 0 { // the capacity is two cache lines further
-		if n := c.NumGPUBlocks * c.BlockSize; n > 0 {
-			// An unreported pick takes new blocks for the part of its
-			// prompt the engine does not hold, at the engine's miss rate
-			// as overWait prices it. Charging the whole prompt made one
-			// 10k-token pick to its home saturate a 192k-token cache
-			// until the next report: the fleet looked full, conversations
-			// moved off their homes and recomputed their history, and the
-			// KV really filled (docs/policies.md, lognormal-kvfull).
-			kv += float64(c.InflightPromptTokens) * uncachedShare(c) / float64(n)
-		}
-	}
-	if kv >= s.maxKV {
+	if kvCommitted(c) >= s.maxKV {
 		return true, KVCache
 	}
 	if s.target > 0 && (queued > 0 || atLimit(c)) && s.overWait(c, queued, j.budget, s.avgPrompt, s.avgOut) {
@@ -322,13 +311,7 @@ func (s *Saturation) judgeAt(c *policy.Instance, avgPrompt, avgOut, budget float
 	if s.maxWaiting > 0 && queued >= s.maxWaiting {
 		return MaxWaiting
 	}
-	kv := c.KVCacheUsage
-	if c.InflightPromptTokens != 0 {
-		if n := c.NumGPUBlocks * c.BlockSize; n > 0 {
-			kv += float64(c.InflightPromptTokens) * uncachedShare(c) / float64(n) // as judge
-		}
-	}
-	if kv >= s.maxKV {
+	if kvCommitted(c) >= s.maxKV {
 		return KVCache
 	}
 	if s.target > 0 && (queued > 0 || atLimit(c)) && s.overWait(c, queued, budget, avgPrompt, avgOut) {
@@ -369,7 +352,7 @@ func (s *Saturation) rebase() {
 // scaled by the speed. TestOverWaitMatchesModelWait holds it to modelWait.
 func (s *Saturation) overWait(c *policy.Instance, queued int64, budget, avgPrompt, avgOut float64) bool {
 	m := &s.model
-	ahead := (float64(c.Waiting)*avgPrompt + float64(c.InflightPromptTokens)) * uncachedShare(c)
+	ahead := (float64(c.Waiting)*avgPrompt + float64(c.InflightPromptTokens)) * c.UncachedShare()
 	step := m.Step + m.DecodeToken*float64(c.Running+c.InflightRequests)
 	t := ahead * (m.PrefillToken + s.invBatch*step)
 	sp := s.speed(c)
@@ -457,7 +440,7 @@ func atLimit(c *policy.Instance) bool { return c.BatchLimit > 0 && c.Running >= 
 // may all take the full 4 s of a 64-token reply.
 func (s *Saturation) modelWait(c *policy.Instance, queued int64) (expected, longest float64) {
 	m := &s.model
-	ahead := (float64(c.Waiting)*s.avgPrompt + float64(c.InflightPromptTokens)) * uncachedShare(c)
+	ahead := (float64(c.Waiting)*s.avgPrompt + float64(c.InflightPromptTokens)) * c.UncachedShare()
 	step := m.Step + m.DecodeToken*float64(c.Running+c.InflightRequests) // m.StepTime, inlined by hand
 	t := ahead * (m.PrefillToken + s.invBatch*step)
 	expected, longest = t, t
@@ -502,13 +485,21 @@ func (s *Saturation) modelWait(c *policy.Instance, queued int64) (expected, long
 	return expected, longest
 }
 
-// uncachedShare is the share of a prompt c must compute: 1 − its
-// prefix-cache hit ratio, 1 when it reports none.
-func uncachedShare(c *policy.Instance) float64 {
-	if h := c.PrefixCacheHitRatio; h >= 0 && h <= 1 {
-		return 1 - h
+// kvCommitted is the KV cache fraction c's engine reported plus what its
+// unreported picks take: the part of their prompts the engine does not
+// hold, at its miss rate as overWait prices it. Charging the whole prompt
+// made one 10k-token pick to its home saturate a 192k-token cache until
+// the next report: the fleet looked full, conversations moved off their
+// homes and recomputed their history, and the KV really filled
+// (docs/policies.md, lognormal-kvfull).
+func kvCommitted(c *policy.Instance) float64 {
+	kv := c.KVCacheUsage
+	if c.InflightPromptTokens != 0 { // the capacity is two cache lines further
+		if n := c.NumGPUBlocks * c.BlockSize; n > 0 {
+			kv += float64(c.InflightPromptTokens) * c.UncachedShare() / float64(n)
+		}
 	}
-	return 1
+	return kv
 }
 
 // speed is c's measured speed (Reported), 1 until measured.
@@ -536,7 +527,7 @@ func (s *Saturation) Reported(c *policy.Instance) {
 	if c.Running <= 0 || !(c.GenTPS > 0) {
 		return
 	}
-	w := s.model.Work(float64(c.Running), c.GenTPS, c.PromptTPS, uncachedShare(c))
+	w := s.model.Work(float64(c.Running), c.GenTPS, c.PromptTPS, c.UncachedShare())
 	if math.IsNaN(w) || math.IsInf(w, 0) {
 		return
 	}

@@ -105,3 +105,13 @@ type Instance struct {
 // Load is the request count a policy should consider: what the engine last
 // reported plus what the scheduler sent since.
 func (i *Instance) Load() int64 { return i.Running + i.Waiting + i.InflightRequests }
+
+// UncachedShare is the share of a prompt the engine must compute: 1 − its
+// prefix-cache hit ratio, 1 when it reports none. Admission and prefix-cache
+// charge unreported picks' prompts at this rate, so both read it here.
+func (i *Instance) UncachedShare() float64 {
+	if h := i.PrefixCacheHitRatio; h >= 0 && h <= 1 {
+		return 1 - h
+	}
+	return 1
+}

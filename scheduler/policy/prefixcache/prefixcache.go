@@ -664,12 +664,9 @@ func (in *inputs) kv(c *policy.Instance, u, running float64) float64 {
 	if !(n > 0) {
 		return 0
 	}
-	share := 1.0 // of an unreported prompt the engine must compute, as admission charges it
-	if h := c.PrefixCacheHitRatio; h >= 0 && h <= 1 {
-		share = 1 - h
-	}
 	limit := in.maxKV * n
-	used := c.KVCacheUsage*n + float64(c.InflightPromptTokens)*share + float64(c.Waiting)*in.avgUncached
+	// Unreported picks' prompts at the engine's miss rate, as admission charges them.
+	used := c.KVCacheUsage*n + float64(c.InflightPromptTokens)*c.UncachedShare() + float64(c.Waiting)*in.avgUncached
 	need := u + in.out
 	var k float64
 	if in.newPrefix {
