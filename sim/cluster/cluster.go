@@ -322,17 +322,7 @@ func Run(ctx context.Context, o Options, policyName string) (Result, error) {
 
 // register starts every instance and registers it as its agent would.
 func (s *sim) register() error {
-	models := map[string]bool{}
-	for _, m := range s.o.Plan.Source.Models() {
-		if m == "" {
-			m = s.o.Plan.DefaultModel
-		}
-		models[m] = true
-	}
-	var names []string
-	for m := range models {
-		names = append(names, m)
-	}
+	names := s.modelNames()
 	base := netip.MustParseAddr("10.0.0.0").As4()
 	for i := 0; i < s.o.Instances; i++ {
 		ec := s.o.Engine
@@ -354,17 +344,22 @@ func (s *sim) register() error {
 		s.insts = append(s.insts, in)
 		s.byAddr[addr] = in
 		heap.Push(&s.heap, in)
-		_, err = s.sched.Register(&llmrouterv1.Register{
-			Address: addr, Engine: "vllm", EngineVersion: "sim", Models: names, Role: s.o.role(i),
-			NumGpuBlocks: int64(s.o.Engine.NumBlocks), BlockSize: int64(s.o.Engine.BlockSize),
-			ReportInterval: durationpb.New(s.o.ReportInterval), AgentVersion: "sim",
-			Initial: &llmrouterv1.Report{Healthy: true},
-		})
-		if err != nil {
+		if err := s.registerAgent(in, names); err != nil {
 			return fmt.Errorf("registering simulated instance %s: %w", addr, err)
 		}
 	}
 	return nil
+}
+
+// registerAgent registers in as its agent does, serving the models names.
+func (s *sim) registerAgent(in *instance, names []string) error {
+	_, err := s.sched.Register(&llmrouterv1.Register{
+		Address: in.addr, Engine: "vllm", EngineVersion: "sim", Models: names, Role: s.o.role(in.idx),
+		NumGpuBlocks: int64(s.o.Engine.NumBlocks), BlockSize: int64(s.o.Engine.BlockSize),
+		ReportInterval: durationpb.New(s.o.ReportInterval), AgentVersion: "sim",
+		Initial: &llmrouterv1.Report{Healthy: true},
+	})
+	return err
 }
 
 // loop runs the events in time order; at equal times arrivals come first

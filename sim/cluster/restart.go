@@ -41,8 +41,6 @@ import (
 	"sort"
 	"time"
 
-	"google.golang.org/protobuf/types/known/durationpb"
-
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/scheduler"
@@ -178,13 +176,7 @@ func (s *sim) restartStep() error {
 		return nil
 	}
 	in := s.insts[r.back]
-	_, err := s.sched.Register(&llmrouterv1.Register{
-		Address: in.addr, Engine: "vllm", EngineVersion: "sim", Models: s.modelNames(), Role: s.o.role(in.idx),
-		NumGpuBlocks: int64(s.o.Engine.NumBlocks), BlockSize: int64(s.o.Engine.BlockSize),
-		ReportInterval: durationpb.New(s.o.ReportInterval), AgentVersion: "sim",
-		Initial: &llmrouterv1.Report{Healthy: true},
-	})
-	if err != nil {
+	if err := s.registerAgent(in, s.modelNames()); err != nil {
 		return fmt.Errorf("re-registering simulated instance %s after the restart: %w", in.addr, err)
 	}
 	r.back++
@@ -194,8 +186,8 @@ func (s *sim) restartStep() error {
 	return nil
 }
 
-// modelNames is the models every instance registers, as register() lists
-// them.
+// modelNames is the models every instance registers: the plan's, the
+// default model standing for a request that names none.
 func (s *sim) modelNames() []string {
 	seen := map[string]bool{}
 	var names []string
