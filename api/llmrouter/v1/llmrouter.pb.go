@@ -511,7 +511,14 @@ type Report struct {
 	// Prefix cache hit ratio reported by the engine, -1 when unknown.
 	PrefixCacheHitRatio float64 `protobuf:"fixed64,11,opt,name=prefix_cache_hit_ratio,json=prefixCacheHitRatio,proto3" json:"prefix_cache_hit_ratio,omitempty"`
 	// Increases by one per report; lets the scheduler see gaps.
-	Sequence      uint64 `protobuf:"varint,12,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Sequence uint64 `protobuf:"varint,12,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// LoRA adapters whose requests wait for the engine to load them (vLLM's
+	// waiting_lora_adapters), read from the same sample as lora_adapters;
+	// empty when none wait or the engine does not say.
+	WaitingLoraAdapters []string `protobuf:"bytes,13,rep,name=waiting_lora_adapters,json=waitingLoraAdapters,proto3" json:"waiting_lora_adapters,omitempty"`
+	// Most LoRA adapters the engine runs at once (vLLM's max_lora, its
+	// --max-loras); 0 when unknown or LoRA is off.
+	MaxLora       int64 `protobuf:"varint,14,opt,name=max_lora,json=maxLora,proto3" json:"max_lora,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -626,6 +633,20 @@ func (x *Report) GetPrefixCacheHitRatio() float64 {
 func (x *Report) GetSequence() uint64 {
 	if x != nil {
 		return x.Sequence
+	}
+	return 0
+}
+
+func (x *Report) GetWaitingLoraAdapters() []string {
+	if x != nil {
+		return x.WaitingLoraAdapters
+	}
+	return nil
+}
+
+func (x *Report) GetMaxLora() int64 {
+	if x != nil {
+		return x.MaxLora
 	}
 	return 0
 }
@@ -1391,7 +1412,7 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	" \x01(\v2\x19.google.protobuf.DurationR\x0ereportInterval\x12.\n" +
 	"\ainitial\x18\v \x01(\v2\x14.llmrouter.v1.ReportR\ainitial\x12%\n" +
 	"\x0ebootstrap_port\x18\f \x01(\x05R\rbootstrapPort\x12\x19\n" +
-	"\bpd_proxy\x18\r \x01(\bR\apdProxy\"\xff\x03\n" +
+	"\bpd_proxy\x18\r \x01(\bR\apdProxy\"\xce\x04\n" +
 	"\x06Report\x12\x18\n" +
 	"\ahealthy\x18\x01 \x01(\bR\ahealthy\x12)\n" +
 	"\x10unhealthy_reason\x18\x02 \x01(\tR\x0funhealthyReason\x12\x18\n" +
@@ -1405,7 +1426,9 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"\rlora_adapters\x18\n" +
 	" \x03(\tR\floraAdapters\x123\n" +
 	"\x16prefix_cache_hit_ratio\x18\v \x01(\x01R\x13prefixCacheHitRatio\x12\x1a\n" +
-	"\bsequence\x18\f \x01(\x04R\bsequence\"\xcc\x01\n" +
+	"\bsequence\x18\f \x01(\x04R\bsequence\x122\n" +
+	"\x15waiting_lora_adapters\x18\r \x03(\tR\x13waitingLoraAdapters\x12\x19\n" +
+	"\bmax_lora\x18\x0e \x01(\x03R\amaxLora\"\xcc\x01\n" +
 	"\x10SchedulerMessage\x12;\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x19.llmrouter.v1.RegisterAckH\x00R\n" +
