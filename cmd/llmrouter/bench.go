@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/csv"
 	"fmt"
 	"io"
 	"os"
@@ -84,7 +85,8 @@ windowed hit ratio is back within 5% of its level before).`,
 	f.Float64("zipf", 0, "multi-turn: Zipf exponent of system prompt popularity (0: uniform)")
 	f.Int("explain", 0, "sim: after each policy's table, print what it predicted at each pick (cached tokens, prefill queued ahead, TTFT) against what the engines did, as error distributions, and its N worst decisions (--explain alone: 5)")
 	f.Lookup("explain").NoOptDefVal = "5"
-	f.String("seeds", "1,2,3", "suite: comma-separated seeds, each class run once per seed")
+	f.String("explain-csv", "", "sim: write every pick of every policy to this CSV file, one row each: what the policy predicted against what the engines did, the TTFT and its lower bound (columns in docs/benchmarks.md)")
+	f.String("seeds", "1,2,3", "suite: comma-separated seeds or ranges (1-20), each class run once per seed")
 	f.String("classes", "", "suite: comma-separated classes to run (default: all)")
 	f.Duration("restart-at", 0, "sim: restart the scheduler this long into each run (before --duration) and print the prefix hit ratio and TTFT per window around it, and the recovery time (0: no restart)")
 	f.Duration("series-window", cluster.DefaultWindow, "sim: with --restart-at, the length of virtual time of each window of the printed series")
@@ -196,6 +198,11 @@ func runBench(cmd *cobra.Command, _ []string) error {
 		if err != nil {
 			return err
 		}
+		csvOut, closeCSV, err := explainCSV(f.Lookup("explain-csv").Value.String())
+		if err != nil {
+			return err
+		}
+		defer closeCSV()
 		for _, p := range policies {
 			bar := newProgressBar(cmd.ErrOrStderr(), "sim "+p, showProgress)
 			var roles []string
@@ -206,7 +213,7 @@ func runBench(cmd *cobra.Command, _ []string) error {
 			}
 			s, err := cluster.Run(ctx, cluster.Options{
 				Instances: n, Speeds: speeds, Engine: ec, Config: cfg, Plan: plan, Seed: plan.Seed, Progress: bar.set,
-				Explain: explain, Roles: roles, KVTransferPerBlock: perBlock, RestartAt: restartAt, Window: window,
+				Explain: explain, ExplainCSV: csvOut, Roles: roles, KVTransferPerBlock: perBlock, RestartAt: restartAt, Window: window,
 			}, p)
 			if len(roles) > 0 {
 				s.Policy = fmt.Sprintf("%s (%dP+%dD)", p, prefillN, n-prefillN)
@@ -219,7 +226,7 @@ func runBench(cmd *cobra.Command, _ []string) error {
 			if !asJSON {
 				workload.WriteTable(out, s.Summary)
 				fmt.Fprintln(out)
-				if s.Explain != nil {
+				if s.Explain != nil && explain > 0 {
 					s.Explain.Write(out)
 					fmt.Fprintln(out)
 				}
@@ -230,7 +237,7 @@ func runBench(cmd *cobra.Command, _ []string) error {
 			}
 		}
 	case "live":
-		for _, name := range []string{"policy", "instances", "instance-speeds", "profile", "kv-blocks", "explain", "prefill-instances", "kv-transfer-per-block"} {
+		for _, name := range []string{"policy", "instances", "instance-speeds", "profile", "kv-blocks", "explain", "explain-csv", "prefill-instances", "kv-transfer-per-block"} {
 			if f.Changed(name) {
 				return fmt.Errorf("--%s is for --mode sim: the live target runs whatever its scheduler is configured with (name the run with --label)", name)
 			}
@@ -472,4 +479,26 @@ func (b *progressBar) done() {
 		fmt.Fprintf(b.w, "\r%s\r", strings.Repeat(" ", 22+barWidth+20))
 		b.shown = false
 	}
+}
+
+// explainCSV opens --explain-csv's file (nil without one) and writes the
+// header; closeCSV closes it (the runs flush their rows).
+func explainCSV(path string) (w io.Writer, closeCSV func(), err error) {
+	if path == "" {
+		return nil, func() {}, nil
+	}
+	fh, err := os.Create(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--explain-csv: %w", err)
+	}
+	cw := csv.NewWriter(fh)
+	if err := cw.Write(cluster.ExplainCSVHeader); err != nil {
+		fh.Close()
+		return nil, nil, fmt.Errorf("--explain-csv %s: %w", path, err)
+	}
+	if cw.Flush(); cw.Error() != nil {
+		fh.Close()
+		return nil, nil, fmt.Errorf("--explain-csv %s: %w", path, cw.Error())
+	}
+	return fh, func() { fh.Close() }, nil
 }

@@ -20,13 +20,9 @@ func runSuite(cmd *cobra.Command, cfg config.Config) error {
 	if d <= 0 {
 		return fmt.Errorf("--duration %s: the suite needs a positive duration (e.g. 3m)", d)
 	}
-	var seeds []uint64
-	for _, s := range strings.Split(f.Lookup("seeds").Value.String(), ",") {
-		v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
-		if err != nil {
-			return fmt.Errorf("--seeds %q: want comma-separated seeds, e.g. 1,2,3", f.Lookup("seeds").Value.String())
-		}
-		seeds = append(seeds, v)
+	seeds, err := parseSeeds(f.Lookup("seeds").Value.String())
+	if err != nil {
+		return err
 	}
 	all := cluster.SuiteClasses()
 	classes := all
@@ -73,4 +69,40 @@ func runSuite(cmd *cobra.Command, cfg config.Config) error {
 	fmt.Fprintf(cmd.OutOrStdout(), "Peer comparison suite: %s simulated per run, seeds %s, profile %s\n\n", d, f.Lookup("seeds").Value.String(), profile)
 	cluster.WriteSuite(cmd.OutOrStdout(), classes, runs)
 	return nil
+}
+
+// maxSeeds bounds --seeds: each seed is a run of every class and policy.
+const maxSeeds = 1000
+
+// parseSeeds reads --seeds: comma-separated seeds and ranges (1,2,3 or
+// 1-20 or 1-3,7).
+func parseSeeds(spec string) ([]uint64, error) {
+	bad := func(why string) error {
+		return fmt.Errorf("--seeds %q: %s: want comma-separated seeds or ranges, e.g. 1,2,3 or 1-20", spec, why)
+	}
+	var seeds []uint64
+	for _, part := range strings.Split(spec, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.ParseUint(strings.TrimSpace(lo), 10, 64)
+		if err != nil {
+			return nil, bad(fmt.Sprintf("%q is not a seed", part))
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.ParseUint(strings.TrimSpace(hi), 10, 64); err != nil || b < a {
+				return nil, bad(fmt.Sprintf("%q is not a range from a seed to a larger one", part))
+			}
+		}
+		if b-a >= maxSeeds || len(seeds)+int(b-a+1) > maxSeeds {
+			return nil, bad(fmt.Sprintf("more than %d seeds", maxSeeds))
+		}
+		for v := a; ; v++ {
+			seeds = append(seeds, v)
+			if v == b {
+				break
+			}
+		}
+	}
+	return seeds, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/llmrouter/llmrouter/sim/cluster"
 )
 
 var benchJSONKeys = []string{"duration_s", "errors", "failed", "input_tokens", "output_throughput", "output_tokens",
@@ -85,6 +88,35 @@ func TestBenchSimTable(t *testing.T) {
 	}
 }
 
+// --explain-csv writes the header once and a row per request of every
+// policy, without printing the explanation.
+func TestBenchSimExplainCSV(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "picks.csv")
+	r := run(t, nil, "bench", "--instances", "2", "--policy", "round-robin,prefix-cache", "--workload", "shared-prefix",
+		"--groups", "3", "--prompts-per-group", "4", "--rate", "5", "--duration", "0", "--explain-csv", path)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if strings.Contains(r.stdout, "Explain ") {
+		t.Fatalf("--explain-csv alone printed the explanation:\n%s", r.stdout)
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	rows, err := csv.NewReader(fh).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1+2*12 || !slices.Equal(rows[0], cluster.ExplainCSVHeader) {
+		t.Fatalf("%d rows, header %q: want the header and 12 rows per policy", len(rows), rows[0])
+	}
+	if rows[1][0] != "round-robin" || rows[len(rows)-1][0] != "prefix-cache" {
+		t.Fatalf("policies %q ... %q: want each policy's rows in run order", rows[1][0], rows[len(rows)-1][0])
+	}
+}
+
 func TestBenchRejectsBadInput(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "w.jsonl")
@@ -108,6 +140,10 @@ func TestBenchRejectsBadInput(t *testing.T) {
 		{[]string{"--mode", "live", "--concurrency", "1"}, "--target"},
 		{[]string{"--mode", "live", "--target", "http://127.0.0.1:1", "--policy", "random", "--concurrency", "1"}, "--policy is for --mode sim"},
 		{[]string{"--concurrency", "1", "--duration", "0"}, "endless"},
+		{[]string{"--concurrency", "1", "--explain-csv", "/nonexistent-dir/x.csv"}, "--explain-csv"},
+		{[]string{"--mode", "suite", "--duration", "1s", "--seeds", "3-1"}, `--seeds "3-1": "3-1" is not a range`},
+		{[]string{"--mode", "suite", "--duration", "1s", "--seeds", "1,x"}, `"x" is not a seed`},
+		{[]string{"--mode", "suite", "--duration", "1s", "--seeds", "1-5000"}, "more than 1000 seeds"},
 	}
 	for _, c := range cases {
 		r := run(t, nil, append([]string{"bench"}, c.args...)...)
@@ -219,5 +255,15 @@ func TestBenchSimEndpointPickerConfig(t *testing.T) {
 	r = run(t, nil, "bench", "--mode", "sim", "--policy", "round-robin,fastest", "--duration", "5s", "--concurrency", "1")
 	if r.code == 0 || !strings.Contains(r.stderr, `"fastest"`) || !strings.Contains(r.stderr, "peer-scorer") || strings.Contains(r.stdout, "round-robin") {
 		t.Errorf("an unknown name must stop bench before any run, naming the accepted ones: exit %d %s %s", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestParseSeeds(t *testing.T) {
+	got, err := parseSeeds("1-3, 7,10-11")
+	if want := []uint64{1, 2, 3, 7, 10, 11}; err != nil || !slices.Equal(got, want) {
+		t.Fatalf("parseSeeds: %v, %v: want %v", got, err, want)
+	}
+	if _, err := parseSeeds("1-1000,1001"); err == nil {
+		t.Fatal("1001 seeds accepted")
 	}
 }

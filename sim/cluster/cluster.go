@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/netip"
@@ -84,6 +85,10 @@ type Options struct {
 	// against what the engines did, keeps the Explain worst decisions, and
 	// returns it all in Result.Explain (explain.go).
 	Explain int
+	// ExplainCSV, when set, receives one CSV row per pick (ExplainCSVHeader's
+	// columns; with or without Explain), for analysis the summary does not
+	// do: the diagnosis of shared-prefix in docs/policies.md was done so.
+	ExplainCSV io.Writer
 	// RestartAt, when positive, replaces the scheduler with a fresh one at
 	// that time, the agents re-registering over RestartGap (default
 	// 1.5 s); Window, the length of Result.Series' windows (default 5 s with
@@ -291,8 +296,8 @@ func Run(ctx context.Context, o Options, policyName string) (Result, error) {
 		log = zap.NewNop()
 	}
 	var x *explainer
-	if o.Explain > 0 {
-		x = newExplainer(o.Explain)
+	if o.Explain > 0 || o.ExplainCSV != nil {
+		x = newExplainer(o.Explain, policyName, o.ExplainCSV)
 		log = explainLogger(log, x.record)
 	}
 	deps := scheduler.Deps{Clock: clock, Log: log, Rand: rand.New(rand.NewPCG(o.Seed, 0x73696d)), Metrics: o.Metrics}
@@ -315,6 +320,9 @@ func Run(ctx context.Context, o Options, policyName string) (Result, error) {
 		return Result{}, err
 	}
 	if err := s.loop(ctx); err != nil {
+		return Result{}, err
+	}
+	if err := x.flushCSV(); err != nil {
 		return Result{}, err
 	}
 	return s.result(policyName), nil

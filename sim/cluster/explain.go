@@ -1,11 +1,13 @@
 package cluster
 
 import (
+	"encoding/csv"
 	"fmt"
 	"io"
 	"math"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -124,6 +126,9 @@ type explainer struct {
 	worst   []Decision
 	slowest []Decision
 	keep    int
+	policy  string
+	csv     *csv.Writer // Options.ExplainCSV; nil: none
+	line    []string
 }
 
 // Rows of the explanation, in print order.
@@ -136,11 +141,17 @@ const (
 	rowHeld
 	rowLeft
 	rowRegret
+	rowRegretNew
+	rowRegretKnown
+	rowRecomputed
 	nRows
 )
 
-func newExplainer(keep int) *explainer {
-	x := &explainer{pending: map[string]map[string]any{}, seen: map[uint64]struct{}{}, keep: keep}
+func newExplainer(keep int, policy string, w io.Writer) *explainer {
+	x := &explainer{pending: map[string]map[string]any{}, seen: map[uint64]struct{}{}, keep: keep, policy: policy}
+	if w != nil {
+		x.csv = csv.NewWriter(w)
+	}
 	x.rows = make([]ErrorRow, nRows)
 	x.rows[rowCachedAll] = ErrorRow{Name: "cached tokens, every candidate (predicted - true at the pick)", Unit: "tok"}
 	x.rows[rowCachedChosen] = ErrorRow{Name: "cached tokens, chosen (predicted - true at the pick)", Unit: "tok"}
@@ -150,6 +161,12 @@ func newExplainer(keep int) *explainer {
 	x.rows[rowHeld] = ErrorRow{Name: "held in the scheduler's queue before the pick", Unit: "ms"}
 	x.rows[rowLeft] = ErrorRow{Name: "cache left behind (best candidate's true cached - chosen's)", Unit: "tok"}
 	x.rows[rowRegret] = ErrorRow{Name: "TTFT over its lower bound", Unit: "ms"}
+	// Split by whether any earlier request computed some of the prompt: a
+	// prefix nobody computed is prefilled whole wherever it goes, and where
+	// it goes decides only its queue and whom its prefill delays.
+	x.rows[rowRegretNew] = ErrorRow{Name: "  of prompts no earlier request computed any of", Unit: "ms"}
+	x.rows[rowRegretKnown] = ErrorRow{Name: "  of the others", Unit: "ms"}
+	x.rows[rowRecomputed] = ErrorRow{Name: "computed before, recomputed (ideal - cached at admission)", Unit: "tok"}
 	return x
 }
 
@@ -264,6 +281,15 @@ func (x *explainer) firstToken(d *Decision, at time.Duration, cached int, schedu
 	add(rowHeld, float64(d.Held)/1e6)
 	add(rowLeft, float64(best-c.Cached))
 	add(rowRegret, float64(d.TTFT-d.LowerBound)/1e6)
+	if d.IdealCached == 0 {
+		add(rowRegretNew, float64(d.TTFT-d.LowerBound)/1e6)
+	} else {
+		add(rowRegretKnown, float64(d.TTFT-d.LowerBound)/1e6)
+	}
+	add(rowRecomputed, float64(max(d.IdealCached-cached, 0)))
+	if x.csv != nil {
+		x.writeCSV(d, fromPick)
+	}
 	x.lb = append(x.lb, float64(d.LowerBound)/1e6)
 	// Worst: the largest TTFT misprediction when the policy predicts TTFT,
 	// else the largest TTFT over the lower bound.
@@ -272,9 +298,57 @@ func (x *explainer) firstToken(d *Decision, at time.Duration, cached int, schedu
 	if !math.IsNaN(c.PredTT) {
 		d.key = math.Abs(c.PredTT - fromPick)
 	}
-	x.worst = keepWorst(x.worst, *d, x.keep)
-	d.key = regret
-	x.slowest = keepWorst(x.slowest, *d, x.keep)
+	if x.keep > 0 {
+		x.worst = keepWorst(x.worst, *d, x.keep)
+		d.key = regret
+		x.slowest = keepWorst(x.slowest, *d, x.keep)
+	}
+}
+
+// ExplainCSVHeader names Options.ExplainCSV's columns: the policy, the
+// request, when it arrived (seconds of simulated time), its prompt, the
+// most of it any earlier request had computed, the chosen instance and
+// its rank in the policy's order, what the policy predicted there (empty
+// when it predicts nothing) against what the engine held and had queued at
+// the pick and held at admission, and the request's TTFT (from arrival,
+// and from the pick) against its lower bound, in milliseconds.
+var ExplainCSVHeader = []string{
+	"policy", "request", "arrival_s", "prompt_tokens", "ideal_cached_tokens", "chosen", "rank",
+	"pred_cached_tokens", "cached_at_pick_tokens", "cached_at_admission_tokens",
+	"pred_ahead_tokens", "queued_ahead_tokens", "pred_ttft_ms", "ttft_from_pick_ms",
+	"ttft_ms", "lower_bound_ms", "held_ms", "waited_ms",
+}
+
+// writeCSV writes d's row (ExplainCSVHeader); the first write error stays
+// in x.csv and Run returns it.
+func (x *explainer) writeCSV(d *Decision, fromPick float64) {
+	c := d.Candidates[d.Chosen]
+	num := func(v float64, scale float64) string {
+		if math.IsNaN(v) {
+			return ""
+		}
+		return strconv.FormatFloat(v*scale, 'f', -1, 64)
+	}
+	ms := func(t time.Duration) string { return strconv.FormatFloat(float64(t)/1e6, 'f', 3, 64) }
+	x.line = append(x.line[:0], x.policy, d.Request, strconv.FormatFloat(d.Arrival.Seconds(), 'f', 6, 64),
+		strconv.Itoa(d.Prompt), strconv.Itoa(d.IdealCached), c.Addr, strconv.Itoa(d.Chosen),
+		num(c.PredCached, 1), strconv.Itoa(c.Cached), strconv.Itoa(d.Admitted),
+		num(c.PredAhead, 1), strconv.Itoa(c.Queued), num(c.PredTT, 1e3), num(fromPick, 1e3),
+		ms(d.TTFT), ms(d.LowerBound), ms(d.Held), ms(d.Waited))
+	_ = x.csv.Write(x.line)
+}
+
+// flushCSV writes out what the CSV writer holds and returns its first
+// error.
+func (x *explainer) flushCSV() error {
+	if x == nil || x.csv == nil {
+		return nil
+	}
+	x.csv.Flush()
+	if err := x.csv.Error(); err != nil {
+		return fmt.Errorf("explain CSV: %w", err)
+	}
+	return nil
 }
 
 // keepWorst inserts d into list (by key, largest first) if it is among

@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"bytes"
+	"encoding/csv"
 	"math"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -95,7 +97,7 @@ func TestExplainSetsPredictionsAgainstTheEngines(t *testing.T) {
 // own. Before, it counted as the model's error (lognormal-kvfull seed 2:
 // TTFT error -425 ms mean, of which 332 ms was the scheduler's queue).
 func TestExplainSeparatesTheSchedulersQueue(t *testing.T) {
-	x := newExplainer(1)
+	x := newExplainer(1, "p", nil)
 	d := &Decision{
 		Request: "r", Arrival: time.Second, dispatched: time.Second + 300*time.Millisecond,
 		Candidates: []candidate{{Addr: "a", PredTT: 0.1}}, Chosen: 0, LowerBound: 10 * time.Millisecond,
@@ -126,5 +128,69 @@ func TestExplainSeparatesTheSchedulersQueue(t *testing.T) {
 		if held := row(t, r.Explain, "held in the scheduler's queue"); held.N != r.Requests || held.P1 < 0 {
 			t.Errorf("%s: held row n %d of %d requests, p1 %.1f ms", p, held.N, r.Requests, held.P1)
 		}
+	}
+}
+
+// ExplainCSV writes one row per request with the header's columns, also
+// without the printed explanation, and the first request of each prefix
+// group (nothing of it computed before) is told apart from the rest, in
+// the CSV and in the split rows.
+func TestExplainCSV(t *testing.T) {
+	src, err := workload.NewSharedPrefix(workload.SharedPrefix{Seed: 2, Groups: 6, PromptsPerGroup: 10, SystemTokens: 1024, QuestionTokens: 64, OutputTokens: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := opts(src, 3, workload.Arrivals{Concurrency: 8}, 0)
+	var b bytes.Buffer
+	o.ExplainCSV = &b
+	r := run(t, o, "prefix-cache")
+	rows, err := csv.NewReader(&b).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != r.Requests || r.Requests != 60 {
+		t.Fatalf("%d CSV rows for %d requests, want 60", len(rows), r.Requests)
+	}
+	col := map[string]int{}
+	for i, name := range ExplainCSVHeader {
+		col[name] = i
+	}
+	fresh := 0
+	for _, row := range rows {
+		if len(row) != len(ExplainCSVHeader) || row[col["policy"]] != "prefix-cache" {
+			t.Fatalf("row %q: want %d columns and the policy", row, len(ExplainCSVHeader))
+		}
+		ttft, _ := strconv.ParseFloat(row[col["ttft_ms"]], 64)
+		lb, _ := strconv.ParseFloat(row[col["lower_bound_ms"]], 64)
+		if !(lb > 0 && lb <= ttft) || row[col["pred_ttft_ms"]] == "" {
+			t.Fatalf("row %q: want a predicted TTFT and a lower bound under the TTFT", row)
+		}
+		if row[col["ideal_cached_tokens"]] == "0" {
+			fresh++
+		}
+	}
+	// Each group's first request finds nothing computed; the one-turn
+	// questions after it find at least the group's system prompt.
+	if fresh != 6 {
+		t.Fatalf("%d requests found nothing computed before them, want one per group (6)", fresh)
+	}
+	if n := row(t, r.Explain, "  of prompts no earlier request computed any of").N; n != fresh {
+		t.Fatalf("split row counts %d new prefixes, the CSV %d", n, fresh)
+	}
+	if n := row(t, r.Explain, "  of the others").N; n != 60-fresh {
+		t.Fatalf("split row counts %d others, want %d", n, 60-fresh)
+	}
+}
+
+// A prefix computed before but recomputed (two requests of one new group
+// prefilled in the same step) is counted in tokens.
+func TestExplainCountsRecomputedPrefixes(t *testing.T) {
+	x := newExplainer(0, "p", nil)
+	d := &Decision{Request: "r", Candidates: []candidate{{Addr: "a", PredTT: math.NaN()}}, IdealCached: 2048, LowerBound: time.Millisecond}
+	x.firstToken(d, 50*time.Millisecond, 0, 0)
+	d2 := &Decision{Request: "s", Candidates: []candidate{{Addr: "a", PredTT: math.NaN()}}, IdealCached: 2048, LowerBound: time.Millisecond}
+	x.firstToken(d2, 10*time.Millisecond, 2048, 0)
+	if rc := row(t, x.result("p"), "computed before, recomputed"); rc.N != 2 || rc.Mean != 1024 || rc.P1 > 100 {
+		t.Fatalf("recomputed row %+v: want 0 and 2048 tokens", rc)
 	}
 }

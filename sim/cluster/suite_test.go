@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +35,7 @@ func TestVerdictsAgainstTheLowestOtherPolicy(t *testing.T) {
 	}
 	var b bytes.Buffer
 	WriteSuite(&b, []Class{{Name: "a", What: "a class", Flags: "--x"}}, runs)
-	if out := b.String(); !strings.Contains(out, "MISSED: mean, p99") || !strings.Contains(out, "| a | 1 | 1.00 (peer-scorer) | 1.09 (round-robin) | met |") {
+	if out := b.String(); !strings.Contains(out, "MISSED: mean, p99") || !strings.Contains(out, "| a | 1 | 1.000 (peer-scorer) | 1.090 (round-robin) | met |") {
 		t.Fatalf("suite report:\n%s", out)
 	}
 }
@@ -58,6 +59,49 @@ func TestSuiteClassesRun(t *testing.T) {
 	for _, r := range runs {
 		if r.Requests == 0 || !(r.LowerBoundMeanMs > 0) || r.LowerBoundMeanMs > r.TTFTMeanMs {
 			t.Fatalf("%+v: want requests served and a lower bound under the measured TTFT", r)
+		}
+	}
+}
+
+// The summary over seeds averages the per-seed ratios with Student's t
+// interval: a class whose seeds fall either side of the target gets an
+// interval spanning it.
+func TestSummarizeOverSeeds(t *testing.T) {
+	var runs []SuiteRun
+	for i, pc := range []float64{10.1, 9.9, 10.2, 9.8} {
+		seed := uint64(i + 1)
+		runs = append(runs,
+			SuiteRun{Class: "tie", Seed: seed, Policy: "peer-cache-aware", TTFTMeanMs: 10, TTFTP99Ms: 40},
+			SuiteRun{Class: "tie", Seed: seed, Policy: "prefix-cache", TTFTMeanMs: pc, TTFTP99Ms: 40},
+			SuiteRun{Class: "lead", Seed: seed, Policy: "peer-cache-aware", TTFTMeanMs: 10, TTFTP99Ms: 40},
+			SuiteRun{Class: "lead", Seed: seed, Policy: "prefix-cache", TTFTMeanMs: 8, TTFTP99Ms: 30})
+	}
+	sums := Summarize(Verdicts(runs))
+	if len(sums) != 2 || sums[0].Class != "tie" || sums[1].Class != "lead" {
+		t.Fatalf("%+v: want the classes in the order they first appear", sums)
+	}
+	tie := sums[0]
+	// Ratios 1.01, 0.99, 1.02, 0.98: mean 1, sample sd 0.018257, t(3) = 3.182.
+	half := 3.182 * 0.018257 / 2
+	if tie.Seeds != 4 || tie.Met != 2 || math.Abs(tie.Mean.Mean-1) > 1e-9 ||
+		math.Abs(tie.Mean.Low-(1-half)) > 1e-4 || math.Abs(tie.Mean.High-(1+half)) > 1e-4 {
+		t.Fatalf("tie: %+v, want mean 1 ± %.4f, 2 of 4 seeds met", tie, half)
+	}
+	if lead := sums[1]; lead.Met != 4 || lead.Mean.Mean != 0.8 || lead.Mean.Low != 0.8 || lead.P99.Mean != 0.75 {
+		t.Fatalf("lead: %+v: identical seeds give a zero-width interval at 0.8 and 0.75", lead)
+	}
+	var b bytes.Buffer
+	WriteSuite(&b, nil, runs)
+	if out := b.String(); !strings.Contains(out, "| tie | 4 | 1.0000 (0.9710-1.0290) | 1.0000 (1.0000-1.0000) | 2 of 4 |") {
+		t.Fatalf("suite report:\n%s", out)
+	}
+}
+
+func TestTQuantile975(t *testing.T) {
+	// Exact values from a statistics table.
+	for df, want := range map[int]float64{1: 12.706, 10: 2.228, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980, 1 << 20: 1.960} {
+		if got := tQuantile975(df); math.Abs(got-want) > 0.001 {
+			t.Errorf("t(0.975, %d) = %.4f, want %.3f", df, got, want)
 		}
 	}
 }
