@@ -85,6 +85,8 @@ func (c *CycleState) Reset() {
 // SingleProfileHandler is the type name of the profile handler llm-d
 // files declare when they have one profile; it is accepted and does
 // nothing (each profile is a policy here, chosen by llm_scheduler.policy).
+// As upstream, a file declaring it with several profiles is refused
+// (ParseEndpointPickerConfig).
 const SingleProfileHandler = "single-profile-handler"
 
 type singleProfileHandler struct{}

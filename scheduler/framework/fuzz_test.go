@@ -18,6 +18,7 @@ func FuzzEndpointPickerConfig(f *testing.F) {
 		}
 	}
 	f.Add([]byte(llmdDefault))
+	f.Add([]byte(noProfiles))
 	f.Add([]byte(header + "plugins: [{type: prefix-cache, parameters: {stepTime: 6ms}}]\nschedulingProfiles: [{name: p, plugins: [{pluginRef: prefix-cache}]}]\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) > 1<<16 {

@@ -274,11 +274,22 @@ func Build(spec Spec, profile string, d policy.Deps) (policy.Policy, error) {
 		}
 		h.built = append(h.built, builtPlugin{name, pl.Type, p})
 	}
+	where := fmt.Sprintf("scheduling profile %q", profile)
+	if ps.every {
+		where += " (the file declares no schedulingProfiles: this one has every filter, scorer and picker it declares)"
+		ps.Plugins = nil
+		for _, b := range h.built {
+			switch b.p.(type) {
+			case Filter, Scorer, Picker:
+				ps.Plugins = append(ps.Plugins, PluginRef{PluginRef: b.name})
+			}
+		}
+	}
 	prof := &Profile{name: profile}
 	for _, ref := range ps.Plugins {
 		p, ok := h.Plugin(ref.PluginRef)
 		if !ok {
-			return nil, fmt.Errorf("scheduling profile %q: pluginRef %q names no plugin; declared: %s", profile, ref.PluginRef, strings.Join(spec.pluginNames(), ", "))
+			return nil, fmt.Errorf("%s: pluginRef %q names no plugin; declared: %s", where, ref.PluginRef, strings.Join(spec.pluginNames(), ", "))
 		}
 		w := 1.0
 		if ref.Weight != nil {
@@ -286,31 +297,31 @@ func Build(spec Spec, profile string, d policy.Deps) (policy.Policy, error) {
 		}
 		if isStage(h.typeOf(ref.PluginRef)) {
 			if ref.Weight != nil {
-				return nil, fmt.Errorf("scheduling profile %q: pluginRef %q: weight: only a scorer takes one", profile, ref.PluginRef)
+				return nil, fmt.Errorf("%s: pluginRef %q: weight: only a scorer takes one", where, ref.PluginRef)
 			}
 			continue // the scheduler runs it ahead of every profile
 		}
 		switch x := p.(type) {
 		case Scorer:
 			if w < 0 {
-				return nil, fmt.Errorf("scheduling profile %q: pluginRef %q: weight %g: accepted: 0 or more", profile, ref.PluginRef, w)
+				return nil, fmt.Errorf("%s: pluginRef %q: weight %g: accepted: 0 or more", where, ref.PluginRef, w)
 			}
 			prof.scorers = append(prof.scorers, weighted{x, w})
 		case Filter:
 			prof.filters = append(prof.filters, x)
 		case Picker:
 			if prof.picker != nil {
-				return nil, fmt.Errorf("scheduling profile %q: pluginRef %q: a second picker; a profile has one", profile, ref.PluginRef)
+				return nil, fmt.Errorf("%s: pluginRef %q: a second picker; a profile has one", where, ref.PluginRef)
 			}
 			prof.picker = x
 		case ProfileHandler:
-			return nil, fmt.Errorf("scheduling profile %q: pluginRef %q: a profile handler is declared under plugins, not referenced from a profile", profile, ref.PluginRef)
+			return nil, fmt.Errorf("%s: pluginRef %q: a profile handler is declared under plugins, not referenced from a profile", where, ref.PluginRef)
 		default:
-			return nil, fmt.Errorf("scheduling profile %q: pluginRef %q is neither a filter, a scorer nor a picker", profile, ref.PluginRef)
+			return nil, fmt.Errorf("%s: pluginRef %q is neither a filter, a scorer nor a picker", where, ref.PluginRef)
 		}
 		if ref.Weight != nil {
 			if _, ok := p.(Scorer); !ok {
-				return nil, fmt.Errorf("scheduling profile %q: pluginRef %q: weight: only a scorer takes one", profile, ref.PluginRef)
+				return nil, fmt.Errorf("%s: pluginRef %q: weight: only a scorer takes one", where, ref.PluginRef)
 			}
 		}
 	}

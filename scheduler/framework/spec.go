@@ -25,7 +25,8 @@ const (
 )
 
 // Spec is an EndpointPickerConfig: plugins, then the scheduling profiles
-// that reference them.
+// that reference them. A file without schedulingProfiles has one, named
+// DefaultProfile, made of every filter, scorer and picker it declares.
 type Spec struct {
 	APIVersion string        `json:"apiVersion,omitempty"`
 	Kind       string        `json:"kind,omitempty"`
@@ -52,7 +53,16 @@ func (p PluginSpec) name() string {
 type ProfileSpec struct {
 	Name    string      `json:"name"`
 	Plugins []PluginRef `json:"plugins"`
+
+	// every marks the profile a file without schedulingProfiles gets: it
+	// runs every filter, scorer and picker the file declares, which only
+	// building them tells apart (Build).
+	every bool `json:"-"`
 }
+
+// DefaultProfile names the scheduling profile of a file that declares
+// none, as in the Gateway API Inference Extension and llm-d.
+const DefaultProfile = "default"
 
 // PluginRef references a plugin from a profile; Weight applies to scorers
 // (default 1).
@@ -145,7 +155,13 @@ func ParseEndpointPickerConfig(b []byte) (Spec, error) {
 		names = append(names, p.name())
 	}
 	if len(s.Profiles) == 0 {
-		return Spec{}, errors.New("schedulingProfiles: none declared")
+		// As upstream's loader (ensureSchedulingLayer in
+		// pkg/epp/config/loader/defaults.go of the Gateway API
+		// Inference Extension and llm-d-inference-scheduler): one
+		// profile, "default", of every filter, scorer and picker
+		// declared, scorers weighing 1; a picker when none is declared
+		// is max-score-picker, as for any profile (Build).
+		s.Profiles = []ProfileSpec{{Name: DefaultProfile, every: true}}
 	}
 	var profiles []string
 	for i, p := range s.Profiles {
@@ -156,11 +172,39 @@ func ParseEndpointPickerConfig(b []byte) (Spec, error) {
 			return Spec{}, fmt.Errorf("schedulingProfiles[%d]: name %q declared twice", i, p.Name)
 		}
 		profiles = append(profiles, p.Name)
-		if len(p.Plugins) == 0 {
+		if len(p.Plugins) == 0 && !p.every {
 			return Spec{}, fmt.Errorf("scheduling profile %q: no plugins", p.Name)
 		}
 	}
+	if err := profileHandlers(s); err != nil {
+		return Spec{}, err
+	}
 	return s, nil
+}
+
+// profileHandlers holds the file's profile handlers to upstream's rules
+// (buildSchedulerConfig in pkg/epp/config/loader/configloader.go of the
+// Gateway API Inference Extension and llm-d-inference-scheduler): one
+// handler at most, and single-profile-handler only with a single
+// profile. Here the handler decides nothing (llm_scheduler.policy chooses
+// the profile), but a file upstream refuses is refused here too, not
+// read with a meaning upstream never gives it.
+func profileHandlers(s Spec) error {
+	first := -1
+	for i, p := range s.Plugins {
+		if p.Type != SingleProfileHandler {
+			continue
+		}
+		if first >= 0 {
+			return fmt.Errorf("plugins[%d]: %q is a second profile handler (%q is the first); accepted: one", i, p.name(), s.Plugins[first].name())
+		}
+		first = i
+		if len(s.Profiles) > 1 {
+			return fmt.Errorf("plugins[%d]: %q (type %s) serves a single scheduling profile and the file declares %d (%s); accepted: one profile with %s, or several without it (llm_scheduler.policy, prefill_policy and decode_policy choose among them)",
+				i, p.name(), SingleProfileHandler, len(s.Profiles), strings.Join(s.profileNames(), ", "), SingleProfileHandler)
+		}
+	}
+	return nil
 }
 
 // upstreamFields are the EndpointPickerConfig fields of the Gateway API
