@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Adapter knows one engine: how to recognise it and how its metric names map
@@ -179,7 +180,7 @@ func extractVLLM(m Metrics, s *Stats) {
 		setMax(&s.PrefixCacheHitRatio, m, "vllm:gpu_prefix_cache_hit_rate", nil)
 	}
 	s.Models = m.LabelValues("model_name", prefixed("vllm:"))
-	s.LoRAAdapters = loraFromInfo(m, "vllm:lora_requests_info", "running_lora_adapters")
+	s.LoRAAdapters, s.LoRAWaiting, s.MaxLoRA = loraFromInfo(m, "vllm:lora_requests_info")
 }
 
 func extractSGLang(m Metrics, s *Stats) {
@@ -378,27 +379,57 @@ func intLabel(labels map[string]string, names []string) (int64, bool) {
 	return 0, false
 }
 
-// loraFromInfo reads adapter names from a comma-separated label of the most
-// recent series (vLLM sets the series' value to its update time).
-func loraFromInfo(m Metrics, name, label string) []string {
-	var latest *Sample
-	for i := range m[name] {
-		s := &m[name][i]
-		if latest == nil || s.Value > latest.Value {
-			latest = s
+// loraFromInfo reads vLLM's lora_requests_info gauge. vLLM starts a new
+// series for every change of its labels and sets the series' value to the
+// time of the change, so every combination ever seen stays in the scrape and
+// the newest is the current one. A series naming no running and no waiting
+// adapter is skipped, as the Gateway API Inference Extension skips it: the
+// engine went idle and still holds the adapters it last ran, which the
+// newest series naming some adapter lists. max_lora is engine configuration,
+// the same in every series; it is read from the newest one, so an idle
+// engine's is known too, and is nil when not a whole number >= 0. All three
+// are nil when the gauge is absent; the lists are empty, not nil, when it is
+// present but names no adapter.
+func loraFromInfo(m Metrics, name string) (running, waiting []string, maxLoRA *int64) {
+	samples := m[name]
+	if len(samples) == 0 {
+		return nil, nil, nil
+	}
+	var newest, active *Sample
+	for i := range samples {
+		s := &samples[i]
+		if newest == nil || s.Value > newest.Value {
+			newest = s
+		}
+		named := namesAdapter(s.Labels["running_lora_adapters"]) || namesAdapter(s.Labels["waiting_lora_adapters"])
+		if named && (active == nil || s.Value > active.Value) {
+			active = s
 		}
 	}
-	if latest == nil {
-		return nil
+	running, waiting = []string{}, []string{}
+	if active != nil {
+		running = adapterList(active.Labels["running_lora_adapters"])
+		waiting = adapterList(active.Labels["waiting_lora_adapters"])
 	}
-	seen := map[string]bool{}
+	if v, err := strconv.ParseInt(strings.TrimSpace(newest.Labels["max_lora"]), 10, 64); err == nil && v >= 0 {
+		maxLoRA = i64(v)
+	}
+	return running, waiting, maxLoRA
+}
+
+// namesAdapter reports whether a comma-separated label names any adapter.
+func namesAdapter(label string) bool {
+	return strings.TrimFunc(label, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) != ""
+}
+
+// adapterList splits a comma-separated label into sorted distinct names.
+func adapterList(label string) []string {
 	out := []string{}
-	for _, a := range strings.Split(latest.Labels[label], ",") {
-		if a = strings.TrimSpace(a); a != "" && !seen[a] {
-			seen[a] = true
+	for _, a := range strings.Split(label, ",") {
+		if a = strings.TrimSpace(a); a != "" {
 			out = append(out, a)
 		}
 	}
 	sort.Strings(out)
-	return out
+	return slices.Compact(out)
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -27,7 +28,8 @@ type want struct {
 	prompt, gen           *float64
 	blockSize, numBlocks  *int64
 	models                []string
-	lora                  []string
+	lora, loraWaiting     []string
+	maxLoRA               *int64
 	genTPS, prefixHitRate *float64
 	role                  string
 }
@@ -36,12 +38,13 @@ type want struct {
 var fixtureWants = map[string]want{
 	"vllm-v0-aibrix-docs.txt": {
 		// V0 names: gpu_cache_usage_perc; cache_config_info carries
-		// block_size=16 and num_gpu_blocks=81767; lora_requests_info has
-		// an empty running_lora_adapters; gpu_prefix_cache_hit_rate is -1
-		// (no data), i.e. unknown.
+		// block_size=16 and num_gpu_blocks=81767; lora_requests_info is
+		// there with max_lora="0" (LoRA off) and empty running and
+		// waiting adapter lists: known, and empty; gpu_prefix_cache_hit_rate
+		// is -1 (no data), i.e. unknown.
 		engine: "vllm", running: f64(0), waiting: f64(0), kv: f64(0),
 		prompt: f64(148), gen: f64(955), blockSize: i64(16), numBlocks: i64(81767),
-		models: []string{"Qwen/Qwen2.5-Coder-1.5B-Instruct"}, lora: []string{},
+		models: []string{"Qwen/Qwen2.5-Coder-1.5B-Instruct"}, lora: []string{}, loraWaiting: []string{}, maxLoRA: i64(0),
 	},
 	"vllm-v1-0.10-prodstack617.txt": {
 		// V1 names: kv_cache_usage_perc; the *_created series are
@@ -147,6 +150,7 @@ func TestFixturesDetectAndMap(t *testing.T) {
 				{"generation_tokens_total", eqF(s.GenerationTokensTotal, w.gen), show(s.GenerationTokensTotal), show(w.gen)},
 				{"block_size", eqI(s.BlockSize, w.blockSize), show(s.BlockSize), show(w.blockSize)},
 				{"num_gpu_blocks", eqI(s.NumGPUBlocks, w.numBlocks), show(s.NumGPUBlocks), show(w.numBlocks)},
+				{"max_lora", eqI(s.MaxLoRA, w.maxLoRA), show(s.MaxLoRA), show(w.maxLoRA)},
 				{"generation_tokens_per_second", eqF(s.GenerationTokensPerSecond, w.genTPS), show(s.GenerationTokensPerSecond), show(w.genTPS)},
 				{"prefix_cache_hit_ratio", eqF(s.PrefixCacheHitRatio, w.prefixHitRate), show(s.PrefixCacheHitRatio), show(w.prefixHitRate)},
 				{"role", s.Role == w.role, s.Role, w.role},
@@ -161,6 +165,9 @@ func TestFixturesDetectAndMap(t *testing.T) {
 			}
 			if !reflect.DeepEqual(s.LoRAAdapters, w.lora) {
 				t.Errorf("lora = %#v, want %#v", s.LoRAAdapters, w.lora)
+			}
+			if !reflect.DeepEqual(s.LoRAWaiting, w.loraWaiting) {
+				t.Errorf("waiting lora = %#v, want %#v", s.LoRAWaiting, w.loraWaiting)
 			}
 		})
 	}
@@ -220,6 +227,70 @@ vllm:lora_requests_info{max_lora="4",running_lora_adapters="old",waiting_lora_ad
 	}
 	if m.Has("vllm:prompt_tokens_created") {
 		t.Error("*_created series must be dropped")
+	}
+}
+
+// TestVLLMLoRARequestsInfo reads lora_requests_info as a running vLLM leaves
+// it: the real dump's series (written when no adapter had run: max_lora 0,
+// both lists empty) followed by those vLLM adds as adapters come and go, one
+// per change of the labels, each valued at the time of the change. The
+// current adapters are the newest series naming any; max_lora is the newest
+// series'; a max_lora that is not a whole number >= 0 is unknown and loses
+// neither list.
+func TestVLLMLoRARequestsInfo(t *testing.T) {
+	dump := string(readFixture(t, "vllm-v0-aibrix-docs.txt"))
+	const real = `vllm:lora_requests_info{max_lora="0",running_lora_adapters="",waiting_lora_adapters=""} 1.7382173358407154e+09` + "\n"
+	if !strings.Contains(dump, real) {
+		t.Fatalf("the fixture no longer holds %q", real)
+	}
+	series := func(maxLoRA, running, waiting string, at float64) string {
+		return fmt.Sprintf("vllm:lora_requests_info{max_lora=%q,running_lora_adapters=%q,waiting_lora_adapters=%q} %v\n",
+			maxLoRA, running, waiting, at)
+	}
+	const t0 = 1.7382173358407154e+09 // the dump's series
+	cases := []struct {
+		name             string
+		added            string // series after the dump's
+		drop             bool   // the dump without its series
+		running, waiting []string
+		maxLoRA          *int64
+	}{
+		{name: "the dump as it is", running: []string{}, waiting: []string{}, maxLoRA: i64(0)},
+		{name: "no series", drop: true},
+		{name: "the newest series naming adapters wins, whatever the order",
+			added:   series("4", "old", "", t0+1) + series("4", "sql,chat", "tools", t0+3) + series("4", "mid", "", t0+2),
+			running: []string{"chat", "sql"}, waiting: []string{"tools"}, maxLoRA: i64(4)},
+		{name: "idle again: the last adapters run are still held",
+			added:   series("4", "sql", "chat", t0+1) + series("4", "", "", t0+2),
+			running: []string{"sql"}, waiting: []string{"chat"}, maxLoRA: i64(4)},
+		{name: "only waiting",
+			added:   series("2", "", "sql", t0+1),
+			running: []string{}, waiting: []string{"sql"}, maxLoRA: i64(2)},
+		{name: "blanks and repeats",
+			added:   series("3", " b, a,,b ", " , ", t0+1),
+			running: []string{"a", "b"}, waiting: []string{}, maxLoRA: i64(3)},
+		{name: "max_lora not a number", added: series("four", "sql", "", t0+1), running: []string{"sql"}, waiting: []string{}},
+		{name: "max_lora negative", added: series("-1", "sql", "", t0+1), running: []string{"sql"}, waiting: []string{}},
+		{name: "max_lora fractional", added: series("2.5", "sql", "", t0+1), running: []string{"sql"}, waiting: []string{}},
+		{name: "max_lora empty", added: series("", "", "chat", t0+1), running: []string{}, waiting: []string{"chat"}},
+	}
+	a, _ := AdapterFor("vllm")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			body := strings.Replace(dump, real, real+c.added, 1)
+			if c.drop {
+				body = strings.Replace(dump, real, "", 1)
+			}
+			m, err := Parse([]byte(body), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := a.Extract(m, nil)
+			if !reflect.DeepEqual(s.LoRAAdapters, c.running) || !reflect.DeepEqual(s.LoRAWaiting, c.waiting) || !eqI(s.MaxLoRA, c.maxLoRA) {
+				t.Errorf("running %#v, waiting %#v, max_lora %s; want %#v, %#v, %s",
+					s.LoRAAdapters, s.LoRAWaiting, show(s.MaxLoRA), c.running, c.waiting, show(c.maxLoRA))
+			}
+		})
 	}
 }
 

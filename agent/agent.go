@@ -141,7 +141,8 @@ type values struct {
 	kv                    float64
 	promptTotal, genTot   float64
 	promptRate, genRate   float64
-	lora                  []string
+	lora, loraWaiting     []string
+	maxLoRA               int64
 	prefixHit             float64
 	promptKnown, genKnown bool
 	at                    time.Time
@@ -603,7 +604,10 @@ func (a *Agent) updateValuesLocked(adapter *Adapter, m Metrics) {
 	}
 	now := time.Now()
 	prev := a.st.vals
-	v := values{at: now, prefixHit: -1, lora: s.LoRAAdapters}
+	v := values{at: now, prefixHit: -1, lora: s.LoRAAdapters, loraWaiting: s.LoRAWaiting}
+	if s.MaxLoRA != nil {
+		v.maxLoRA = *s.MaxLoRA
+	}
 	get := func(p *float64) float64 {
 		if p == nil {
 			return 0
@@ -668,6 +672,8 @@ func (a *Agent) report(s snapshot) *pb.Report {
 		PromptTokensPerSecond:     v.promptRate,
 		GenerationTokensPerSecond: v.genRate,
 		LoraAdapters:              v.lora,
+		WaitingLoraAdapters:       v.loraWaiting,
+		MaxLora:                   v.maxLoRA,
 		PrefixCacheHitRatio:       v.prefixHit,
 		Sequence:                  a.seq.Add(1),
 	}

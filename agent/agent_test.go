@@ -85,6 +85,8 @@ vllm:generation_tokens_total{engine="0",model_name="m"} %g
 vllm:generation_tokens_created{engine="0",model_name="m"} 1.75e9
 # TYPE vllm:cache_config_info gauge
 vllm:cache_config_info{block_size="16",engine="0",num_gpu_blocks="%d"} 1
+# TYPE vllm:lora_requests_info gauge
+vllm:lora_requests_info{max_lora="2",running_lora_adapters="sql-lora",waiting_lora_adapters="chat-lora"} 1.75e9
 `, e.running, e.waiting, e.genTokens, e.numBlocks)
 	})
 	return mux
@@ -342,6 +344,12 @@ func TestAgentLifecycle(t *testing.T) {
 	}
 	if in := reg1.GetInitial(); !in.GetHealthy() || in.GetRunning() != 2 || in.GetWaiting() != 1 || in.GetKvCacheUsage() != 0.25 {
 		t.Fatalf("initial report = %v", in)
+	}
+	// lora_requests_info's three labels reach the report.
+	if in := reg1.GetInitial(); !slices.Equal(in.GetLoraAdapters(), []string{"sql-lora"}) ||
+		!slices.Equal(in.GetWaitingLoraAdapters(), []string{"chat-lora"}) || in.GetMaxLora() != 2 {
+		t.Fatalf("initial report's LoRA adapters = %q, waiting %q, max_lora %d; want [sql-lora], [chat-lora], 2",
+			in.GetLoraAdapters(), in.GetWaitingLoraAdapters(), in.GetMaxLora())
 	}
 	eventually(t, "readiness", 5*time.Second, func() bool { return a.Ready() == nil })
 	if v := value(t, a.met.connected); v != 1 {

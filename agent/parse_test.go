@@ -209,6 +209,16 @@ func FuzzParseAndExtract(f *testing.F) {
 				if s.BlockSize != nil && *s.BlockSize <= 0 {
 					t.Fatalf("%s: block size %d", a.Name, *s.BlockSize)
 				}
+				if s.MaxLoRA != nil && *s.MaxLoRA < 0 {
+					t.Fatalf("%s: max_lora %d", a.Name, *s.MaxLoRA)
+				}
+				for _, list := range [][]string{s.LoRAAdapters, s.LoRAWaiting} {
+					for _, l := range list {
+						if l == "" || strings.Contains(l, ",") || strings.TrimSpace(l) != l {
+							t.Fatalf("%s: LoRA adapter name %q", a.Name, l)
+						}
+					}
+				}
 			}
 		}
 	})

@@ -16,8 +16,14 @@ type Stats struct {
 	NumGPUBlocks              *int64
 	PrefixCacheHitRatio       *float64 // 0..1
 	// Models named by the metrics' labels (the live agent prefers /v1/models).
-	Models       []string
+	Models []string
+	// LoRA adapters from vLLM's lora_requests_info: those its running
+	// requests use (LoRAAdapters), those its waiting requests wait to have
+	// loaded (LoRAWaiting), and how many it runs at once (MaxLoRA, its
+	// --max-loras; 0 with LoRA off). nil when the engine does not say.
 	LoRAAdapters []string
+	LoRAWaiting  []string
+	MaxLoRA      *int64
 	// Role the engine says it plays ("prefill", "decode"), "" when it does
 	// not say (SGLang's engine_type label).
 	Role string
