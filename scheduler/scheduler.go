@@ -410,7 +410,7 @@ func (s *Scheduler) setDraining(id string, draining bool, reason string) error {
 func (s *Scheduler) mirror(in *inst, ri *registry.Instance) {
 	v := &in.view
 	v.ID, v.Address, v.Engine, v.Role = ri.ID, ri.Address, ri.Engine, ri.Role
-	v.Models, v.LoRAs = ri.Models, ri.LoRAs
+	v.Models, v.LoRAs, v.WaitingLoRAs, v.MaxLoRA = ri.Models, ri.LoRAs, ri.WaitingLoRAs, ri.MaxLoRA
 	v.Running, v.Waiting, v.KVCacheUsage = ri.Running, ri.Waiting, ri.KVCacheUsage
 	v.PromptTPS, v.GenTPS, v.PrefixCacheHitRatio = ri.PromptTPS, ri.GenTPS, ri.PrefixCacheHitRatio
 	v.PromptTokensTotal = ri.PromptTokensTotal

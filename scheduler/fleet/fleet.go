@@ -87,6 +87,11 @@ type Instance struct {
 	Role    Role
 	Models  []string
 	LoRAs   []string
+	// WaitingLoRAs are adapters whose requests wait for the engine to load
+	// them; MaxLoRA is how many adapters the engine runs at once, 0 when
+	// unknown (vLLM's lora_requests_info; other engines say neither).
+	WaitingLoRAs []string
+	MaxLoRA      int64
 
 	PromptTPS float64 // prompt tokens/s over the last report interval
 	GenTPS    float64 // generation tokens/s over the last report interval

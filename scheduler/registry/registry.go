@@ -50,6 +50,12 @@ type Instance struct {
 	Role          fleet.Role
 	NumGPUBlocks  int64
 	BlockSize     int64
+	// WaitingLoRAs are adapters whose requests wait for the engine to load
+	// them; MaxLoRA is how many adapters it runs at once, 0 when unknown
+	// (Report.waiting_lora_adapters, Report.max_lora: every report says
+	// them afresh).
+	WaitingLoRAs []string
+	MaxLoRA      int64
 	// BootstrapPort is an SGLang prefill instance's KV bootstrap port, 0
 	// when none (Register.bootstrap_port).
 	BootstrapPort int32
@@ -414,6 +420,8 @@ func applyReport(i *Instance, rep *llmrouterv1.Report, now time.Time) {
 	if l := rep.GetLoraAdapters(); len(l) > 0 {
 		i.LoRAs = dedupe(l)
 	}
+	i.WaitingLoRAs = dedupe(rep.GetWaitingLoraAdapters())
+	i.MaxLoRA = max(rep.GetMaxLora(), 0)
 	i.Sequence = rep.GetSequence()
 	i.LastReport = now
 }

@@ -68,6 +68,38 @@ func TestRoutableSortedAndFiltered(t *testing.T) {
 	}
 }
 
+// TestReportCopiesLoRAState: the adapters an engine runs, those waiting to
+// be loaded and its adapter slots reach the instance from the registration's
+// first report and from every report after it. Running adapters keep their
+// last list when a report names none (the engine still holds them); waiting
+// adapters and slots are what the latest report says, a negative max_lora
+// being unknown (0).
+func TestReportCopiesLoRAState(t *testing.T) {
+	r := New(Options{})
+	rg := reg("10.0.0.1:80", 0)
+	rg.Initial = &llmrouterv1.Report{Healthy: true, LoraAdapters: []string{"sql", "sql"},
+		WaitingLoraAdapters: []string{"chat", "", "chat", "tools"}, MaxLora: 4}
+	if _, err := r.Register(rg, nil); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string, i Instance, loras, waiting []string, maxLoRA int64) {
+		t.Helper()
+		if !slices.Equal(i.LoRAs, loras) || !slices.Equal(i.WaitingLoRAs, waiting) || i.MaxLoRA != maxLoRA {
+			t.Errorf("%s: loras %q, waiting %q, max_lora %d; want %q, %q, %d", when, i.LoRAs, i.WaitingLoRAs, i.MaxLoRA, loras, waiting, maxLoRA)
+		}
+	}
+	check("registered", r.List()[0], []string{"sql"}, []string{"chat", "tools"}, 4)
+	i, err := r.Report("10.0.0.1:80", 0, &llmrouterv1.Report{Healthy: true, LoraAdapters: []string{"chat"}, WaitingLoraAdapters: []string{"sql"}, MaxLora: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("report", i, []string{"chat"}, []string{"sql"}, 4)
+	if i, err = r.Report("10.0.0.1:80", 0, &llmrouterv1.Report{Healthy: true, MaxLora: -2}); err != nil {
+		t.Fatal(err)
+	}
+	check("report naming no adapter, bad max_lora", i, []string{"chat"}, []string{}, 0)
+}
+
 func TestIPv4MappedAddressNormalised(t *testing.T) {
 	r := New(Options{})
 	l, err := r.Register(reg("[::ffff:10.0.0.1]:80", 0), nil)

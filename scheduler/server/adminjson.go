@@ -19,6 +19,10 @@ type Instance struct {
 	AgentVersion  string   `json:"agent_version"`
 	Models        []string `json:"models"`
 	LoRAs         []string `json:"loras"`
+	// WaitingLoRAs and MaxLoRA: adapters waiting to be loaded and the
+	// engine's adapter slots, 0 when unknown (vLLM's lora_requests_info).
+	WaitingLoRAs []string `json:"waiting_loras"`
+	MaxLoRA      int64    `json:"max_lora"`
 	// Role is "both", "prefill" or "decode".
 	Role string `json:"role"`
 	// State is registry.Instance.State: "healthy", "unhealthy", "draining",
@@ -50,7 +54,8 @@ type Instance struct {
 func instanceJSON(i registry.Instance) Instance {
 	out := Instance{
 		ID: i.ID, Address: i.Address, Engine: i.Engine, EngineVersion: i.EngineVersion, AgentVersion: i.AgentVersion,
-		Models: nonNil(i.Models), LoRAs: nonNil(i.LoRAs), Role: i.Role.String(), State: i.State(),
+		Models: nonNil(i.Models), LoRAs: nonNil(i.LoRAs), WaitingLoRAs: nonNil(i.WaitingLoRAs), MaxLoRA: i.MaxLoRA,
+		Role: i.Role.String(), State: i.State(),
 		Healthy: i.Healthy, UnhealthyReason: i.UnhealthyReason, Draining: i.Draining,
 		NumGPUBlocks: i.NumGPUBlocks, BlockSize: i.BlockSize, BootstrapPort: i.BootstrapPort,
 		ReportIntervalSeconds: i.ReportInterval.Seconds(), Registered: i.Registered.UTC(), LastReport: i.LastReport.UTC(),

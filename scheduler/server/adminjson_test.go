@@ -26,7 +26,8 @@ func TestAdminInstancesJSON(t *testing.T) {
 	if _, err := e.sch.Register(reg); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.sch.InstanceReport("10.0.0.1:8000", 0, &llmrouterv1.Report{Healthy: true, Running: 3, KvCacheUsage: 0.25, PrefixCacheHitRatio: -1}); err != nil {
+	if err := e.sch.InstanceReport("10.0.0.1:8000", 0, &llmrouterv1.Report{Healthy: true, Running: 3, KvCacheUsage: 0.25, PrefixCacheHitRatio: -1,
+		LoraAdapters: []string{"sql"}, WaitingLoraAdapters: []string{"chat"}, MaxLora: 4}); err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(AdminHandler(e.sch, ""))
@@ -58,6 +59,7 @@ func TestAdminInstancesJSON(t *testing.T) {
 		"id": "10.0.0.1:8000", "address": "10.0.0.1:8000", "engine": "vllm", "role": "decode", "state": "healthy",
 		"healthy": true, "draining": false, "num_gpu_blocks": 1000.0, "block_size": 16.0,
 		"report_interval_seconds": 0.2, "running": 3.0, "kv_cache_usage": 0.25, "prefix_cache_hit_ratio": nil,
+		"max_lora": 4.0,
 	}
 	for k, v := range want {
 		got, ok := in[k]
@@ -67,6 +69,12 @@ func TestAdminInstancesJSON(t *testing.T) {
 	}
 	if m, _ := in["models"].([]any); !slices.Equal(m, []any{"m"}) {
 		t.Errorf("models = %#v", in["models"])
+	}
+	if l, _ := in["loras"].([]any); !slices.Equal(l, []any{"sql"}) {
+		t.Errorf("loras = %#v", in["loras"])
+	}
+	if l, _ := in["waiting_loras"].([]any); !slices.Equal(l, []any{"chat"}) {
+		t.Errorf("waiting_loras = %#v", in["waiting_loras"])
 	}
 	for _, k := range []string{"registered", "last_report"} {
 		s, _ := in[k].(string)
