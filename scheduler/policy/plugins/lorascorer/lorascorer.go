@@ -1,7 +1,12 @@
-// Package lorascorer is lora-affinity-scorer: 1 for a candidate that
-// already holds the request's LoRA adapter, 0 for one that would have to
-// load it; 1 for every candidate when the request names no adapter. It is
-// the example in docs/policies.md of adding a scorer: this package and one
+// Package lorascorer is lora-affinity-scorer: it grades how ready each
+// candidate is to serve the request's LoRA adapter, with the Gateway API
+// Inference Extension's grades: 1 where the adapter is loaded, 0.8 where the
+// engine has a free adapter slot (fewer adapters running and waiting than
+// it runs at once), 0.6 where requests for it already wait for it to be
+// loaded, else 0; 1 for every candidate when the request names no adapter.
+// An engine that does not say its waiting adapters and slots (anything but
+// vLLM with LoRA on) scores 1 or 0, as it would without them. It is the
+// example in docs/policies.md of adding a scorer: this package and one
 // import line in plugins/all.
 package lorascorer
 
@@ -24,12 +29,22 @@ func init() {
 
 type scorer struct{}
 
-// Score is 1 where the adapter is loaded.
+// Score grades as upstream does, in its order: a candidate with a free slot
+// scores 0.8 whether or not the adapter waits there too; 0.6 is for one
+// whose slots are all taken but where the adapter is already queued to
+// load. Slots taken are counted as upstream counts them, running plus
+// waiting adapters; MaxLoRA 0 (unknown) never has room.
 func (scorer) Score(_ *framework.CycleState, req *policy.Request, cands []*policy.Instance, out []float64) {
 	for i, c := range cands {
-		out[i] = 0
-		if req.LoRA == "" || slices.Contains(c.LoRAs, req.LoRA) {
+		switch {
+		case req.LoRA == "" || slices.Contains(c.LoRAs, req.LoRA):
 			out[i] = 1
+		case int64(len(c.LoRAs)+len(c.WaitingLoRAs)) < c.MaxLoRA:
+			out[i] = 0.8
+		case slices.Contains(c.WaitingLoRAs, req.LoRA):
+			out[i] = 0.6
+		default:
+			out[i] = 0
 		}
 	}
 }

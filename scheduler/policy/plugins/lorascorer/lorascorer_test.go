@@ -53,6 +53,68 @@ schedulingProfiles:
 	}
 }
 
+// TestGrades: each candidate's score for a request naming adapter "sql",
+// by what its engine reports of adapters running (LoRAs), waiting and its
+// adapter slots (MaxLoRA).
+func TestGrades(t *testing.T) {
+	spec, err := framework.ParseEndpointPickerConfig([]byte(`
+apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: lora-affinity-scorer
+schedulingProfiles:
+- name: lora
+  plugins:
+  - {pluginRef: lora-affinity-scorer}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := framework.Build(spec, "lora", policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 2))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		running []string
+		waiting []string
+		max     int64
+		want    float64
+	}{
+		{"running here", []string{"chat", "sql"}, nil, 2, 1},
+		{"running here, slots unknown", []string{"sql"}, nil, 0, 1},
+		{"running and waiting here", []string{"sql"}, []string{"sql", "chat"}, 2, 1},
+		{"a free slot", []string{"chat"}, nil, 2, 0.8},
+		{"a free slot on an idle engine", nil, nil, 4, 0.8},
+		{"a free slot, and queued here too", []string{"chat"}, []string{"sql"}, 4, 0.8},
+		{"queued here, no free slot", []string{"chat"}, []string{"sql"}, 2, 0.6},
+		{"queued here, slots unknown", nil, []string{"sql"}, 0, 0.6},
+		{"slots full of others", []string{"chat", "tools"}, nil, 2, 0},
+		{"slots taken by others running and waiting", []string{"chat"}, []string{"tools"}, 2, 0},
+		{"engine says nothing of slots or waiting", []string{"chat"}, nil, 0, 0},
+		{"engine says nothing at all", nil, nil, 0, 0},
+	}
+	cands := make([]*policy.Instance, len(cases))
+	for i, c := range cases {
+		cands[i] = &policy.Instance{ID: c.name, LoRAs: c.running, WaitingLoRAs: c.waiting, MaxLoRA: c.max}
+	}
+	got := p.(*framework.Profile).Scores(&policy.Request{LoRA: "sql"}, cands)
+	if len(got) != len(cases) {
+		t.Fatalf("%d scores for %d candidates", len(got), len(cases))
+	}
+	for i, c := range cases {
+		if got[i] != c.want {
+			t.Errorf("%s (running %q, waiting %q, max_lora %d): %v, want %v", c.name, c.running, c.waiting, c.max, got[i], c.want)
+		}
+	}
+	// No adapter asked: every candidate is as good as any other.
+	for i, s := range p.(*framework.Profile).Scores(&policy.Request{}, cands) {
+		if s != 1 {
+			t.Errorf("no adapter asked: %s scores %v, want 1", cases[i].name, s)
+		}
+	}
+}
+
 // codeLines are the non-blank lines of src, trimmed, without line comments.
 func codeLines(src string) []string {
 	var out []string
