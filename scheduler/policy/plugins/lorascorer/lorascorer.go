@@ -3,7 +3,9 @@
 // Inference Extension's grades: 1 where the adapter is loaded, 0.8 where the
 // engine has a free adapter slot (fewer adapters running and waiting than
 // it runs at once), 0.6 where requests for it already wait for it to be
-// loaded, else 0; 1 for every candidate when the request names no adapter.
+// loaded, else 0. A request naming no adapter, or naming the base model the
+// candidate serves (the gateway names the request's model as its adapter
+// unless a header names one), needs no adapter: 1.
 // An engine that does not say its waiting adapters and slots (anything but
 // vLLM with LoRA on) scores 1 or 0, as it would without them. It is the
 // example in docs/policies.md of adding a scorer: this package and one
@@ -37,7 +39,7 @@ type scorer struct{}
 func (scorer) Score(_ *framework.CycleState, req *policy.Request, cands []*policy.Instance, out []float64) {
 	for i, c := range cands {
 		switch {
-		case req.LoRA == "" || slices.Contains(c.LoRAs, req.LoRA):
+		case req.LoRA == "" || slices.Contains(c.LoRAs, req.LoRA) || slices.Contains(c.Models, req.LoRA):
 			out[i] = 1
 		case int64(len(c.LoRAs)+len(c.WaitingLoRAs)) < c.MaxLoRA:
 			out[i] = 0.8

@@ -96,7 +96,7 @@ schedulingProfiles:
 	}
 	cands := make([]*policy.Instance, len(cases))
 	for i, c := range cases {
-		cands[i] = &policy.Instance{ID: c.name, LoRAs: c.running, WaitingLoRAs: c.waiting, MaxLoRA: c.max}
+		cands[i] = &policy.Instance{ID: c.name, Models: []string{"m"}, LoRAs: c.running, WaitingLoRAs: c.waiting, MaxLoRA: c.max}
 	}
 	got := p.(*framework.Profile).Scores(&policy.Request{LoRA: "sql"}, cands)
 	if len(got) != len(cases) {
@@ -107,10 +107,14 @@ schedulingProfiles:
 			t.Errorf("%s (running %q, waiting %q, max_lora %d): %v, want %v", c.name, c.running, c.waiting, c.max, got[i], c.want)
 		}
 	}
-	// No adapter asked: every candidate is as good as any other.
-	for i, s := range p.(*framework.Profile).Scores(&policy.Request{}, cands) {
-		if s != 1 {
-			t.Errorf("no adapter asked: %s scores %v, want 1", cases[i].name, s)
+	// No adapter asked, or the base model named where the adapter goes (as
+	// the gateway does without an adapter header): every candidate serves
+	// it as it is, whatever its slots.
+	for _, req := range []*policy.Request{{}, {Model: "m", LoRA: "m"}} {
+		for i, s := range p.(*framework.Profile).Scores(req, cands) {
+			if s != 1 {
+				t.Errorf("adapter %q asked: %s scores %v, want 1", req.LoRA, cases[i].name, s)
+			}
 		}
 	}
 }
