@@ -113,3 +113,51 @@ func TestMovedCostModelKeyWarns(t *testing.T) {
 		t.Errorf("warnings %q do not name step_time's new place", all)
 	}
 }
+
+// TestDeprecatedEndpointPickerAPIVersionWarns: an EndpointPickerConfig
+// under an apiVersion llm-d deprecates still loads, and startup says so in
+// one warning naming it, the file and the current one; under the current
+// apiVersion nothing is said.
+func TestDeprecatedEndpointPickerAPIVersionWarns(t *testing.T) {
+	for _, tc := range []struct {
+		version    string
+		deprecated bool
+	}{
+		{"llm-d.ai/v1", false},
+		{"llm-d.ai/v1alpha1", true},
+		{"inference.networking.x-k8s.io/v1alpha1", true},
+	} {
+		f := filepath.Join(t.TempDir(), "epp.yaml")
+		src := "apiVersion: " + tc.version + "\nkind: EndpointPickerConfig\nplugins: [{type: queue-scorer}]\nschedulingProfiles: [{name: p, plugins: [{pluginRef: queue-scorer}]}]\n"
+		if err := os.WriteFile(f, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := loadYAML(t, "llm_scheduler:\n  policy: p\n  endpoint_picker_config: "+f+"\n")
+		if err != nil {
+			t.Fatal(err)
+		}
+		core, logs := observer.New(zapcore.WarnLevel)
+		if _, err := New(cfg, Deps{Log: zap.New(core)}); err != nil {
+			t.Fatalf("apiVersion %s: %v", tc.version, err)
+		}
+		var warned []observer.LoggedEntry
+		for _, e := range logs.All() {
+			if strings.Contains(e.Message, "apiVersion") {
+				warned = append(warned, e)
+			}
+		}
+		if !tc.deprecated {
+			if len(warned) != 0 {
+				t.Errorf("apiVersion %s: warned %v", tc.version, warned)
+			}
+			continue
+		}
+		if len(warned) != 1 {
+			t.Fatalf("apiVersion %s: %d warnings %v, want one", tc.version, len(warned), warned)
+		}
+		e := warned[0]
+		if e.Level != zapcore.WarnLevel || !strings.Contains(e.Message, tc.version+" is deprecated") || !strings.Contains(e.Message, "use llm-d.ai/v1") || e.ContextMap()["file"] != f {
+			t.Errorf("apiVersion %s: warning %q %v, want it named, the replacement and the file", tc.version, e.Message, e.ContextMap())
+		}
+	}
+}

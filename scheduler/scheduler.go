@@ -233,6 +233,9 @@ func resolver(cfg config.Config, d policy.Deps) (framework.Resolver, error) {
 	if err != nil {
 		return framework.Resolver{}, fmt.Errorf("llm_scheduler.endpoint_picker_config: %w", err)
 	}
+	if m := spec.Deprecation(); m != "" && d.Log != nil {
+		d.Log.Warn(m, zap.String("file", path))
+	}
 	return framework.Resolver{File: &spec}, nil
 }
 

@@ -3,6 +3,7 @@ package framework_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/llmrouter/llmrouter/scheduler/framework"
@@ -19,6 +20,7 @@ func FuzzEndpointPickerConfig(f *testing.F) {
 	}
 	f.Add([]byte(llmdDefault))
 	f.Add([]byte(noProfiles))
+	f.Add([]byte(strings.Replace(llmdDefault, header, "apiVersion: llm-d.ai/v1\nkind: EndpointPickerConfig\n", 1)))
 	f.Add([]byte(header + "plugins: [{type: prefix-cache, parameters: {stepTime: 6ms}}]\nschedulingProfiles: [{name: p, plugins: [{pluginRef: prefix-cache}]}]\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) > 1<<16 {

@@ -17,12 +17,62 @@ import (
 	"github.com/llmrouter/llmrouter/scheduler/policy"
 )
 
-// APIVersion and Kind of the EndpointPickerConfig files this package reads
-// (the Gateway API Inference Extension's, which llm-d uses).
+// APIVersion is the apiVersion llm-d's endpoint picker (llm-d-router,
+// formerly llm-d-inference-scheduler) writes its EndpointPickerConfig files
+// under now; Kind is their kind, required whatever the apiVersion.
 const (
-	APIVersion = "inference.networking.x-k8s.io/v1alpha1"
+	APIVersion = "llm-d.ai/v1"
 	Kind       = "EndpointPickerConfig"
 )
+
+// apiVersions are the apiVersions upstream loads an EndpointPickerConfig
+// under, current first. llm-d's loader (pkg/epp/config/loader/configloader.go)
+// reads llm-d.ai/v1 and, logging each as deprecated, llm-d.ai/v1alpha1 and
+// inference.networking.x-k8s.io/v1alpha1; the latter is the only one the
+// Gateway API Inference Extension's own loader reads. The three differ in
+// no field this loader reads, so a file loads the same under each.
+var apiVersions = []struct {
+	name       string
+	deprecated bool
+}{
+	{APIVersion, false},
+	{"llm-d.ai/v1alpha1", true},
+	{"inference.networking.x-k8s.io/v1alpha1", true},
+}
+
+// APIVersions lists the apiVersions accepted, current first, deprecated
+// ones marked so.
+func APIVersions() []string {
+	out := make([]string, len(apiVersions))
+	for i, v := range apiVersions {
+		out[i] = v.name
+		if v.deprecated {
+			out[i] += " (deprecated)"
+		}
+	}
+	return out
+}
+
+// Deprecation says, when s's apiVersion is one upstream deprecates, that it
+// is and what replaces it; it is empty otherwise. Parsing logs nothing: the
+// scheduler, which has the logger, says it once at startup.
+func (s Spec) Deprecation() string {
+	for _, v := range apiVersions {
+		if v.name == s.APIVersion && v.deprecated {
+			return fmt.Sprintf("EndpointPickerConfig apiVersion %s is deprecated upstream (llm-d): use %s; the file loads the same under it", v.name, APIVersion)
+		}
+	}
+	return ""
+}
+
+func knownAPIVersion(v string) bool {
+	for _, a := range apiVersions {
+		if a.name == v {
+			return true
+		}
+	}
+	return false
+}
 
 // Spec is an EndpointPickerConfig: plugins, then the scheduling profiles
 // that reference them. A file without schedulingProfiles has one, named
@@ -135,8 +185,8 @@ func ParseEndpointPickerConfig(b []byte) (Spec, error) {
 	if err := strictDecode(j, &s); err != nil {
 		return Spec{}, err
 	}
-	if s.APIVersion != APIVersion {
-		return Spec{}, fmt.Errorf("apiVersion %q: accepted: %s", s.APIVersion, APIVersion)
+	if !knownAPIVersion(s.APIVersion) {
+		return Spec{}, fmt.Errorf("apiVersion %q: accepted: %s", s.APIVersion, strings.Join(APIVersions(), ", "))
 	}
 	if s.Kind != Kind {
 		return Spec{}, fmt.Errorf("kind %q: accepted: %s", s.Kind, Kind)
