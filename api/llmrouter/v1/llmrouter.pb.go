@@ -518,9 +518,16 @@ type Report struct {
 	WaitingLoraAdapters []string `protobuf:"bytes,13,rep,name=waiting_lora_adapters,json=waitingLoraAdapters,proto3" json:"waiting_lora_adapters,omitempty"`
 	// Most LoRA adapters the engine runs at once (vLLM's max_lora, its
 	// --max-loras); 0 when unknown or LoRA is off.
-	MaxLora       int64 `protobuf:"varint,14,opt,name=max_lora,json=maxLora,proto3" json:"max_lora,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxLora int64 `protobuf:"varint,14,opt,name=max_lora,json=maxLora,proto3" json:"max_lora,omitempty"`
+	// True when lora_adapters and waiting_lora_adapters are the engine's own
+	// account of its adapters (vLLM's lora_requests_info): the scheduler takes
+	// them as they are, empty lists meaning none run and none wait. False when
+	// the engine does not say: lora_adapters then names the adapters the
+	// engine serves (/v1/models), if any, and an empty list leaves the
+	// scheduler's previous one.
+	LoraStateKnown bool `protobuf:"varint,15,opt,name=lora_state_known,json=loraStateKnown,proto3" json:"lora_state_known,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Report) Reset() {
@@ -649,6 +656,13 @@ func (x *Report) GetMaxLora() int64 {
 		return x.MaxLora
 	}
 	return 0
+}
+
+func (x *Report) GetLoraStateKnown() bool {
+	if x != nil {
+		return x.LoraStateKnown
+	}
+	return false
 }
 
 type SchedulerMessage struct {
@@ -1412,7 +1426,7 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	" \x01(\v2\x19.google.protobuf.DurationR\x0ereportInterval\x12.\n" +
 	"\ainitial\x18\v \x01(\v2\x14.llmrouter.v1.ReportR\ainitial\x12%\n" +
 	"\x0ebootstrap_port\x18\f \x01(\x05R\rbootstrapPort\x12\x19\n" +
-	"\bpd_proxy\x18\r \x01(\bR\apdProxy\"\xce\x04\n" +
+	"\bpd_proxy\x18\r \x01(\bR\apdProxy\"\xf8\x04\n" +
 	"\x06Report\x12\x18\n" +
 	"\ahealthy\x18\x01 \x01(\bR\ahealthy\x12)\n" +
 	"\x10unhealthy_reason\x18\x02 \x01(\tR\x0funhealthyReason\x12\x18\n" +
@@ -1428,7 +1442,8 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"\x16prefix_cache_hit_ratio\x18\v \x01(\x01R\x13prefixCacheHitRatio\x12\x1a\n" +
 	"\bsequence\x18\f \x01(\x04R\bsequence\x122\n" +
 	"\x15waiting_lora_adapters\x18\r \x03(\tR\x13waitingLoraAdapters\x12\x19\n" +
-	"\bmax_lora\x18\x0e \x01(\x03R\amaxLora\"\xcc\x01\n" +
+	"\bmax_lora\x18\x0e \x01(\x03R\amaxLora\x12(\n" +
+	"\x10lora_state_known\x18\x0f \x01(\bR\x0eloraStateKnown\"\xcc\x01\n" +
 	"\x10SchedulerMessage\x12;\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x19.llmrouter.v1.RegisterAckH\x00R\n" +
