@@ -348,7 +348,10 @@ type Register struct {
 	EngineVersion string `protobuf:"bytes,3,opt,name=engine_version,json=engineVersion,proto3" json:"engine_version,omitempty"`
 	// Models served, as /v1/models lists them.
 	Models []string `protobuf:"bytes,4,rep,name=models,proto3" json:"models,omitempty"`
-	// LoRA adapters loaded at registration time; reports update the list.
+	// LoRA adapters the engine serves under their own model names (vLLM's and
+	// SGLang's /v1/models entries whose parent is a base model): requests
+	// naming one are routed among the instances that list it. Reports'
+	// lora_adapters say which of them are running.
 	LoraAdapters []string `protobuf:"bytes,5,rep,name=lora_adapters,json=loraAdapters,proto3" json:"lora_adapters,omitempty"`
 	// KV capacity, 0 when the engine does not expose it.
 	NumGpuBlocks int64  `protobuf:"varint,6,opt,name=num_gpu_blocks,json=numGpuBlocks,proto3" json:"num_gpu_blocks,omitempty"`
@@ -365,9 +368,15 @@ type Register struct {
 	BootstrapPort int32 `protobuf:"varint,12,opt,name=bootstrap_port,json=bootstrapPort,proto3" json:"bootstrap_port,omitempty"`
 	// The agent runs a pd proxy in front of the engine (the address is the
 	// proxy's): the scheduler sends it PrefillFleet messages.
-	PdProxy       bool `protobuf:"varint,13,opt,name=pd_proxy,json=pdProxy,proto3" json:"pd_proxy,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PdProxy bool `protobuf:"varint,13,opt,name=pd_proxy,json=pdProxy,proto3" json:"pd_proxy,omitempty"`
+	// Set on a re-registration over the same stream when the engine neither
+	// restarted nor went down since the previous one: only what it serves
+	// changed (a LoRA adapter loaded or unloaded at runtime). The scheduler
+	// then keeps what it learnt of the instance (cached prefixes, sessions,
+	// measured speed); otherwise it learns the instance afresh.
+	EngineUnchanged bool `protobuf:"varint,14,opt,name=engine_unchanged,json=engineUnchanged,proto3" json:"engine_unchanged,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Register) Reset() {
@@ -487,6 +496,13 @@ func (x *Register) GetBootstrapPort() int32 {
 func (x *Register) GetPdProxy() bool {
 	if x != nil {
 		return x.PdProxy
+	}
+	return false
+}
+
+func (x *Register) GetEngineUnchanged() bool {
+	if x != nil {
+		return x.EngineUnchanged
 	}
 	return false
 }
@@ -1410,7 +1426,7 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"\fAgentMessage\x124\n" +
 	"\bregister\x18\x01 \x01(\v2\x16.llmrouter.v1.RegisterH\x00R\bregister\x12.\n" +
 	"\x06report\x18\x02 \x01(\v2\x14.llmrouter.v1.ReportH\x00R\x06reportB\x05\n" +
-	"\x03msg\"\xe8\x03\n" +
+	"\x03msg\"\x93\x04\n" +
 	"\bRegister\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
 	"\x06engine\x18\x02 \x01(\tR\x06engine\x12%\n" +
@@ -1426,7 +1442,8 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	" \x01(\v2\x19.google.protobuf.DurationR\x0ereportInterval\x12.\n" +
 	"\ainitial\x18\v \x01(\v2\x14.llmrouter.v1.ReportR\ainitial\x12%\n" +
 	"\x0ebootstrap_port\x18\f \x01(\x05R\rbootstrapPort\x12\x19\n" +
-	"\bpd_proxy\x18\r \x01(\bR\apdProxy\"\xf8\x04\n" +
+	"\bpd_proxy\x18\r \x01(\bR\apdProxy\x12)\n" +
+	"\x10engine_unchanged\x18\x0e \x01(\bR\x0fengineUnchanged\"\xf8\x04\n" +
 	"\x06Report\x12\x18\n" +
 	"\ahealthy\x18\x01 \x01(\bR\ahealthy\x12)\n" +
 	"\x10unhealthy_reason\x18\x02 \x01(\tR\x0funhealthyReason\x12\x18\n" +
