@@ -164,7 +164,8 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 	}, w
 }
 
-// resolvePool finds the instances for the request's model. A model no
+// resolvePool finds the instances for the request's model: a base model
+// or a LoRA adapter served under its own name (rebuildPools). A model no
 // registered instance serves is rejected with 404 (503 while no instance at
 // all is registered), unless
 // llm_scheduler.default_pool names a model: its instances then take the
@@ -268,7 +269,7 @@ func (s *Scheduler) route(w *waiter, cands, all []*policy.Instance, fallback str
 	ranked := make([]*policy.Instance, 0, n)
 	add := func(v *policy.Instance) {
 		in := s.insts[v.ID]
-		if in == nil || !in.routable() || !slices.Contains(in.view.Models, w.pool) {
+		if in == nil || !in.routable() || !in.serves(w.pool) {
 			return
 		}
 		for _, r := range ranked {

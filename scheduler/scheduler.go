@@ -68,12 +68,21 @@ type inst struct {
 	unseen []*pick
 	// picks counts this instance's unreleased picks.
 	picks int
+	// adapters are the LoRA adapters it serves under their own model
+	// names (registry.Instance.Adapters): a pool each, besides the base
+	// models of view.Models.
+	adapters []string
 }
 
 // routable: the scheduler may pick it. published: it is in Envoy's
 // endpoint set (registry.Instance.Routable and Published).
 func (i *inst) routable() bool  { return i.published() && !i.silent }
 func (i *inst) published() bool { return i.healthy && !i.draining && i.verified }
+
+// serves: pool names a base model or an adapter of the instance.
+func (i *inst) serves(pool string) bool {
+	return slices.Contains(i.view.Models, pool) || slices.Contains(i.adapters, pool)
+}
 
 // Scheduler is the registry, the policy, the in-flight bookkeeping and the
 // admission queue. All of its methods are safe for concurrent use; calls
@@ -305,17 +314,26 @@ func (s *Scheduler) RegisterAs(reg *llmrouterv1.Register, holder *registry.Lease
 	}
 	ri, _ := s.reg.Get(lease.ID)
 	in := s.insts[lease.ID]
-	if in == nil {
+	// The same engine, still running, re-registering over its stream
+	// because what it serves changed (a LoRA adapter loaded or unloaded):
+	// its KV cache and speed are what they were.
+	same := in != nil && reg.GetEngineUnchanged() && holder != nil && holder.ID == lease.ID &&
+		holder.Gen == in.gen && in.view.Engine == ri.Engine
+	switch {
+	case in == nil:
 		in = &inst{}
 		s.insts[lease.ID] = in
-	} else if s.observer != nil {
+	case same:
+	case s.observer != nil:
 		// A registered instance registers again when its engine came back
 		// (restarted, so its KV cache is empty) or changed: what the policy
 		// learnt about it, cached prefixes above all, no longer holds.
 		s.observer.Removed(lease.ID)
 	}
 	in.gen, in.probing = lease.Gen, false
-	in.view.BatchLimit, in.view.Speed = 0, 0 // a new or restarted engine is measured afresh
+	if !same {
+		in.view.BatchLimit, in.view.Speed = 0, 0 // a new or restarted engine is measured afresh
+	}
 	s.mirror(in, &ri)
 	s.sat.Reported(&in.view)
 	s.rebuildPools()
@@ -420,7 +438,7 @@ func (s *Scheduler) mirror(in *inst, ri *registry.Instance) {
 	v.NumGPUBlocks, v.BlockSize, v.LastReport = ri.NumGPUBlocks, ri.BlockSize, ri.LastReport
 	in.healthy, in.draining, in.verified, in.silent = ri.Healthy, ri.Draining, ri.Verified, ri.Silent
 	v.Routable = in.routable()
-	in.bootstrapPort = ri.BootstrapPort
+	in.bootstrapPort, in.adapters = ri.BootstrapPort, ri.Adapters
 	admission.Remember(v) // (Reported, which follows, changes it too)
 }
 
@@ -445,13 +463,20 @@ func (s *Scheduler) forget(id string) {
 	}
 }
 
-// rebuildPools recomputes model → instances. Membership changes are rare
-// next to picks, so picks read a ready list.
+// rebuildPools recomputes model → instances. A model is a base model or a
+// LoRA adapter: vLLM and SGLang serve each adapter under its own model
+// name, and a request naming one may go only to the instances serving it.
+// Membership changes are rare next to picks, so picks read a ready list.
 func (s *Scheduler) rebuildPools() {
 	pools := make(map[string][]*inst, len(s.pools))
 	for _, in := range s.insts {
 		for _, m := range in.view.Models {
 			pools[m] = append(pools[m], in)
+		}
+		for _, m := range in.adapters {
+			if !slices.Contains(in.view.Models, m) {
+				pools[m] = append(pools[m], in)
+			}
 		}
 	}
 	views := make(map[string][]*policy.Instance, len(pools))
@@ -477,7 +502,9 @@ func (s *Scheduler) instanceStates() {
 	}
 }
 
-// Models lists the models the fleet serves, sorted.
+// Models lists the models the fleet serves, sorted: base models and the
+// LoRA adapters instances serve under their own names, as /v1/models lists
+// them.
 func (s *Scheduler) Models() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

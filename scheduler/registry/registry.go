@@ -59,6 +59,11 @@ type Instance struct {
 	// BootstrapPort is an SGLang prefill instance's KV bootstrap port, 0
 	// when none (Register.bootstrap_port).
 	BootstrapPort int32
+	// Adapters are the LoRA adapters the engine serves under their own
+	// model names (Register.lora_adapters, from /v1/models): requests
+	// naming one are routed among the instances listing it. Which of them
+	// run is LoRAs.
+	Adapters []string
 	// ReportInterval is the agent's; silence for MissedReports of them makes
 	// the instance silent.
 	ReportInterval time.Duration
@@ -112,8 +117,11 @@ func (i *Instance) Routable() bool { return i.Published() && !i.Silent }
 // published: silence is not death.
 func (i *Instance) Published() bool { return i.Healthy && !i.Draining && i.Verified }
 
-// Serves reports whether the instance serves model.
-func (i *Instance) Serves(model string) bool { return slices.Contains(i.Models, model) }
+// Serves reports whether the instance serves model: a base model or a LoRA
+// adapter it registered.
+func (i *Instance) Serves(model string) bool {
+	return slices.Contains(i.Models, model) || slices.Contains(i.Adapters, model)
+}
 
 // RoutableInstance is what the data plane needs of a published instance.
 type RoutableInstance struct {
@@ -334,6 +342,7 @@ func (r *Registry) Register(reg *llmrouterv1.Register, holder *Lease) (*Lease, e
 		AgentVersion: reg.GetAgentVersion(), Models: models, LoRAs: dedupe(reg.GetLoraAdapters()),
 		Role: RoleFromProto(reg.GetRole()), NumGPUBlocks: reg.GetNumGpuBlocks(), BlockSize: reg.GetBlockSize(),
 		BootstrapPort:  reg.GetBootstrapPort(),
+		Adapters:       dedupe(reg.GetLoraAdapters()),
 		ReportInterval: interval, Healthy: true, Verified: !r.verify, Registered: now, LastReport: now, PrefixCacheHitRatio: -1,
 	}
 	if ini := reg.GetInitial(); ini != nil {
@@ -364,10 +373,12 @@ func (r *Registry) Register(reg *llmrouterv1.Register, holder *Lease) (*Lease, e
 
 	if old != nil {
 		endLease(old.lease, "replaced by a new registration of "+id)
-		r.log.Info("instance re-registered", zap.String("instance", id), zap.Uint64("gen", lease.Gen))
+		r.log.Info("instance re-registered", zap.String("instance", id), zap.Uint64("gen", lease.Gen),
+			zap.Strings("models", models), zap.Strings("lora_adapters", inst.Adapters))
 	} else {
 		r.log.Info("instance registered", zap.String("instance", id), zap.String("engine", inst.Engine),
-			zap.Strings("models", models), zap.String("role", inst.Role.String()), zap.Bool("healthy", inst.Healthy))
+			zap.Strings("models", models), zap.Strings("lora_adapters", inst.Adapters),
+			zap.String("role", inst.Role.String()), zap.Bool("healthy", inst.Healthy))
 	}
 	r.notify()
 	return lease, nil

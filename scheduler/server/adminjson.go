@@ -19,6 +19,10 @@ type Instance struct {
 	AgentVersion  string   `json:"agent_version"`
 	Models        []string `json:"models"`
 	LoRAs         []string `json:"loras"`
+	// ServedLoRAs are the adapters the engine serves under their own model
+	// names (its registration's, from /v1/models): requests naming one are
+	// routed among the instances listing it. LoRAs are those it runs.
+	ServedLoRAs []string `json:"served_loras"`
 	// WaitingLoRAs and MaxLoRA: adapters waiting to be loaded and the
 	// engine's adapter slots, 0 when unknown (vLLM's lora_requests_info).
 	WaitingLoRAs []string `json:"waiting_loras"`
@@ -54,7 +58,7 @@ type Instance struct {
 func instanceJSON(i registry.Instance) Instance {
 	out := Instance{
 		ID: i.ID, Address: i.Address, Engine: i.Engine, EngineVersion: i.EngineVersion, AgentVersion: i.AgentVersion,
-		Models: nonNil(i.Models), LoRAs: nonNil(i.LoRAs), WaitingLoRAs: nonNil(i.WaitingLoRAs), MaxLoRA: i.MaxLoRA,
+		Models: nonNil(i.Models), LoRAs: nonNil(i.LoRAs), ServedLoRAs: nonNil(i.Adapters), WaitingLoRAs: nonNil(i.WaitingLoRAs), MaxLoRA: i.MaxLoRA,
 		Role: i.Role.String(), State: i.State(),
 		Healthy: i.Healthy, UnhealthyReason: i.UnhealthyReason, Draining: i.Draining,
 		NumGPUBlocks: i.NumGPUBlocks, BlockSize: i.BlockSize, BootstrapPort: i.BootstrapPort,

@@ -23,6 +23,7 @@ func TestAdminInstancesJSON(t *testing.T) {
 	reg := registerMsg("10.0.0.1:8000").GetRegister()
 	reg.Role = llmrouterv1.Role_ROLE_DECODE
 	reg.NumGpuBlocks, reg.BlockSize = 1000, 16
+	reg.LoraAdapters = []string{"sql", "tools"}
 	if _, err := e.sch.Register(reg); err != nil {
 		t.Fatal(err)
 	}
@@ -72,6 +73,9 @@ func TestAdminInstancesJSON(t *testing.T) {
 	}
 	if l, _ := in["loras"].([]any); !slices.Equal(l, []any{"sql"}) {
 		t.Errorf("loras = %#v", in["loras"])
+	}
+	if l, _ := in["served_loras"].([]any); !slices.Equal(l, []any{"sql", "tools"}) {
+		t.Errorf("served_loras = %#v", in["served_loras"])
 	}
 	if l, _ := in["waiting_loras"].([]any); !slices.Equal(l, []any{"chat"}) {
 		t.Errorf("waiting_loras = %#v", in["waiting_loras"])
