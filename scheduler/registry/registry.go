@@ -46,10 +46,13 @@ type Instance struct {
 	EngineVersion string
 	AgentVersion  string
 	Models        []string
-	LoRAs         []string
-	Role          fleet.Role
-	NumGPUBlocks  int64
-	BlockSize     int64
+	// LoRAs are the adapters the engine runs when its reports say
+	// (Report.lora_state_known), else those it serves (registration's
+	// /v1/models list, or the last report naming any).
+	LoRAs        []string
+	Role         fleet.Role
+	NumGPUBlocks int64
+	BlockSize    int64
 	// WaitingLoRAs are adapters whose requests wait for the engine to load
 	// them; MaxLoRA is how many adapters it runs at once, 0 when unknown
 	// (Report.waiting_lora_adapters, Report.max_lora: every report says
@@ -428,7 +431,11 @@ func applyReport(i *Instance, rep *llmrouterv1.Report, now time.Time) {
 	i.PromptTPS = rep.GetPromptTokensPerSecond()
 	i.GenTPS = rep.GetGenerationTokensPerSecond()
 	i.PrefixCacheHitRatio = rep.GetPrefixCacheHitRatio()
-	if l := rep.GetLoraAdapters(); len(l) > 0 {
+	// An engine that says which adapters it runs is taken at its word, none
+	// included. One that does not (every engine but vLLM) names, if
+	// anything, the adapters it serves, which registration already gave:
+	// an empty list keeps them.
+	if l := rep.GetLoraAdapters(); rep.GetLoraStateKnown() || len(l) > 0 {
 		i.LoRAs = dedupe(l)
 	}
 	i.WaitingLoRAs = dedupe(rep.GetWaitingLoraAdapters())

@@ -71,7 +71,8 @@ func TestRoutableSortedAndFiltered(t *testing.T) {
 // TestReportCopiesLoRAState: the adapters an engine runs, those waiting to
 // be loaded and its adapter slots reach the instance from the registration's
 // first report and from every report after it. Running adapters keep their
-// last list when a report names none (the engine still holds them); waiting
+// last list when a report names none and does not say the engine's state is
+// known (TestReportLoRAStateKnown has the other case); waiting
 // adapters and slots are what the latest report says, a negative max_lora
 // being unknown (0).
 func TestReportCopiesLoRAState(t *testing.T) {
@@ -98,6 +99,56 @@ func TestReportCopiesLoRAState(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("report naming no adapter, bad max_lora", i, []string{"chat"}, []string{}, 0)
+}
+
+// TestReportLoRAStateKnown: a report that says it carries the engine's own
+// account of its adapters (lora_state_known) replaces the instance's lists
+// with exactly what it names, none included, so the adapters registration
+// listed (those the engine serves, from /v1/models) are not taken for
+// running ones, and an adapter the engine stopped running is dropped. A
+// report that does not say so and names none leaves them as they were.
+func TestReportLoRAStateKnown(t *testing.T) {
+	r := New(Options{})
+	served := []string{"sql", "chat"}
+	for _, tc := range []struct {
+		addr  string
+		known bool
+		want  []string
+	}{
+		{"10.0.0.1:80", true, []string{}},
+		{"10.0.0.2:80", false, served},
+	} {
+		rg := reg(tc.addr, 0)
+		rg.LoraAdapters = served
+		rg.Initial = &llmrouterv1.Report{Healthy: true, MaxLora: 2, LoraStateKnown: tc.known}
+		if _, err := r.Register(rg, nil); err != nil {
+			t.Fatal(err)
+		}
+		i, _ := r.Get(tc.addr)
+		if !slices.Equal(i.LoRAs, tc.want) {
+			t.Errorf("registered with /v1/models %q, initial report naming none (known %v): loras %q, want %q", served, tc.known, i.LoRAs, tc.want)
+		}
+	}
+	steps := []struct {
+		what             string
+		rep              *llmrouterv1.Report
+		loras, waitingLo []string
+	}{
+		{"runs sql", &llmrouterv1.Report{Healthy: true, LoraStateKnown: true, LoraAdapters: []string{"sql"}}, []string{"sql"}, []string{}},
+		{"stopped running sql, chat waits", &llmrouterv1.Report{Healthy: true, LoraStateKnown: true, WaitingLoraAdapters: []string{"chat"}}, []string{}, []string{"chat"}},
+		{"runs chat", &llmrouterv1.Report{Healthy: true, LoraStateKnown: true, LoraAdapters: []string{"chat"}}, []string{"chat"}, []string{}},
+		{"state not said, none named", &llmrouterv1.Report{Healthy: true}, []string{"chat"}, []string{}},
+		{"runs none", &llmrouterv1.Report{Healthy: true, LoraStateKnown: true}, []string{}, []string{}},
+	}
+	for _, st := range steps {
+		i, err := r.Report("10.0.0.1:80", 0, st.rep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(i.LoRAs, st.loras) || !slices.Equal(i.WaitingLoRAs, st.waitingLo) {
+			t.Errorf("%s: loras %q, waiting %q; want %q, %q", st.what, i.LoRAs, i.WaitingLoRAs, st.loras, st.waitingLo)
+		}
+	}
 }
 
 func TestIPv4MappedAddressNormalised(t *testing.T) {
