@@ -142,6 +142,7 @@ type values struct {
 	promptTotal, genTot   float64
 	promptRate, genRate   float64
 	lora, loraWaiting     []string
+	loraKnown             bool // lora and loraWaiting are the engine's account
 	maxLoRA               int64
 	prefixHit             float64
 	promptKnown, genKnown bool
@@ -604,7 +605,7 @@ func (a *Agent) updateValuesLocked(adapter *Adapter, m Metrics) {
 	}
 	now := time.Now()
 	prev := a.st.vals
-	v := values{at: now, prefixHit: -1, lora: s.LoRAAdapters, loraWaiting: s.LoRAWaiting}
+	v := values{at: now, prefixHit: -1, lora: s.LoRAAdapters, loraWaiting: s.LoRAWaiting, loraKnown: s.LoRAAdapters != nil}
 	if s.MaxLoRA != nil {
 		v.maxLoRA = *s.MaxLoRA
 	}
@@ -674,13 +675,22 @@ func (a *Agent) report(s snapshot) *pb.Report {
 		LoraAdapters:              v.lora,
 		WaitingLoraAdapters:       v.loraWaiting,
 		MaxLora:                   v.maxLoRA,
+		LoraStateKnown:            v.loraKnown,
 		PrefixCacheHitRatio:       v.prefixHit,
 		Sequence:                  a.seq.Add(1),
 	}
 	if !s.healthy {
 		r.UnhealthyReason = s.reason
 	}
-	if len(r.LoraAdapters) == 0 {
+	// The adapters /v1/models lists are those the engine can serve, not
+	// those it runs; they stand in only for an engine that does not say
+	// which it runs. One whose lora_requests_info names no adapter in any
+	// series has run none since it started (vLLM keeps every series it
+	// made, and the newest naming one is read, as upstream reads it), so it
+	// reports none: the Gateway API Inference Extension too sees no adapter
+	// active on such an engine. (Upstream leaves its max_lora unknown then;
+	// loraFromInfo reads it from the newest series, so free slots count.)
+	if !v.loraKnown && len(r.LoraAdapters) == 0 {
 		r.LoraAdapters = s.info.lora
 	}
 	return r

@@ -38,6 +38,7 @@ type fakeVLLM struct {
 	waiting   int
 	genTokens float64
 	numBlocks int
+	body      string // served at /metrics instead of the V1 dump, when set
 	srv       *http.Server
 	done      chan struct{}
 }
@@ -70,6 +71,10 @@ func (e *fakeVLLM) handler() http.Handler {
 		defer e.mu.Unlock()
 		e.genTokens += 10 // generation progresses between scrapes
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		if e.body != "" {
+			fmt.Fprint(w, e.body)
+			return
+		}
 		fmt.Fprintf(w, `# HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge
 vllm:num_requests_running{engine="0",model_name="m"} %d
@@ -351,6 +356,9 @@ func TestAgentLifecycle(t *testing.T) {
 		t.Fatalf("initial report's LoRA adapters = %q, waiting %q, max_lora %d; want [sql-lora], [chat-lora], 2",
 			in.GetLoraAdapters(), in.GetWaitingLoraAdapters(), in.GetMaxLora())
 	}
+	if !reg1.GetInitial().GetLoraStateKnown() {
+		t.Error("initial report from an engine exporting lora_requests_info: lora_state_known false, want true")
+	}
 	eventually(t, "readiness", 5*time.Second, func() bool { return a.Ready() == nil })
 	if v := value(t, a.met.connected); v != 1 {
 		t.Errorf("llmrouter_agent_scheduler_connected = %v, want 1", v)
@@ -548,6 +556,54 @@ func value(t *testing.T, c prometheus.Collector) float64 {
 		return m.Counter.GetValue()
 	}
 	return m.Gauge.GetValue()
+}
+
+// TestAgentReportsLoRAStateWhenTheEngineSaysIt: an engine exporting
+// lora_requests_info (the real V0 dump: one series, no adapter running or
+// waiting) has its adapter state reported as known, and none running,
+// although /v1/models lists an adapter it serves; registration still names
+// that adapter. The same dump without lora_requests_info says nothing of
+// the engine's adapters: not known, and the reports name the served one as
+// before.
+func TestAgentReportsLoRAStateWhenTheEngineSaysIt(t *testing.T) {
+	dump := string(readFixture(t, "vllm-v0-aibrix-docs.txt"))
+	var stripped []string
+	for _, l := range strings.Split(dump, "\n") {
+		if !strings.Contains(l, "vllm:lora_requests_info") {
+			stripped = append(stripped, l)
+		}
+	}
+	without := strings.Join(stripped, "\n")
+	if without == dump || !strings.Contains(dump, `running_lora_adapters=""`) {
+		t.Fatal("the fixture no longer has the one idle lora_requests_info series this test is about")
+	}
+	for _, tc := range []struct {
+		name  string
+		body  string
+		known bool
+		loras []string
+	}{
+		{"lora_requests_info present", dump, true, nil},
+		{"lora_requests_info absent", without, false, []string{"sql-lora"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			engine := newFakeVLLM(t)
+			engine.set(func(e *fakeVLLM) { e.body = tc.body })
+			engine.start(t)
+			sched := newFakeScheduler(t)
+			startAgent(t, testOptions(engine, sched), zap.NewNop())
+			reg := sched.next(t, "registration", 10*time.Second, isRegister).GetRegister()
+			if !slices.Equal(reg.GetLoraAdapters(), []string{"sql-lora"}) {
+				t.Errorf("register's lora_adapters = %q, want [sql-lora] (what /v1/models serves)", reg.GetLoraAdapters())
+			}
+			for _, r := range []*pb.Report{reg.GetInitial(), reportOf(sched.next(t, "a report", 5*time.Second, func(m *pb.AgentMessage) bool { return m.GetReport() != nil }))} {
+				if r.GetLoraStateKnown() != tc.known || !slices.Equal(r.GetLoraAdapters(), tc.loras) || len(r.GetWaitingLoraAdapters()) != 0 {
+					t.Errorf("report: lora_state_known %v, lora_adapters %q, waiting %q; want %v, %q, none",
+						r.GetLoraStateKnown(), r.GetLoraAdapters(), r.GetWaitingLoraAdapters(), tc.known, tc.loras)
+				}
+			}
+		})
+	}
 }
 
 func TestAgentReRegistersAfterQuickRestart(t *testing.T) {

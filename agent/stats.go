@@ -20,7 +20,9 @@ type Stats struct {
 	// LoRA adapters from vLLM's lora_requests_info: those its running
 	// requests use (LoRAAdapters), those its waiting requests wait to have
 	// loaded (LoRAWaiting), and how many it runs at once (MaxLoRA, its
-	// --max-loras; 0 with LoRA off). nil when the engine does not say.
+	// --max-loras; 0 with LoRA off). nil when the engine does not say; a
+	// non-nil LoRAAdapters, empty or not, is the engine's own account, which
+	// the agent reports as such (Report.lora_state_known).
 	LoRAAdapters []string
 	LoRAWaiting  []string
 	MaxLoRA      *int64
