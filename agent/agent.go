@@ -57,6 +57,10 @@ type Options struct {
 	OnPrefillFleet func(map[string]int32)
 	// BootstrapPort is registered for an SGLang prefill engine.
 	BootstrapPort int32
+	// ModelsRefresh is how often /v1/models is read again while the engine
+	// runs, so adapters it loads or unloads at runtime reach the
+	// scheduler; 0 means DefaultModelsRefresh.
+	ModelsRefresh time.Duration
 }
 
 // Defaults for the fields Options may leave zero. The backoff cap is short
@@ -68,6 +72,10 @@ const (
 	DefaultBackoffBase   = 250 * time.Millisecond
 	DefaultBackoffMax    = time.Second
 	DefaultProgressEvery = 5 * time.Second
+	// DefaultModelsRefresh: a LoRA adapter loaded at runtime (vLLM's
+	// /v1/load_lora_adapter) is routable within this, an unloaded one
+	// stops being picked within this; one small GET of a cheap endpoint.
+	DefaultModelsRefresh = 5 * time.Second
 	// metricsFailuresUnhealthy consecutive failed scrapes (with a passing
 	// health check) mark the engine unhealthy: one slow scrape is noise, a
 	// run of them means the scheduler is routing blind.
@@ -105,6 +113,10 @@ type Agent struct {
 	mu              sync.Mutex
 	st              state
 	metricsFailures int // consecutive failed scrapes while healthy
+
+	// modelsRead is when /v1/models was last read (the poll goroutine's
+	// alone).
+	modelsRead time.Time
 }
 
 // state is what the poller learnt, read by the session and /readyz.
@@ -120,6 +132,9 @@ type state struct {
 	draining      bool
 	mismatchSaid  bool
 	missingMapped string // metric_map entries last found missing, logged on change
+	// refreshed is the gen a models refresh set (refreshModels): the
+	// engine is the one registered at gen-1, only its adapters changed.
+	refreshed uint64
 }
 
 // engineInfo is what a Register carries about the engine.
@@ -133,6 +148,9 @@ type engineInfo struct {
 	role        pb.Role
 	metricsPath string
 	healthPath  string // "" when the engine has none: a good scrape is the health check
+	// listed: models came from /v1/models, which refreshModels reads
+	// again; loraListed: lora did too (else from the metrics, kept).
+	listed, loraListed bool
 }
 
 // values are the latest report numbers.
@@ -179,6 +197,9 @@ func New(opts Options, log *zap.Logger, reg prometheus.Registerer) (*Agent, erro
 	}
 	if opts.ProgressEvery <= 0 {
 		opts.ProgressEvery = DefaultProgressEvery
+	}
+	if opts.ModelsRefresh <= 0 {
+		opts.ModelsRefresh = DefaultModelsRefresh
 	}
 	eng, err := newEngineClient(opts.EngineURL, opts.ScrapeTimeout)
 	if err != nil {
@@ -491,6 +512,10 @@ func (a *Agent) steady(ctx context.Context, m Metrics, healthErr, metricsErr err
 		}
 	}
 
+	if healthErr == nil && metricsErr == nil && wasHealthy && info.listed && time.Since(a.modelsRead) >= a.opts.ModelsRefresh {
+		a.refreshModels(ctx, info)
+	}
+
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
@@ -525,6 +550,56 @@ func (a *Agent) markUnhealthyLocked(reason string) {
 	a.st.reason = reason
 }
 
+// refreshModels reads /v1/models of the running engine again: vLLM loads
+// and unloads LoRA adapters at runtime (/v1/load_lora_adapter with
+// VLLM_ALLOW_RUNTIME_LORA_UPDATING), each served under its own model name,
+// and the scheduler routes a request naming one only to the instances that
+// registered it. A change re-registers; when only the adapters changed the
+// registration says the engine is unchanged, so the scheduler keeps what it
+// learnt of it. A failed read changes nothing: it is counted, and the next
+// refresh tries again.
+func (a *Agent) refreshModels(ctx context.Context, info engineInfo) {
+	a.modelsRead = time.Now()
+	models, lora, _, err := a.eng.models(ctx)
+	if err == nil && len(models) == 0 {
+		err = errors.New("lists no base model")
+	}
+	if err != nil {
+		a.met.scrapeErrors.WithLabelValues("models").Inc()
+		a.log.Debug("models refresh failed; keeping the registered models", zap.Error(err))
+		return
+	}
+	loraListed := len(lora) > 0
+	if !loraListed && !info.loraListed {
+		lora = info.lora // from the metrics at discovery: /v1/models never named them
+	}
+	sameModels := sameSet(models, info.models)
+	if sameModels && sameSet(lora, info.lora) {
+		return
+	}
+	a.mu.Lock()
+	a.st.info.models, a.st.info.lora, a.st.info.loraListed = models, lora, loraListed || info.loraListed
+	a.st.gen++
+	if sameModels {
+		a.st.refreshed = a.st.gen
+	}
+	a.mu.Unlock()
+	a.notify()
+	a.log.Info("engine's models changed; re-registering", zap.Strings("models", models), zap.Strings("lora_adapters", lora),
+		zap.Strings("were_models", info.models), zap.Strings("were_lora_adapters", info.lora))
+}
+
+// sameSet: a and b hold the same names, in any order.
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
 // countersReset reports whether a token counter went backwards since the
 // previous scrape, which only an engine restart does.
 func countersReset(s Stats, prev values) bool {
@@ -539,6 +614,7 @@ func (a *Agent) discover(ctx context.Context, m Metrics, info *engineInfo) error
 	if modelsErr != nil {
 		a.met.scrapeErrors.WithLabelValues("models").Inc()
 	}
+	a.modelsRead = time.Now()
 	detected, ok := DetectKind(m, ownedBy)
 	if !ok {
 		detected, ok = a.eng.probe(ctx)
@@ -566,6 +642,7 @@ func (a *Agent) discover(ctx context.Context, m Metrics, info *engineInfo) error
 	info.adapter = adapter
 	info.version = a.eng.version(ctx, adapter)
 	info.models, info.lora = models, lora
+	info.listed, info.loraListed = len(models) > 0, len(models) > 0 && len(lora) > 0
 	if len(info.models) == 0 {
 		info.models = s.Models // no /v1/models (Triton): the metrics' labels
 	}
@@ -653,12 +730,14 @@ type snapshot struct {
 	info     engineInfo
 	vals     values
 	draining bool
+	// refreshed: state.refreshed.
+	refreshed uint64
 }
 
 func (a *Agent) snapshot() snapshot {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return snapshot{gen: a.st.gen, healthy: a.st.healthy, reason: a.st.reason, info: a.st.info, vals: a.st.vals, draining: a.st.draining}
+	return snapshot{gen: a.st.gen, refreshed: a.st.refreshed, healthy: a.st.healthy, reason: a.st.reason, info: a.st.info, vals: a.st.vals, draining: a.st.draining}
 }
 
 func (a *Agent) report(s snapshot) *pb.Report {
@@ -897,8 +976,11 @@ func (a *Agent) session(ctx context.Context, client pb.AgentServiceClient) (regi
 		if out == nil {
 			snap := a.snapshot()
 			if snap.gen != regGen {
-				regGen = snap.gen
 				out = a.register(snap)
+				// Only adapters changed since the last registration on
+				// this stream: the scheduler keeps what it learnt.
+				out.GetRegister().EngineUnchanged = snap.refreshed == snap.gen && snap.gen == regGen+1
+				regGen = snap.gen
 			} else {
 				out = &pb.AgentMessage{Msg: &pb.AgentMessage_Report{Report: a.report(snap)}}
 			}

@@ -41,11 +41,15 @@ type fakeVLLM struct {
 	body      string // served at /metrics instead of the V1 dump, when set
 	srv       *http.Server
 	done      chan struct{}
+	// adapters are the LoRA adapters /v1/models lists (parent m), which
+	// answers 500 while modelsDown.
+	adapters   []string
+	modelsDown bool
 }
 
 func newFakeVLLM(t *testing.T) *fakeVLLM {
 	t.Helper()
-	e := &fakeVLLM{addr: servetest.FreeAddr(t), numBlocks: 1000} // start binds it, again after a restart
+	e := &fakeVLLM{addr: servetest.FreeAddr(t), numBlocks: 1000, adapters: []string{"sql-lora"}} // start binds it, again after a restart
 	t.Cleanup(e.stop)
 	return e
 }
@@ -63,8 +67,17 @@ func (e *fakeVLLM) handler() http.Handler {
 		fmt.Fprint(w, `{"version":"0.10.0"}`)
 	})
 	mux.HandleFunc("/v1/models", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprint(w, `{"object":"list","data":[{"id":"m","object":"model","owned_by":"vllm","root":"m","parent":null},`+
-			`{"id":"sql-lora","object":"model","owned_by":"vllm","root":"/adapters/sql","parent":"m"}]}`)
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.modelsDown {
+			http.Error(w, "internal error", http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprint(w, `{"object":"list","data":[{"id":"m","object":"model","owned_by":"vllm","root":"m","parent":null}`)
+		for _, a := range e.adapters {
+			fmt.Fprintf(w, `,{"id":%q,"object":"model","owned_by":"vllm","root":"/adapters/%s","parent":"m"}`, a, a)
+		}
+		fmt.Fprint(w, `]}`)
 	})
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
 		e.mu.Lock()
@@ -401,7 +414,7 @@ func TestAgentLifecycle(t *testing.T) {
 	engine.set(func(e *fakeVLLM) { e.numBlocks, e.running = 2000, 3 })
 	engine.start(t)
 	reg2 := sched.next(t, "re-registration", 10*time.Second, isRegister).GetRegister()
-	if reg2.GetNumGpuBlocks() != 2000 || !reg2.GetInitial().GetHealthy() || reg2.GetInitial().GetRunning() != 3 {
+	if reg2.GetNumGpuBlocks() != 2000 || !reg2.GetInitial().GetHealthy() || reg2.GetInitial().GetRunning() != 3 || reg2.GetEngineUnchanged() {
 		t.Errorf("re-register = %v", reg2)
 	}
 	sched.next(t, "a healthy report", 5*time.Second, func(m *pb.AgentMessage) bool {

@@ -1,0 +1,73 @@
+package agent
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// TestAgentNoticesAdapterChanges: vLLM loads and unloads LoRA adapters at
+// runtime (/v1/load_lora_adapter), and /v1/models lists them as they come
+// and go. The running agent reads /v1/models again every ModelsRefresh and
+// re-registers on a change, saying the engine is unchanged so the scheduler
+// keeps what it learnt; an unchanged list, or a /v1/models that fails for a
+// while, re-registers nothing and leaves the engine healthy, the failures
+// counted.
+func TestAgentNoticesAdapterChanges(t *testing.T) {
+	engine := newFakeVLLM(t)
+	sched := newFakeScheduler(t)
+	engine.start(t)
+	opts := testOptions(engine, sched)
+	opts.ModelsRefresh = 50 * time.Millisecond
+	a, _ := startAgent(t, opts, zap.NewNop())
+
+	first := sched.next(t, "registration", 10*time.Second, isRegister).GetRegister()
+	if !slices.Equal(first.GetLoraAdapters(), []string{"sql-lora"}) || first.GetEngineUnchanged() {
+		t.Fatalf("first registration: adapters %q, engine_unchanged %v; want [sql-lora], false", first.GetLoraAdapters(), first.GetEngineUnchanged())
+	}
+	quiet := func(what string) {
+		t.Helper()
+		until := time.After(time.Second)
+		for {
+			select {
+			case m := <-sched.msgs:
+				if m.GetRegister() != nil {
+					t.Fatalf("%s: re-registered %v", what, m.GetRegister())
+				}
+				if !m.GetReport().GetHealthy() {
+					t.Fatalf("%s: reported unhealthy: %v", what, m.GetReport())
+				}
+			case <-until:
+				return
+			}
+		}
+	}
+	quiet("nothing changed")
+
+	engine.set(func(e *fakeVLLM) { e.adapters = []string{"sql-lora", "chat-lora"} })
+	re := sched.next(t, "re-registration after an adapter load", 5*time.Second, isRegister).GetRegister()
+	if !slices.Equal(re.GetModels(), []string{"m"}) || !slices.Equal(re.GetLoraAdapters(), []string{"sql-lora", "chat-lora"}) ||
+		!re.GetEngineUnchanged() || re.GetNumGpuBlocks() != 1000 || !re.GetInitial().GetHealthy() {
+		t.Fatalf("re-registration after chat-lora loaded = %v; want models [m], adapters [sql-lora chat-lora], engine_unchanged, the same capacity", re)
+	}
+
+	before := value(t, a.met.scrapeErrors.WithLabelValues("models"))
+	engine.set(func(e *fakeVLLM) { e.modelsDown = true })
+	quiet("/v1/models failing")
+	// A refresh rides on a poll (every 200 ms here): about five in quiet's
+	// second.
+	if after := value(t, a.met.scrapeErrors.WithLabelValues("models")); after < before+3 {
+		t.Fatalf("llmrouter_agent_scrape_errors_total{kind=models} went %v -> %v over a second of failing refreshes", before, after)
+	}
+
+	engine.set(func(e *fakeVLLM) { e.modelsDown, e.adapters = false, nil })
+	re = sched.next(t, "re-registration after the adapters were unloaded", 5*time.Second, isRegister).GetRegister()
+	if len(re.GetLoraAdapters()) != 0 || !re.GetEngineUnchanged() {
+		t.Fatalf("re-registration after every adapter unloaded: adapters %q, engine_unchanged %v; want none, true", re.GetLoraAdapters(), re.GetEngineUnchanged())
+	}
+	if err := a.Ready(); err != nil {
+		t.Fatalf("Ready after the refreshes: %v", err)
+	}
+}
