@@ -47,6 +47,7 @@ caching and preemption. Profiles (--profile), each value overridable by flag:
 	f.Bool("no-prefix-caching", false, "disable prefix caching")
 	f.Int("default-max-tokens", 128, "output tokens of a request that sets no max_tokens")
 	f.StringSlice("served-lora", nil, "LoRA adapter names to serve besides the base model (repeatable or comma-separated)")
+	f.Bool("runtime-lora", false, "serve vLLM's POST /v1/load_lora_adapter and /v1/unload_lora_adapter (VLLM_ALLOW_RUNTIME_LORA_UPDATING)")
 	f.Int64("seed", 0, "seed for response ids and filler text")
 	f.String("role", enginesim.RoleBoth, "prefill/decode disaggregation side: both, prefill or decode")
 	f.String("engine", enginesim.APIVLLM, "API and metric names presented: vllm (kv_transfer_params, NixlConnector) or sglang (bootstrap_host/port/room)")
@@ -103,6 +104,7 @@ func runEngineSim(cmd *cobra.Command, _ []string) error {
 	model, _ := f.GetString("model")
 	maxTokens, _ := f.GetInt("default-max-tokens")
 	loras, _ := f.GetStringSlice("served-lora")
+	runtimeLoRA, _ := f.GetBool("runtime-lora")
 	seed, _ := f.GetInt64("seed")
 	role, _ := f.GetString("role")
 	api, _ := f.GetString("engine")
@@ -110,7 +112,7 @@ func runEngineSim(cmd *cobra.Command, _ []string) error {
 	listen, _ := f.GetString("listen")
 	bootListen, _ := f.GetString("bootstrap-listen")
 	opts := enginesim.Options{
-		Model: model, Engine: ec, DefaultMaxTokens: maxTokens, ServedLoRAs: loras, Seed: seed, Log: log,
+		Model: model, Engine: ec, DefaultMaxTokens: maxTokens, ServedLoRAs: loras, RuntimeLoRA: runtimeLoRA, Seed: seed, Log: log,
 		Role: role, API: api, KVTransferPerBlock: perBlock,
 	}
 	log.Info("enginesim profile", zap.String("profile", profile),

@@ -75,7 +75,7 @@ func newMetrics(s *Server) *metrics {
 	cacheLabels := []string{"block_size", "cache_dtype", "enable_prefix_caching", "engine", "gpu_memory_utilization", "num_cpu_blocks", "num_gpu_blocks"}
 	m.cacheInfo = prometheus.NewDesc("vllm:cache_config_info", "Information of the LLMEngine CacheConfig", cacheLabels, nil)
 	m.cacheInfoValues = []string{strconv.Itoa(c.BlockSize), "auto", pyBool(!c.DisablePrefixCaching), "0", "0.9", "None", strconv.Itoa(c.NumBlocks)}
-	if len(s.loras) > 0 {
+	if len(s.servedLoRAs()) > 0 || s.opts.RuntimeLoRA {
 		m.loraInfo = prometheus.NewDesc("vllm:lora_requests_info", "Running stats on lora requests.",
 			[]string{"max_lora", "running_lora_adapters", "waiting_lora_adapters"}, nil)
 	}
@@ -210,7 +210,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			ts = float64(snap.loraUpdateAt.UnixNano()) / 1e9
 		}
 		ch <- prometheus.MustNewConstMetric(m.loraInfo, prometheus.GaugeValue, ts,
-			strconv.Itoa(len(m.s.loras)), strings.Join(snap.loraRunning, ","), strings.Join(snap.loraWaiting, ","))
+			strconv.Itoa(len(m.s.servedLoRAs())), strings.Join(snap.loraRunning, ","), strings.Join(snap.loraWaiting, ","))
 	}
 	for _, h := range m.histograms {
 		h.Collect(ch)

@@ -115,7 +115,7 @@ func (s *Server) prepare(kind apiKind, r *genRequest) (*prepared, *apiError) {
 	if p.model == "" {
 		p.model = s.opts.Model
 	}
-	if p.model != s.opts.Model && !s.loras[p.model] {
+	if p.model != s.opts.Model && !s.servedLoRAs()[p.model] {
 		return nil, &apiError{status: http.StatusNotFound, typ: "NotFoundError", msg: fmt.Sprintf("The model `%s` does not exist.", p.model)}
 	}
 	if r.StreamOptions != nil {
@@ -512,7 +512,7 @@ func (s *Server) handleModels(w http.ResponseWriter, _ *http.Request) {
 	maxLen := s.opts.MaxModelLen
 	data := []modelCard{{ID: s.opts.Model, Object: "model", Created: created, OwnedBy: s.opts.API, Root: s.opts.Model, MaxModelLen: maxLen}}
 	base := s.opts.Model
-	for _, l := range sortedKeys(s.loras) {
+	for _, l := range sortedKeys(s.servedLoRAs()) {
 		data = append(data, modelCard{ID: l, Object: "model", Created: created, OwnedBy: s.opts.API, Root: l, Parent: &base})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})

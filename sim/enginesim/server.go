@@ -31,6 +31,10 @@ type Options struct {
 	// ServedLoRAs are adapter names accepted as models and listed in
 	// /v1/models and vllm:lora_requests_info.
 	ServedLoRAs []string
+	// RuntimeLoRA serves vLLM's POST /v1/load_lora_adapter and
+	// /v1/unload_lora_adapter (VLLM_ALLOW_RUNTIME_LORA_UPDATING=True):
+	// adapters come and go while the engine runs (lora.go).
+	RuntimeLoRA bool
 	// MaxBodyBytes bounds a request body (default 8 MiB); larger gets 413.
 	MaxBodyBytes int64
 	// MaxModelLen bounds prompt plus output tokens (default 131072, Llama
@@ -70,12 +74,15 @@ const (
 
 // Server is one simulated vLLM instance. Serve runs it once.
 type Server struct {
-	opts   Options
-	eng    *engine.Engine
-	reg    *prometheus.Registry
-	m      *metrics
-	log    *zap.Logger
-	loras  map[string]bool
+	opts Options
+	eng  *engine.Engine
+	reg  *prometheus.Registry
+	m    *metrics
+	log  *zap.Logger
+	// loras are the served adapters' names, replaced whole on a runtime
+	// load or unload (lora.go): readers take the map of the moment.
+	loras  atomic.Pointer[map[string]bool]
+	loraMu sync.Mutex // serialises loads and unloads
 	mux    *http.ServeMux
 	start  time.Time
 	nextID atomic.Uint64
@@ -203,7 +210,6 @@ func New(opts Options) (*Server, error) {
 		eng:        eng,
 		reg:        prometheus.NewRegistry(),
 		log:        opts.Log,
-		loras:      map[string]bool{},
 		mux:        http.NewServeMux(),
 		start:      time.Now(),
 		submit:     make(chan *reqState, submitQueue),
@@ -214,18 +220,24 @@ func New(opts Options) (*Server, error) {
 		engineID:   fmt.Sprintf("enginesim-%016x", splitmix(uint64(opts.Seed)^uint64(time.Now().UnixNano()))),
 		bootClient: &http.Client{Timeout: 5 * time.Second},
 	}
+	loras := map[string]bool{}
 	for _, l := range opts.ServedLoRAs {
 		if l == "" || l == opts.Model {
 			return nil, fmt.Errorf("served LoRA %q: want a name other than the base model", l)
 		}
-		s.loras[l] = true
+		loras[l] = true
 	}
+	s.loras.Store(&loras)
 	s.snap.stats = eng.Stats()
 	s.m = newMetrics(s)
 	s.reg.MustRegister(s.m)
 	s.mux.HandleFunc("POST /v1/chat/completions", s.handleCompletion(apiChat))
 	s.mux.HandleFunc("POST /v1/completions", s.handleCompletion(apiCompletion))
 	s.mux.HandleFunc("GET /v1/models", s.handleModels)
+	if opts.RuntimeLoRA {
+		s.mux.HandleFunc("POST /v1/load_lora_adapter", s.handleLoadLoRA)
+		s.mux.HandleFunc("POST /v1/unload_lora_adapter", s.handleUnloadLoRA)
+	}
 	s.mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	if opts.API == APISGLang {
 		s.mux.HandleFunc("GET /get_server_info", func(w http.ResponseWriter, _ *http.Request) {
@@ -434,10 +446,10 @@ func (s *Server) step() {
 // publish hands the engine's state to /metrics.
 func (s *Server) publish() {
 	snap := snapshot{stats: s.eng.Stats()}
-	if len(s.loras) > 0 {
+	if loras := s.servedLoRAs(); len(loras) > 0 {
 		run, wait := map[string]bool{}, map[string]bool{}
 		for _, st := range s.live {
-			if !s.loras[st.model] {
+			if !loras[st.model] {
 				continue
 			}
 			if st.firstAt > 0 {
