@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/llmrouter/llmrouter/agent"
+	"github.com/llmrouter/llmrouter/internal/envoytest"
+	"github.com/llmrouter/llmrouter/internal/grpcx"
+	"github.com/llmrouter/llmrouter/internal/servetest"
+	"github.com/llmrouter/llmrouter/sim/engine"
+	"github.com/llmrouter/llmrouter/sim/enginesim"
+)
+
+// TestLoRAAdaptersEndToEnd: two simulated vLLM engines, one serving the
+// adapter sql (--lora-modules), each behind a real agent; the scheduler
+// (verifying engine addresses) and the gateway in process; requests sent
+// to the gateway's ext_proc as Envoy sends them. A request naming sql goes
+// to the engine serving it; an adapter loaded at runtime on the other
+// engine (/v1/load_lora_adapter) becomes routable there, and one unloaded
+// is answered 404 again, each within the agents' models refresh.
+func TestLoRAAdaptersEndToEnd(t *testing.T) {
+	cfg := inProcessConfig()
+	cfg.Scheduler.VerifyEngines = true
+	cfg.Scheduler.Policy = "least-request"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, done := startControlPlane(t, ctx, cfg, true)
+	dial, err := grpcx.DialOptions(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var agents sync.WaitGroup
+	startEngine := func(loras ...string) string {
+		t.Helper()
+		ec := engine.DefaultConfig()
+		ec.StepBase = 2 * time.Millisecond
+		s, err := enginesim.New(enginesim.Options{Engine: ec, DefaultMaxTokens: 4, Seed: 1, ShutdownGrace: -1, ServedLoRAs: loras, RuntimeLoRA: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr, _ := servetest.Loopback(t, s)
+		ag, err := agent.New(agent.Options{EngineURL: "http://" + addr, Advertise: addr, SchedulerAddress: a.API, DialOptions: dial,
+			ReportInterval: 100 * time.Millisecond, ModelsRefresh: 100 * time.Millisecond, AgentVersion: "test"}, zap.NewNop(), prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		agents.Add(1)
+		go func() { defer agents.Done(); _ = ag.Run(ctx) }()
+		return addr
+	}
+	withSQL, plain := startEngine("sql"), startEngine()
+
+	f := extProcFilter(t, a.ExtProc)
+	ask := func(model string) *envoytest.Result {
+		t.Helper()
+		r := f.Do(ctx, envoytest.Request{
+			Headers: []envoytest.Header{{Key: ":method", Value: "POST"}, {Key: ":path", Value: "/v1/chat/completions"}},
+			Body:    []byte(`{"model":"` + model + `","messages":[{"role":"user","content":"how many rows are there?"}]}`),
+		})
+		if r.Err != nil {
+			t.Fatalf("model %s: %v", model, r.Err)
+		}
+		return r
+	}
+	notServed := func(model string) bool {
+		imm := ask(model).Immediate
+		return imm != nil && imm.Status == 404 && strings.Contains(string(imm.Body), "model_not_found")
+	}
+	waitFor(t, "both engines verified and routable", func() bool { return strings.Contains(dest(ask(enginesim.DefaultModel)), ",") })
+	for range 3 {
+		if got := dest(ask("sql")); got != withSQL {
+			t.Fatalf("destination for sql = %q, want %s alone, the engine serving it", got, withSQL)
+		}
+	}
+	if !notServed("chat") {
+		t.Fatal("chat answered before any engine serves it, want 404 model_not_found")
+	}
+
+	load := func(addr, path, body string) {
+		t.Helper()
+		resp, err := http.Post("http://"+addr+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s on %s: %d %s", path, addr, resp.StatusCode, b)
+		}
+	}
+	load(plain, "/v1/load_lora_adapter", `{"lora_name":"chat","lora_path":"/adapters/chat"}`)
+	waitFor(t, "chat routed to the engine that loaded it", func() bool { return dest(ask("chat")) == plain })
+	load(withSQL, "/v1/unload_lora_adapter", `{"lora_name":"sql"}`)
+	waitFor(t, "sql answered 404 once unloaded", func() bool { return notServed("sql") })
+	if got := dest(ask(enginesim.DefaultModel)); !strings.Contains(got, withSQL) || !strings.Contains(got, plain) {
+		t.Fatalf("base model's destinations after the adapter changes = %q, want both engines (still verified, not drained)", got)
+	}
+
+	cancel()
+	agents.Wait()
+	stopped(t, "control plane", done, 10*time.Second)
+}
