@@ -324,6 +324,7 @@ func (a *Agent) pollOnce(ctx context.Context, start time.Time, lastProgress *tim
 		return
 	}
 	a.steady(ctx, m, healthErr, metricsErr)
+	a.refreshModels(ctx)
 }
 
 // probe runs one health check and one scrape. Before the engine is known it
@@ -512,10 +513,6 @@ func (a *Agent) steady(ctx context.Context, m Metrics, healthErr, metricsErr err
 		}
 	}
 
-	if healthErr == nil && metricsErr == nil && wasHealthy && info.listed && time.Since(a.modelsRead) >= a.opts.ModelsRefresh {
-		a.refreshModels(ctx, info)
-	}
-
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
@@ -557,8 +554,16 @@ func (a *Agent) markUnhealthyLocked(reason string) {
 // registered it. A change re-registers; when only the adapters changed the
 // registration says the engine is unchanged, so the scheduler keeps what it
 // learnt of it. A failed read changes nothing: it is counted, and the next
-// refresh tries again.
-func (a *Agent) refreshModels(ctx context.Context, info engineInfo) {
+// refresh tries again. It runs after a poll's values are in, every
+// ModelsRefresh while the engine is healthy and its models came from
+// /v1/models.
+func (a *Agent) refreshModels(ctx context.Context) {
+	a.mu.Lock()
+	healthy, info := a.st.healthy, a.st.info
+	a.mu.Unlock()
+	if !healthy || !info.listed || time.Since(a.modelsRead) < a.opts.ModelsRefresh || ctx.Err() != nil {
+		return
+	}
 	a.modelsRead = time.Now()
 	models, lora, _, err := a.eng.models(ctx)
 	if err == nil && len(models) == 0 {
