@@ -82,7 +82,7 @@ func TestAdapterLoadedAtRuntime(t *testing.T) {
 	s, _ := newTestScheduler(t, func(c *config.Config) { c.Scheduler.Affinity.Session = true })
 	a, b := "10.0.0.1:8000", "10.0.0.2:8000"
 	la := mustRegister(t, s, a)
-	mustRegister(t, s, b)
+	lb := mustRegister(t, s, b)
 	pick := func(id, model, session string) *llmrouterv1.PickResponse {
 		t.Helper()
 		req := pickReq(id, model)
@@ -129,5 +129,16 @@ func TestAdapterLoadedAtRuntime(t *testing.T) {
 	}
 	if r := pick("s5", "m", "conv"); r.Endpoints[0] != b {
 		t.Fatalf("session after a restart: %v, want %s (least loaded; the session went with the engine)", r.Endpoints, b)
+	}
+
+	// engine_unchanged with other base models is not believed: what was
+	// learnt of the instance was about another model.
+	re = regMsg(b, "m", "m2")
+	re.EngineUnchanged, re.Initial = true, load(9, 0)
+	if _, err := s.RegisterAs(re, lb); err != nil {
+		t.Fatal(err)
+	}
+	if r := pick("s6", "m", "conv"); r.Endpoints[0] != a {
+		t.Fatalf("session after a base model change: %v, want %s (least loaded; the session dropped)", r.Endpoints, a)
 	}
 }

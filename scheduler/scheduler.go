@@ -318,7 +318,7 @@ func (s *Scheduler) RegisterAs(reg *llmrouterv1.Register, holder *registry.Lease
 	// because what it serves changed (a LoRA adapter loaded or unloaded):
 	// its KV cache and speed are what they were.
 	same := in != nil && reg.GetEngineUnchanged() && holder != nil && holder.ID == lease.ID &&
-		holder.Gen == in.gen && in.view.Engine == ri.Engine
+		holder.Gen == in.gen && in.view.Engine == ri.Engine && slices.Equal(in.view.Models, ri.Models)
 	switch {
 	case in == nil:
 		in = &inst{}

@@ -319,3 +319,41 @@ func TestSilenceCountsFromResume(t *testing.T) {
 		t.Fatalf("not silenced missed_reports after resuming: %+v", res)
 	}
 }
+
+// TestServedAdaptersKeptApartFromRunning: the adapters a registration
+// lists are what the instance serves (Adapters, Serves) whatever its
+// reports say it runs; a re-registration changing only them keeps the
+// instance verified, one changing its base models is verified again.
+func TestServedAdaptersKeptApartFromRunning(t *testing.T) {
+	r := New(Options{Verify: true})
+	const a = "10.0.0.1:80"
+	rg := reg(a, 0)
+	rg.Engine, rg.LoraAdapters = "vllm", []string{"sql", "sql", "chat"}
+	l, err := r.Register(rg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.MarkVerified(a, l.Gen); !ok {
+		t.Fatal("not verified")
+	}
+	i, _ := r.Report(a, 0, &llmrouterv1.Report{Healthy: true, LoraStateKnown: true, LoraAdapters: []string{"chat"}})
+	if !slices.Equal(i.Adapters, []string{"sql", "chat"}) || !slices.Equal(i.LoRAs, []string{"chat"}) || !i.Serves("sql") || !i.Serves("m") || i.Serves("poetry") {
+		t.Fatalf("served %q, running %q; want served [sql chat] (sql served though not running), running [chat]", i.Adapters, i.LoRAs)
+	}
+	rg = reg(a, 0)
+	rg.Engine, rg.LoraAdapters, rg.EngineUnchanged = "vllm", []string{"chat", "tools"}, true
+	if l, err = r.Register(rg, l); err != nil {
+		t.Fatal(err)
+	}
+	if i, _ = r.Get(a); !i.Verified || !slices.Equal(i.Adapters, []string{"chat", "tools"}) || i.Serves("sql") {
+		t.Fatalf("after an adapter change: verified %v, served %q; want verified, [chat tools]", i.Verified, i.Adapters)
+	}
+	rg = reg(a, 0)
+	rg.Engine, rg.Models = "vllm", []string{"m2"}
+	if _, err = r.Register(rg, l); err != nil {
+		t.Fatal(err)
+	}
+	if i, _ = r.Get(a); i.Verified || len(i.Adapters) != 0 {
+		t.Fatalf("after a base model change: verified %v, served %q; want verified again, none", i.Verified, i.Adapters)
+	}
+}
