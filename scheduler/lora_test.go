@@ -13,14 +13,12 @@ import (
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/all"
 )
 
-// TestLoRAStateReachesTheScorer: what agents report of adapters waiting and
-// adapter slots reaches the instances policies see, and lora-affinity-scorer
-// grades by it: for an adapter no instance holds, the instance with a free
-// slot comes first although it is the busiest, then the one where the
-// adapter already waits to be loaded, then the one whose slots are full.
-func TestLoRAStateReachesTheScorer(t *testing.T) {
+// newLoRAScheduler is a scheduler whose policy is lora-affinity-scorer
+// alone (with max-score-picker), from an EndpointPickerConfig file.
+func newLoRAScheduler(t *testing.T) *Scheduler {
+	t.Helper()
 	p := filepath.Join(t.TempDir(), "epp.yaml")
-	src := `apiVersion: inference.networking.x-k8s.io/v1alpha1
+	src := `apiVersion: llm-d.ai/v1
 kind: EndpointPickerConfig
 plugins:
 - type: lora-affinity-scorer
@@ -38,6 +36,16 @@ schedulingProfiles:
 		c.Scheduler.EndpointPickerConfig = p
 		c.Scheduler.Policy = "lora"
 	})
+	return s
+}
+
+// TestLoRAStateReachesTheScorer: what agents report of adapters waiting and
+// adapter slots reaches the instances policies see, and lora-affinity-scorer
+// grades by it: for an adapter no instance holds, the instance with a free
+// slot comes first although it is the busiest, then the one where the
+// adapter already waits to be loaded, then the one whose slots are full.
+func TestLoRAStateReachesTheScorer(t *testing.T) {
+	s := newLoRAScheduler(t)
 	full, queued, room := "10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"
 	for _, a := range []string{full, queued, room} {
 		mustRegister(t, s, a)
@@ -86,25 +94,7 @@ func registerServing(t *testing.T, s *Scheduler, addr string, initial *llmrouter
 // stopped running no longer scores 1 there, and an engine that serves
 // adapters but runs none has its slots free (0.8), as one serving none.
 func TestLoRAStateExactWhenReported(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "epp.yaml")
-	src := `apiVersion: inference.networking.x-k8s.io/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-- type: lora-affinity-scorer
-- type: max-score-picker
-schedulingProfiles:
-- name: lora
-  plugins:
-  - pluginRef: lora-affinity-scorer
-  - pluginRef: max-score-picker
-`
-	if err := os.WriteFile(p, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, _ := newTestScheduler(t, func(c *config.Config) {
-		c.Scheduler.EndpointPickerConfig = p
-		c.Scheduler.Policy = "lora"
-	})
+	s := newLoRAScheduler(t)
 	stopped, fresh, served := "10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"
 	registerServing(t, s, stopped, &llmrouterv1.Report{Healthy: true, LoraStateKnown: true, LoraAdapters: []string{"sql"}, MaxLora: 1}, "sql")
 	registerServing(t, s, fresh, &llmrouterv1.Report{Healthy: true, LoraStateKnown: true, MaxLora: 2})

@@ -15,10 +15,24 @@ import (
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/plugins/all"
 )
 
+// build is profile "lora" of an EndpointPickerConfig.
+func build(t *testing.T, src string) policy.Policy {
+	t.Helper()
+	spec, err := framework.ParseEndpointPickerConfig([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := framework.Build(spec, "lora", policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 2))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestHolderWins: in a profile with the queue, the instance holding the
 // adapter wins unless its queue outweighs the adapter's weight.
 func TestHolderWins(t *testing.T) {
-	spec, err := framework.ParseEndpointPickerConfig([]byte(`
+	p := build(t, `
 apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
 plugins:
@@ -29,14 +43,7 @@ schedulingProfiles:
   plugins:
   - {pluginRef: lora-affinity-scorer, weight: 2}
   - {pluginRef: queue-scorer, weight: 1}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := framework.Build(spec, "lora", policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 2))})
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	a := &policy.Instance{ID: "a", Waiting: 3}
 	b := &policy.Instance{ID: "b", Waiting: 0, LoRAs: []string{"sql"}}
 	c := &policy.Instance{ID: "c", Waiting: 1}
@@ -57,7 +64,7 @@ schedulingProfiles:
 // by what its engine reports of adapters running (LoRAs), waiting and its
 // adapter slots (MaxLoRA).
 func TestGrades(t *testing.T) {
-	spec, err := framework.ParseEndpointPickerConfig([]byte(`
+	p := build(t, `
 apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
 plugins:
@@ -66,14 +73,7 @@ schedulingProfiles:
 - name: lora
   plugins:
   - {pluginRef: lora-affinity-scorer}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := framework.Build(spec, "lora", policy.Deps{Config: config.Default(), Rand: rand.New(rand.NewPCG(1, 2))})
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	cases := []struct {
 		name    string
 		running []string
