@@ -139,6 +139,7 @@ func TestErrorsNameTheFault(t *testing.T) {
 		{"field in the wrong case", header + "plugins: [{type: queue-scorer, name: x}]\nSchedulingProfiles:\n- name: p\n  plugins:\n  - pluginRef: x\n", []string{`"SchedulingProfiles"`, `case-sensitive: "schedulingProfiles"`}},
 		{"reference in the wrong case", header + "plugins: [{type: queue-scorer, name: x}]\nschedulingProfiles:\n- name: p\n  plugins:\n  - {pluginref: x, Weight: 2}\n", []string{"schedulingProfiles[0].plugins[0]", `"Weight"`, `case-sensitive: "weight"`}},
 		{"upstream field without a counterpart", header + "plugins: [{type: queue-scorer, name: x}]\nsaturationDetector: {queueDepthThreshold: 5}\n" + prof, []string{`"saturationDetector"`, "saturation-filter", "maxWaiting"}},
+		{"the data layer under its current name", header + "plugins: [{type: queue-scorer, name: x}]\ndataLayer: {sources: []}\n" + prof, []string{`"dataLayer"`, "agents' reports"}},
 		{"feature gate", header + "featureGates: [dataLayer]\nplugins: [{type: queue-scorer, name: x}]\n" + prof, []string{"featureGates", "dataLayer", "an empty list"}},
 		{"duplicate name", header + "plugins: [{type: queue-scorer}, {type: queue-scorer}]\n" + prof, []string{`"queue-scorer" declared twice`}},
 	} {

@@ -260,9 +260,12 @@ func profileHandlers(s Spec) error {
 // upstreamFields are the EndpointPickerConfig fields of the Gateway API
 // Inference Extension and llm-d that configure what has no counterpart
 // here (or has one elsewhere): each is refused saying so, not as a typo.
+// The data layer's field was data in earlier releases and is dataLayer in
+// the current schema (DataLayer, json "dataLayer").
 var upstreamFields = map[string]string{
 	"saturationDetector": "the saturation detector is the saturation-filter plugin here: declare it with parameters maxWaiting (for queueDepthThreshold) and maxKVCacheUsage (for kvCacheUtilThreshold); an instance that missed llm_scheduler.missed_reports reports is no longer picked (metricsStalenessThreshold)",
 	"data":               "the data layer's sources are the agents' reports here; nothing to configure in this file",
+	"dataLayer":          "the data layer's sources are the agents' reports here; nothing to configure in this file",
 	"flowControl":        "flow control is the scheduler's admission queue here (llm_gateway.max_queue_size, wait_schedule_timeout)",
 	"parser":             "the gateway reads OpenAI requests itself; no parser to choose",
 	"requestControl":     "request control hooks have no counterpart here",
