@@ -219,6 +219,8 @@ func TestConformanceInstanceLeaves(t *testing.T) {
 // TestConformancePrefixHomeSaturated: a conversation's instance (its
 // prefix's home) becomes saturated: its next turn goes elsewhere, for every
 // policy — the prefix-aware ones spill rather than wait for their home.
+// (prefix-cache holds a turn for its home only when computing the prompt
+// elsewhere would take longer than an agent's report interval: hold_test.go.)
 func TestConformancePrefixHomeSaturated(t *testing.T) {
 	for _, pol := range conformancePolicies(t) {
 		t.Run(pol, func(t *testing.T) {

@@ -141,6 +141,12 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 	if resp, ok := s.decide(w, modeFresh); ok {
 		return resp, nil
 	}
+	if limit := s.cfg.Gateway.MaxQueueSize; len(s.queue) >= limit && s.held {
+		// A hold is a preference, never a reason to refuse: with the
+		// queue full the best candidate takes the request now.
+		resp, _ := s.decide(w, modeExpire)
+		return resp, nil
+	}
 	if limit := s.cfg.Gateway.MaxQueueSize; len(s.queue) >= limit {
 		return s.shed(s.routableIn(req, w.pool), shedQueueFull, fmt.Sprintf("every instance serving model %q is saturated and the admission queue is full (%d requests, llm_gateway.max_queue_size)", clip.Input(req.Model), limit)), nil
 	}
@@ -160,7 +166,7 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 		MaxWait: durationpb.New(s.cfg.Gateway.WaitScheduleTimeout),
 		Policy:  s.pol.Name(),
 		Pool:    w.pool,
-		Reason:  fmt.Sprintf("every instance serving model %q is saturated; waiting for capacity", clip.Input(req.Model)),
+		Reason:  s.queuedReason(req.Model),
 	}, w
 }
 
@@ -219,7 +225,11 @@ func (s *Scheduler) decide(w *waiter, mode decideMode) (resp *llmrouterv1.PickRe
 		s.need = s.sat.HeldBackWait(&w.req, all)
 	}
 	fallback := w.fallback
+	s.held = false
 	switch {
+	case len(unsat) > 0 && len(unsat) < len(all) && mode != modeExpire && s.holds(w, unsat, all):
+		s.held = true
+		return nil, false
 	case len(unsat) > 0:
 	case len(all) == 0 && s.anySilent(w.pool):
 		return s.passthrough(w.req.Model), true
@@ -234,6 +244,30 @@ func (s *Scheduler) decide(w *waiter, mode decideMode) (resp *llmrouterv1.PickRe
 		return nil, false
 	}
 	return s.route(w, unsat, all, fallback), true
+}
+
+// queuedReason says why a new request was queued.
+func (s *Scheduler) queuedReason(model string) string {
+	if s.held {
+		return fmt.Sprintf("waiting for the saturated instance holding most of the prompt rather than computing it elsewhere (model %q)", clip.Input(model))
+	}
+	return fmt.Sprintf("every instance serving model %q is saturated; waiting for capacity", clip.Input(model))
+}
+
+// holds asks the policy, when it is a policy.Holder, whether w should wait
+// for one of the instances the stage held back (every one of all that is
+// not in unsat) rather than go to unsat now.
+func (s *Scheduler) holds(w *waiter, unsat, all []*policy.Instance) bool {
+	if s.holder == nil {
+		return false
+	}
+	saturated := make([]*policy.Instance, 0, len(all)-len(unsat))
+	for _, c := range all {
+		if c.Saturated {
+			saturated = append(saturated, c)
+		}
+	}
+	return s.holder.Hold(&w.req, unsat, saturated, s.clock.Now().Sub(w.req.Arrival))
 }
 
 // anySilent: an instance of pool is published (in EDS) but silent.
@@ -407,7 +441,9 @@ func (s *Scheduler) drainQueue() {
 		}
 		resp, ok := s.decide(w, modeRetry)
 		if !ok {
-			full = setNeed(full, w.pool, s.need)
+			if !s.held { // a hold says nothing of the pool's room
+				full = setNeed(full, w.pool, s.need)
+			}
 			kept = append(kept, w)
 			continue
 		}

@@ -129,6 +129,11 @@ type Scheduler struct {
 	// need is, after a decision that found no room, the shortest predicted
 	// wait among the candidates held back by it (+Inf: none was).
 	need float64
+	// holder is the policy's policy.Holder, nil when it is none; held
+	// says the last decision kept its request for an instance the stage
+	// held back (a hold, not a pool without room).
+	holder policy.Holder
+	held   bool
 }
 
 // New builds a scheduler running cfg.Scheduler.Policy.
@@ -166,11 +171,12 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 		return nil, err
 	}
 	pol := affinity.Wrap(inner, pd)
+	holder, _ := inner.(policy.Holder)
 	for _, m := range cfg.Deprecated {
 		d.Log.Warn(m)
 	}
 	s := &Scheduler{
-		cfg: cfg, clock: d.Clock, log: d.Log, pol: pol, m: newMetrics(d.Metrics, cfg.Gateway.MaxQueueSize), mm: newMemberMetrics(d.Metrics),
+		cfg: cfg, clock: d.Clock, log: d.Log, pol: pol, holder: holder, m: newMetrics(d.Metrics, cfg.Gateway.MaxQueueSize), mm: newMemberMetrics(d.Metrics),
 		verify: d.Verify, probe: d.Probe,
 		// An agent API listening on loopback only means every agent runs on
 		// this host: an advertised 127.0.0.1 is the same machine to Envoy.

@@ -79,6 +79,20 @@ type Policy interface {
 	Pick(req *Request, candidates []*Instance) Decision
 }
 
+// Holder is implemented by policies that can tell when a request is
+// better off waiting for an instance the stage held back as saturated than
+// going to any candidate now: one that holds so much more of its prompt
+// that computing the difference elsewhere would take longer than the
+// request has waited so far. Sending such a request on moves a long prompt
+// onto an instance that must compute it whole and keep it in its KV cache,
+// which under KV pressure saturates that instance in turn. The scheduler
+// asks only while some routable instance is saturated and others are not,
+// and never at the request's deadline or with its queue full: then the
+// best candidate takes it, as without a Holder.
+type Holder interface {
+	Hold(req *Request, cands, saturated []*Instance, waited time.Duration) bool
+}
+
 // Observer is implemented by policies that keep state across decisions (a
 // prefix index, session affinity). The scheduler calls it serially with Pick.
 type Observer interface {

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -68,7 +69,8 @@ type Policy struct {
 	// report it was last measured from.
 	speed      []float64
 	sampledAt  []int64
-	calibrated bool // parameter speedCalibration
+	calibrated bool    // parameter speedCalibration
+	minHold    float64 // seconds of prefill a hold must save (Hold)
 
 	// heldBySlot is per-pick scratch by index slot + 1: the blocks each matched
 	// instance holds; all zero between picks.
@@ -167,6 +169,7 @@ func New(d policy.Deps, pr Params) (*Policy, error) {
 		avgOut:      float64(c.Scheduler.CostModel.DefaultOutputTokens),
 		tails:       make([]tail, tailSlots),
 		calibrated:  pr.SpeedCalibration,
+		minHold:     c.Agent.ReportInterval.Seconds(),
 	}
 	for i := range p.tails {
 		p.tails[i].slot = -1
@@ -977,3 +980,40 @@ func (p *Policy) explain(req *policy.Request, cands, ranked []*policy.Instance, 
 }
 
 var _ policy.Observer = (*Policy)(nil)
+
+// Hold asks the scheduler to keep req queued (policy.Holder) while an
+// instance held back as saturated holds more of its prompt than any
+// candidate, by more prefill than req has waited so far. Under KV pressure
+// the home of a long prompt is the first to saturate; its conversations'
+// next turns then went to strangers, each computing the whole prompt and
+// holding it in its KV, which saturated those in turn — the collapse of
+// lognormal-kvfull (docs/policies.md, "The hashed window, looked at
+// again"). Bounding the hold by the prefill it saves keeps a prefix from
+// waiting longer than computing it would take; the deadline and a full
+// queue bound it too (the scheduler's). A prefix that saves less than an
+// agent's report interval is not held at all: saturation changes with the
+// home's reports, so a shorter hold could not see it end, and an ordinary
+// conversation spills off its saturated home at once, as every policy's
+// does (TestConformancePrefixHomeSaturated).
+func (p *Policy) Hold(req *policy.Request, cands, saturated []*policy.Instance, waited time.Duration) bool {
+	if len(saturated) == 0 || p.idx.MatchChain(req.BlockHashes) == 0 {
+		return false
+	}
+	most := func(l []*policy.Instance) int {
+		m := 0
+		for _, c := range l {
+			if s := p.idx.Slot(c.ID); s >= 0 {
+				m = max(m, p.idx.Matched(s))
+			}
+		}
+		return m
+	}
+	home, best := most(saturated), most(cands)
+	if home <= best {
+		return false
+	}
+	saved := float64(home-best) * p.size.TokensPerBlock(req.BlockChars) * p.m.PrefillToken
+	return saved >= p.minHold && saved > waited.Seconds()
+}
+
+var _ policy.Holder = (*Policy)(nil)
