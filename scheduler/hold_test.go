@@ -9,10 +9,10 @@ import (
 	"github.com/llmrouter/llmrouter/internal/config"
 )
 
-// longTurn is a turn of conversation 7 whose hashed prompt fills the
-// gateway's default window (1,024 blocks, 16k tokens): computing it
-// elsewhere takes about 0.28 s of prefill, more than an agent's report
-// interval, so prefix-cache holds it for its saturated home.
+// longTurn is a turn of conversation 7 whose hashed prompt is 1,024 blocks
+// (16k tokens): computing it elsewhere takes about 0.28 s of prefill, more
+// than an agent's report interval, so prefix-cache holds it for its
+// saturated home.
 func longTurn(id string, extra int) *llmrouterv1.PickRequest {
 	return prompt(id, 7, 1024+extra)
 }

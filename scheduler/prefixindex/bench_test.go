@@ -131,3 +131,23 @@ func BenchmarkInsertNextTurn(b *testing.B) {
 		x.Insert(c.id, 1024, c.hs)
 	}
 }
+
+// BenchmarkInsertNewWindow is the costliest Picked under the gateway's
+// default hashed window (llm_gateway.max_prefix_chars 256 KiB: 4,096 blocks
+// of 64 characters): a prompt nobody holds any of, as long as the window,
+// taught to one of 16 full instances of 65,536 blocks each, every block new
+// and pushing an old one out. It runs under the scheduler's lock.
+func BenchmarkInsertNewWindow(b *testing.B) {
+	x := New(0)
+	ids := fill(x, 16, 65536)
+	r := rand.New(rand.NewPCG(7, 8))
+	hs := make([]uint64, 4096)
+	for i := uint64(1); b.Loop(); i++ {
+		h := i << 40 // a chain no earlier iteration made
+		for j := range hs {
+			h = h*0x9E3779B97F4A7C15 + uint64(j) + 1
+			hs[j] = h
+		}
+		x.Insert(ids[r.IntN(len(ids))], 65536, hs)
+	}
+}
