@@ -307,7 +307,7 @@ func Default() Config {
 			SchedulerAddress:      "127.0.0.1:18001",
 			PickTimeout:           150 * time.Millisecond,
 			BlockChars:            64,
-			MaxPrefixChars:        262144,
+			MaxPrefixChars:        65536,
 			CharsPerToken:         4,
 		},
 		Scheduler: Scheduler{
