@@ -227,7 +227,8 @@ func (s *Scheduler) decide(w *waiter, mode decideMode) (resp *llmrouterv1.PickRe
 	fallback := w.fallback
 	s.held = false
 	switch {
-	case len(unsat) > 0 && len(unsat) < len(all) && mode != modeExpire && s.holds(w, unsat, all):
+	case len(unsat) > 0 && len(unsat) < len(all) && mode != modeExpire && s.holder != nil &&
+		s.holder.Hold(&w.req, all, s.clock.Now().Sub(w.req.Arrival)):
 		s.held = true
 		return nil, false
 	case len(unsat) > 0:
@@ -252,22 +253,6 @@ func (s *Scheduler) queuedReason(model string) string {
 		return fmt.Sprintf("waiting for the saturated instance holding most of the prompt rather than computing it elsewhere (model %q)", clip.Input(model))
 	}
 	return fmt.Sprintf("every instance serving model %q is saturated; waiting for capacity", clip.Input(model))
-}
-
-// holds asks the policy, when it is a policy.Holder, whether w should wait
-// for one of the instances the stage held back (every one of all that is
-// not in unsat) rather than go to unsat now.
-func (s *Scheduler) holds(w *waiter, unsat, all []*policy.Instance) bool {
-	if s.holder == nil {
-		return false
-	}
-	saturated := make([]*policy.Instance, 0, len(all)-len(unsat))
-	for _, c := range all {
-		if c.Saturated {
-			saturated = append(saturated, c)
-		}
-	}
-	return s.holder.Hold(&w.req, unsat, saturated, s.clock.Now().Sub(w.req.Arrival))
 }
 
 // anySilent: an instance of pool is published (in EDS) but silent.

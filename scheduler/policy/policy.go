@@ -88,9 +88,11 @@ type Policy interface {
 // which under KV pressure saturates that instance in turn. The scheduler
 // asks only while some routable instance is saturated and others are not,
 // and never at the request's deadline or with its queue full: then the
-// best candidate takes it, as without a Holder.
+// best candidate takes it, as without a Holder. cands are the routable
+// instances of the request's pool, each marked Saturated or not by the
+// stage: the unsaturated ones are those the policy would pick among.
 type Holder interface {
-	Hold(req *Request, cands, saturated []*Instance, waited time.Duration) bool
+	Hold(req *Request, cands []*Instance, waited time.Duration) bool
 }
 
 // Observer is implemented by policies that keep state across decisions (a

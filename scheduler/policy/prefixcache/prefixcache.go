@@ -995,24 +995,26 @@ var _ policy.Observer = (*Policy)(nil)
 // home's reports, so a shorter hold could not see it end, and an ordinary
 // conversation spills off its saturated home at once, as every policy's
 // does (TestConformancePrefixHomeSaturated).
-func (p *Policy) Hold(req *policy.Request, cands, saturated []*policy.Instance, waited time.Duration) bool {
-	if len(saturated) == 0 || p.idx.MatchChain(req.BlockHashes) == 0 {
+func (p *Policy) Hold(req *policy.Request, cands []*policy.Instance, waited time.Duration) bool {
+	perBlock := p.size.TokensPerBlock(req.BlockChars) * p.m.PrefillToken
+	// Most prompts are too short for any difference to reach minHold: they
+	// cost the pick path no index lookup.
+	if float64(len(req.BlockHashes))*perBlock < p.minHold || p.idx.MatchChain(req.BlockHashes) == 0 {
 		return false
 	}
-	most := func(l []*policy.Instance) int {
-		m := 0
-		for _, c := range l {
-			if s := p.idx.Slot(c.ID); s >= 0 {
-				m = max(m, p.idx.Matched(s))
-			}
+	home, best := 0, 0 // the most blocks a saturated instance, an unsaturated one holds
+	for _, c := range cands {
+		s := p.idx.Slot(c.ID)
+		if s < 0 {
+			continue
 		}
-		return m
+		if m := p.idx.Matched(s); c.Saturated {
+			home = max(home, m)
+		} else {
+			best = max(best, m)
+		}
 	}
-	home, best := most(saturated), most(cands)
-	if home <= best {
-		return false
-	}
-	saved := float64(home-best) * p.size.TokensPerBlock(req.BlockChars) * p.m.PrefillToken
+	saved := float64(home-best) * perBlock
 	return saved >= p.minHold && saved > waited.Seconds()
 }
 
