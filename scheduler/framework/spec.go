@@ -57,21 +57,21 @@ func APIVersions() []string {
 // is and what replaces it; it is empty otherwise. Parsing logs nothing: the
 // scheduler, which has the logger, says it once at startup.
 func (s Spec) Deprecation() string {
-	for _, v := range apiVersions {
-		if v.name == s.APIVersion && v.deprecated {
-			return fmt.Sprintf("EndpointPickerConfig apiVersion %s is deprecated upstream (llm-d): use %s; the file loads the same under it", v.name, APIVersion)
-		}
+	if _, deprecated := lookupAPIVersion(s.APIVersion); deprecated {
+		return fmt.Sprintf("EndpointPickerConfig apiVersion %s is deprecated upstream (llm-d): use %s; the file loads the same under it", s.APIVersion, APIVersion)
 	}
 	return ""
 }
 
-func knownAPIVersion(v string) bool {
+// lookupAPIVersion says whether v is an accepted apiVersion and whether
+// upstream deprecates it.
+func lookupAPIVersion(v string) (known, deprecated bool) {
 	for _, a := range apiVersions {
 		if a.name == v {
-			return true
+			return true, a.deprecated
 		}
 	}
-	return false
+	return false, false
 }
 
 // Spec is an EndpointPickerConfig: plugins, then the scheduling profiles
@@ -185,7 +185,7 @@ func ParseEndpointPickerConfig(b []byte) (Spec, error) {
 	if err := strictDecode(j, &s); err != nil {
 		return Spec{}, err
 	}
-	if !knownAPIVersion(s.APIVersion) {
+	if known, _ := lookupAPIVersion(s.APIVersion); !known {
 		return Spec{}, fmt.Errorf("apiVersion %q: accepted: %s", s.APIVersion, strings.Join(APIVersions(), ", "))
 	}
 	if s.Kind != Kind {

@@ -340,12 +340,15 @@ func (r *Registry) Register(reg *llmrouterv1.Register, holder *Lease) (*Lease, e
 		interval = DefaultReportInterval
 	}
 	id := ap.String()
+	// What it serves is what it runs until a report says otherwise; both
+	// lists are replaced whole, never written, so they may share.
+	adapters := dedupe(reg.GetLoraAdapters())
 	inst := Instance{
 		ID: id, Address: id, Engine: reg.GetEngine(), EngineVersion: reg.GetEngineVersion(),
-		AgentVersion: reg.GetAgentVersion(), Models: models, LoRAs: dedupe(reg.GetLoraAdapters()),
+		AgentVersion: reg.GetAgentVersion(), Models: models, LoRAs: adapters,
 		Role: RoleFromProto(reg.GetRole()), NumGPUBlocks: reg.GetNumGpuBlocks(), BlockSize: reg.GetBlockSize(),
 		BootstrapPort:  reg.GetBootstrapPort(),
-		Adapters:       dedupe(reg.GetLoraAdapters()),
+		Adapters:       adapters,
 		ReportInterval: interval, Healthy: true, Verified: !r.verify, Registered: now, LastReport: now, PrefixCacheHitRatio: -1,
 	}
 	if ini := reg.GetInitial(); ini != nil {
