@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"testing"
+	"time"
 )
 
 // fill loads x with a fleet-sized workload: nInst instances of capacity
@@ -137,8 +138,9 @@ func BenchmarkInsertNextTurn(b *testing.B) {
 // characters): a prompt nobody holds any of, as long as the window, taught
 // to one of 16 full instances of 65,536 blocks each, every block new and
 // pushing an old one out. It runs under the scheduler's lock: at about
-// 0.4 µs a block it is why the default window stayed at 64 KiB
-// (docs/policies.md, "The hashed window, looked at again").
+// 0.4 µs a block it is why prefix-cache teaches the index at most a budget
+// of new blocks a pick (InsertBounded, BenchmarkInsertPick;
+// docs/policies.md, "The hashed window, looked at again").
 func BenchmarkInsertNewWindow(b *testing.B) {
 	x := New(0)
 	ids := fill(x, 16, 65536)
@@ -152,4 +154,71 @@ func BenchmarkInsertNewWindow(b *testing.B) {
 		}
 		x.Insert(ids[r.IntN(len(ids))], 65536, hs)
 	}
+}
+
+// BenchmarkInsertPick is one pick's Insert of a prompt as make bench's
+// overhead run sends them: a start the instance holds, then blocks nobody
+// holds (a request's own text), on one of 16 full instances of 65,536
+// blocks. bound=none teaches the index every block (Insert), bound=128 at
+// most 128 new ones (InsertBounded, as prefix-cache does): its cost stays
+// that of 128 new blocks however many the prompt brings.
+func BenchmarkInsertPick(b *testing.B) {
+	cases := []struct{ held, fresh int }{{1024, 0}, {4096, 0}, {1024, 256}, {1024, 1024}, {1024, 3072}}
+	for _, c := range cases {
+		for _, bound := range []int{-1, 128} {
+			name := "none"
+			if bound >= 0 {
+				name = fmt.Sprint(bound)
+			}
+			b.Run(fmt.Sprintf("held=%d/new=%d/bound=%s", c.held, c.fresh, name), func(b *testing.B) {
+				x := New(0)
+				ids := fill(x, 16, 65536)
+				start := chain(77<<40, c.held)
+				for _, id := range ids {
+					x.Insert(id, 65536, start)
+				}
+				hs := append(append([]uint64{}, start...), make([]uint64, c.fresh)...)
+				for i := uint64(1); b.Loop(); i++ {
+					h := start[len(start)-1] ^ i<<32 // blocks no earlier pick made
+					for j := c.held; j < len(hs); j++ {
+						h = h*0x9E3779B97F4A7C15 + uint64(j) + 1
+						hs[j] = h
+					}
+					id := ids[i%uint64(len(ids))]
+					if bound < 0 {
+						x.Insert(id, 65536, hs)
+					} else if _, k := x.InsertBounded(id, 65536, hs, bound); k != min(len(hs), c.held+bound) {
+						b.Fatalf("inserted %d blocks, want %d", k, min(len(hs), c.held+bound))
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkInsertFill fills an empty index the way make bench's overhead
+// run does: 64 instances of 43,500 blocks (its engines' KV capacity),
+// prompts of 256 new blocks, 4 million pairs at most. It reports the
+// longest single Insert: the index growing must not stall a pick.
+func BenchmarkInsertFill(b *testing.B) {
+	ids := make([]string, 64)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("10.0.3.%d:8000", i)
+	}
+	var worst time.Duration
+	for b.Loop() {
+		x := New(4 << 20)
+		hs := make([]uint64, 256)
+		for i := uint64(1); x.Pairs() < 2_700_000; i++ {
+			h := i << 40
+			for j := range hs {
+				h = h*0x9E3779B97F4A7C15 + uint64(j) + 1
+				hs[j] = h
+			}
+			t0 := time.Now()
+			x.Insert(ids[i%64], 43500, hs)
+			worst = max(worst, time.Since(t0))
+		}
+	}
+	b.ReportMetric(float64(worst.Microseconds())/1e3, "max-ms")
 }

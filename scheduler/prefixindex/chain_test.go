@@ -135,8 +135,8 @@ func lruOf(x *Index, id string) []uint64 {
 		return nil
 	}
 	var out []uint64
-	for n := x.slots[s].head; n != none; n = x.nodes[n].next {
-		out = append(out, x.nodes[n].hash)
+	for n := x.slots[s].head; n != none; n = x.nodes.at(n).next {
+		out = append(out, x.nodes.at(n).hash)
 	}
 	return out
 }
@@ -201,5 +201,73 @@ func TestInsertRunSpliceAgreesWithEachBlock(t *testing.T) {
 	}
 	if spliced < 1000 {
 		t.Fatalf("only %d inserts took the run shortcut: the scenario does not test it", spliced)
+	}
+}
+
+// TestInsertBoundedTeachesAPrefix replays chained conversations whose turns
+// move between instances and bring up to 60 new blocks, teaching one index
+// at most 8 new blocks a pick (InsertBounded) and another the same prefix
+// of each chain with Insert: InsertBounded must report the blocks the
+// instance held before and after, give the same LRU order as Insert of
+// that prefix, and keep what every instance holds a prefix of the chain, so
+// MatchChain's bisection still finds Match's lengths.
+func TestInsertBoundedTeachesAPrefix(t *testing.T) {
+	r := rand.New(rand.NewPCG(31, 32))
+	const nInst, budget = 6, 8
+	a, b := New(nInst*120), New(nInst*120)
+	ids := make([]string, nInst)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("10.0.4.%d:8000", i)
+	}
+	sys := [][]uint64{extend(nil, 1, 40), extend(nil, 2, 5)}
+	convs := make([][]uint64, 20)
+	for i := range convs {
+		convs[i] = sys[i%2]
+	}
+	bounded, checked := 0, 0
+	for step := range 4000 {
+		ci := r.IntN(len(convs))
+		if r.IntN(3) == 0 {
+			q := convs[ci][:1+r.IntN(len(convs[ci]))]
+			a.Match(q)
+			lens := make([]int, nInst)
+			for i, id := range ids {
+				lens[i] = a.Matched(a.Slot(id))
+			}
+			a.MatchChain(q)
+			for i, id := range ids {
+				if g := a.Matched(a.Slot(id)); g != lens[i] {
+					t.Fatalf("step %d: %s: MatchChain %d blocks, Match %d", step, id, g, lens[i])
+				}
+			}
+			checked++
+			continue
+		}
+		convs[ci] = extend(convs[ci], uint64(step), 1+r.IntN(60))
+		if len(convs[ci]) > 150 {
+			convs[ci] = sys[r.IntN(2)]
+		}
+		id, capacity := ids[r.IntN(nInst)], 60+r.IntN(100)
+		hs := convs[ci]
+		want := 0
+		if b.Match(hs) > 0 {
+			want = b.Matched(b.Slot(id))
+		}
+		held, inserted := a.InsertBounded(id, capacity, hs, budget)
+		if held != want || inserted != min(len(hs), want+budget) {
+			t.Fatalf("step %d: InsertBounded reports %d held, %d inserted; want %d and %d", step, held, inserted, want, min(len(hs), want+budget))
+		}
+		if inserted < len(hs) {
+			bounded++
+		}
+		b.Insert(id, capacity, hs[:inserted])
+		for _, id := range ids {
+			if la, lb := lruOf(a, id), lruOf(b, id); fmt.Sprint(la) != fmt.Sprint(lb) {
+				t.Fatalf("step %d: %s holds\n%v\nInsert of the prefix gives\n%v", step, id, la, lb)
+			}
+		}
+	}
+	if bounded < 500 || checked < 1000 {
+		t.Fatalf("%d bounded inserts, %d lookups compared: the scenario does not test the bound", bounded, checked)
 	}
 }

@@ -23,6 +23,36 @@ type node struct {
 	same       int32 // next holder of the same block (cold blocks only)
 }
 
+// nodeStore holds the nodes in chunks of a fixed size, numbered in one
+// sequence. A single slice doubled as the index grew: at a few million
+// pairs appending one node copied tens of megabytes under the scheduler's
+// lock, a pause of tens of milliseconds for whichever picks waited on it
+// (make bench's overhead run, while a 256 KiB window filled the index).
+// A chunk is allocated once and never moves.
+type nodeStore struct {
+	chunks [][]node
+	n      int32
+}
+
+const (
+	chunkBits = 13 // 8,192 nodes, 192 KiB a chunk
+	chunkMask = 1<<chunkBits - 1
+)
+
+func (ns *nodeStore) at(i int32) *node { return &ns.chunks[i>>chunkBits][i&chunkMask] }
+
+// grow adds a node at the end and returns its number.
+func (ns *nodeStore) grow() int32 {
+	if int(ns.n)>>chunkBits == len(ns.chunks) {
+		ns.chunks = append(ns.chunks, make([]node, 1<<chunkBits))
+	}
+	ns.n++
+	return ns.n - 1
+}
+
+// capacity is the nodes allocated, in use or free.
+func (ns *nodeStore) capacity() int64 { return int64(len(ns.chunks)) << chunkBits }
+
 // block is a map value. first ≥ 0 heads the holder chain of a cold block;
 // first < 0 marks a hot block whose holders live in hots[^first].
 type block struct {
@@ -47,7 +77,7 @@ type slot struct {
 // serially. Only the exported statistics may be read concurrently.
 type Index struct {
 	blocks    map[uint64]block
-	nodes     []node
+	nodes     nodeStore
 	freeNode  int32
 	slots     []slot
 	slotOf    map[string]int32
@@ -111,6 +141,24 @@ func CapacityBlocks(numGPUBlocks, blockSize int64, charsPerToken float64, blockC
 // are touched last to first, so the prefix is the most recently used part
 // and the LRU evicts a chain's tail before its head, as engines do.
 func (x *Index) Insert(id string, capacity int, hashes []uint64) {
+	x.InsertBounded(id, capacity, hashes, len(hashes))
+}
+
+// InsertBounded is Insert for a chained request (internal/prompthash) that
+// teaches the index at most maxNew blocks id does not hold yet: of hashes
+// it inserts the leading blocks id already holds plus the next maxNew at
+// most, and returns how many leading blocks id held before (held) and
+// holds now (inserted). What it leaves out is the end of the chain, so
+// what id holds stays a prefix of it, as MatchChain's bisection needs.
+//
+// Each new block costs a map insert, a node and usually an eviction, about
+// 0.4 µs under the scheduler's lock: a pick of a long prompt nobody sent
+// before (a 256 KiB window's 4,096 blocks) took milliseconds, and a stream
+// of them held the lock for most of every second (docs/policies.md, "The
+// hashed window, looked at again"). The caller credits the rest of the
+// prompt on id as it credits a prompt's unhashed rest, and a prompt sent
+// again to id gets maxNew more of its blocks in with each pick.
+func (x *Index) InsertBounded(id string, capacity int, hashes []uint64, maxNew int) (held, inserted int) {
 	s := x.slotFor(id)
 	sl := &x.slots[s]
 	if capacity < 1 {
@@ -125,14 +173,20 @@ func (x *Index) Insert(id string, capacity int, hashes []uint64) {
 	// list; the remaining blocks then go in right behind it. While the
 	// request fits the capacity, evictions only take blocks older than all
 	// of the request's, so the result is the block-by-block one's.
-	anchor, held := int32(none), 0
-	if len(hashes) <= int(limit) {
-		if first, last, r := x.run(s, hashes); r > 0 {
-			x.lruSplice(s, first, last)
-			anchor, held = last, r
-		}
+	first, last, r := x.run(s, hashes)
+	held = r
+	for held < len(hashes) && x.holds(s, hashes[held]) {
+		held++
 	}
-	for i := len(hashes) - 1; i >= held; i-- {
+	if maxNew = max(maxNew, 0); len(hashes)-held > maxNew {
+		hashes = hashes[:held+maxNew]
+	}
+	anchor, spliced := int32(none), 0
+	if r > 0 && len(hashes) <= int(limit) {
+		x.lruSplice(s, first, last)
+		anchor, spliced = last, r
+	}
+	for i := len(hashes) - 1; i >= spliced; i-- {
 		x.touch(s, hashes[i], anchor)
 		for x.slots[s].n > limit {
 			x.evict(s)
@@ -142,6 +196,13 @@ func (x *Index) Insert(id string, capacity int, hashes []uint64) {
 		x.evict(s)
 	}
 	x.updateStats()
+	return held, len(hashes)
+}
+
+// holds reports whether s holds block h.
+func (x *Index) holds(s int32, h uint64) bool {
+	b, ok := x.blocks[h]
+	return ok && x.find(b, s, h) != none
 }
 
 // run finds the longest prefix of hashes that s holds as consecutive
@@ -161,8 +222,8 @@ func (x *Index) run(s int32, hashes []uint64) (first, last int32, n int) {
 	}
 	last, n = first, 1
 	for n < len(hashes) {
-		nx := x.nodes[last].next
-		if nx == none || x.nodes[nx].hash != hashes[n] {
+		nx := x.nodes.at(last).next
+		if nx == none || x.nodes.at(nx).hash != hashes[n] {
 			break
 		}
 		last = nx
@@ -256,7 +317,7 @@ func (x *Index) touch(s int32, h uint64, anchor int32) {
 		return
 	}
 	if b.first >= 0 {
-		x.nodes[n].same = b.first
+		x.nodes.at(n).same = b.first
 		b.first = n
 		b.n++
 		if b.n > hotAt {
@@ -280,8 +341,8 @@ func (x *Index) find(b block, s int32, h uint64) int32 {
 		}
 		return none
 	}
-	for n := b.first; n != none; n = x.nodes[n].same {
-		if x.nodes[n].inst == s {
+	for n := b.first; n != none; n = x.nodes.at(n).same {
+		if x.nodes.at(n).inst == s {
 			return n
 		}
 	}
@@ -299,12 +360,12 @@ func (x *Index) promote(b block) block {
 	}
 	hb := hotBlock{nodes: make(map[int32]int32, b.n*2)}
 	for n := b.first; n != none; {
-		nx := x.nodes[n].same
-		s := x.nodes[n].inst
+		nx := x.nodes.at(n).same
+		s := x.nodes.at(n).inst
 		setBit(&hb.bits, s)
 		hb.nodes[s] = n
 		x.hotPairs++
-		x.nodes[n].same = none
+		x.nodes.at(n).same = none
 		n = nx
 	}
 	x.hots[h] = hb
@@ -316,7 +377,7 @@ func (x *Index) demote(b block) block {
 	hb := x.hots[h]
 	first := int32(none)
 	for _, n := range hb.nodes {
-		x.nodes[n].same = first
+		x.nodes.at(n).same = first
 		first = n
 	}
 	x.hotPairs -= len(hb.nodes)
@@ -331,7 +392,7 @@ func (x *Index) evict(s int32) {
 	if n == none {
 		return
 	}
-	h := x.nodes[n].hash
+	h := x.nodes.at(n).hash
 	x.lruUnlink(s, n)
 	b := x.blocks[h]
 	b.n--
@@ -344,13 +405,13 @@ func (x *Index) evict(s int32) {
 			b = x.demote(b)
 		}
 	} else if b.first == n {
-		b.first = x.nodes[n].same
+		b.first = x.nodes.at(n).same
 	} else {
 		p := b.first
-		for x.nodes[p].same != n {
-			p = x.nodes[p].same
+		for x.nodes.at(p).same != n {
+			p = x.nodes.at(p).same
 		}
-		x.nodes[p].same = x.nodes[n].same
+		x.nodes.at(p).same = x.nodes.at(n).same
 	}
 	if b.n == 0 {
 		delete(x.blocks, h)
@@ -364,31 +425,30 @@ func (x *Index) allocNode(h uint64, s int32) int32 {
 	var n int32
 	if x.freeNode != none {
 		n = x.freeNode
-		x.freeNode = x.nodes[n].next
+		x.freeNode = x.nodes.at(n).next
 	} else {
-		n = int32(len(x.nodes))
-		x.nodes = append(x.nodes, node{})
+		n = x.nodes.grow()
 	}
-	x.nodes[n] = node{hash: h, inst: s, prev: none, next: none, same: none}
+	*x.nodes.at(n) = node{hash: h, inst: s, prev: none, next: none, same: none}
 	x.slots[s].n++
 	x.total++
 	return n
 }
 
 func (x *Index) freeNodeAt(n int32) {
-	s := x.nodes[n].inst
+	s := x.nodes.at(n).inst
 	x.slots[s].n--
 	x.total--
-	x.nodes[n] = node{inst: none, prev: none, next: x.freeNode, same: none}
+	*x.nodes.at(n) = node{inst: none, prev: none, next: x.freeNode, same: none}
 	x.freeNode = n
 }
 
 func (x *Index) lruPush(s, n int32) {
 	sl := &x.slots[s]
-	x.nodes[n].prev = none
-	x.nodes[n].next = sl.head
+	x.nodes.at(n).prev = none
+	x.nodes.at(n).next = sl.head
 	if sl.head != none {
-		x.nodes[sl.head].prev = n
+		x.nodes.at(sl.head).prev = n
 	}
 	sl.head = n
 	if sl.tail == none {
@@ -402,11 +462,11 @@ func (x *Index) lruInsert(s, n, anchor int32) {
 		x.lruPush(s, n)
 		return
 	}
-	nx := x.nodes[anchor].next
-	x.nodes[n].prev, x.nodes[n].next = anchor, nx
-	x.nodes[anchor].next = n
+	nx := x.nodes.at(anchor).next
+	x.nodes.at(n).prev, x.nodes.at(n).next = anchor, nx
+	x.nodes.at(anchor).next = n
 	if nx != none {
-		x.nodes[nx].prev = n
+		x.nodes.at(nx).prev = n
 	} else {
 		x.slots[s].tail = n
 	}
@@ -419,29 +479,29 @@ func (x *Index) lruSplice(s, first, last int32) {
 	if sl.head == first {
 		return
 	}
-	p, nx := x.nodes[first].prev, x.nodes[last].next
-	x.nodes[p].next = nx // p exists: first is not the head
+	p, nx := x.nodes.at(first).prev, x.nodes.at(last).next
+	x.nodes.at(p).next = nx // p exists: first is not the head
 	if nx != none {
-		x.nodes[nx].prev = p
+		x.nodes.at(nx).prev = p
 	} else {
 		sl.tail = p
 	}
-	x.nodes[first].prev = none
-	x.nodes[last].next = sl.head
-	x.nodes[sl.head].prev = last
+	x.nodes.at(first).prev = none
+	x.nodes.at(last).next = sl.head
+	x.nodes.at(sl.head).prev = last
 	sl.head = first
 }
 
 func (x *Index) lruUnlink(s, n int32) {
 	sl := &x.slots[s]
-	nd := &x.nodes[n]
+	nd := x.nodes.at(n)
 	if nd.prev != none {
-		x.nodes[nd.prev].next = nd.next
+		x.nodes.at(nd.prev).next = nd.next
 	} else {
 		sl.head = nd.next
 	}
 	if nd.next != none {
-		x.nodes[nd.next].prev = nd.prev
+		x.nodes.at(nd.next).prev = nd.prev
 	} else {
 		sl.tail = nd.prev
 	}
@@ -477,7 +537,7 @@ const (
 func (x *Index) updateStats() {
 	x.statNodes.Store(int64(x.total))
 	x.statBlocks.Store(int64(len(x.blocks)))
-	bytes := int64(cap(x.nodes))*nodeBytes + int64(len(x.blocks))*mapEntryBytes +
+	bytes := x.nodes.capacity()*nodeBytes + int64(len(x.blocks))*mapEntryBytes +
 		int64(cap(x.slots))*64 + int64(x.hotPairs)*hotPairBytes + int64(len(x.hots))*hotBlockBytes
 	x.statBytes.Store(bytes)
 }

@@ -32,8 +32,8 @@ func (x *Index) Match(hashes []uint64) int {
 			dense = false
 		}
 	} else {
-		for n := b.first; n != none; n = x.nodes[n].same {
-			x.list = append(x.list, x.nodes[n].inst)
+		for n := b.first; n != none; n = x.nodes.at(n).same {
+			x.list = append(x.list, x.nodes.at(n).inst)
 		}
 	}
 	for i := 1; i < len(hashes); i++ {
@@ -68,8 +68,8 @@ func (x *Index) Match(hashes []uint64) int {
 		case dense:
 			// A cold block: its few holders that are still active go on.
 			x.list = x.list[:0]
-			for n := b.first; n != none; n = x.nodes[n].same {
-				s := x.nodes[n].inst
+			for n := b.first; n != none; n = x.nodes.at(n).same {
+				s := x.nodes.at(n).inst
 				if w := int(s) >> 6; x.dense[w]&(1<<(uint(s)&63)) != 0 {
 					x.list = append(x.list, s)
 					x.dense[w] &^= 1 << (uint(s) & 63)
@@ -92,8 +92,8 @@ func (x *Index) Match(hashes []uint64) int {
 			x.list, x.list2 = x.list2, x.list
 		default:
 			x.nextMark()
-			for n := b.first; n != none; n = x.nodes[n].same {
-				x.stamp[x.nodes[n].inst] = x.mark
+			for n := b.first; n != none; n = x.nodes.at(n).same {
+				x.stamp[x.nodes.at(n).inst] = x.mark
 			}
 			x.list2 = x.list2[:0]
 			for _, s := range x.list {
@@ -257,8 +257,8 @@ func (x *Index) MatchChain(hashes []uint64) int {
 	for i := len(x.cuts) - 1; i >= 0; i-- {
 		c := x.cuts[i]
 		if c.b.first >= 0 {
-			for n := c.b.first; n != none; n = x.nodes[n].same {
-				if s := x.nodes[n].inst; x.lensAt[s] != x.lookup {
+			for n := c.b.first; n != none; n = x.nodes.at(n).same {
+				if s := x.nodes.at(n).inst; x.lensAt[s] != x.lookup {
 					x.end(s, int(c.pos))
 				}
 			}
