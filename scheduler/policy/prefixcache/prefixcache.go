@@ -112,14 +112,22 @@ type Policy struct {
 	ranker  rank.Ranker
 }
 
-// tail is one prompt end: the hash of a prompt's last full block, the
-// index slot of the instance it was sent to, and the prompt's tokens (more
-// than its hashed blocks when the gateway hashed only its first
-// max_prefix_chars).
+// tail is one prompt end: the hash of the last block of a prompt the index
+// was taught (see insert), the index slot of the instance it was sent to,
+// and the prompt's tokens (more than its hashed blocks when the gateway
+// hashed only its first max_prefix_chars).
 type tail struct {
 	hash   uint64
 	slot   int32
 	tokens int32
+	// blocks is the prompt's hashed blocks: more than hash's position + 1
+	// when the pick taught the index only their start (insertBudget).
+	// marks are the low 32 bits of the prompt's hashes at tailMarks points
+	// evenly spaced after hash's, the last at its last hashed block (see
+	// markAt): a request whose hashes pass through one shares the prompt up
+	// to there.
+	blocks int32
+	marks  [tailMarks]uint32
 	// shared: prompts with this hashed start went to several instances, or
 	// one did not continue the last (a system prompt longer than the hashed
 	// window, shared by many conversations): which of them an instance
@@ -129,10 +137,30 @@ type tail struct {
 }
 
 // tailSlots sizes the prompt-end table: direct-mapped by hash, a newer end
-// overwrites an older one in its place. 64k entries (1 MB) keep the latest
-// turn of tens of thousands of conversations; a lost entry only costs the
-// credit for one answer.
+// overwrites an older one in its place. 64k entries (3.5 MB) keep the
+// latest turn of tens of thousands of conversations; a lost entry costs
+// the credit for one answer, or for the blocks of a long prompt the index
+// was not taught, until its next pick teaches it more.
 const tailSlots = 1 << 16
+
+// tailMarks is how many of a prompt's hashes past what the index was
+// taught its tail keeps: a request that leaves the prompt between two
+// marks is credited up to the earlier one, so with 8 at most an eighth of
+// the untaught blocks goes uncredited.
+const tailMarks = 8
+
+// taughtTail is where the tail of a prompt the index was taught only the
+// start of (its first blocks through h) is kept for slot: apart from the
+// other tails, and per instance, because instances reach the same block
+// of a long prompt's start: one overwriting another's would take from it
+// the credit for the whole rest of its prompt.
+func (p *Policy) taughtTail(h uint64, slot int32) *tail {
+	return &p.tails[(h^uint64(slot+1)*0x9E3779B97F4A7C15)&(tailSlots-1)]
+}
+
+// markAt is the position (in blocks, from the prompt's start) of mark j of
+// a prompt of n hashed blocks whose first k the index was taught.
+func markAt(j, k, n int) int { return k + (n-k)*(j+1)/tailMarks }
 
 // queued is an instance's backlog of uncached prompt tokens at time at
 // (UnixNano of the policy's clock).
@@ -498,35 +526,57 @@ func (p *Policy) drainRate(c *policy.Instance) float64 {
 //     a stranger, and the backlog the policy keeps for each instance grew
 //     by the whole rest at every pick and ranked the homes last
 //     (docs/policies.md, "What --explain found").
+//   - the blocks the index was not taught: a pick teaches it at most
+//     insertBudget new blocks of a prompt (see insert), and the instance
+//     holds the rest of the prompt all the same. When the index holds
+//     exactly the start of a prompt we sent the instance, the request is
+//     credited as far as its hashes run along that prompt (tail.marks);
+//     when they run through its last hashed block, the two cases above
+//     apply from there.
 func (p *Policy) heldTail(hashes []uint64, m int, slot int32, in *inputs) int {
-	if m < len(hashes) {
-		if in.answerBlocks <= 0 {
-			return 0
-		}
-		h := hashes[m-1]
-		if t := p.tails[h&(tailSlots-1)]; t.hash != h || t.slot != slot {
-			return 0
-		}
-		return min(in.answerBlocks, len(hashes)-m)
-	}
-	if m == 0 || in.promptBlocks <= m {
+	if m == 0 {
 		return 0
 	}
 	h := hashes[m-1]
+	k := m // the blocks the index matched
 	t := p.tails[h&(tailSlots-1)]
-	switch {
-	case t.hash != h:
+	if u := *p.taughtTail(h, slot); u.hash == h && u.slot == slot && int(u.blocks) > m {
+		// The prompt sent here is held whole; the request shares it up to
+		// the furthest mark its hashes pass through (hashes are chained).
+		n, v := int(u.blocks), k
+		for j := tailMarks - 1; j >= 0; j-- {
+			if p := markAt(j, k, n); p <= len(hashes) && uint32(hashes[p-1]) == u.marks[j] {
+				v = p
+				break
+			}
+		}
+		if v < n {
+			return v - k
+		}
+		t, m = u, n
+	} else if t.hash != h {
 		return 0
+	}
+	if m < len(hashes) {
+		if in.answerBlocks <= 0 || t.slot != slot {
+			return m - k
+		}
+		return m - k + min(in.answerBlocks, len(hashes)-m)
+	}
+	if in.promptBlocks <= m {
+		return m - k
+	}
+	switch {
 	case t.shared:
 		// Many conversations share this hashed start: an instance holding
 		// all of it holds, as far as anyone can tell, what they share — at
 		// least the start, at most the shortest prompt seen with it, which
 		// over many first turns is their system prompt.
-		return max(min(int(float64(t.tokens)/in.tokensPerBlock), in.promptBlocks)-m, 0)
+		return m - k + max(min(int(float64(t.tokens)/in.tokensPerBlock), in.promptBlocks)-m, 0)
 	case t.slot != slot || float64(t.tokens) >= in.prompt:
-		return 0
+		return m - k
 	}
-	return max(min(int(float64(t.tokens)/in.tokensPerBlock)+in.answerBlocks, in.promptBlocks)-m, 0)
+	return m - k + max(min(int(float64(t.tokens)/in.tokensPerBlock)+in.answerBlocks, in.promptBlocks)-m, 0)
 }
 
 // inputs are the numbers the cost needs besides the candidate's: the
@@ -888,24 +938,66 @@ func (p *Policy) measure(c *policy.Instance, s int32) {
 // ewma is the weight of one observation in the policy's running means.
 const ewma = 0.05
 
-// insert teaches the index that c now holds req's blocks, and returns c's
-// index slot (-1: it has none).
+// insertBudget bounds the blocks one pick teaches the index that the
+// chosen instance did not hold (prefixindex.InsertBounded): each costs
+// about 0.4 µs under the scheduler's lock, and a 256 KiB window is 4,096
+// blocks. A conversation's turn adds a few dozen; a prompt longer than the
+// budget gets the rest of its blocks in over its next picks, and meanwhile
+// its tail credits them (heldTail).
+const insertBudget = 128
+
+// insert teaches the index that c now holds req's blocks — their first
+// insertBudget new ones, the rest left to heldTail — and returns c's index
+// slot (-1: it has none).
 func (p *Policy) insert(req *policy.Request, c *policy.Instance) int32 {
-	if len(req.BlockHashes) == 0 {
+	hs := req.BlockHashes
+	if len(hs) == 0 {
 		return p.idx.Slot(c.ID)
 	}
 	capacity := p.size.Capacity(c.NumGPUBlocks, c.BlockSize, req.BlockChars)
-	p.idx.Insert(c.ID, int(min(float64(capacity)*heldBeyondLRU, 1<<30)), req.BlockHashes)
-	promptF := p.size.PromptTokens(req.PromptTokens, len(req.BlockHashes), req.BlockChars)
+	was, k := p.idx.InsertBounded(c.ID, int(min(float64(capacity)*heldBeyondLRU, 1<<30)), hs, insertBudget)
+	promptF := p.size.PromptTokens(req.PromptTokens, len(hs), req.BlockChars)
 	s := p.idx.Slot(c.ID)
-	last := req.BlockHashes[len(req.BlockHashes)-1]
-	prompt := int32(min(promptF, math.MaxInt32))
-	t := &p.tails[last&(tailSlots-1)]
-	shared := t.hash == last && (t.shared || t.slot != s || t.tokens >= prompt)
-	if shared {
-		prompt = min(prompt, t.tokens) // the shortest prompt with this start (see heldTail)
+	if k == 0 {
+		return s
 	}
-	*t = tail{hash: last, slot: s, tokens: prompt, shared: shared}
+	end, n := uint32(hs[len(hs)-1]), int32(len(hs))
+	prompt := int32(min(promptF, math.MaxInt32))
+	// The entry for this prompt on c is where the index's part of it ended
+	// before this pick (at was), or where it ends now (at k). A taught
+	// tail at was of a prompt this one continues (an earlier turn, or this
+	// prompt again) is superseded by the one written here: it goes, so
+	// that c forgetting the newer blocks does not bring back a credit for
+	// that prompt's whole rest. One of another prompt through the same
+	// start stays: c still holds that prompt, and its next turn will
+	// match exactly was blocks there again.
+	prev := tail{slot: -1}
+	if was > 0 && was < k {
+		w := hs[was-1]
+		if pt := p.taughtTail(w, s); pt.hash == w && pt.slot == s && int(pt.blocks) > was && int(pt.blocks) <= len(hs) &&
+			uint32(hs[pt.blocks-1]) == pt.marks[tailMarks-1] {
+			if pt.blocks == n {
+				prev = *pt
+			}
+			*pt = tail{slot: -1}
+		}
+	}
+	last := hs[k-1]
+	t := &p.tails[last&(tailSlots-1)]
+	if k < len(hs) {
+		t = p.taughtTail(last, s)
+	}
+	if t.hash == last && t.slot >= 0 && t.blocks == n && t.marks[tailMarks-1] == end {
+		prev = *t
+	}
+	shared := prev.slot >= 0 && (prev.shared || prev.slot != s || prev.tokens >= prompt)
+	if shared {
+		prompt = min(prompt, prev.tokens) // the shortest prompt with this start (see heldTail)
+	}
+	*t = tail{hash: last, slot: s, tokens: prompt, blocks: n, shared: shared}
+	for j := range t.marks {
+		t.marks[j] = uint32(hs[markAt(j, k, int(n))-1])
+	}
 	return s
 }
 
@@ -1003,12 +1095,19 @@ func (p *Policy) Hold(req *policy.Request, cands []*policy.Instance, waited time
 		return false
 	}
 	home, best := 0, 0 // the most blocks a saturated instance, an unsaturated one holds
+	in := p.inputs(req)
 	for _, c := range cands {
 		s := p.idx.Slot(c.ID)
 		if s < 0 {
 			continue
 		}
-		if m := p.idx.Matched(s); c.Saturated {
+		m := p.idx.Matched(s)
+		if m > 0 {
+			// As Pick counts them: the index holds at most insertBudget
+			// new blocks of a long prompt's last pick.
+			m += p.heldTail(req.BlockHashes, m, s, &in)
+		}
+		if c.Saturated {
 			home = max(home, m)
 		} else {
 			best = max(best, m)
