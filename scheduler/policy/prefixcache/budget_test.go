@@ -3,6 +3,7 @@ package prefixcache
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -123,4 +124,28 @@ func counted(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// TestHoldCountsTheUntaughtBlocks: a saturated home holding a long prompt
+// the index was taught only the start of is worth waiting for when an
+// unsaturated instance holds that start alone (Hold), as Pick would see.
+func TestHoldCountsTheUntaughtBlocks(t *testing.T) {
+	p := newPolicy(t, nil)
+	home, other := &policy.Instance{ID: "home"}, &policy.Instance{ID: "other"}
+	cands := []*policy.Instance{home, other}
+	a := chain(71, 3*insertBudget)
+	p.Picked(req("a", a), policy.Decision{Ranked: []*policy.Instance{home}})
+	x := append(slices.Clone(a[:insertBudget]), chain(72, 10)...)
+	p.Picked(req("x", x), policy.Decision{Ranked: []*policy.Instance{other}})
+	if p.idx.Held("home") != insertBudget || p.idx.Held("other") != insertBudget {
+		t.Fatalf("the index holds %d and %d blocks, want the budget on both: the test proves nothing", p.idx.Held("home"), p.idx.Held("other"))
+	}
+	next := req("next", append(slices.Clone(a), chain(73, 6)...))
+	home.Saturated = true
+	if !p.Hold(next, cands, 0) {
+		t.Fatalf("not held, though the saturated home holds %d blocks more than the other", 2*insertBudget)
+	}
+	if p.Hold(next, cands, time.Hour) {
+		t.Fatal("held past the prefill it saves")
+	}
 }

@@ -540,20 +540,11 @@ func (p *Policy) heldTail(hashes []uint64, m int, slot int32, in *inputs) int {
 	h := hashes[m-1]
 	k := m // the blocks the index matched
 	t := p.tails[h&(tailSlots-1)]
-	if u := *p.taughtTail(h, slot); u.hash == h && u.slot == slot && int(u.blocks) > m {
-		// The prompt sent here is held whole; the request shares it up to
-		// the furthest mark its hashes pass through (hashes are chained).
-		n, v := int(u.blocks), k
-		for j := tailMarks - 1; j >= 0; j-- {
-			if p := markAt(j, k, n); p <= len(hashes) && uint32(hashes[p-1]) == u.marks[j] {
-				v = p
-				break
-			}
-		}
-		if v < n {
+	if v, u, ok := p.untaught(hashes, m, slot); ok {
+		if v < int(u.blocks) {
 			return v - k
 		}
-		t, m = u, n
+		t, m = u, v
 	} else if t.hash != h {
 		return 0
 	}
@@ -577,6 +568,26 @@ func (p *Policy) heldTail(hashes []uint64, m int, slot int32, in *inputs) int {
 		return m - k
 	}
 	return m - k + max(min(int(float64(t.tokens)/in.tokensPerBlock)+in.answerBlocks, in.promptBlocks)-m, 0)
+}
+
+// untaught is how many leading blocks of hashes the instance in slot holds
+// when the index matched its first m and was taught only the start of a
+// prompt sent there (ok; u is that prompt's tail): as far as hashes run
+// along that prompt, to within its marks (hashes are chained, so sharing a
+// block means sharing every block before it).
+func (p *Policy) untaught(hashes []uint64, m int, slot int32) (v int, u tail, ok bool) {
+	h := hashes[m-1]
+	u = *p.taughtTail(h, slot)
+	if u.hash != h || u.slot != slot || int(u.blocks) <= m {
+		return m, u, false
+	}
+	n := int(u.blocks)
+	for j := tailMarks - 1; j >= 0; j-- {
+		if q := markAt(j, m, n); q <= len(hashes) && uint32(hashes[q-1]) == u.marks[j] {
+			return q, u, true
+		}
+	}
+	return m, u, true
 }
 
 // inputs are the numbers the cost needs besides the candidate's: the
@@ -940,11 +951,16 @@ const ewma = 0.05
 
 // insertBudget bounds the blocks one pick teaches the index that the
 // chosen instance did not hold (prefixindex.InsertBounded): each costs
-// about 0.4 µs under the scheduler's lock, and a 256 KiB window is 4,096
-// blocks. A conversation's turn adds a few dozen; a prompt longer than the
-// budget gets the rest of its blocks in over its next picks, and meanwhile
-// its tail credits them (heldTail).
-const insertBudget = 128
+// about 0.4-0.6 µs under the scheduler's lock. 1,024 is the default hashed
+// window's (64 KiB of 64-character blocks), so at the default nothing
+// changes, and a larger max_prefix_chars (a 256 KiB window is 4,096
+// blocks) cannot make a pick teach the index more than the default's worst
+// case. A prompt longer than the budget gets the rest of its blocks in
+// over its next picks, and meanwhile its tail credits them (heldTail).
+// With 128, a 256 KiB window kept the log-normal suite classes' gains but
+// not make bench's overhead run (docs/policies.md, "The hashed window,
+// looked at again").
+const insertBudget = 1024
 
 // insert teaches the index that c now holds req's blocks — their first
 // insertBudget new ones, the rest left to heldTail — and returns c's index
@@ -1095,7 +1111,6 @@ func (p *Policy) Hold(req *policy.Request, cands []*policy.Instance, waited time
 		return false
 	}
 	home, best := 0, 0 // the most blocks a saturated instance, an unsaturated one holds
-	in := p.inputs(req)
 	for _, c := range cands {
 		s := p.idx.Slot(c.ID)
 		if s < 0 {
@@ -1103,9 +1118,9 @@ func (p *Policy) Hold(req *policy.Request, cands []*policy.Instance, waited time
 		}
 		m := p.idx.Matched(s)
 		if m > 0 {
-			// As Pick counts them: the index holds at most insertBudget
-			// new blocks of a long prompt's last pick.
-			m += p.heldTail(req.BlockHashes, m, s, &in)
+			// The index holds at most insertBudget new blocks of a long
+			// prompt's last pick; what the instance holds past them counts.
+			m, _, _ = p.untaught(req.BlockHashes, m, s)
 		}
 		if c.Saturated {
 			home = max(home, m)
