@@ -160,8 +160,9 @@ func BenchmarkInsertNewWindow(b *testing.B) {
 // overhead run sends them: a start the instance holds, then blocks nobody
 // holds (a request's own text), on one of 16 full instances of 65,536
 // blocks. bound=none teaches the index every block (Insert), bound=128 at
-// most 128 new ones (InsertBounded, as prefix-cache does): its cost stays
-// that of 128 new blocks however many the prompt brings.
+// most 128 new ones (InsertBounded, with the budget prefix-cache was
+// measured with at a 256 KiB window): its cost stays that of 128 new
+// blocks however many the prompt brings.
 func BenchmarkInsertPick(b *testing.B) {
 	cases := []struct{ held, fresh int }{{1024, 0}, {4096, 0}, {1024, 256}, {1024, 1024}, {1024, 3072}}
 	for _, c := range cases {
