@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -407,16 +408,16 @@ func TestOwnStallSilencesNobody(t *testing.T) {
 	const period = 20 * time.Millisecond // a stall: over stallTicks x 20 ms
 	go func() { s.Run(ctx, period); close(done) }()
 	defer func() { cancel(); <-done }()
-	time.Sleep(3 * period)       // Run's first ticks
+	waitTickAt(t, s, clk)        // Run's first tick
 	clk.Advance(2 * time.Second) // the scheduler did not run for 2 s
-	time.Sleep(5 * period)       // ticks after the stall
+	waitTickAt(t, s, clk)        // its first tick after the stall
 	for _, id := range []string{"10.0.0.1:8000", "10.0.0.2:8000"} {
 		if ri, _ := s.Registry().Get(id); ri.Silent {
 			t.Fatalf("%s silent after the scheduler's own stall", id)
 		}
 	}
-	// Time goes on in steps Run does not take for stalls; 2 reports, 1
-	// does not, and falls silent.
+	// Time goes on in steps Run does not take for stalls (each seen by a
+	// tick before the next); 2 reports, 1 does not, and falls silent.
 	for step := 0; ; step++ {
 		if ri, _ := s.Registry().Get("10.0.0.1:8000"); ri.Silent {
 			break
@@ -426,9 +427,23 @@ func TestOwnStallSilencesNobody(t *testing.T) {
 		}
 		clk.Advance(interval / 8)
 		mustReport(t, s, "10.0.0.2:8000", load(0, 0))
-		time.Sleep(period / 2)
+		waitTickAt(t, s, clk)
 	}
 	if ri, _ := s.Registry().Get("10.0.0.2:8000"); ri.Silent {
 		t.Fatal("the reporting instance went silent")
 	}
+}
+
+// waitTickAt waits until one of Run's ticks has seen the fake clock's now:
+// a test that slept instead read the registry before any tick on a loaded
+// machine, or let the fake clock run past the stall threshold between two
+// ticks.
+func waitTickAt(t *testing.T, s *Scheduler, clk *fakeClock) {
+	t.Helper()
+	now := clk.Now()
+	eventually(t, fmt.Sprintf("no tick of Run's saw %s", now), func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return !s.lastTick.Before(now)
+	})
 }
