@@ -76,13 +76,7 @@ func TestAnotherPromptIsCreditedOnlyWhatItShares(t *testing.T) {
 	d := p.Pick(r, cands)
 	p.Picked(r, d)
 	home := d.Ranked[0]
-	var other *policy.Instance
-	for _, c := range cands {
-		if c != home {
-			other = c
-			break
-		}
-	}
+	other := otherThan(cands, home)
 	// other holds the taught start of a, as part of a prompt that goes on
 	// elsewhere (so no answer of its own is credited there either).
 	x := append(slices.Clone(a[:insertBudget]), chain(53, 10)...)

@@ -104,6 +104,16 @@ type fakeClock struct{ t time.Time }
 
 func (c *fakeClock) Now() time.Time { return c.t }
 
+// otherThan is the first candidate that is not home.
+func otherThan(cands []*policy.Instance, home *policy.Instance) *policy.Instance {
+	for _, c := range cands {
+		if c != home {
+			return c
+		}
+	}
+	return nil
+}
+
 func TestFollowUpTurnIsCreditedWithPreviousAnswer(t *testing.T) {
 	p := newPolicy(t, nil)
 	cands := fleet(3)
@@ -115,13 +125,7 @@ func TestFollowUpTurnIsCreditedWithPreviousAnswer(t *testing.T) {
 	// Another instance holds the same 40 blocks, but as part of a longer
 	// prompt: its copy does not end where a prompt ended, so no answer
 	// follows it there.
-	var other *policy.Instance
-	for _, c := range cands {
-		if c != home {
-			other = c
-			break
-		}
-	}
+	other := otherThan(cands, home)
 	longer := append(slices.Clone(turn1), chain(9, 30)...)
 	p.Picked(req("x", longer), policy.Decision{Ranked: []*policy.Instance{other}})
 	// The next turn: turn 1, its answer (about 16 blocks at the default
