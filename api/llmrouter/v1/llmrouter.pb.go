@@ -1418,6 +1418,182 @@ func (*ReportAck) Descriptor() ([]byte, []int) {
 	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{11}
 }
 
+type ListModelsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListModelsRequest) Reset() {
+	*x = ListModelsRequest{}
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListModelsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListModelsRequest) ProtoMessage() {}
+
+func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
+func (*ListModelsRequest) Descriptor() ([]byte, []int) {
+	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{12}
+}
+
+type ListModelsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sorted by name, each name once.
+	Models []*ServedModel `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
+	// Set when models were left off at the scheduler's bound
+	// (scheduler.MaxListedModels entries, scheduler.MaxListedModelBytes bytes).
+	Truncated     bool `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListModelsResponse) Reset() {
+	*x = ListModelsResponse{}
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListModelsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListModelsResponse) ProtoMessage() {}
+
+func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
+func (*ListModelsResponse) Descriptor() ([]byte, []int) {
+	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListModelsResponse) GetModels() []*ServedModel {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *ListModelsResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+type ServedModel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// A LoRA adapter served under its own name (Register.lora_adapters);
+	// else a base model (Register.models). A name some instance serves as a
+	// base model is a base model.
+	LoraAdapter bool `protobuf:"varint,2,opt,name=lora_adapter,json=loraAdapter,proto3" json:"lora_adapter,omitempty"`
+	// For an adapter: the base model of the instances serving it when they
+	// all serve the same single one (the base an engine loads an adapter
+	// onto); empty when they differ or serve several.
+	Parent string `protobuf:"bytes,3,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Unix seconds of the earliest registration among the instances serving
+	// it now: a stable "created" for OpenAI's model object.
+	CreatedUnix int64 `protobuf:"varint,4,opt,name=created_unix,json=createdUnix,proto3" json:"created_unix,omitempty"`
+	// How many of those instances serve it.
+	Instances     int32 `protobuf:"varint,5,opt,name=instances,proto3" json:"instances,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServedModel) Reset() {
+	*x = ServedModel{}
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServedModel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServedModel) ProtoMessage() {}
+
+func (x *ServedModel) ProtoReflect() protoreflect.Message {
+	mi := &file_llmrouter_v1_llmrouter_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServedModel.ProtoReflect.Descriptor instead.
+func (*ServedModel) Descriptor() ([]byte, []int) {
+	return file_llmrouter_v1_llmrouter_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ServedModel) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ServedModel) GetLoraAdapter() bool {
+	if x != nil {
+		return x.LoraAdapter
+	}
+	return false
+}
+
+func (x *ServedModel) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *ServedModel) GetCreatedUnix() int64 {
+	if x != nil {
+		return x.CreatedUnix
+	}
+	return 0
+}
+
+func (x *ServedModel) GetInstances() int32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
 var File_llmrouter_v1_llmrouter_proto protoreflect.FileDescriptor
 
 const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
@@ -1540,7 +1716,17 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	" \x01(\x03R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\v \x01(\x03R\x10completionTokens\x12#\n" +
 	"\rcached_tokens\x18\f \x01(\x03R\fcachedTokens\"\v\n" +
-	"\tReportAck*N\n" +
+	"\tReportAck\"\x13\n" +
+	"\x11ListModelsRequest\"e\n" +
+	"\x12ListModelsResponse\x121\n" +
+	"\x06models\x18\x01 \x03(\v2\x19.llmrouter.v1.ServedModelR\x06models\x12\x1c\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\"\x9d\x01\n" +
+	"\vServedModel\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\flora_adapter\x18\x02 \x01(\bR\vloraAdapter\x12\x16\n" +
+	"\x06parent\x18\x03 \x01(\tR\x06parent\x12!\n" +
+	"\fcreated_unix\x18\x04 \x01(\x03R\vcreatedUnix\x12\x1c\n" +
+	"\tinstances\x18\x05 \x01(\x05R\tinstances*N\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_BOTH\x10\x01\x12\x10\n" +
@@ -1554,10 +1740,12 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"\x12API_KIND_RESPONSES\x10\x04\x12\x16\n" +
 	"\x12API_KIND_WEBSOCKET\x10\x052Y\n" +
 	"\fAgentService\x12I\n" +
-	"\aConnect\x12\x1a.llmrouter.v1.AgentMessage\x1a\x1e.llmrouter.v1.SchedulerMessage(\x010\x012\x90\x01\n" +
+	"\aConnect\x12\x1a.llmrouter.v1.AgentMessage\x1a\x1e.llmrouter.v1.SchedulerMessage(\x010\x012\xe1\x01\n" +
 	"\rPickerService\x12?\n" +
 	"\x04Pick\x12\x19.llmrouter.v1.PickRequest\x1a\x1a.llmrouter.v1.PickResponse0\x01\x12>\n" +
-	"\x06Report\x12\x1b.llmrouter.v1.OutcomeReport\x1a\x17.llmrouter.v1.ReportAckB=Z;github.com/llmrouter/llmrouter/api/llmrouter/v1;llmrouterv1b\x06proto3"
+	"\x06Report\x12\x1b.llmrouter.v1.OutcomeReport\x1a\x17.llmrouter.v1.ReportAck\x12O\n" +
+	"\n" +
+	"ListModels\x12\x1f.llmrouter.v1.ListModelsRequest\x1a .llmrouter.v1.ListModelsResponseB=Z;github.com/llmrouter/llmrouter/api/llmrouter/v1;llmrouterv1b\x06proto3"
 
 var (
 	file_llmrouter_v1_llmrouter_proto_rawDescOnce sync.Once
@@ -1572,7 +1760,7 @@ func file_llmrouter_v1_llmrouter_proto_rawDescGZIP() []byte {
 }
 
 var file_llmrouter_v1_llmrouter_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_llmrouter_v1_llmrouter_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_llmrouter_v1_llmrouter_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_llmrouter_v1_llmrouter_proto_goTypes = []any{
 	(Role)(0),                   // 0: llmrouter.v1.Role
 	(ApiKind)(0),                // 1: llmrouter.v1.ApiKind
@@ -1590,37 +1778,43 @@ var file_llmrouter_v1_llmrouter_proto_goTypes = []any{
 	(*PickResponse)(nil),        // 13: llmrouter.v1.PickResponse
 	(*OutcomeReport)(nil),       // 14: llmrouter.v1.OutcomeReport
 	(*ReportAck)(nil),           // 15: llmrouter.v1.ReportAck
-	(*durationpb.Duration)(nil), // 16: google.protobuf.Duration
+	(*ListModelsRequest)(nil),   // 16: llmrouter.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),  // 17: llmrouter.v1.ListModelsResponse
+	(*ServedModel)(nil),         // 18: llmrouter.v1.ServedModel
+	(*durationpb.Duration)(nil), // 19: google.protobuf.Duration
 }
 var file_llmrouter_v1_llmrouter_proto_depIdxs = []int32{
 	5,  // 0: llmrouter.v1.AgentMessage.register:type_name -> llmrouter.v1.Register
 	6,  // 1: llmrouter.v1.AgentMessage.report:type_name -> llmrouter.v1.Report
 	0,  // 2: llmrouter.v1.Register.role:type_name -> llmrouter.v1.Role
-	16, // 3: llmrouter.v1.Register.report_interval:type_name -> google.protobuf.Duration
+	19, // 3: llmrouter.v1.Register.report_interval:type_name -> google.protobuf.Duration
 	6,  // 4: llmrouter.v1.Register.initial:type_name -> llmrouter.v1.Report
 	10, // 5: llmrouter.v1.SchedulerMessage.registered:type_name -> llmrouter.v1.RegisterAck
 	11, // 6: llmrouter.v1.SchedulerMessage.command:type_name -> llmrouter.v1.Command
 	8,  // 7: llmrouter.v1.SchedulerMessage.prefill_fleet:type_name -> llmrouter.v1.PrefillFleet
 	9,  // 8: llmrouter.v1.PrefillFleet.peers:type_name -> llmrouter.v1.PrefillPeer
-	16, // 9: llmrouter.v1.RegisterAck.report_interval:type_name -> google.protobuf.Duration
+	19, // 9: llmrouter.v1.RegisterAck.report_interval:type_name -> google.protobuf.Duration
 	2,  // 10: llmrouter.v1.Command.kind:type_name -> llmrouter.v1.Command.Kind
 	1,  // 11: llmrouter.v1.PickRequest.api:type_name -> llmrouter.v1.ApiKind
 	3,  // 12: llmrouter.v1.PickResponse.status:type_name -> llmrouter.v1.PickResponse.Status
-	16, // 13: llmrouter.v1.PickResponse.max_wait:type_name -> google.protobuf.Duration
-	16, // 14: llmrouter.v1.OutcomeReport.ttft:type_name -> google.protobuf.Duration
-	16, // 15: llmrouter.v1.OutcomeReport.tpot:type_name -> google.protobuf.Duration
-	16, // 16: llmrouter.v1.OutcomeReport.duration:type_name -> google.protobuf.Duration
-	4,  // 17: llmrouter.v1.AgentService.Connect:input_type -> llmrouter.v1.AgentMessage
-	12, // 18: llmrouter.v1.PickerService.Pick:input_type -> llmrouter.v1.PickRequest
-	14, // 19: llmrouter.v1.PickerService.Report:input_type -> llmrouter.v1.OutcomeReport
-	7,  // 20: llmrouter.v1.AgentService.Connect:output_type -> llmrouter.v1.SchedulerMessage
-	13, // 21: llmrouter.v1.PickerService.Pick:output_type -> llmrouter.v1.PickResponse
-	15, // 22: llmrouter.v1.PickerService.Report:output_type -> llmrouter.v1.ReportAck
-	20, // [20:23] is the sub-list for method output_type
-	17, // [17:20] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	19, // 13: llmrouter.v1.PickResponse.max_wait:type_name -> google.protobuf.Duration
+	19, // 14: llmrouter.v1.OutcomeReport.ttft:type_name -> google.protobuf.Duration
+	19, // 15: llmrouter.v1.OutcomeReport.tpot:type_name -> google.protobuf.Duration
+	19, // 16: llmrouter.v1.OutcomeReport.duration:type_name -> google.protobuf.Duration
+	18, // 17: llmrouter.v1.ListModelsResponse.models:type_name -> llmrouter.v1.ServedModel
+	4,  // 18: llmrouter.v1.AgentService.Connect:input_type -> llmrouter.v1.AgentMessage
+	12, // 19: llmrouter.v1.PickerService.Pick:input_type -> llmrouter.v1.PickRequest
+	14, // 20: llmrouter.v1.PickerService.Report:input_type -> llmrouter.v1.OutcomeReport
+	16, // 21: llmrouter.v1.PickerService.ListModels:input_type -> llmrouter.v1.ListModelsRequest
+	7,  // 22: llmrouter.v1.AgentService.Connect:output_type -> llmrouter.v1.SchedulerMessage
+	13, // 23: llmrouter.v1.PickerService.Pick:output_type -> llmrouter.v1.PickResponse
+	15, // 24: llmrouter.v1.PickerService.Report:output_type -> llmrouter.v1.ReportAck
+	17, // 25: llmrouter.v1.PickerService.ListModels:output_type -> llmrouter.v1.ListModelsResponse
+	22, // [22:26] is the sub-list for method output_type
+	18, // [18:22] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_llmrouter_v1_llmrouter_proto_init() }
@@ -1643,7 +1837,7 @@ func file_llmrouter_v1_llmrouter_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmrouter_v1_llmrouter_proto_rawDesc), len(file_llmrouter_v1_llmrouter_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   12,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

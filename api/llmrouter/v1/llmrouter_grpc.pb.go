@@ -129,8 +129,9 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	PickerService_Pick_FullMethodName   = "/llmrouter.v1.PickerService/Pick"
-	PickerService_Report_FullMethodName = "/llmrouter.v1.PickerService/Report"
+	PickerService_Pick_FullMethodName       = "/llmrouter.v1.PickerService/Pick"
+	PickerService_Report_FullMethodName     = "/llmrouter.v1.PickerService/Report"
+	PickerService_ListModels_FullMethodName = "/llmrouter.v1.PickerService/ListModels"
 )
 
 // PickerServiceClient is the client API for PickerService service.
@@ -145,6 +146,13 @@ type PickerServiceClient interface {
 	// Report tells the scheduler how a picked request went. It releases the
 	// pick's in-flight bookkeeping.
 	Report(ctx context.Context, in *OutcomeReport, opts ...grpc.CallOption) (*ReportAck, error)
+	// ListModels lists the models the fleet serves now, for the gateway's
+	// answer to GET /v1/models: the union of the base models and LoRA
+	// adapters of the instances picks may go to (healthy, verified,
+	// reporting, not draining), sorted by name, bounded in entries and bytes.
+	// A scheduler older than this RPC answers Unimplemented; the gateway then
+	// lets the request through to an engine, as before.
+	ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
 }
 
 type pickerServiceClient struct {
@@ -184,6 +192,16 @@ func (c *pickerServiceClient) Report(ctx context.Context, in *OutcomeReport, opt
 	return out, nil
 }
 
+func (c *pickerServiceClient) ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListModelsResponse)
+	err := c.cc.Invoke(ctx, PickerService_ListModels_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PickerServiceServer is the server API for PickerService service.
 // All implementations must embed UnimplementedPickerServiceServer
 // for forward compatibility.
@@ -196,6 +214,13 @@ type PickerServiceServer interface {
 	// Report tells the scheduler how a picked request went. It releases the
 	// pick's in-flight bookkeeping.
 	Report(context.Context, *OutcomeReport) (*ReportAck, error)
+	// ListModels lists the models the fleet serves now, for the gateway's
+	// answer to GET /v1/models: the union of the base models and LoRA
+	// adapters of the instances picks may go to (healthy, verified,
+	// reporting, not draining), sorted by name, bounded in entries and bytes.
+	// A scheduler older than this RPC answers Unimplemented; the gateway then
+	// lets the request through to an engine, as before.
+	ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
 	mustEmbedUnimplementedPickerServiceServer()
 }
 
@@ -211,6 +236,9 @@ func (UnimplementedPickerServiceServer) Pick(*PickRequest, grpc.ServerStreamingS
 }
 func (UnimplementedPickerServiceServer) Report(context.Context, *OutcomeReport) (*ReportAck, error) {
 	return nil, status.Error(codes.Unimplemented, "method Report not implemented")
+}
+func (UnimplementedPickerServiceServer) ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListModels not implemented")
 }
 func (UnimplementedPickerServiceServer) mustEmbedUnimplementedPickerServiceServer() {}
 func (UnimplementedPickerServiceServer) testEmbeddedByValue()                       {}
@@ -262,6 +290,24 @@ func _PickerService_Report_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PickerService_ListModels_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListModelsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PickerServiceServer).ListModels(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PickerService_ListModels_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PickerServiceServer).ListModels(ctx, req.(*ListModelsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PickerService_ServiceDesc is the grpc.ServiceDesc for PickerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -272,6 +318,10 @@ var PickerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Report",
 			Handler:    _PickerService_Report_Handler,
+		},
+		{
+			MethodName: "ListModels",
+			Handler:    _PickerService_ListModels_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
