@@ -362,3 +362,10 @@ func (p *picker) Report(ctx context.Context, r *llmrouterv1.OutcomeReport) (*llm
 	}
 	return &llmrouterv1.ReportAck{}, nil
 }
+
+// ListModels lists the models the fleet serves now (scheduler.ListModels),
+// for the gateways' answer to GET /v1/models; the token check is the
+// server's, as for Pick and Report.
+func (p *picker) ListModels(ctx context.Context, req *llmrouterv1.ListModelsRequest) (*llmrouterv1.ListModelsResponse, error) {
+	return p.s.sch.ListModels(ctx, req)
+}
