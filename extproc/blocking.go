@@ -42,6 +42,7 @@ type reqState struct {
 	model    string // from headers
 	lora     string // x-lora-adapter
 	decided  bool   // the request's fate is settled; later messages just continue
+	models   bool   // GET /v1/models: the gateway answers it with the fleet's list
 
 	sendMu   sync.Mutex
 	stream   extprocv3.ExternalProcessor_ProcessServer
@@ -129,6 +130,18 @@ func (s *Server) onRequestHeaders(ctx context.Context, st *reqState, h *extprocv
 		// observability filter could not find this request, so add it.
 		st.requestID = newRequestID()
 		mut.SetHeaders = append(mut.SetHeaders, setHeader(HeaderRequestID, st.requestID))
+	}
+	if st.method == "GET" && upgrade == "" && isModelsPath(st.path) {
+		st.decided, st.models = true, true
+		if body := s.modelsBody(ctx); body != nil {
+			s.m.requests.WithLabelValues(apiModels, "answered", modelOther).Inc()
+			return modelsResponse(body)
+		}
+		reason := "models_unlisted"
+		if s.Degraded() {
+			reason = "degraded"
+		}
+		return s.passHeaders(st, &mut, reason)
 	}
 	st.api = APIForPath(st.path)
 	if hdrModel == "" {
@@ -471,7 +484,11 @@ func (s *Server) passBody(st *reqState, reason string) *extprocv3.ProcessingResp
 }
 
 func (s *Server) countPass(st *reqState, reason string) {
-	s.m.requests.WithLabelValues(apiLabel(int32(st.api)), "passthrough", s.m.models.label(st.model)).Inc()
+	api := apiLabel(int32(st.api))
+	if st.models {
+		api = apiModels
+	}
+	s.m.requests.WithLabelValues(api, "passthrough", s.m.models.label(st.model)).Inc()
 	s.m.passthrough.WithLabelValues(reason).Inc()
 	if reason != "cancelled" {
 		s.trackPassthrough(st, 0)

@@ -31,7 +31,7 @@ func newMetrics(reg *prometheus.Registry, degraded, unauthenticated func() float
 		registry: reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "llmrouter_gateway_requests_total",
-			Help: "Requests seen by the blocking filter, by API, outcome (routed, rejected, passthrough, degraded) and model (\"other\" for models the fleet does not serve).",
+			Help: "Requests seen by the blocking filter, by API (models: GET /v1/models), outcome (routed, rejected, passthrough, degraded; answered: the gateway answered GET /v1/models with the fleet's list) and model (\"other\" for models the fleet does not serve, and for GET /v1/models).",
 		}, []string{"api", "outcome", "model"}),
 		passthrough: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "llmrouter_gateway_passthrough_total",
@@ -124,7 +124,7 @@ const (
 // reasons (a 4xx/5xx the gateway does not turn into an answer adds
 // rejected_<code>).
 var passthroughReasons = []string{"degraded", "cancelled", "scheduler_error", "no_endpoint", "no_model",
-	"bad_body", "body_not_buffered", "bad_pick_status", "scheduler_passthrough"}
+	"bad_body", "body_not_buffered", "bad_pick_status", "scheduler_passthrough", "models_unlisted"}
 
 // modelOther labels requests for models the fleet does not serve (as far as
 // the gateway has learnt), keeping the model label bounded.
@@ -174,6 +174,10 @@ func (l *modelLabels) label(model string) string {
 	}
 	return modelOther
 }
+
+// apiModels is the api label of GET /v1/models, which the gateway answers
+// itself with the fleet's models (or passes through).
+const apiModels = "models"
 
 // apiLabel names an API for metric labels.
 func apiLabel(k int32) string {

@@ -76,6 +76,9 @@ type Options struct {
 	// TrustedPriorityHeader is the only header a priority is read from
 	// (llm_gateway.trusted_priority_header, lower case); "" reads none.
 	TrustedPriorityHeader string
+	// ModelsCacheTTL is how long the gateway's GET /v1/models answer is
+	// reused; 0 means DefaultModelsCacheTTL.
+	ModelsCacheTTL time.Duration
 }
 
 // QueueTimeoutSlack is added to wait_schedule_timeout in the
@@ -125,6 +128,9 @@ func (o *Options) defaults() {
 	if o.MaxObservedBody <= 0 {
 		o.MaxObservedBody = 1 << 20
 	}
+	if o.ModelsCacheTTL <= 0 {
+		o.ModelsCacheTTL = DefaultModelsCacheTTL
+	}
 }
 
 // Server is the ext_proc server for both filters.
@@ -138,6 +144,7 @@ type Server struct {
 	health  *health
 	track   *tracker
 	rep     *reporter
+	models  modelsCache
 	bufPool sync.Pool
 	hashes  sync.Pool
 
@@ -154,6 +161,7 @@ type Server struct {
 func New(opt Options, sched Scheduler, reg *prometheus.Registry, log *zap.Logger) *Server {
 	opt.defaults()
 	s := &Server{opt: opt, sched: sched, log: log}
+	s.models.ttl = opt.ModelsCacheTTL
 	av, _ := sched.(Availability)
 	s.health = &health{avail: av, probeInterval: opt.ProbeInterval}
 	s.m = newMetrics(reg, func() float64 {

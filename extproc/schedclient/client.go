@@ -1,8 +1,9 @@
 // Package schedclient is the gateway's gRPC client of the scheduler's
-// PickerService. It implements extproc.Scheduler and extproc.Availability:
-// it watches the connection and probes the scheduler's health service so the
-// gateway learns within a second that the scheduler is gone (and then answers
-// Envoy at once without a pick), and learns by itself that it is back.
+// PickerService. It implements extproc.Scheduler, extproc.ModelLister and
+// extproc.Availability: it watches the connection and probes the
+// scheduler's health service so the gateway learns within a second that the
+// scheduler is gone (and then answers Envoy at once without a pick), and
+// learns by itself that it is back.
 //
 // Per-call deadlines (llm_gateway.pick_timeout until the scheduler answers
 // QUEUED, the queue wait after) are set by the gateway on the context it
@@ -198,6 +199,16 @@ func (c *Client) Report(ctx context.Context, r *llmrouterv1.OutcomeReport) error
 	}
 	_, err := c.picker.Report(ctx, r)
 	return err
+}
+
+// ListModels asks for the models the fleet serves; it fails at once while
+// the scheduler is unreachable (the gateway then lets GET /v1/models
+// through to an engine). The caller bounds it with its context.
+func (c *Client) ListModels(ctx context.Context, req *llmrouterv1.ListModelsRequest) (*llmrouterv1.ListModelsResponse, error) {
+	if !c.Available() {
+		return nil, ErrUnavailable
+	}
+	return c.picker.ListModels(ctx, req)
 }
 
 // Close stops the watchers and the connection.

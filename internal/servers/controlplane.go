@@ -20,6 +20,10 @@ import (
 	"github.com/llmrouter/llmrouter/xds"
 )
 
+// All-in-one's gateway answers GET /v1/models from the in-process
+// scheduler's model list, as a separate gateway does over ListModels.
+var _ extproc.ModelLister = (*scheduler.Scheduler)(nil)
+
 // ControlPlaneAddrs are the bound addresses, for tests binding port 0.
 // ExtProc is empty without the gateway.
 type ControlPlaneAddrs struct{ API, XDS, ExtProc, HTTP string }
