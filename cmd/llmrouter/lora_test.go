@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -26,7 +27,8 @@ import (
 // to the gateway's ext_proc as Envoy sends them. A request naming sql goes
 // to the engine serving it; an adapter loaded at runtime on the other
 // engine (/v1/load_lora_adapter) becomes routable there, and one unloaded
-// is answered 404 again, each within the agents' models refresh.
+// is answered 404 again, each within the agents' models refresh; GET
+// /v1/models, answered by the gateway, follows what the fleet serves.
 func TestLoRAAdaptersEndToEnd(t *testing.T) {
 	cfg := inProcessConfig()
 	cfg.Scheduler.VerifyEngines = true
@@ -71,6 +73,35 @@ func TestLoRAAdaptersEndToEnd(t *testing.T) {
 		}
 		return r
 	}
+	// listed is GET /v1/models as the gateway answers it: "id<parent"
+	// (parent only for adapters), space-separated.
+	listed := func() string {
+		t.Helper()
+		r := f.Do(ctx, envoytest.Request{Headers: []envoytest.Header{{Key: ":method", Value: "GET"}, {Key: ":path", Value: "/v1/models"}}})
+		if r.Err != nil || r.Immediate == nil || r.Immediate.Status != 200 {
+			t.Fatalf("GET /v1/models: err %v, immediate %v: want the gateway's answer", r.Err, r.Immediate)
+		}
+		var l struct {
+			Object string `json:"object"`
+			Data   []struct {
+				ID     string `json:"id"`
+				Object string `json:"object"`
+				Parent string `json:"parent"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(r.Immediate.Body, &l); err != nil || l.Object != "list" {
+			t.Fatalf("GET /v1/models body %q: %v", r.Immediate.Body, err)
+		}
+		var ids []string
+		for _, d := range l.Data {
+			id := d.ID
+			if d.Parent != "" {
+				id += "<" + d.Parent
+			}
+			ids = append(ids, id)
+		}
+		return strings.Join(ids, " ")
+	}
 	notServed := func(model string) bool {
 		imm := ask(model).Immediate
 		return imm != nil && imm.Status == 404 && strings.Contains(string(imm.Body), "model_not_found")
@@ -83,6 +114,11 @@ func TestLoRAAdaptersEndToEnd(t *testing.T) {
 	}
 	if !notServed("chat") {
 		t.Fatal("chat answered before any engine serves it, want 404 model_not_found")
+	}
+	// GET /v1/models lists the fleet's models, not one engine's: the base
+	// model both serve and the adapter only one does, with its parent.
+	if got := listed(); got != enginesim.DefaultModel+" sql<"+enginesim.DefaultModel {
+		t.Fatalf("GET /v1/models lists %q, want the base model and sql (parent the base model)", got)
 	}
 
 	load := func(addr, path, body string) {
@@ -99,8 +135,14 @@ func TestLoRAAdaptersEndToEnd(t *testing.T) {
 	}
 	load(plain, "/v1/load_lora_adapter", `{"lora_name":"chat","lora_path":"/adapters/chat"}`)
 	waitFor(t, "chat routed to the engine that loaded it", func() bool { return dest(ask("chat")) == plain })
+	waitFor(t, "GET /v1/models to list chat", func() bool {
+		return listed() == "chat<"+enginesim.DefaultModel+" "+enginesim.DefaultModel+" sql<"+enginesim.DefaultModel
+	})
 	load(withSQL, "/v1/unload_lora_adapter", `{"lora_name":"sql"}`)
 	waitFor(t, "sql answered 404 once unloaded", func() bool { return notServed("sql") })
+	waitFor(t, "GET /v1/models to no longer list sql", func() bool {
+		return listed() == "chat<"+enginesim.DefaultModel+" "+enginesim.DefaultModel
+	})
 	if got := dest(ask(enginesim.DefaultModel)); !strings.Contains(got, withSQL) || !strings.Contains(got, plain) {
 		t.Fatalf("base model's destinations after the adapter changes = %q, want both engines (still verified, not drained)", got)
 	}
