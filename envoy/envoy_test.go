@@ -146,6 +146,19 @@ func TestRoutes(t *testing.T) {
 			t.Fatalf("route %d matches %v, want exactly %s", i, r.GetMatch(), want[i])
 		}
 	}
+	// The API routes keep filter #1 on request headers: the gateway picks
+	// from them, and answers GET /v1/models there (an immediate_response
+	// to the headers of a request without a body).
+	for _, r := range api {
+		for _, f := range []string{PickFilterName, ObserveFilterName} {
+			if c, ok := r.GetTypedPerFilterConfig()[f]; ok {
+				per := unpack(t, c, &extprocv3.ExtProcPerRoute{})
+				if per.GetDisabled() || per.GetOverrides().GetProcessingMode().GetRequestHeaderMode() == extprocv3.ProcessingMode_SKIP {
+					t.Fatalf("route %s skips %s's request headers: %v", r.GetName(), f, per)
+				}
+			}
+		}
+	}
 	for _, r := range append([]*routev3.Route{ws}, api...) {
 		a := r.GetRoute()
 		if a.GetCluster() != "llm_backends" || a.GetTimeout() == nil || a.GetTimeout().AsDuration() != 0 || a.GetIdleTimeout().AsDuration() < time.Minute {

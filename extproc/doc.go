@@ -24,6 +24,12 @@
 // one. The endpoint that served is the upstream.address attribute when
 // configured (response_attributes), else the pick's primary.
 //
+// GET /v1/models is answered by filter #1 itself, in the request-headers
+// phase: an immediate_response with the fleet's models (the scheduler's
+// ListModels, kept DefaultModelsCacheTTL) in OpenAI's list shape. Without a
+// list (scheduler unreachable, failing, slow, older, or an empty fleet) the
+// request passes through and one engine answers, as Envoy chooses.
+//
 // Every pick is released at the scheduler however its request ends: the
 // response's end or reset (filter #2's report), the request ending before
 // any response (filter #2 takes the request headers, so its stream ends with
