@@ -75,6 +75,7 @@ windowed hit ratio is back within 5% of its level before).`,
 	f.Int("requests", 0, "stop after this many requests (0: no bound)")
 	f.Duration("ramp-up", 0, "closed loop: start the clients evenly over this long instead of all at once")
 	f.Uint64("seed", 1, "seed of the workload, the arrivals and the policies' tie-breaking")
+	f.Uint64("tiebreak-seed", 0, "sim: seed of the policies' tie-breaking alone (0: --seed), to tell a policy's difference from the luck of its ties on the same arrivals")
 	f.String("model", "", "model name for generated requests (sim default "+cluster.DefaultModel+"; live default: the target's first model)")
 	f.Bool("json", false, "print a JSON array of summaries instead of tables")
 	f.Bool("progress", true, "show a progress bar on stderr (when it is a terminal) for runs longer than a few seconds")
@@ -120,6 +121,9 @@ func runBench(cmd *cobra.Command, _ []string) error {
 		if f.Changed(name) && mode != "sim" {
 			return fmt.Errorf("--%s is for --mode sim (got --mode %s): only the simulator can restart its scheduler mid-run; for a live fleet, restart the scheduler and watch the dashboard's prefix hit ratio", name, mode)
 		}
+	}
+	if f.Changed("tiebreak-seed") && mode != "sim" {
+		return fmt.Errorf("--tiebreak-seed is for --mode sim (got --mode %s): it reseeds the simulated scheduler's tie-breaking; for the suite, run --mode sim per seed", mode)
 	}
 	if mode == "overhead" {
 		return runOverhead(cmd)
@@ -177,6 +181,10 @@ func runBench(cmd *cobra.Command, _ []string) error {
 				return fmt.Errorf("--policy: %w", err)
 			}
 		}
+		tiebreak, _ := f.GetUint64("tiebreak-seed")
+		if tiebreak == 0 {
+			tiebreak = plan.Seed
+		}
 		if plan.DefaultModel == "" {
 			plan.DefaultModel = cluster.DefaultModel
 		}
@@ -185,8 +193,12 @@ func runBench(cmd *cobra.Command, _ []string) error {
 			if len(speeds) > 0 {
 				fleet += " at speeds " + f.Lookup("instance-speeds").Value.String()
 			}
-			fmt.Fprintf(out, "Simulated cluster: %s; workload: %s; arrivals: %s; duration %s; seed %d\n\n",
-				fleet, plan.Source.Name(), plan.Arrivals, plan.Duration, plan.Seed)
+			ties := ""
+			if tiebreak != plan.Seed {
+				ties = fmt.Sprintf(" (tie-breaking %d)", tiebreak)
+			}
+			fmt.Fprintf(out, "Simulated cluster: %s; workload: %s; arrivals: %s; duration %s; seed %d%s\n\n",
+				fleet, plan.Source.Name(), plan.Arrivals, plan.Duration, plan.Seed, ties)
 		}
 		explain, _ := f.GetInt("explain")
 		prefillN, _ := f.GetInt("prefill-instances")
@@ -212,7 +224,7 @@ func runBench(cmd *cobra.Command, _ []string) error {
 				}
 			}
 			s, err := cluster.Run(ctx, cluster.Options{
-				Instances: n, Speeds: speeds, Engine: ec, Config: cfg, Plan: plan, Seed: plan.Seed, Progress: bar.set,
+				Instances: n, Speeds: speeds, Engine: ec, Config: cfg, Plan: plan, Seed: tiebreak, Progress: bar.set,
 				Explain: explain, ExplainCSV: csvOut, Roles: roles, KVTransferPerBlock: perBlock, RestartAt: restartAt, Window: window,
 			}, p)
 			if len(roles) > 0 {
@@ -237,7 +249,7 @@ func runBench(cmd *cobra.Command, _ []string) error {
 			}
 		}
 	case "live":
-		for _, name := range []string{"policy", "instances", "instance-speeds", "profile", "kv-blocks", "explain", "explain-csv", "prefill-instances", "kv-transfer-per-block"} {
+		for _, name := range []string{"policy", "instances", "instance-speeds", "profile", "kv-blocks", "explain", "explain-csv", "prefill-instances", "kv-transfer-per-block", "tiebreak-seed"} {
 			if f.Changed(name) {
 				return fmt.Errorf("--%s is for --mode sim: the live target runs whatever its scheduler is configured with (name the run with --label)", name)
 			}

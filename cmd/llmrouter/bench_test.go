@@ -267,3 +267,44 @@ func TestParseSeeds(t *testing.T) {
 		t.Fatal("1001 seeds accepted")
 	}
 }
+
+// --tiebreak-seed reseeds only the scheduler's tie-breaking: the same
+// arrivals (the requests and their prompts are the workload seed's) are
+// served differently by a policy that breaks ties at random, and alike by
+// one that never meets a tie.
+func TestBenchSimTiebreakSeed(t *testing.T) {
+	sim := func(policy string, extra ...string) map[string]any {
+		t.Helper()
+		args := append([]string{"bench", "--mode", "sim", "--instances", "4", "--policy", policy, "--workload", "shared-prefix",
+			"--groups", "8", "--prompts-per-group", "8", "--concurrency", "16", "--duration", "0", "--json"}, extra...)
+		r := run(t, nil, args...)
+		if r.code != 0 {
+			t.Fatalf("%v: exit %d: %s", extra, r.code, r.stderr)
+		}
+		return decodeBenchJSON(t, r.stdout)[0]
+	}
+	perInstance := func(o map[string]any) string { return fmt.Sprint(o["per_instance"]) }
+	// random picks uniformly at random: its placement is its tie-breaking.
+	a, b := sim("random"), sim("random", "--tiebreak-seed", "2")
+	if a["requests"] != b["requests"] || a["input_tokens"] != b["input_tokens"] {
+		t.Fatalf("the workload changed with the tie-breaking seed: %v requests / %v tokens against %v / %v",
+			a["requests"], a["input_tokens"], b["requests"], b["input_tokens"])
+	}
+	if perInstance(a) == perInstance(b) {
+		t.Fatalf("random placed the same requests alike under tie-breaking seeds 1 and 2: %s", perInstance(a))
+	}
+	// --tiebreak-seed equal to --seed is the default.
+	if c := sim("random", "--tiebreak-seed", "1"); perInstance(c) != perInstance(a) {
+		t.Fatalf("--tiebreak-seed 1 with --seed 1 differs from the default: %s against %s", perInstance(c), perInstance(a))
+	}
+	// Round robin has no ties to break.
+	if x, y := sim("round-robin"), sim("round-robin", "--tiebreak-seed", "2"); perInstance(x) != perInstance(y) {
+		t.Fatalf("round-robin moved with the tie-breaking seed: %s against %s", perInstance(x), perInstance(y))
+	}
+	for _, mode := range []string{"suite", "live", "overhead"} {
+		r := run(t, nil, "bench", "--mode", mode, "--tiebreak-seed", "2")
+		if r.code == 0 || !strings.Contains(r.stderr, "--tiebreak-seed is for --mode sim") {
+			t.Fatalf("--mode %s --tiebreak-seed: exit %d, stderr %q; want a refusal naming the flag", mode, r.code, r.stderr)
+		}
+	}
+}
