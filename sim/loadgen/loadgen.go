@@ -361,7 +361,8 @@ func firstModel(ctx context.Context, c *http.Client, base, key string) (string, 
 	defer resp.Body.Close()
 	var l struct {
 		Data []struct {
-			ID string `json:"id"`
+			ID     string `json:"id"`
+			Parent string `json:"parent"` // a LoRA adapter's base model (vLLM, the gateway's fleet list)
 		} `json:"data"`
 	}
 	if resp.StatusCode != http.StatusOK {
@@ -369,6 +370,13 @@ func firstModel(ctx context.Context, c *http.Client, base, key string) (string, 
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&l); err != nil || len(l.Data) == 0 || l.Data[0].ID == "" {
 		return "", fmt.Errorf("%s/v1/models lists no model: pass --model", base)
+	}
+	// A base model, not an adapter: the gateway lists the fleet sorted by
+	// name, where an adapter may come first.
+	for _, m := range l.Data {
+		if m.Parent == "" && m.ID != "" {
+			return m.ID, nil
+		}
 	}
 	return l.Data[0].ID, nil
 }

@@ -215,3 +215,23 @@ func TestLiveAgainstEngineSim(t *testing.T) {
 		t.Fatalf("input tokens %d: want the engine's usage (~90 per request)", s.InputTokens)
 	}
 }
+
+// The default model is a base model even where the list puts an adapter
+// first, as the gateway's sorted fleet list may: load on an adapter would
+// measure the engines' adapter path instead of the fleet's model.
+func TestFirstModelSkipsAdapters(t *testing.T) {
+	for _, c := range []struct{ list, want string }{
+		{`[{"id":"a-lora","object":"model","parent":"llama"},{"id":"llama","object":"model"}]`, "llama"},
+		{`[{"id":"llama","object":"model"},{"id":"z-lora","object":"model","parent":"llama"}]`, "llama"},
+		{`[{"id":"only-lora","object":"model","parent":"llama"}]`, "only-lora"},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintf(w, `{"object":"list","data":%s}`, c.list)
+		}))
+		got, err := firstModel(context.Background(), srv.Client(), srv.URL, "")
+		srv.Close()
+		if err != nil || got != c.want {
+			t.Fatalf("list %s: model %q, %v; want %q", c.list, got, err, c.want)
+		}
+	}
+}
