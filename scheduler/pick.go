@@ -23,7 +23,8 @@ import (
 type waiter struct {
 	req      policy.Request // in the waiter: a request and its waiter are one allocation
 	pool     string
-	fallback string // fallback reason already incurred (default_pool), "" if none
+	sglang   sglangName // set when pool is SGLang's "base:adapter" for an adapter (sglang.go)
+	fallback string     // fallback reason already incurred (default_pool), "" if none
 	seq      uint64
 	enqueued time.Time
 	deadline time.Time
@@ -171,7 +172,9 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 }
 
 // resolvePool finds the instances for the request's model: a base model
-// or a LoRA adapter served under its own name (rebuildPools). A model no
+// or a LoRA adapter served under its own name (rebuildPools), or, for a
+// name no instance serves literally, SGLang's "base:adapter" naming an
+// adapter SGLang instances serve (sglang.go). A model no
 // registered instance serves is rejected with 404 (503 while no instance at
 // all is registered), unless
 // llm_scheduler.default_pool names a model: its instances then take the
@@ -181,6 +184,16 @@ func (s *Scheduler) resolvePool(w *waiter) *llmrouterv1.PickResponse {
 	model := w.req.Model
 	if _, ok := s.pools[model]; ok && model != "" {
 		w.pool = model
+		if n, ok := s.sglang[model]; ok {
+			w.sglang, w.req.LoRA = n, n.adapter
+		}
+		return nil
+	}
+	if pool, n, ok := s.resolveSGLang(model); ok {
+		// SGLang's "base:adapter": scored as a request for the adapter,
+		// as SGLang runs it (the adapter in the model field wins over
+		// any other the request names).
+		w.pool, w.sglang, w.req.LoRA = pool, n, n.adapter
 		return nil
 	}
 	if def := s.cfg.Scheduler.DefaultPool; def != "" {
@@ -198,9 +211,9 @@ func (s *Scheduler) resolvePool(w *waiter) *llmrouterv1.PickResponse {
 		return s.reject(503, fmt.Sprintf("no instance is registered (model %q)", clip.Input(model)))
 	}
 	if model == "" {
-		return s.reject(404, "the request names no model; served models: "+joinModels(s.pools))
+		return s.reject(404, "the request names no model; served models: "+s.joinModels())
 	}
-	return s.reject(404, fmt.Sprintf("model %q is not served by any instance; served models: %s", clip.Input(model), joinModels(s.pools)))
+	return s.reject(404, fmt.Sprintf("model %q is not served by any instance; served models: %s", clip.Input(model), s.joinModels()))
 }
 
 // decide tries to route w now. ok is false when the request must (keep)
@@ -288,7 +301,7 @@ func (s *Scheduler) route(w *waiter, cands, all []*policy.Instance, fallback str
 	ranked := make([]*policy.Instance, 0, n)
 	add := func(v *policy.Instance) {
 		in := s.insts[v.ID]
-		if in == nil || !in.routable() || !in.serves(w.pool) {
+		if in == nil || !in.routable() || !in.serves(w.pool) && (w.sglang.adapter == "" || !in.servesSGLang(w.sglang)) {
 			return
 		}
 		for _, r := range ranked {

@@ -126,6 +126,9 @@ type Scheduler struct {
 	// membership change.
 	poolViews map[string][]*policy.Instance
 	fullBuf   []poolNeed // drainQueue's pools without room
+	// sglang names the pools reached only by SGLang's "base:adapter"
+	// model syntax (sglang.go), nil when none; rebuilt with pools.
+	sglang map[string]sglangName
 	// need is, after a decision that found no room, the shortest predicted
 	// wait among the candidates held back by it (+Inf: none was).
 	need float64
@@ -472,7 +475,9 @@ func (s *Scheduler) forget(id string) {
 // rebuildPools recomputes model → instances. A model is a base model or a
 // LoRA adapter: vLLM and SGLang serve each adapter under its own model
 // name, and a request naming one may go only to the instances serving it.
-// Membership changes are rare next to picks, so picks read a ready list.
+// SGLang also takes "base:adapter" (addSGLangPools): those names get a
+// pool of their own unless served literally. Membership changes are rare
+// next to picks, so picks read a ready list.
 func (s *Scheduler) rebuildPools() {
 	pools := make(map[string][]*inst, len(s.pools))
 	for _, in := range s.insts {
@@ -485,6 +490,7 @@ func (s *Scheduler) rebuildPools() {
 			}
 		}
 	}
+	sglang := s.addSGLangPools(pools)
 	views := make(map[string][]*policy.Instance, len(pools))
 	for m, l := range pools {
 		sort.Slice(l, func(a, b int) bool { return l[a].view.ID < l[b].view.ID })
@@ -494,7 +500,7 @@ func (s *Scheduler) rebuildPools() {
 		}
 		views[m] = vs
 	}
-	s.pools, s.poolViews = pools, views
+	s.pools, s.poolViews, s.sglang = pools, views, sglang
 }
 
 func (s *Scheduler) instanceStates() {
@@ -510,13 +516,20 @@ func (s *Scheduler) instanceStates() {
 
 // Models lists the models the fleet serves, sorted: base models and the
 // LoRA adapters instances serve under their own names, as /v1/models lists
-// them.
+// them (not SGLang's "base:adapter" names for them).
 func (s *Scheduler) Models() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.servedNames()
+}
+
+// servedNames is Models under mu.
+func (s *Scheduler) servedNames() []string {
 	out := make([]string, 0, len(s.pools))
 	for m := range s.pools {
-		out = append(out, m)
+		if _, ok := s.sglang[m]; !ok {
+			out = append(out, m)
+		}
 	}
 	slices.Sort(out)
 	return out
@@ -580,12 +593,9 @@ func (s *Scheduler) InstanceView(id string) (policy.Instance, bool) {
 	return v, true
 }
 
-func joinModels(pools map[string][]*inst) string {
-	ms := make([]string, 0, len(pools))
-	for m := range pools {
-		ms = append(ms, m)
-	}
-	slices.Sort(ms)
+// joinModels lists the served models for an error message, the first ten.
+func (s *Scheduler) joinModels() string {
+	ms := s.servedNames()
 	if len(ms) > 10 {
 		ms = append(ms[:10], "...")
 	}

@@ -1,0 +1,93 @@
+package scheduler
+
+import (
+	"slices"
+	"strings"
+)
+
+// engineSGLang is the registration's engine name of an SGLang instance.
+const engineSGLang = "sglang"
+
+// sglangName is a pool reached by SGLang's "base:adapter" model syntax
+// (SGLang since late 2025, sgl-project/sglang#11570: the adapter rides in the model field, split at
+// the first colon, both halves trimmed of spaces). No instance serves its
+// name literally; the SGLang instances serving base model base and LoRA
+// adapter adapter do. vLLM and the other engines would answer such a name
+// 404, so they are never among its instances.
+type sglangName struct{ base, adapter string }
+
+// splitSGLang splits model as SGLang does: at the first colon, both halves
+// trimmed. ok is false without a colon or with an empty half (SGLang reads
+// "base:" as the base model alone; such a name is not routed as an adapter
+// here).
+func splitSGLang(model string) (base, adapter string, ok bool) {
+	b, a, found := strings.Cut(model, ":")
+	if !found {
+		return "", "", false
+	}
+	b, a = strings.TrimSpace(b), strings.TrimSpace(a)
+	return b, a, b != "" && a != ""
+}
+
+// addSGLangPools adds to pools, which holds every model served by its
+// literal name, a pool "base:adapter" for each base model and adapter an
+// SGLang instance serves, unless that name is served literally (model
+// names may hold colons, e.g. llama3:8b, and keep their meaning). It
+// returns the names it added. Names SGLang could not split back into the
+// same halves (a base model holding a colon, a name with outer spaces) are
+// not added: a request naming them reaches SGLang as another base or
+// adapter.
+func (s *Scheduler) addSGLangPools(pools map[string][]*inst) map[string]sglangName {
+	var names map[string]sglangName
+	literal := func(name string) bool {
+		_, ok := pools[name]
+		_, added := names[name]
+		return ok && !added
+	}
+	for _, in := range s.insts {
+		if in.view.Engine != engineSGLang || len(in.adapters) == 0 {
+			continue
+		}
+		for _, b := range in.view.Models {
+			for _, a := range in.adapters {
+				name := b + ":" + a
+				if slices.Contains(in.view.Models, a) || literal(name) {
+					continue
+				}
+				if sb, sa, ok := splitSGLang(name); !ok || sb != b || sa != a {
+					continue
+				}
+				if names == nil {
+					names = make(map[string]sglangName)
+				}
+				names[name] = sglangName{base: b, adapter: a}
+				pools[name] = append(pools[name], in)
+			}
+		}
+	}
+	return names
+}
+
+// resolveSGLang finds the pool of a model no instance serves literally
+// when it is SGLang's "base:adapter" naming an adapter SGLang instances
+// serve (spaces around either half allowed, as SGLang trims them). Only
+// requests for names nobody serves literally get here: the common pick
+// splits nothing.
+func (s *Scheduler) resolveSGLang(model string) (pool string, n sglangName, ok bool) {
+	if len(s.sglang) == 0 {
+		return "", sglangName{}, false
+	}
+	b, a, ok := splitSGLang(model)
+	if !ok {
+		return "", sglangName{}, false
+	}
+	pool = b + ":" + a
+	n, ok = s.sglang[pool]
+	return pool, n, ok
+}
+
+// servesSGLang reports whether in serves the SGLang "base:adapter" pool n
+// names.
+func (i *inst) servesSGLang(n sglangName) bool {
+	return i.view.Engine == engineSGLang && slices.Contains(i.view.Models, n.base) && slices.Contains(i.adapters, n.adapter)
+}

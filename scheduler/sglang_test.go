@@ -1,0 +1,116 @@
+package scheduler
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/internal/config"
+)
+
+// regEngine registers addr as an engine of kind engine serving base model
+// base and the given LoRA adapters under their own names.
+func regEngine(t *testing.T, s *Scheduler, addr, engine, base string, initial *llmrouterv1.Report, adapters ...string) {
+	t.Helper()
+	r := regMsg(addr, base)
+	r.Engine, r.LoraAdapters, r.Initial = engine, adapters, initial
+	if _, err := s.Register(r); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSGLangBaseAdapterSyntax: "model": "m:sql", SGLang's base:adapter
+// syntax, is routed among the SGLang instances serving base model m and
+// adapter sql only — never to a vLLM instance serving both (it would answer
+// 404 for that name), nor to an SGLang instance serving m without sql — and
+// is scored as a request for sql: with LoRA affinity the busier instance
+// running sql comes first. Spaces around either half are SGLang's too. A
+// name served literally keeps its meaning although SGLang instances could
+// read it as base:adapter; an adapter no SGLang instance serves is 404
+// listing the served models, which never include the base:adapter names.
+func TestSGLangBaseAdapterSyntax(t *testing.T) {
+	s, _ := newTestScheduler(t, func(c *config.Config) { c.Scheduler.Affinity.LoRA = true })
+	idle, running, vllm, baseOnly := "10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000", "10.0.0.4:8000"
+	sglX, literal := "10.0.0.5:8000", "10.0.0.6:8000"
+	regEngine(t, s, idle, "sglang", "m", &llmrouterv1.Report{Healthy: true, LoraStateKnown: true, MaxLora: 2}, "sql")
+	regEngine(t, s, running, "sglang", "m", &llmrouterv1.Report{Healthy: true, Running: 6, LoraStateKnown: true, LoraAdapters: []string{"sql"}, MaxLora: 2}, "sql")
+	regEngine(t, s, vllm, "vllm", "m", load(0, 0), "sql")
+	regEngine(t, s, baseOnly, "sglang", "m", load(0, 0))
+	// SGLang would read "x:y" as base x, adapter y; an engine serving a
+	// model literally named x:y is what the name means.
+	regEngine(t, s, sglX, "sglang", "x", load(0, 0), "y")
+	regEngine(t, s, literal, "vllm", "x:y", load(5, 0))
+
+	pick := func(id, model string) *llmrouterv1.PickResponse {
+		t.Helper()
+		req := pickReq(id, model)
+		req.LoraAdapter = model // as the gateway sends it (loraFor)
+		r, tk := s.TryPick(req, nil)
+		if tk != nil {
+			t.Fatalf("pick %s for %q queued, want an answer now", id, model)
+		}
+		return r
+	}
+	for i, model := range []string{"m:sql", "m:sql", " m : sql ", "m:sql"} {
+		r := pick(fmt.Sprint("sql-", i), model)
+		if r.Status != llmrouterv1.PickResponse_ROUTED || r.Pool != "m:sql" {
+			t.Fatalf("pick for %q: %v, want routed in pool m:sql", model, r)
+		}
+		for _, e := range r.Endpoints {
+			if e != idle && e != running {
+				t.Fatalf("pick for %q: endpoints %v include %s; want only the SGLang instances serving m and sql (%s, %s)", model, r.Endpoints, e, idle, running)
+			}
+		}
+		if r.Endpoints[0] != running {
+			t.Fatalf("pick for %q: endpoints %v, want %s (running sql, though busier) first: the request is for adapter sql", model, r.Endpoints, running)
+		}
+	}
+	if r := pick("lit", "x:y"); r.Status != llmrouterv1.PickResponse_ROUTED || r.Pool != "x:y" || !slices.Equal(r.Endpoints, []string{literal}) {
+		t.Fatalf("pick for x:y: %v, want %s alone, the engine serving x:y by that name (not SGLang's base x, adapter y at %s)", r, literal, sglX)
+	}
+	if r := pick("base", "m"); r.Status != llmrouterv1.PickResponse_ROUTED || r.Pool != "m" {
+		t.Fatalf("pick for the base model: %v, want routed in pool m", r)
+	}
+	for _, model := range []string{"m:poetry", "m:", ":sql", "n:sql"} {
+		r := pick("unknown", model)
+		if r.Status != llmrouterv1.PickResponse_REJECTED || r.HttpStatus != 404 || !strings.Contains(r.Reason, fmt.Sprintf("%q", model)) ||
+			!strings.Contains(r.Reason, "served models: m, sql, x, x:y, y") {
+			t.Fatalf("pick for %q: %v, want 404 naming it and the served models m, sql, x, x:y, y (no base:adapter names)", model, r)
+		}
+	}
+	if got, want := s.Models(), []string{"m", "sql", "x", "x:y", "y"}; !slices.Equal(got, want) {
+		t.Fatalf("Models() = %q, want %q", got, want)
+	}
+
+	// The pool follows membership: without the SGLang instances serving
+	// sql, m:sql is served by nobody (the vLLM instance still serves sql).
+	s.Deregister(idle, 0, "test")
+	s.Deregister(running, 0, "test")
+	if r := pick("gone", "m:sql"); r.Status != llmrouterv1.PickResponse_REJECTED || r.HttpStatus != 404 {
+		t.Fatalf("pick for m:sql with no SGLang instance serving sql: %v, want 404", r)
+	}
+	if r := pick("still", "sql"); r.Status != llmrouterv1.PickResponse_ROUTED || !slices.Equal(r.Endpoints, []string{vllm}) {
+		t.Fatalf("pick for sql: %v, want %s, which serves it by name", r, vllm)
+	}
+}
+
+// TestSplitSGLang: the model field split as SGLang splits it, at the first
+// colon, both halves trimmed; a missing half is no adapter request.
+func TestSplitSGLang(t *testing.T) {
+	for _, c := range []struct{ in, base, adapter string }{
+		{"meta-llama/Llama-3.1-8B-Instruct:sql", "meta-llama/Llama-3.1-8B-Instruct", "sql"},
+		{"m:a:b", "m", "a:b"},
+		{" m :\tsql ", "m", "sql"},
+		{"m", "", ""},
+		{"m:", "", ""},
+		{":sql", "", ""},
+		{" : ", "", ""},
+	} {
+		b, a, ok := splitSGLang(c.in)
+		if ok != (c.base != "") || b != c.base && ok || a != c.adapter && ok {
+			t.Errorf("splitSGLang(%q) = %q, %q, %v; want %q, %q", c.in, b, a, ok, c.base, c.adapter)
+		}
+	}
+}
