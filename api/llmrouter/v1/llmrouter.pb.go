@@ -1006,7 +1006,13 @@ type PickRequest struct {
 	// Larger is more urgent; 0 is the default.
 	Priority int32 `protobuf:"varint,10,opt,name=priority,proto3" json:"priority,omitempty"`
 	// LoRA adapter named by the request, when the model names one.
-	LoraAdapter   string `protobuf:"bytes,11,opt,name=lora_adapter,json=loraAdapter,proto3" json:"lora_adapter,omitempty"`
+	LoraAdapter string `protobuf:"bytes,11,opt,name=lora_adapter,json=loraAdapter,proto3" json:"lora_adapter,omitempty"`
+	// SGLang's older lora_path body field, when a string: the adapter the
+	// request asks an SGLang engine of model for. The scheduler routes it as
+	// SGLang's "model:lora_path" (the SGLang instances serving both, scored
+	// as a request for lora_path) when SGLang instances serve that pair, and
+	// by model alone otherwise, as before the field existed.
+	LoraPath      string `protobuf:"bytes,12,opt,name=lora_path,json=loraPath,proto3" json:"lora_path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1114,6 +1120,13 @@ func (x *PickRequest) GetPriority() int32 {
 func (x *PickRequest) GetLoraAdapter() string {
 	if x != nil {
 		return x.LoraAdapter
+	}
+	return ""
+}
+
+func (x *PickRequest) GetLoraPath() string {
+	if x != nil {
+		return x.LoraPath
 	}
 	return ""
 }
@@ -1661,7 +1674,7 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"\n" +
 	"KIND_DRAIN\x10\x01\x12\x0f\n" +
 	"\vKIND_RESUME\x10\x02\x12\x13\n" +
-	"\x0fKIND_REREGISTER\x10\x03\"\xf8\x02\n" +
+	"\x0fKIND_REREGISTER\x10\x03\"\x95\x03\n" +
 	"\vPickRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
@@ -1678,7 +1691,8 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"sessionKey\x12\x1a\n" +
 	"\bpriority\x18\n" +
 	" \x01(\x05R\bpriority\x12!\n" +
-	"\flora_adapter\x18\v \x01(\tR\vloraAdapter\"\xec\x03\n" +
+	"\flora_adapter\x18\v \x01(\tR\vloraAdapter\x12\x1b\n" +
+	"\tlora_path\x18\f \x01(\tR\bloraPath\"\xec\x03\n" +
 	"\fPickResponse\x129\n" +
 	"\x06status\x18\x01 \x01(\x0e2!.llmrouter.v1.PickResponse.StatusR\x06status\x12\x1c\n" +
 	"\tendpoints\x18\x02 \x03(\tR\tendpoints\x12)\n" +
