@@ -230,7 +230,7 @@ func (s *Server) onRequestBody(ctx context.Context, st *reqState, b *extprocv3.H
 	st.model = body.Model
 	hp := s.hashes.Get().(*[]uint64)
 	defer s.hashes.Put(hp)
-	hashes := prompthash.Blocks((*hp)[:0], prompthash.Seed(body.Model, body.CacheSalt), bytesString(body.Prefix), s.opt.BlockChars, s.opt.MaxPrefixChars)
+	hashes := prompthash.Blocks((*hp)[:0], prompthash.Seed(seedModel(&body), body.CacheSalt), bytesString(body.Prefix), s.opt.BlockChars, s.opt.MaxPrefixChars)
 	*hp = hashes[:0]
 	session := st.session
 	if session == "" {
@@ -248,10 +248,21 @@ func (s *Server) onRequestBody(ctx context.Context, st *reqState, b *extprocv3.H
 		SessionKey:        sessionkey.Digest(session),
 		Priority:          st.priority,
 		LoraAdapter:       loraFor(st.lora, body.Model),
+		LoraPath:          body.LoRAPath,
 	}
 	resp := s.decide(ctx, st, &extprocv3.HeaderMutation{}, req, false)
 	s.m.pickDuration.Observe(time.Since(start).Seconds())
 	return resp
+}
+
+// seedModel is the model a request's prompt hashes are seeded with: an
+// adapter's cached prefixes are its own, so SGLang's model plus lora_path
+// hashes as the same request written "model:lora_path" does.
+func seedModel(b *Body) string {
+	if b.LoRAPath == "" || strings.Contains(b.Model, ":") {
+		return b.Model
+	}
+	return b.Model + ":" + b.LoRAPath
 }
 
 // bytesString views b as a string without copying; the caller does not

@@ -22,12 +22,21 @@ type Body struct {
 	// CacheSalt is vLLM's cache_salt: prompts with different salts never
 	// share cached prefixes, so it seeds the hash chain.
 	CacheSalt string
+	// LoRAPath is SGLang's lora_path when a string: the adapter asked of
+	// an SGLang engine of Model (a list, SGLang's per-prompt adapters of a
+	// batch, is not read: no one adapter names the request's instances).
+	LoRAPath string
 	// PromptChars is the length of the whole rendered prompt.
 	PromptChars int
 	// Prefix is the rendered prompt (prompthash's rendering), cut at the
 	// parser's bound.
 	Prefix []byte
 }
+
+// maxLoRAPath bounds the lora_path the gateway reads: adapter names are
+// short, and a longer one (a client's mistake) is left unread, so the
+// request is routed by its model alone.
+const maxLoRAPath = 1024
 
 // APIForPath maps a request path (query string allowed) to the API it
 // serves; API_KIND_UNSPECIFIED for paths the gateway does not route.
@@ -152,6 +161,18 @@ func ParseBody(api llmrouterv1.ApiKind, body []byte, maxPrefix int, buf []byte) 
 				return s.literal()
 			}
 			out.User, ok = s.strValue()
+			return ok
+		case "lora_path":
+			out.LoRAPath = "" // the last lora_path counts, as for every field
+			if s.peek() != '"' {
+				return s.skip()
+			}
+			var raw []byte
+			if raw, ok = s.str(); ok && len(raw) <= maxLoRAPath {
+				var text []byte
+				text, ok = appendUnescaped(nil, raw, -1)
+				out.LoRAPath = string(text)
+			}
 			return ok
 		case "cache_salt":
 			if s.peek() == 'n' {

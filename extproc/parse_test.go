@@ -57,6 +57,10 @@ func TestParseBodyAPIs(t *testing.T) {
 			"user\nq\ntool\n42\n", nil},
 		{"last content wins", chat, `{"model":"m","messages":[{"role":"user","content":"a","content":["b"]},{"content":["c"],"role":"user","content":"d\"e"}]}`,
 			"user\nb\nuser\nd\"e\n", nil},
+		{"lora_path", chat, `{"model":"m","lora_path":"sq\u006c","messages":[{"role":"user","content":"x"}]}`, "user\nx\n", func(b Body) bool { return b.LoRAPath == "sql" }},
+		{"lora_path list or null unread", comp, `{"model":"m","lora_path":"a","lora_path":["a","b"],"prompt":"x","lora_path":null}`, "x", func(b Body) bool { return b.LoRAPath == "" }},
+		{"lora_path past the bound unread", comp, `{"model":"m","lora_path":"a","lora_path":"` + strings.Repeat("a", maxLoRAPath+1) + `","prompt":"x"}`, "x", func(b Body) bool { return b.LoRAPath == "" }},
+		{"lora_path at the bound", comp, `{"model":"m","prompt":"x","lora_path":"` + strings.Repeat("a", maxLoRAPath) + `"}`, "x", func(b Body) bool { return len(b.LoRAPath) == maxLoRAPath }},
 		{"ignores other APIs' fields", chat, `{"model":"m","prompt":"zzz","input":"yyy","messages":[{"role":"user","content":"x"}]}`, "user\nx\n", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -114,6 +118,7 @@ func FuzzParseBody(f *testing.F) {
 		`{"model":"m","prompt":["a",[1,2],3]}`,
 		`{"model":"m","input":[{"role":"user","content":[{"text":"q"}]}]}`,
 		`{"a":[[[[[[{"b":"]"}]]]]]],"model":"m","messages":[{"role":"r","content":""}]}`,
+		`{"model":"m","lora_path":"s\"q","messages":[{"role":"r","content":""}],"lora_path":"sql"}`,
 	} {
 		f.Add([]byte(s), uint8(0), uint16(0))
 	}
@@ -127,14 +132,15 @@ func FuzzParseBody(f *testing.F) {
 			return
 		}
 		var ref struct {
-			Model    *string `json:"model"`
+			Model    *string         `json:"model"`
+			LoRAPath json.RawMessage `json:"lora_path"`
 			Messages []struct {
 				Role    string `json:"role"`
 				Content string `json:"content"`
 			} `json:"messages"`
 		}
 		// encoding/json matches keys case-insensitively; the engines do not.
-		for _, k := range []string{`"model"`, `"messages"`, `"role"`, `"content"`} {
+		for _, k := range []string{`"model"`, `"messages"`, `"role"`, `"content"`, `"lora_path"`} {
 			if strings.Count(strings.ToLower(string(body)), k) != strings.Count(string(body), k) {
 				return
 			}
@@ -155,6 +161,15 @@ func FuzzParseBody(f *testing.F) {
 		}
 		if string(got.Prefix) != want || got.Model != *ref.Model {
 			t.Fatalf("rendering differs:\n got %q\nwant %q", got.Prefix, want)
+		}
+		// lora_path: read when a string within the bound (without \u
+		// escapes the raw text is at most twice the decoded), else not.
+		var lp string
+		if json.Unmarshal(ref.LoRAPath, &lp) != nil || len(lp) > maxLoRAPath {
+			lp = ""
+		}
+		if len(lp)*2 <= maxLoRAPath && got.LoRAPath != lp || len(lp)*2 > maxLoRAPath && got.LoRAPath != lp && got.LoRAPath != "" {
+			t.Fatalf("lora_path = %q, want %q", got.LoRAPath, lp)
 		}
 	})
 }

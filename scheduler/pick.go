@@ -135,7 +135,7 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 	if req.ID == "" {
 		req.ID = "scheduler-" + strconv.FormatUint(s.seq, 10)
 	}
-	if rej := s.resolvePool(w); rej != nil {
+	if rej := s.resolvePool(w, pr.GetLoraPath()); rej != nil {
 		return rej, nil
 	}
 	s.sat.Observe(req)
@@ -174,14 +174,20 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 // resolvePool finds the instances for the request's model: a base model
 // or a LoRA adapter served under its own name (rebuildPools), or, for a
 // name no instance serves literally, SGLang's "base:adapter" naming an
-// adapter SGLang instances serve (sglang.go). A model no
+// adapter SGLang instances serve (sglang.go). loraPath (SGLang's older
+// lora_path field) narrows a model to the SGLang instances serving it and
+// that adapter when there are any, as "model:loraPath" would. A model no
 // registered instance serves is rejected with 404 (503 while no instance at
 // all is registered), unless
 // llm_scheduler.default_pool names a model: its instances then take the
 // request (the model name is passed through unchanged, so those engines must
 // accept it, e.g. as an alias).
-func (s *Scheduler) resolvePool(w *waiter) *llmrouterv1.PickResponse {
+func (s *Scheduler) resolvePool(w *waiter, loraPath string) *llmrouterv1.PickResponse {
 	model := w.req.Model
+	if pool, n, ok := s.resolveLoRAPath(model, loraPath); ok {
+		w.pool, w.sglang, w.req.LoRA = pool, n, n.adapter
+		return nil
+	}
 	if _, ok := s.pools[model]; ok && model != "" {
 		w.pool = model
 		if n, ok := s.sglang[model]; ok {

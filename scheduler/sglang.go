@@ -86,6 +86,21 @@ func (s *Scheduler) resolveSGLang(model string) (pool string, n sglangName, ok b
 	return pool, n, ok
 }
 
+// resolveLoRAPath finds the pool of SGLang's older form of asking for an
+// adapter: model a base model, lora_path the adapter. SGLang takes the
+// adapter from the model field when it holds a colon, so lora_path counts
+// only without one. ok is false when no SGLang instance serves the pair:
+// the request is then routed by model alone, as before lora_path was read
+// (vLLM ignores the field and serves the base model).
+func (s *Scheduler) resolveLoRAPath(model, loraPath string) (pool string, n sglangName, ok bool) {
+	if loraPath == "" || len(s.sglang) == 0 || strings.Contains(model, ":") {
+		return "", sglangName{}, false
+	}
+	pool = model + ":" + loraPath
+	n, ok = s.sglang[pool]
+	return pool, n, ok
+}
+
 // servesSGLang reports whether in serves the SGLang "base:adapter" pool n
 // names.
 func (i *inst) servesSGLang(n sglangName) bool {

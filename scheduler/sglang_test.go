@@ -114,3 +114,54 @@ func TestSplitSGLang(t *testing.T) {
 		}
 	}
 }
+
+// TestSGLangLoRAPath: SGLang's older form, "model": "m" with "lora_path":
+// "sql" in the body (PickRequest.lora_path), is routed as "m:sql": among
+// the SGLang instances serving m and sql, scored as a request for sql. A
+// lora_path no SGLang instance serves with m leaves the request to m's
+// whole pool, as before the field was read (vLLM ignores it and serves
+// m); an adapter in the model field wins over lora_path, as in SGLang.
+func TestSGLangLoRAPath(t *testing.T) {
+	s, _ := newTestScheduler(t, func(c *config.Config) { c.Scheduler.Affinity.LoRA = true })
+	idle, running, vllm, baseOnly := "10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000", "10.0.0.4:8000"
+	regEngine(t, s, idle, "sglang", "m", &llmrouterv1.Report{Healthy: true, LoraStateKnown: true, MaxLora: 2}, "sql", "chat")
+	regEngine(t, s, running, "sglang", "m", &llmrouterv1.Report{Healthy: true, Running: 6, LoraStateKnown: true, LoraAdapters: []string{"sql"}, MaxLora: 2}, "sql")
+	regEngine(t, s, vllm, "vllm", "m", load(0, 0), "sql")
+	regEngine(t, s, baseOnly, "sglang", "m", load(0, 0))
+
+	pick := func(id, model, loraPath string) *llmrouterv1.PickResponse {
+		t.Helper()
+		req := pickReq(id, model)
+		req.LoraAdapter, req.LoraPath = model, loraPath // as the gateway sends them
+		r, tk := s.TryPick(req, nil)
+		if tk != nil || r.Status != llmrouterv1.PickResponse_ROUTED {
+			t.Fatalf("pick %s for %q, lora_path %q: %v (queued %v), want routed", id, model, loraPath, r, tk != nil)
+		}
+		return r
+	}
+	for i := range 3 {
+		r := pick(fmt.Sprint("lp-", i), "m", "sql")
+		if r.Pool != "m:sql" || r.Endpoints[0] != running || slices.ContainsFunc(r.Endpoints, func(e string) bool { return e != idle && e != running }) {
+			t.Fatalf("pick for m with lora_path sql: pool %q endpoints %v; want pool m:sql, %s (running sql) first, only %s and %s", r.Pool, r.Endpoints, running, idle, running)
+		}
+	}
+	if r := pick("one", "m", "chat"); r.Pool != "m:chat" || !slices.Equal(r.Endpoints, []string{idle}) {
+		t.Fatalf("pick for m with lora_path chat: pool %q endpoints %v; want %s alone", r.Pool, r.Endpoints, idle)
+	}
+	if r := pick("model-wins", "m:chat", "sql"); r.Pool != "m:chat" || !slices.Equal(r.Endpoints, []string{idle}) {
+		t.Fatalf("pick for m:chat with lora_path sql: pool %q endpoints %v; want m:chat's %s alone (the model's adapter wins)", r.Pool, r.Endpoints, idle)
+	}
+	// Nobody serves m with poetry: routed by m, over its whole pool (each
+	// pick's in-flight request makes the next go to another idle one).
+	seen := map[string]bool{}
+	for i := range 8 {
+		r := pick(fmt.Sprint("poetry-", i), "m", "poetry")
+		if r.Pool != "m" {
+			t.Fatalf("pick for m with lora_path poetry: pool %q, want m (no SGLang instance serves poetry)", r.Pool)
+		}
+		seen[r.Endpoints[0]] = true
+	}
+	if !seen[vllm] && !seen[baseOnly] {
+		t.Fatalf("picks for m with lora_path poetry went first to %v only, want the base model's whole pool", seen)
+	}
+}
