@@ -125,7 +125,9 @@ func TestModelsCached(t *testing.T) {
 		return &llmrouterv1.ListModelsResponse{Models: fleetModels}, nil
 	})
 	opt := testOptions()
-	opt.ModelsCacheTTL = 500 * time.Millisecond
+	// Long enough that no request of a slow, loaded run outlives it; its
+	// end is simulated below instead of slept through.
+	opt.ModelsCacheTTL = time.Minute
 	h := newHarness(t, s, opt)
 	var wg sync.WaitGroup
 	var answered atomic.Int32
@@ -140,7 +142,9 @@ func TestModelsCached(t *testing.T) {
 	if answered.Load() != 20 || s.calls.Load() != 1 {
 		t.Fatalf("%d of 20 answered with %d scheduler calls, want all with 1", answered.Load(), s.calls.Load())
 	}
-	time.Sleep(opt.ModelsCacheTTL + 50*time.Millisecond)
+	h.srv.models.mu.Lock()
+	h.srv.models.until = time.Now().Add(-time.Nanosecond) // the TTL has passed
+	h.srv.models.mu.Unlock()
 	if res := h.f.Do(context.Background(), modelsGet("/v1/models")); res.Immediate == nil || s.calls.Load() != 2 {
 		t.Fatalf("after the TTL: immediate %v, %d calls, want answered with a second call", res.Immediate, s.calls.Load())
 	}
