@@ -50,7 +50,7 @@ caching and preemption. Profiles (--profile), each value overridable by flag:
 	f.Bool("runtime-lora", false, "serve vLLM's POST /v1/load_lora_adapter and /v1/unload_lora_adapter (VLLM_ALLOW_RUNTIME_LORA_UPDATING)")
 	f.Int64("seed", 0, "seed for response ids and filler text")
 	f.String("role", enginesim.RoleBoth, "prefill/decode disaggregation side: both, prefill or decode")
-	f.String("engine", enginesim.APIVLLM, "API and metric names presented: vllm (kv_transfer_params, NixlConnector) or sglang (bootstrap_host/port/room)")
+	f.String("engine", enginesim.APIVLLM, "API and metric names presented: vllm (kv_transfer_params, NixlConnector) or sglang (bootstrap_host/port/room, LoRA adapters asked as \"model\": \"base:adapter\" or by lora_path)")
 	f.Duration("kv-transfer-per-block", 0, "decode: what receiving one prompt KV block from a prefill instance costs (e.g. 20us)")
 	f.String("bootstrap-listen", "", "sglang prefill: the bootstrap server's address (SGLang's --disaggregation-bootstrap-port), e.g. :8998")
 	rootCmd.AddCommand(cmd)

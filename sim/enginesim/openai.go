@@ -2,6 +2,7 @@ package enginesim
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +38,8 @@ type genRequest struct {
 		ContinuousUsageStats bool `json:"continuous_usage_stats"`
 	} `json:"stream_options"`
 	CacheSalt string `json:"cache_salt"`
+	// LoRAPath is SGLang's lora_path (sglang.go); other engines ignore it.
+	LoRAPath json.RawMessage `json:"lora_path"`
 	// Disaggregation (pd.go): vLLM's NixlConnector field, SGLang's
 	// bootstrap fields.
 	KVTransferParams json.RawMessage `json:"kv_transfer_params"`
@@ -94,6 +97,7 @@ func (m chatMessage) text() (string, error) {
 // prepared is a validated request ready for the engine.
 type prepared struct {
 	model        string
+	lora         string // the LoRA adapter running it when not model itself (SGLang's base:adapter, lora_path)
 	prompt       string
 	maxTokens    int
 	finishReason string
@@ -115,8 +119,14 @@ func (s *Server) prepare(kind apiKind, r *genRequest) (*prepared, *apiError) {
 	if p.model == "" {
 		p.model = s.opts.Model
 	}
-	if p.model != s.opts.Model && !s.servedLoRAs()[p.model] {
-		return nil, &apiError{status: http.StatusNotFound, typ: "NotFoundError", msg: fmt.Sprintf("The model `%s` does not exist.", p.model)}
+	if s.opts.API == APISGLang {
+		lora, e := s.sglangAdapter(p.model, r.LoRAPath)
+		if e != nil {
+			return nil, e
+		}
+		p.lora = lora
+	} else if p.model != s.opts.Model && !s.servedLoRAs()[p.model] {
+		return nil, notFound(p.model)
 	}
 	if r.StreamOptions != nil {
 		if !r.Stream {
@@ -199,7 +209,7 @@ func (s *Server) newState(p *prepared, kind apiKind) *reqState {
 	return &reqState{
 		id:           id,
 		req:          engine.Request{ID: id, PromptTokens: tokens, MaxTokens: p.maxTokens, BlockHashes: hashes},
-		model:        p.model,
+		model:        cmp.Or(p.lora, p.model),
 		finishReason: p.finishReason,
 		notify:       make(chan struct{}, 1),
 	}

@@ -46,7 +46,8 @@ type Options struct {
 	// Role is both (default), prefill or decode: which side of a
 	// disaggregated request the server takes (pd.go).
 	Role string
-	// API is vllm (default) or sglang: the request fields, /v1/models owner
+	// API is vllm (default) or sglang: the request fields (SGLang's
+	// base:adapter model names and lora_path: sglang.go), /v1/models owner
 	// and /metrics names presented.
 	API string
 	// KVTransferPerBlock is what receiving one prompt block's KV cache from
