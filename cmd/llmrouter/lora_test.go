@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/llmrouter/llmrouter/agent"
 	"github.com/llmrouter/llmrouter/internal/envoytest"
@@ -20,6 +21,28 @@ import (
 	"github.com/llmrouter/llmrouter/sim/engine"
 	"github.com/llmrouter/llmrouter/sim/enginesim"
 )
+
+// startLoRAEngine starts a simulated engine presenting api (vllm or sglang)
+// that serves the base model and loras (and loads more at runtime, vLLM's
+// way), behind a real agent registering with the scheduler at sched.
+func startLoRAEngine(t *testing.T, ctx context.Context, agents *sync.WaitGroup, sched string, dial []grpc.DialOption, api string, loras ...string) string {
+	t.Helper()
+	ec := engine.DefaultConfig()
+	ec.StepBase = 2 * time.Millisecond
+	s, err := enginesim.New(enginesim.Options{Engine: ec, DefaultMaxTokens: 4, Seed: 1, ShutdownGrace: -1, ServedLoRAs: loras, RuntimeLoRA: true, API: api})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := servetest.Loopback(t, s)
+	ag, err := agent.New(agent.Options{EngineURL: "http://" + addr, Advertise: addr, SchedulerAddress: sched, DialOptions: dial,
+		ReportInterval: 100 * time.Millisecond, ModelsRefresh: 100 * time.Millisecond, AgentVersion: "test"}, zap.NewNop(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	agents.Add(1)
+	go func() { defer agents.Done(); _ = ag.Run(ctx) }()
+	return addr
+}
 
 // TestLoRAAdaptersEndToEnd: two simulated vLLM engines, one serving the
 // adapter sql (--lora-modules), each behind a real agent; the scheduler
@@ -43,21 +66,7 @@ func TestLoRAAdaptersEndToEnd(t *testing.T) {
 	var agents sync.WaitGroup
 	startEngine := func(loras ...string) string {
 		t.Helper()
-		ec := engine.DefaultConfig()
-		ec.StepBase = 2 * time.Millisecond
-		s, err := enginesim.New(enginesim.Options{Engine: ec, DefaultMaxTokens: 4, Seed: 1, ShutdownGrace: -1, ServedLoRAs: loras, RuntimeLoRA: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr, _ := servetest.Loopback(t, s)
-		ag, err := agent.New(agent.Options{EngineURL: "http://" + addr, Advertise: addr, SchedulerAddress: a.API, DialOptions: dial,
-			ReportInterval: 100 * time.Millisecond, ModelsRefresh: 100 * time.Millisecond, AgentVersion: "test"}, zap.NewNop(), prometheus.NewRegistry())
-		if err != nil {
-			t.Fatal(err)
-		}
-		agents.Add(1)
-		go func() { defer agents.Done(); _ = ag.Run(ctx) }()
-		return addr
+		return startLoRAEngine(t, ctx, &agents, a.API, dial, enginesim.APIVLLM, loras...)
 	}
 	withSQL, plain := startEngine("sql"), startEngine()
 
@@ -145,6 +154,92 @@ func TestLoRAAdaptersEndToEnd(t *testing.T) {
 	})
 	if got := dest(ask(enginesim.DefaultModel)); !strings.Contains(got, withSQL) || !strings.Contains(got, plain) {
 		t.Fatalf("base model's destinations after the adapter changes = %q, want both engines (still verified, not drained)", got)
+	}
+
+	cancel()
+	agents.Wait()
+	stopped(t, "control plane", done, 10*time.Second)
+}
+
+// TestSGLangAdapterSyntaxEndToEnd: SGLang's ways of asking for a LoRA
+// adapter through the gateway, over real agents and a verifying scheduler:
+// an SGLang engine serving sql, a vLLM engine serving sql and an SGLang
+// engine serving the base model alone. "model": "<base>:sql" goes to the
+// SGLang engine serving sql and nowhere else: that engine answers the
+// unchanged body 200, where the vLLM engine answers it 404 and the other
+// SGLang engine 400. "model": "<base>" with "lora_path": "sql" goes there
+// too; with a lora_path nobody serves, to the base model's engines as
+// before; "<base>:poetry" is 404 listing the served models.
+func TestSGLangAdapterSyntaxEndToEnd(t *testing.T) {
+	cfg := inProcessConfig()
+	cfg.Scheduler.VerifyEngines = true
+	cfg.Scheduler.Policy = "least-request"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, done := startControlPlane(t, ctx, cfg, true)
+	dial, err := grpcx.DialOptions(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var agents sync.WaitGroup
+	sglSQL := startLoRAEngine(t, ctx, &agents, a.API, dial, enginesim.APISGLang, "sql")
+	vllmSQL := startLoRAEngine(t, ctx, &agents, a.API, dial, enginesim.APIVLLM, "sql")
+	sglPlain := startLoRAEngine(t, ctx, &agents, a.API, dial, enginesim.APISGLang)
+
+	f := extProcFilter(t, a.ExtProc)
+	const msgs = `"messages":[{"role":"user","content":"how many rows are there?"}]`
+	ask := func(fields string) *envoytest.Result {
+		t.Helper()
+		r := f.Do(ctx, envoytest.Request{
+			Headers: []envoytest.Header{{Key: ":method", Value: "POST"}, {Key: ":path", Value: "/v1/chat/completions"}},
+			Body:    []byte(`{` + fields + `,` + msgs + `}`),
+		})
+		if r.Err != nil {
+			t.Fatalf("{%s}: %v", fields, r.Err)
+		}
+		return r
+	}
+	// send is the engine at addr answering the body the gateway let
+	// through unchanged.
+	send := func(addr, fields string) int {
+		t.Helper()
+		resp, err := http.Post("http://"+addr+"/v1/chat/completions", "application/json", strings.NewReader(`{`+fields+`,"max_tokens":2,`+msgs+`}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	base := enginesim.DefaultModel
+	waitFor(t, "all three engines verified and routable", func() bool {
+		d := dest(ask(`"model":"` + base + `"`))
+		return strings.Contains(d, sglSQL) && strings.Contains(d, vllmSQL) && strings.Contains(d, sglPlain)
+	})
+	inModel := `"model":"` + base + `:sql"`
+	for range 3 {
+		if got := dest(ask(inModel)); got != sglSQL {
+			t.Fatalf("destination for {%s} = %q, want %s alone, the SGLang engine serving sql", inModel, got, sglSQL)
+		}
+	}
+	for addr, want := range map[string]int{sglSQL: 200, vllmSQL: 404, sglPlain: 400} {
+		if got := send(addr, inModel); got != want {
+			t.Fatalf("{%s} sent to %s answered %d, want %d", inModel, addr, got, want)
+		}
+	}
+	withPath := `"model":"` + base + `","lora_path":"sql"`
+	if got := dest(ask(withPath)); got != sglSQL {
+		t.Fatalf("destination for {%s} = %q, want %s alone", withPath, got, sglSQL)
+	}
+	if got := send(sglSQL, withPath); got != 200 {
+		t.Fatalf("{%s} sent to %s answered %d, want 200", withPath, sglSQL, got)
+	}
+	if got := dest(ask(`"model":"` + base + `","lora_path":"poetry"`)); strings.Count(got, ",") != 2 {
+		t.Fatalf("destination for lora_path poetry, served nowhere = %q, want the base model's three engines, as before lora_path was read", got)
+	}
+	imm := ask(`"model":"` + base + `:poetry"`).Immediate
+	if imm == nil || imm.Status != 404 || !strings.Contains(string(imm.Body), "model_not_found") || !strings.Contains(string(imm.Body), "served models: "+base+", sql") {
+		t.Fatalf("answer for %s:poetry: %+v, want 404 model_not_found listing %s, sql", base, imm, base)
 	}
 
 	cancel()
