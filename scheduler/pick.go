@@ -23,8 +23,7 @@ import (
 type waiter struct {
 	req      policy.Request // in the waiter: a request and its waiter are one allocation
 	pool     string
-	sglang   sglangName // set when pool is SGLang's "base:adapter" for an adapter (sglang.go)
-	fallback string     // fallback reason already incurred (default_pool), "" if none
+	fallback string // fallback reason already incurred (default_pool), "" if none
 	seq      uint64
 	enqueued time.Time
 	deadline time.Time
@@ -185,13 +184,13 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 func (s *Scheduler) resolvePool(w *waiter, loraPath string) *llmrouterv1.PickResponse {
 	model := w.req.Model
 	if pool, n, ok := s.resolveLoRAPath(model, loraPath); ok {
-		w.pool, w.sglang, w.req.LoRA = pool, n, n.adapter
+		w.pool, w.req.LoRA = pool, n.adapter
 		return nil
 	}
 	if _, ok := s.pools[model]; ok && model != "" {
 		w.pool = model
 		if n, ok := s.sglang[model]; ok {
-			w.sglang, w.req.LoRA = n, n.adapter
+			w.req.LoRA = n.adapter
 		}
 		return nil
 	}
@@ -199,7 +198,7 @@ func (s *Scheduler) resolvePool(w *waiter, loraPath string) *llmrouterv1.PickRes
 		// SGLang's "base:adapter": scored as a request for the adapter,
 		// as SGLang runs it (the adapter in the model field wins over
 		// any other the request names).
-		w.pool, w.sglang, w.req.LoRA = pool, n, n.adapter
+		w.pool, w.req.LoRA = pool, n.adapter
 		return nil
 	}
 	if def := s.cfg.Scheduler.DefaultPool; def != "" {
@@ -307,7 +306,7 @@ func (s *Scheduler) route(w *waiter, cands, all []*policy.Instance, fallback str
 	ranked := make([]*policy.Instance, 0, n)
 	add := func(v *policy.Instance) {
 		in := s.insts[v.ID]
-		if in == nil || !in.routable() || !in.serves(w.pool) && (w.sglang.adapter == "" || !in.servesSGLang(w.sglang)) {
+		if in == nil || !in.routable() || !in.serves(w.pool) && !s.servesSGLang(in, w.pool) {
 			return
 		}
 		for _, r := range ranked {

@@ -101,8 +101,10 @@ func (s *Scheduler) resolveLoRAPath(model, loraPath string) (pool string, n sgla
 	return pool, n, ok
 }
 
-// servesSGLang reports whether in serves the SGLang "base:adapter" pool n
-// names.
-func (i *inst) servesSGLang(n sglangName) bool {
-	return i.view.Engine == engineSGLang && slices.Contains(i.view.Models, n.base) && slices.Contains(i.adapters, n.adapter)
+// servesSGLang reports whether pool is an SGLang "base:adapter" pool
+// (rebuildPools) in serves. Asked only of an instance not serving pool by
+// name.
+func (s *Scheduler) servesSGLang(in *inst, pool string) bool {
+	n, ok := s.sglang[pool]
+	return ok && in.view.Engine == engineSGLang && slices.Contains(in.view.Models, n.base) && slices.Contains(in.adapters, n.adapter)
 }
