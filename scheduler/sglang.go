@@ -9,12 +9,20 @@ import (
 const engineSGLang = "sglang"
 
 // sglangName is a pool reached by SGLang's "base:adapter" model syntax
-// (SGLang since late 2025, sgl-project/sglang#11570: the adapter rides in the model field, split at
-// the first colon, both halves trimmed of spaces). No instance serves its
-// name literally; the SGLang instances serving base model base and LoRA
-// adapter adapter do. vLLM and the other engines would answer such a name
-// 404, so they are never among its instances.
+// (SGLang since late 2025, sgl-project/sglang#11570: the adapter rides in
+// the model field, split at the first colon, both halves trimmed of
+// spaces). No instance serves its name literally; the SGLang instances
+// serving base model base and LoRA adapter adapter do. vLLM and the other
+// engines would answer such a name 404, so they are never among its
+// instances.
 type sglangName struct{ base, adapter string }
+
+// maxSGLangNames bounds the base:adapter names one instance adds: its base
+// models times its adapters, which a registration could make large (an
+// engine serves one base model or a few, and its adapters are rarely more
+// than hundreds). Past it the instance's remaining pairs are not routed by
+// that syntax.
+const maxSGLangNames = 4096
 
 // splitSGLang splits model as SGLang does: at the first colon, both halves
 // trimmed. ok is false without a colon or with an empty half (SGLang reads
@@ -48,8 +56,12 @@ func (s *Scheduler) addSGLangPools(pools map[string][]*inst) map[string]sglangNa
 		if in.view.Engine != engineSGLang || len(in.adapters) == 0 {
 			continue
 		}
+		added := 0
 		for _, b := range in.view.Models {
 			for _, a := range in.adapters {
+				if added == maxSGLangNames {
+					break
+				}
 				name := b + ":" + a
 				if slices.Contains(in.view.Models, a) || literal(name) {
 					continue
@@ -62,6 +74,7 @@ func (s *Scheduler) addSGLangPools(pools map[string][]*inst) map[string]sglangNa
 				}
 				names[name] = sglangName{base: b, adapter: a}
 				pools[name] = append(pools[name], in)
+				added++
 			}
 		}
 	}

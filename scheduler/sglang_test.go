@@ -165,3 +165,28 @@ func TestSGLangLoRAPath(t *testing.T) {
 		t.Fatalf("picks for m with lora_path poetry went first to %v only, want the base model's whole pool", seen)
 	}
 }
+
+// TestSGLangNamesBounded: one instance adds at most maxSGLangNames
+// base:adapter pools however many base models and adapters it registers.
+func TestSGLangNamesBounded(t *testing.T) {
+	s, _ := newTestScheduler(t, nil)
+	adapters := make([]string, 100)
+	for i := range adapters {
+		adapters[i] = fmt.Sprint("a", i)
+	}
+	bases := make([]string, maxSGLangNames/len(adapters)+2)
+	for i := range bases {
+		bases[i] = fmt.Sprint("b", i)
+	}
+	r := regMsg("10.0.0.1:8000", bases...)
+	r.Engine, r.LoraAdapters = "sglang", adapters
+	if _, err := s.Register(r); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	n := len(s.sglang)
+	s.mu.Unlock()
+	if n != maxSGLangNames {
+		t.Fatalf("%d base:adapter pools for %d base models and %d adapters, want the bound %d", n, len(bases), len(adapters), maxSGLangNames)
+	}
+}
