@@ -190,3 +190,28 @@ func TestSGLangNamesBounded(t *testing.T) {
 		t.Fatalf("%d base:adapter pools for %d base models and %d adapters, want the bound %d", n, len(bases), len(adapters), maxSGLangNames)
 	}
 }
+
+// TestSGLangAdapterQueued: a base:adapter request whose SGLang instance is
+// saturated waits in the admission queue for it, though an idle vLLM
+// instance serves the same base model and adapter, and is routed there
+// when it has room.
+func TestSGLangAdapterQueued(t *testing.T) {
+	s, _ := newTestScheduler(t, func(c *config.Config) { c.Scheduler.MaxWaiting = 1 })
+	sgl, vllm := "10.0.0.1:8000", "10.0.0.2:8000"
+	regEngine(t, s, sgl, "sglang", "m", load(4, 1), "sql")
+	regEngine(t, s, vllm, "vllm", "m", load(0, 0), "sql")
+	final := make(chan *llmrouterv1.PickResponse, 1)
+	r, tk := s.TryPick(pickReq("q", "m:sql"), func(r *llmrouterv1.PickResponse) { final <- r })
+	if tk == nil || r.Status != llmrouterv1.PickResponse_QUEUED || r.Pool != "m:sql" {
+		t.Fatalf("pick for m:sql with its one SGLang instance saturated: %v, want queued in pool m:sql", r)
+	}
+	mustReport(t, s, sgl, load(4, 0))
+	select {
+	case r := <-final:
+		if r.Status != llmrouterv1.PickResponse_ROUTED || !slices.Equal(r.Endpoints, []string{sgl}) {
+			t.Fatalf("queued m:sql: %v, want routed to %s alone", r, sgl)
+		}
+	default:
+		t.Fatal("queued m:sql not routed when its instance had room")
+	}
+}
