@@ -22,10 +22,39 @@ import (
 	"github.com/llmrouter/llmrouter/sim/enginesim"
 )
 
-// startLoRAEngine starts a simulated engine presenting api (vllm or sglang)
-// that serves the base model and loras (and loads more at runtime, vLLM's
-// way), behind a real agent registering with the scheduler at sched.
-func startLoRAEngine(t *testing.T, ctx context.Context, agents *sync.WaitGroup, sched string, dial []grpc.DialOption, api string, loras ...string) string {
+// loraFleet is a verifying control plane (least-request, the gateway in
+// process) for simulated engines that register behind real agents.
+type loraFleet struct {
+	t      *testing.T
+	ctx    context.Context
+	cancel context.CancelFunc
+	a      serverAddrs
+	done   <-chan error
+	dial   []grpc.DialOption
+	agents sync.WaitGroup
+}
+
+func newLoRAFleet(t *testing.T) *loraFleet {
+	t.Helper()
+	cfg := inProcessConfig()
+	cfg.Scheduler.VerifyEngines = true
+	cfg.Scheduler.Policy = "least-request"
+	l := &loraFleet{t: t}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	t.Cleanup(l.cancel)
+	l.a, l.done = startControlPlane(t, l.ctx, cfg, true)
+	var err error
+	if l.dial, err = grpcx.DialOptions(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// start starts a simulated engine presenting api (vllm or sglang) that
+// serves the base model and loras (and loads more at runtime, vLLM's way),
+// behind a real agent registering with the fleet's scheduler.
+func (l *loraFleet) start(api string, loras ...string) string {
+	t := l.t
 	t.Helper()
 	ec := engine.DefaultConfig()
 	ec.StepBase = 2 * time.Millisecond
@@ -34,14 +63,21 @@ func startLoRAEngine(t *testing.T, ctx context.Context, agents *sync.WaitGroup, 
 		t.Fatal(err)
 	}
 	addr, _ := servetest.Loopback(t, s)
-	ag, err := agent.New(agent.Options{EngineURL: "http://" + addr, Advertise: addr, SchedulerAddress: sched, DialOptions: dial,
+	ag, err := agent.New(agent.Options{EngineURL: "http://" + addr, Advertise: addr, SchedulerAddress: l.a.API, DialOptions: l.dial,
 		ReportInterval: 100 * time.Millisecond, ModelsRefresh: 100 * time.Millisecond, AgentVersion: "test"}, zap.NewNop(), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	agents.Add(1)
-	go func() { defer agents.Done(); _ = ag.Run(ctx) }()
+	l.agents.Add(1)
+	go func() { defer l.agents.Done(); _ = ag.Run(l.ctx) }()
 	return addr
+}
+
+// stop stops the agents, then the control plane.
+func (l *loraFleet) stop() {
+	l.cancel()
+	l.agents.Wait()
+	stopped(l.t, "control plane", l.done, 10*time.Second)
 }
 
 // TestLoRAAdaptersEndToEnd: two simulated vLLM engines, one serving the
@@ -53,20 +89,11 @@ func startLoRAEngine(t *testing.T, ctx context.Context, agents *sync.WaitGroup, 
 // is answered 404 again, each within the agents' models refresh; GET
 // /v1/models, answered by the gateway, follows what the fleet serves.
 func TestLoRAAdaptersEndToEnd(t *testing.T) {
-	cfg := inProcessConfig()
-	cfg.Scheduler.VerifyEngines = true
-	cfg.Scheduler.Policy = "least-request"
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a, done := startControlPlane(t, ctx, cfg, true)
-	dial, err := grpcx.DialOptions(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var agents sync.WaitGroup
+	fl := newLoRAFleet(t)
+	ctx, a := fl.ctx, fl.a
 	startEngine := func(loras ...string) string {
 		t.Helper()
-		return startLoRAEngine(t, ctx, &agents, a.API, dial, enginesim.APIVLLM, loras...)
+		return fl.start(enginesim.APIVLLM, loras...)
 	}
 	withSQL, plain := startEngine("sql"), startEngine()
 
@@ -156,9 +183,7 @@ func TestLoRAAdaptersEndToEnd(t *testing.T) {
 		t.Fatalf("base model's destinations after the adapter changes = %q, want both engines (still verified, not drained)", got)
 	}
 
-	cancel()
-	agents.Wait()
-	stopped(t, "control plane", done, 10*time.Second)
+	fl.stop()
 }
 
 // TestSGLangAdapterSyntaxEndToEnd: SGLang's ways of asking for a LoRA
@@ -171,20 +196,11 @@ func TestLoRAAdaptersEndToEnd(t *testing.T) {
 // too; with a lora_path nobody serves, to the base model's engines as
 // before; "<base>:poetry" is 404 listing the served models.
 func TestSGLangAdapterSyntaxEndToEnd(t *testing.T) {
-	cfg := inProcessConfig()
-	cfg.Scheduler.VerifyEngines = true
-	cfg.Scheduler.Policy = "least-request"
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a, done := startControlPlane(t, ctx, cfg, true)
-	dial, err := grpcx.DialOptions(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var agents sync.WaitGroup
-	sglSQL := startLoRAEngine(t, ctx, &agents, a.API, dial, enginesim.APISGLang, "sql")
-	vllmSQL := startLoRAEngine(t, ctx, &agents, a.API, dial, enginesim.APIVLLM, "sql")
-	sglPlain := startLoRAEngine(t, ctx, &agents, a.API, dial, enginesim.APISGLang)
+	fl := newLoRAFleet(t)
+	ctx, a := fl.ctx, fl.a
+	sglSQL := fl.start(enginesim.APISGLang, "sql")
+	vllmSQL := fl.start(enginesim.APIVLLM, "sql")
+	sglPlain := fl.start(enginesim.APISGLang)
 
 	f := extProcFilter(t, a.ExtProc)
 	const msgs = `"messages":[{"role":"user","content":"how many rows are there?"}]`
@@ -242,7 +258,5 @@ func TestSGLangAdapterSyntaxEndToEnd(t *testing.T) {
 		t.Fatalf("answer for %s:poetry: %+v, want 404 model_not_found listing %s, sql", base, imm, base)
 	}
 
-	cancel()
-	agents.Wait()
-	stopped(t, "control plane", done, 10*time.Second)
+	fl.stop()
 }
