@@ -13,7 +13,6 @@ import (
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/config"
-	"github.com/llmrouter/llmrouter/internal/servetest"
 	"github.com/llmrouter/llmrouter/scheduler"
 	"github.com/llmrouter/llmrouter/scheduler/registry"
 )
@@ -23,10 +22,6 @@ import (
 // sorted, adapters with their parent when it is unambiguous); nothing an
 // instance serves that is verifying, draining, unhealthy or silent.
 func TestListModelsListsWhatRoutableInstancesServe(t *testing.T) {
-	cfg := config.Default()
-	cfg.Scheduler.Policy = "least-request"
-	cfg.Token = "s3cret"
-	clk := &fakeClock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
 	const unverifiable = "10.0.0.4:8000"
 	verify := func(_ context.Context, in registry.Instance) error {
 		if in.Address == unverifiable {
@@ -34,21 +29,8 @@ func TestListModelsListsWhatRoutableInstancesServe(t *testing.T) {
 		}
 		return nil
 	}
-	sch, err := scheduler.New(cfg, scheduler.Deps{Clock: clk, Verify: verify})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(cfg, sch, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, stop := servetest.Loopback(t, srv)
-	t.Cleanup(func() {
-		if err := stop(); err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	e := &env{cfg: cfg, sch: sch, clock: clk, addr: addr}
+	e := startWith(t, func(c *config.Config) { c.Token = "s3cret" }, scheduler.Deps{Verify: verify}, nil)
+	sch, clk := e.sch, e.clock
 
 	leases := map[string]*registry.Lease{}
 	reg := func(addr string, models, adapters []string) {

@@ -57,13 +57,21 @@ func start(t *testing.T, mutate func(*config.Config)) *env {
 // startLogged is start with the server logging to log.
 func startLogged(t *testing.T, mutate func(*config.Config), log *zap.Logger) *env {
 	t.Helper()
+	return startWith(t, mutate, scheduler.Deps{}, log)
+}
+
+// startWith is startLogged with the scheduler's deps (their clock is the
+// env's fake one).
+func startWith(t *testing.T, mutate func(*config.Config), deps scheduler.Deps, log *zap.Logger) *env {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Scheduler.Policy = "least-request"
 	if mutate != nil {
 		mutate(&cfg)
 	}
 	clk := &fakeClock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
-	sch, err := scheduler.New(cfg, scheduler.Deps{Clock: clk})
+	deps.Clock = clk
+	sch, err := scheduler.New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
