@@ -3,6 +3,7 @@ package prefixindex
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -199,6 +200,26 @@ func TestMetrics(t *testing.T) {
 	}
 	x.Insert("a", 100, chain(1, 5))
 	y.Insert("b", 100, chain(2, 3))
+	got := gatherGauges(t, reg)
+	// The collector holds indexes weakly, so x must outlive the gather: a
+	// collection between x's last use and Gather would drop it (CI saw it).
+	runtime.KeepAlive(x)
+	if got["llmrouter_prefix_index_blocks"] != 8 || got["llmrouter_prefix_index_pairs"] != 8 || got["llmrouter_prefix_index_bytes"] <= 0 {
+		t.Fatalf("metrics summed over both indexes: %v; want 8 blocks, 8 pairs, some bytes", got)
+	}
+
+	// A dropped policy's index stops being counted without a Close.
+	x = nil
+	runtime.GC()
+	got = gatherGauges(t, reg)
+	runtime.KeepAlive(y)
+	if got["llmrouter_prefix_index_blocks"] != 3 || got["llmrouter_prefix_index_pairs"] != 3 {
+		t.Fatalf("after dropping x: %v; want only y's 3 blocks, 3 pairs", got)
+	}
+}
+
+func gatherGauges(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -207,9 +228,7 @@ func TestMetrics(t *testing.T) {
 	for _, mf := range mfs {
 		got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
 	}
-	if got["llmrouter_prefix_index_blocks"] != 8 || got["llmrouter_prefix_index_pairs"] != 8 || got["llmrouter_prefix_index_bytes"] <= 0 {
-		t.Fatalf("metrics summed over both indexes: %v; want 8 blocks, 8 pairs, some bytes", got)
-	}
+	return got
 }
 
 // TestSizing: a request's own block size wins over the configuration's;
