@@ -1012,9 +1012,16 @@ type PickRequest struct {
 	// SGLang's "model:lora_path" (the SGLang instances serving both, scored
 	// as a request for lora_path) when SGLang instances serve that pair, and
 	// by model alone otherwise, as before the field existed.
-	LoraPath      string `protobuf:"bytes,12,opt,name=lora_path,json=loraPath,proto3" json:"lora_path,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LoraPath string `protobuf:"bytes,12,opt,name=lora_path,json=loraPath,proto3" json:"lora_path,omitempty"`
+	// Past its first head_blocks hashes, prompt_block_hashes continues the
+	// same chain in coarser blocks of tail_block_chars characters each (a
+	// multiple of block_chars), so a long prompt is hashed far past the
+	// fine window for few hashes (internal/prompthash.Tiered). 0: every hash
+	// is one block of block_chars, as before the fields existed.
+	TailBlockChars int32 `protobuf:"varint,13,opt,name=tail_block_chars,json=tailBlockChars,proto3" json:"tail_block_chars,omitempty"`
+	HeadBlocks     int32 `protobuf:"varint,14,opt,name=head_blocks,json=headBlocks,proto3" json:"head_blocks,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PickRequest) Reset() {
@@ -1129,6 +1136,20 @@ func (x *PickRequest) GetLoraPath() string {
 		return x.LoraPath
 	}
 	return ""
+}
+
+func (x *PickRequest) GetTailBlockChars() int32 {
+	if x != nil {
+		return x.TailBlockChars
+	}
+	return 0
+}
+
+func (x *PickRequest) GetHeadBlocks() int32 {
+	if x != nil {
+		return x.HeadBlocks
+	}
+	return 0
 }
 
 type PickResponse struct {
@@ -1674,7 +1695,7 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"\n" +
 	"KIND_DRAIN\x10\x01\x12\x0f\n" +
 	"\vKIND_RESUME\x10\x02\x12\x13\n" +
-	"\x0fKIND_REREGISTER\x10\x03\"\x95\x03\n" +
+	"\x0fKIND_REREGISTER\x10\x03\"\xe0\x03\n" +
 	"\vPickRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
@@ -1692,7 +1713,10 @@ const file_llmrouter_v1_llmrouter_proto_rawDesc = "" +
 	"\bpriority\x18\n" +
 	" \x01(\x05R\bpriority\x12!\n" +
 	"\flora_adapter\x18\v \x01(\tR\vloraAdapter\x12\x1b\n" +
-	"\tlora_path\x18\f \x01(\tR\bloraPath\"\xec\x03\n" +
+	"\tlora_path\x18\f \x01(\tR\bloraPath\x12(\n" +
+	"\x10tail_block_chars\x18\r \x01(\x05R\x0etailBlockChars\x12\x1f\n" +
+	"\vhead_blocks\x18\x0e \x01(\x05R\n" +
+	"headBlocks\"\xec\x03\n" +
 	"\fPickResponse\x129\n" +
 	"\x06status\x18\x01 \x01(\x0e2!.llmrouter.v1.PickResponse.StatusR\x06status\x12\x1c\n" +
 	"\tendpoints\x18\x02 \x03(\tR\tendpoints\x12)\n" +
