@@ -8,9 +8,10 @@ import (
 	"github.com/llmrouter/llmrouter/scheduler/registry"
 )
 
-// Bounds of ListModels' answer: agents name their models and nothing else
-// bounds how many or how long, so the answer a gateway caches and serves
-// is cut here. Past either bound the sorted list stops (truncated).
+// Bounds of ListModels' answer: each registration is bounded
+// (internal/reglimits, the same numbers), a fleet of them is not, so the
+// answer a gateway caches and serves is cut here. Past either bound the
+// sorted list stops (truncated).
 const (
 	// MaxListedModels is the most names one answer lists.
 	MaxListedModels = 1024

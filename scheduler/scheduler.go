@@ -186,7 +186,7 @@ func New(cfg config.Config, d Deps) (*Scheduler, error) {
 		reg: registry.New(registry.Options{Clock: d.Clock, AllowedCIDRs: cidrs,
 			AllowLoopback: config.Loopback(cfg.Scheduler.Listen), MissedReports: cfg.Scheduler.MissedReports,
 			SilentGrace: cfg.Scheduler.SilentGrace, PanicThreshold: cfg.Scheduler.PanicThreshold,
-			Verify: d.Verify != nil, Log: d.Log.Named("registry")}),
+			Verify: d.Verify != nil, Log: d.Log.Named("registry"), Metrics: d.Metrics}),
 		routable: routable, sat: sat,
 		retries: max(cfg.Gateway.RetryCount, 0),
 		insts:   map[string]*inst{}, pools: map[string][]*inst{}, inflight: map[string]*pick{},

@@ -27,4 +27,11 @@
 // published instances are silent (a panic episode). Advertised addresses
 // are never link-local, multicast, broadcast or unspecified, and loopback
 // only with AllowLoopback.
+//
+// Bounds: a registration naming more models and adapters than
+// internal/reglimits allows (in names or bytes), or a name or label too
+// long, is refused (ErrInvalid, naming the field and the bound). Reports
+// are never refused for it, which would make a healthy engine unroutable:
+// their name lists keep the leading names within the bounds, the reason
+// is cut, and llmrouter_scheduler_report_truncated_total counts each.
 package registry

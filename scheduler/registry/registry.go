@@ -9,9 +9,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/internal/clip"
+	"github.com/llmrouter/llmrouter/internal/reglimits"
 	"github.com/llmrouter/llmrouter/scheduler/fleet"
 )
 
@@ -186,6 +189,8 @@ type Options struct {
 	// MarkVerified; false admits them verified.
 	Verify bool
 	Log    *zap.Logger
+	// Metrics registers the registry's metrics; nil registers none.
+	Metrics prometheus.Registerer
 }
 
 // Lease is one registration. Its Done channel closes when the instance is
@@ -212,6 +217,36 @@ func (l *Lease) Reason() string { return l.reason }
 type entry struct {
 	inst  Instance
 	lease *Lease
+	// cut: the report fields the last report named more of than the
+	// registry keeps (reportField bits), so a cut is logged once when it
+	// begins, not with every report.
+	cut reportField
+}
+
+// reportField names the report fields the registry may cut.
+type reportField uint8
+
+const (
+	cutLoRAs reportField = 1 << iota
+	cutWaitingLoRAs
+	cutReason
+)
+
+// reportFields are the fields a report may be cut in, as
+// llmrouter_scheduler_report_truncated_total{field} names them.
+var reportFields = []struct {
+	bit  reportField
+	name string
+}{{cutLoRAs, "lora_adapters"}, {cutWaitingLoRAs, "waiting_lora_adapters"}, {cutReason, "unhealthy_reason"}}
+
+func (f reportField) names() []string {
+	var out []string
+	for _, rf := range reportFields {
+		if f&rf.bit != 0 {
+			out = append(out, rf.name)
+		}
+	}
+	return out
 }
 
 // Registry is safe for concurrent use.
@@ -224,6 +259,7 @@ type Registry struct {
 	threshold float64
 	verify    bool
 	log       *zap.Logger
+	truncated *prometheus.CounterVec
 
 	mu       sync.RWMutex
 	entries  map[string]*entry
@@ -256,11 +292,22 @@ func New(o Options) *Registry {
 	if o.PanicThreshold <= 0 {
 		o.PanicThreshold = DefaultPanicThreshold
 	}
-	return &Registry{
+	r := &Registry{
 		clock: o.Clock, allowed: o.AllowedCIDRs, loopback: o.AllowLoopback, missed: o.MissedReports,
 		grace: o.SilentGrace, threshold: o.PanicThreshold, verify: o.Verify, log: o.Log,
 		entries: map[string]*entry{}, watchers: map[int]chan struct{}{},
+		truncated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llmrouter_scheduler_report_truncated_total",
+			Help: "Agent reports (initial ones in registrations included) that named more than the registry keeps, by field: lora_adapters and waiting_lora_adapters past 1,024 names or 256 KiB, or holding a name over 1 KiB; unhealthy_reason past 1 KiB. The rest of the report is applied.",
+		}, []string{"field"}),
 	}
+	for _, f := range reportFields {
+		r.truncated.WithLabelValues(f.name)
+	}
+	if o.Metrics != nil {
+		o.Metrics.MustRegister(r.truncated)
+	}
+	return r
 }
 
 // ParseCIDRs parses llm_scheduler.allowed_cidrs.
@@ -284,7 +331,7 @@ func ParseCIDRs(cidrs []string) ([]netip.Prefix, error) {
 func (r *Registry) ValidateAddress(addr string) (netip.AddrPort, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil || ap.Port() == 0 {
-		return ap, fmt.Errorf("%w: address %q: want ip:port such as 10.0.0.5:8000 (host names are not accepted: Envoy matches picks by ip:port)", ErrInvalid, addr)
+		return ap, fmt.Errorf("%w: address %q: want ip:port such as 10.0.0.5:8000 (host names are not accepted: Envoy matches picks by ip:port)", ErrInvalid, clip.Input(addr))
 	}
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	ip := ap.Addr()
@@ -327,6 +374,18 @@ func (r *Registry) Register(reg *llmrouterv1.Register, holder *Lease) (*Lease, e
 	if err != nil {
 		return nil, err
 	}
+	// Bounded before anything is copied: only gRPC's message size bounded
+	// a registration before, room for a million names.
+	if err := reglimits.CheckRegistration(reg.GetModels(), reg.GetLoraAdapters()); err != nil {
+		return nil, fmt.Errorf("%w: instance %s: %v", ErrInvalid, ap, err)
+	}
+	for _, l := range []struct{ field, v string }{
+		{"engine", reg.GetEngine()}, {"engine_version", reg.GetEngineVersion()}, {"agent_version", reg.GetAgentVersion()},
+	} {
+		if err := reglimits.CheckLabel(l.field, l.v); err != nil {
+			return nil, fmt.Errorf("%w: instance %s: %v", ErrInvalid, ap, err)
+		}
+	}
 	models := dedupe(reg.GetModels())
 	if len(models) == 0 {
 		return nil, fmt.Errorf("%w: instance %s lists no models: register the names /v1/models returns", ErrInvalid, reg.GetAddress())
@@ -351,8 +410,9 @@ func (r *Registry) Register(reg *llmrouterv1.Register, holder *Lease) (*Lease, e
 		Adapters:       adapters,
 		ReportInterval: interval, Healthy: true, Verified: !r.verify, Registered: now, LastReport: now, PrefixCacheHitRatio: -1,
 	}
+	var cut reportField
 	if ini := reg.GetInitial(); ini != nil {
-		applyReport(&inst, ini, now)
+		cut = applyReport(&inst, ini, now)
 	}
 
 	r.mu.Lock()
@@ -374,8 +434,9 @@ func (r *Registry) Register(reg *llmrouterv1.Register, holder *Lease) (*Lease, e
 			inst.Verified = true
 		}
 	}
-	r.entries[id] = &entry{inst: inst, lease: lease}
+	r.entries[id] = &entry{inst: inst, lease: lease, cut: cut}
 	r.mu.Unlock()
+	r.reportCut(id, 0, cut)
 
 	if old != nil {
 		endLease(old.lease, "replaced by a new registration of "+id)
@@ -401,11 +462,12 @@ func (r *Registry) Report(id string, gen uint64, rep *llmrouterv1.Report) (Insta
 		r.mu.Unlock()
 		return Instance{}, fmt.Errorf("%w: %s", ErrUnknown, id)
 	}
-	wasHealthy, wasSilent := e.inst.Healthy, e.inst.Silent
-	applyReport(&e.inst, rep, now)
+	wasHealthy, wasSilent, wasCut := e.inst.Healthy, e.inst.Silent, e.cut
+	e.cut = applyReport(&e.inst, rep, now)
 	e.inst.Silent, e.inst.SilentSince = false, time.Time{}
-	inst := e.inst
+	inst, cut := e.inst, e.cut
 	r.mu.Unlock()
+	r.reportCut(id, wasCut, cut)
 	if wasSilent {
 		r.log.Info("instance reporting again", zap.String("instance", id))
 		if wasHealthy == inst.Healthy {
@@ -423,9 +485,46 @@ func (r *Registry) Report(id string, gen uint64, rep *llmrouterv1.Report) (Insta
 	return inst, nil
 }
 
-func applyReport(i *Instance, rep *llmrouterv1.Report, now time.Time) {
+// reportCut counts the fields a report of instance id was cut in, and logs
+// when the cut fields change (was: the previous report's).
+func (r *Registry) reportCut(id string, was, cut reportField) {
+	for _, f := range reportFields {
+		if cut&f.bit != 0 {
+			r.truncated.WithLabelValues(f.name).Inc()
+		}
+	}
+	switch {
+	case cut == was:
+	case cut != 0:
+		r.log.Warn("agent report names more than the scheduler keeps; the rest is applied",
+			zap.String("instance", id), zap.Strings("truncated", cut.names()),
+			zap.Int("max_names", reglimits.MaxNames), zap.Int("max_names_bytes", reglimits.MaxNamesBytes),
+			zap.Int("max_name_bytes", reglimits.MaxNameBytes), zap.Int("max_reason_bytes", reglimits.MaxReasonBytes))
+	default:
+		r.log.Info("agent reports within the scheduler's bounds again", zap.String("instance", id))
+	}
+}
+
+// applyReport applies rep to i. Reports are not refused for naming too
+// much: that would make a healthy engine unroutable (degrade, never fail).
+// Each name list keeps its leading names within reglimits' bounds (names
+// over MaxNameBytes are skipped, never shortened into another name), the
+// reason is cut; the fields cut are returned.
+func applyReport(i *Instance, rep *llmrouterv1.Report, now time.Time) (cut reportField) {
+	lora, dropped := reglimits.Names(rep.GetLoraAdapters(), 0, 0)
+	if dropped > 0 {
+		cut |= cutLoRAs
+	}
+	waiting, dropped := reglimits.Names(rep.GetWaitingLoraAdapters(), 0, 0)
+	if dropped > 0 {
+		cut |= cutWaitingLoRAs
+	}
+	reason := rep.GetUnhealthyReason()
+	if len(reason) > reglimits.MaxReasonBytes {
+		reason, cut = clip.Prefix(reason, reglimits.MaxReasonBytes), cut|cutReason
+	}
 	i.Healthy = rep.GetHealthy()
-	i.UnhealthyReason = rep.GetUnhealthyReason()
+	i.UnhealthyReason = reason
 	i.Running = max(rep.GetRunning(), 0)
 	i.Waiting = max(rep.GetWaiting(), 0)
 	i.KVCacheUsage = min(max(rep.GetKvCacheUsage(), 0), 1)
@@ -438,13 +537,14 @@ func applyReport(i *Instance, rep *llmrouterv1.Report, now time.Time) {
 	// included. One that does not (every engine but vLLM) names, if
 	// anything, the adapters it serves, which registration already gave:
 	// an empty list keeps them.
-	if l := rep.GetLoraAdapters(); rep.GetLoraStateKnown() || len(l) > 0 {
-		i.LoRAs = dedupe(l)
+	if rep.GetLoraStateKnown() || len(lora) > 0 {
+		i.LoRAs = dedupe(lora)
 	}
-	i.WaitingLoRAs = dedupe(rep.GetWaitingLoraAdapters())
+	i.WaitingLoRAs = dedupe(waiting)
 	i.MaxLoRA = max(rep.GetMaxLora(), 0)
 	i.Sequence = rep.GetSequence()
 	i.LastReport = now
+	return cut
 }
 
 // Remove takes instance id out of the registry. gen, when non-zero, must
@@ -771,12 +871,28 @@ func RoleFromProto(r llmrouterv1.Role) fleet.Role {
 	return fleet.RoleBoth
 }
 
+// dedupe drops empty and repeated names, keeping the order. Lists are
+// bounded (reglimits.MaxNames) before they get here; past a few names a set
+// keeps it linear.
 func dedupe(xs []string) []string {
 	out := make([]string, 0, len(xs))
+	var seen map[string]struct{}
+	if len(xs) > 16 {
+		seen = make(map[string]struct{}, len(xs))
+	}
 	for _, x := range xs {
-		if x != "" && !slices.Contains(out, x) {
-			out = append(out, x)
+		if x == "" {
+			continue
 		}
+		if seen != nil {
+			if _, ok := seen[x]; ok {
+				continue
+			}
+			seen[x] = struct{}{}
+		} else if slices.Contains(out, x) {
+			continue
+		}
+		out = append(out, x)
 	}
 	return out
 }

@@ -24,6 +24,7 @@ import (
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/internal/grpcx"
+	"github.com/llmrouter/llmrouter/internal/reglimits"
 	"github.com/llmrouter/llmrouter/internal/servetest"
 	"github.com/llmrouter/llmrouter/scheduler"
 	_ "github.com/llmrouter/llmrouter/scheduler/policy/leastrequest"
@@ -280,14 +281,20 @@ func silent(e *env, addr string) bool {
 func TestAgentStreamRefusals(t *testing.T) {
 	e := start(t, func(c *config.Config) { c.Scheduler.AllowedCIDRs = []string{"10.0.0.0/8"} })
 	client := llmrouterv1.NewAgentServiceClient(e.dial(t, ""))
+	manyAdapters := registerMsg("10.0.0.9:8000")
+	for i := range reglimits.MaxNames {
+		manyAdapters.GetRegister().LoraAdapters = append(manyAdapters.GetRegister().LoraAdapters, fmt.Sprint("adapter-", i))
+	}
 	for _, tc := range []struct {
 		name string
 		msg  *llmrouterv1.AgentMessage
 		want codes.Code
+		says string
 	}{
-		{"report first", reportMsg(&llmrouterv1.Report{Healthy: true}), codes.InvalidArgument},
-		{"host name", registerMsg("engine-0:8000"), codes.InvalidArgument},
-		{"outside CIDR", registerMsg("192.168.0.4:8000"), codes.PermissionDenied},
+		{"report first", reportMsg(&llmrouterv1.Report{Healthy: true}), codes.InvalidArgument, "must be Register"},
+		{"host name", registerMsg("engine-0:8000"), codes.InvalidArgument, "want ip:port"},
+		{"outside CIDR", registerMsg("192.168.0.4:8000"), codes.PermissionDenied, "allowed_cidrs"},
+		{"too many names", manyAdapters, codes.InvalidArgument, "1025 names (1 models, 1024 lora_adapters): accepted: at most 1024"},
 	} {
 		st, err := client.Connect(ctx(t))
 		if err != nil {
@@ -300,8 +307,8 @@ func TestAgentStreamRefusals(t *testing.T) {
 		if status.Code(err) != tc.want {
 			t.Fatalf("%s: err = %v, want %v", tc.name, err, tc.want)
 		}
-		if status.Convert(err).Message() == "" {
-			t.Fatalf("%s: no message", tc.name)
+		if !strings.Contains(status.Convert(err).Message(), tc.says) {
+			t.Fatalf("%s: message %q does not say %q", tc.name, status.Convert(err).Message(), tc.says)
 		}
 	}
 	if e.sch.Registry().Len() != 0 {
