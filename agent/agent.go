@@ -23,6 +23,7 @@ import (
 
 	pb "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/internal/reglimits"
 )
 
 // Options configure an Agent. OptionsFromConfig fills them from the
@@ -117,6 +118,9 @@ type Agent struct {
 	// modelsRead is when /v1/models was last read (the poll goroutine's
 	// alone).
 	modelsRead time.Time
+	// namesCut is how many models and adapters boundNames last left off
+	// (the poll goroutine's alone), so a cut is logged when it changes.
+	namesCut [2]int
 }
 
 // state is what the poller learnt, read by the session and /readyz.
@@ -131,6 +135,7 @@ type state struct {
 	connErr       string
 	draining      bool
 	mismatchSaid  bool
+	reportCut     bool   // the last scrape's adapter lists were cut to reglimits
 	missingMapped string // metric_map entries last found missing, logged on change
 	// refreshed is the gen a models refresh set (refreshModels): the
 	// engine is the one registered at gen-1, only its adapters changed.
@@ -566,6 +571,13 @@ func (a *Agent) refreshModels(ctx context.Context) {
 	}
 	a.modelsRead = time.Now()
 	models, lora, _, err := a.eng.models(ctx)
+	loraListed := len(lora) > 0
+	if !loraListed && !info.loraListed {
+		lora = info.lora // from the metrics at discovery: /v1/models never named them
+	}
+	if err == nil {
+		models, lora = a.boundNames(models, lora)
+	}
 	if err == nil && len(models) == 0 {
 		err = errors.New("lists no base model")
 	}
@@ -573,10 +585,6 @@ func (a *Agent) refreshModels(ctx context.Context) {
 		a.met.scrapeErrors.WithLabelValues("models").Inc()
 		a.log.Debug("models refresh failed; keeping the registered models", zap.Error(err))
 		return
-	}
-	loraListed := len(lora) > 0
-	if !loraListed && !info.loraListed {
-		lora = info.lora // from the metrics at discovery: /v1/models never named them
 	}
 	sameModels := sameSet(models, info.models)
 	if sameModels && sameSet(lora, info.lora) {
@@ -592,6 +600,26 @@ func (a *Agent) refreshModels(ctx context.Context) {
 	a.notify()
 	a.log.Info("engine's models changed; re-registering", zap.Strings("models", models), zap.Strings("lora_adapters", lora),
 		zap.Strings("were_models", info.models), zap.Strings("were_lora_adapters", info.lora))
+}
+
+// boundNames trims what the engine lists to what one registration may name
+// (reglimits: names and bytes, models and adapters together, models
+// first; a name too long is skipped), so the scheduler never refuses the
+// registration for it: the names left off are not routed here, the rest
+// are. It logs when what it leaves off changes.
+func (a *Agent) boundNames(models, lora []string) ([]string, []string) {
+	models, dm := reglimits.Names(models, 0, 0)
+	n, size := reglimits.Size(models)
+	lora, dl := reglimits.Names(lora, n, size)
+	if cut := [2]int{dm, dl}; cut != a.namesCut {
+		a.namesCut = cut
+		if dm+dl > 0 {
+			a.log.Warn("the engine lists more models and LoRA adapters than one registration may name; registering the first ones",
+				zap.Int("models_left_off", dm), zap.Int("lora_adapters_left_off", dl), zap.Int("max_names", reglimits.MaxNames),
+				zap.Int("max_names_bytes", reglimits.MaxNamesBytes), zap.Int("max_name_bytes", reglimits.MaxNameBytes))
+		}
+	}
+	return models, lora
 }
 
 // sameSet: a and b hold the same names, in any order.
@@ -654,6 +682,7 @@ func (a *Agent) discover(ctx context.Context, m Metrics, info *engineInfo) error
 	if len(info.lora) == 0 {
 		info.lora = s.LoRAAdapters
 	}
+	info.models, info.lora = a.boundNames(info.models, info.lora)
 	info.blockSize, info.numBlocks = 0, 0
 	if s.BlockSize != nil {
 		info.blockSize = *s.BlockSize
@@ -688,6 +717,17 @@ func (a *Agent) updateValuesLocked(adapter *Adapter, m Metrics) {
 	now := time.Now()
 	prev := a.st.vals
 	v := values{at: now, prefixHit: -1, lora: s.LoRAAdapters, loraWaiting: s.LoRAWaiting, loraKnown: s.LoRAAdapters != nil}
+	// The scheduler would cut them too, counting and logging each report.
+	var cutR, cutW int
+	v.lora, cutR = reglimits.Names(v.lora, 0, 0)
+	v.loraWaiting, cutW = reglimits.Names(v.loraWaiting, 0, 0)
+	if cut := cutR+cutW > 0; cut != a.st.reportCut {
+		a.st.reportCut = cut
+		if cut {
+			a.log.Warn("the engine's LoRA metrics name more adapters than a report may; reporting the first ones",
+				zap.Int("running_left_off", cutR), zap.Int("waiting_left_off", cutW), zap.Int("max_names", reglimits.MaxNames))
+		}
+	}
 	if s.MaxLoRA != nil {
 		v.maxLoRA = *s.MaxLoRA
 	}

@@ -45,6 +45,7 @@ type fakeVLLM struct {
 	// answers 500 while modelsDown.
 	adapters   []string
 	modelsDown bool
+	version    string // /version's, when set
 }
 
 func newFakeVLLM(t *testing.T) *fakeVLLM {
@@ -64,6 +65,12 @@ func (e *fakeVLLM) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) {})
 	mux.HandleFunc("/version", func(w http.ResponseWriter, _ *http.Request) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.version != "" {
+			fmt.Fprintf(w, `{"version":%q}`, e.version)
+			return
+		}
 		fmt.Fprint(w, `{"version":"0.10.0"}`)
 	})
 	mux.HandleFunc("/v1/models", func(w http.ResponseWriter, _ *http.Request) {

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/llmrouter/llmrouter/internal/clip"
+	"github.com/llmrouter/llmrouter/internal/reglimits"
 )
 
 // Bounds on what the agent reads from its engine: a /metrics page of a large
@@ -150,7 +153,8 @@ func (c *engineClient) version(ctx context.Context, a *Adapter) string {
 	}
 	switch v := doc[a.VersionField].(type) {
 	case string:
-		return v
+		// Cut to what a registration may carry, ellipsis included.
+		return clip.Prefix(v, reglimits.MaxLabelBytes-len(clip.Ellipsis))
 	case float64:
 		return fmt.Sprint(v)
 	}

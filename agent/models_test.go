@@ -1,11 +1,18 @@
 package agent
 
 import (
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/llmrouter/llmrouter/internal/reglimits"
+	"github.com/llmrouter/llmrouter/scheduler/registry"
 )
 
 // TestAgentNoticesAdapterChanges: vLLM loads and unloads LoRA adapters at
@@ -69,5 +76,56 @@ func TestAgentNoticesAdapterChanges(t *testing.T) {
 	}
 	if err := a.Ready(); err != nil {
 		t.Fatalf("Ready after the refreshes: %v", err)
+	}
+}
+
+// TestAgentTrimsToRegistrationBounds: an engine listing more adapters than
+// one registration may name, one of them too long, and a long version
+// string, still gets registered: the agent registers the model and the
+// first adapters within reglimits' bounds, skips the long name, cuts the
+// version, and the registration passes the scheduler's own check. It logs
+// the cut once, and a refresh finding the same list re-registers nothing.
+func TestAgentTrimsToRegistrationBounds(t *testing.T) {
+	engine := newFakeVLLM(t)
+	adapters := []string{strings.Repeat("long", reglimits.MaxNameBytes)}
+	for i := range 2000 {
+		adapters = append(adapters, fmt.Sprintf("lora-%04d", i))
+	}
+	engine.adapters = adapters
+	engine.version = strings.Repeat("0.10.", 100)
+	sched := newFakeScheduler(t)
+	engine.start(t)
+	opts := testOptions(engine, sched)
+	opts.ModelsRefresh = 50 * time.Millisecond
+	core, logs := observer.New(zapcore.InfoLevel)
+	startAgent(t, opts, zap.New(core))
+
+	reg := sched.next(t, "registration", 10*time.Second, isRegister).GetRegister()
+	got := reg.GetLoraAdapters()
+	if !slices.Equal(reg.GetModels(), []string{"m"}) || len(got) != reglimits.MaxNames-1 || got[0] != "lora-0000" ||
+		got[len(got)-1] != fmt.Sprintf("lora-%04d", reglimits.MaxNames-2) {
+		t.Fatalf("registered models %q and %d adapters (%q ... %q); want [m] and lora-0000 ... lora-%04d",
+			reg.GetModels(), len(got), got[0], got[len(got)-1], reglimits.MaxNames-2)
+	}
+	if n := len(reg.GetEngineVersion()); n > reglimits.MaxLabelBytes || !strings.HasPrefix(reg.GetEngineVersion(), "0.10.") {
+		t.Fatalf("engine_version %d bytes, want its start within %d", n, reglimits.MaxLabelBytes)
+	}
+	if _, err := registry.New(registry.Options{AllowLoopback: true}).Register(reg, nil); err != nil {
+		t.Fatalf("the scheduler's registry refuses what the agent registered: %v", err)
+	}
+	// Five refreshes or so, each finding the same list.
+	until := time.After(time.Second)
+	for done := false; !done; {
+		select {
+		case m := <-sched.msgs:
+			if m.GetRegister() != nil {
+				t.Fatal("re-registered though the engine's list did not change")
+			}
+		case <-until:
+			done = true
+		}
+	}
+	if n := logs.FilterMessageSnippet("more models and LoRA adapters than one registration").Len(); n != 1 {
+		t.Fatalf("%d WARN lines for the cut, want 1", n)
 	}
 }
