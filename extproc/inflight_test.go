@@ -88,9 +88,13 @@ func TestEveryEndReleasesThePick(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// hold answers the pick after it was committed (nil: at once).
-		hold    func(ctx context.Context) (*llmrouterv1.PickResponse, error)
-		cancel  time.Duration // cancel filter #1's stream after this long
-		observe func(ex *envoytest.Exchange)
+		hold func(ctx context.Context) (*llmrouterv1.PickResponse, error)
+		// cancelInPick cancels filter #1's stream once the scheduler has
+		// committed the pick (from inside hold): a timer could fire before
+		// a slow, loaded run has even sent the body, and then nothing was
+		// picked to release.
+		cancelInPick bool
+		observe      func(ex *envoytest.Exchange)
 		// failReports refuses this many reports first.
 		failReports int32
 		released    string // picks_released reason expected, "" for none
@@ -102,11 +106,11 @@ func TestEveryEndReleasesThePick(t *testing.T) {
 			<-ctx.Done() // the committed answer never arrives in time
 			return nil, ctx.Err()
 		}, released: releasePickFailed},
-		{name: "client cancel during the pick", cancel: 30 * time.Millisecond, hold: func(ctx context.Context) (*llmrouterv1.PickResponse, error) {
+		{name: "client cancel during the pick", cancelInPick: true, hold: func(ctx context.Context) (*llmrouterv1.PickResponse, error) {
 			<-ctx.Done()
 			return nil, ctx.Err()
 		}, released: releasePickFailed},
-		{name: "answer lost on the way to Envoy", cancel: 30 * time.Millisecond, hold: func(ctx context.Context) (*llmrouterv1.PickResponse, error) {
+		{name: "answer lost on the way to Envoy", cancelInPick: true, hold: func(ctx context.Context) (*llmrouterv1.PickResponse, error) {
 			<-ctx.Done()
 			time.Sleep(20 * time.Millisecond) // the stream is gone when the answer is sent
 			return &llmrouterv1.PickResponse{Status: llmrouterv1.PickResponse_ROUTED, Endpoints: []string{"10.0.0.1:8000"}}, nil
@@ -114,16 +118,19 @@ func TestEveryEndReleasesThePick(t *testing.T) {
 		{name: "scheduler unreachable at the end", observe: func(*envoytest.Exchange) {}, failReports: 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
 			l := newLedger()
 			l.hold = tc.hold
+			if tc.cancelInPick {
+				l.hold = func(pctx context.Context) (*llmrouterv1.PickResponse, error) {
+					cancel()
+					return tc.hold(pctx)
+				}
+			}
 			l.failReports.Store(tc.failReports)
 			h := newHarness(t, l, testOptions())
 			h.srv.rep.backoff = 10 * time.Millisecond
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			if tc.cancel > 0 {
-				time.AfterFunc(tc.cancel, cancel)
-			}
 			res := h.f.Do(ctx, envoytest.Request{Headers: chatHeaders(envoytest.Header{Key: HeaderRequestID, Value: "r"}), Body: []byte(chatBody)})
 			if tc.observe != nil {
 				if res.Err != nil || len(headerValues(res.Headers, HeaderDestination)) != 1 {
