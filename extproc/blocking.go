@@ -42,7 +42,7 @@ type reqState struct {
 	model    string // from headers
 	lora     string // x-lora-adapter
 	decided  bool   // the request's fate is settled; later messages just continue
-	models   bool   // GET /v1/models: the gateway answers it with the fleet's list
+	models   bool   // GET /v1/models or /v1/models/{id}: the gateway answers it from the fleet's list
 
 	sendMu   sync.Mutex
 	stream   extprocv3.ExternalProcessor_ProcessServer
@@ -131,17 +131,9 @@ func (s *Server) onRequestHeaders(ctx context.Context, st *reqState, h *extprocv
 		st.requestID = newRequestID()
 		mut.SetHeaders = append(mut.SetHeaders, setHeader(HeaderRequestID, st.requestID))
 	}
-	if st.method == "GET" && upgrade == "" && isModelsPath(st.path) {
+	if list, id, bad, ok := modelsPath(st.path); ok && st.method == "GET" && upgrade == "" {
 		st.decided, st.models = true, true
-		if body := s.modelsBody(ctx); body != nil {
-			s.m.requests.WithLabelValues(apiModels, "answered", modelOther).Inc()
-			return modelsResponse(body)
-		}
-		reason := "models_unlisted"
-		if s.Degraded() {
-			reason = "degraded"
-		}
-		return s.passHeaders(st, &mut, reason)
+		return s.answerModels(ctx, st, &mut, list, id, bad)
 	}
 	st.api = APIForPath(st.path)
 	if hdrModel == "" {

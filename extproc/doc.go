@@ -28,7 +28,9 @@
 // phase: an immediate_response with the fleet's models (the scheduler's
 // ListModels, kept DefaultModelsCacheTTL) in OpenAI's list shape. Without a
 // list (scheduler unreachable, failing, slow, older, or an empty fleet) the
-// request passes through and one engine answers, as Envoy chooses.
+// request passes through and one engine answers, as Envoy chooses. GET
+// /v1/models/{id} is answered from the same list: the model's object, or
+// OpenAI's 404 when the list is complete and does not hold it.
 //
 // Every pick is released at the scheduler however its request ends: the
 // response's end or reset (filter #2's report), the request ending before

@@ -3,6 +3,8 @@ package extproc
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +15,8 @@ import (
 	"go.uber.org/zap"
 
 	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
+	"github.com/llmrouter/llmrouter/internal/clip"
+	"github.com/llmrouter/llmrouter/internal/reglimits"
 )
 
 // ModelLister is implemented by a Scheduler that lists the models the
@@ -43,40 +47,85 @@ const (
 // are served by llmrouter's engines, not by their makers.
 const modelsOwner = "llmrouter"
 
-// isModelsPath reports whether path is exactly /v1/models, with or without
-// a query string (the shipped route's exact path match ignores the query
-// too). /v1/models/{id} is not: it passes through.
-func isModelsPath(path string) bool {
+// modelsPrefix starts the path of OpenAI's model retrieval,
+// GET /v1/models/{id}.
+const modelsPrefix = "/v1/models/"
+
+// maxModelPath bounds the id part of a GET /v1/models/{id} path the
+// gateway reads: a name a registration may carry (reglimits.MaxNameBytes)
+// with every byte escaped.
+const maxModelPath = 3 * reglimits.MaxNameBytes
+
+// modelsPath reads a GET path the gateway answers from the fleet's model
+// list: exactly /v1/models (list: the list), or /v1/models/{id} (id: the
+// model to retrieve, unescaped; ids hold '/' and ':' as they are, or
+// escaped as clients' SDKs send them). The query string is ignored, as the
+// shipped routes ignore it. ok is false for any other path, and for
+// /v1/models/ with no id. bad is set, id empty, when the id part cannot be
+// a served name: longer than maxModelPath, or not validly escaped.
+func modelsPath(path string) (list bool, id string, bad, ok bool) {
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
-	return path == "/v1/models"
+	if path == "/v1/models" {
+		return true, "", false, true
+	}
+	raw, found := strings.CutPrefix(path, modelsPrefix)
+	if !found || raw == "" {
+		return false, "", false, false
+	}
+	if len(raw) > maxModelPath {
+		return false, "", true, true
+	}
+	id, err := url.PathUnescape(raw)
+	if err != nil || id == "" {
+		return false, "", true, true
+	}
+	return false, id, false, true
 }
 
-// modelsCache holds the last rendered /v1/models body, or nil when the
-// last attempt found nothing to answer with (an error, a timeout, a
-// scheduler without ListModels, an empty fleet: those requests pass
-// through), for ttl. One fetch runs at a time; requests arriving meanwhile
-// wait for it within their own deadline.
+// modelList is one rendered answer of the scheduler's ListModels.
+type modelList struct {
+	// body is the GET /v1/models answer.
+	body []byte
+	// entries are the listed models' objects, as body holds them (sub-slices
+	// of it), by name: GET /v1/models/{id}'s answer.
+	entries map[string]modelEntry
+	// complete: every model the scheduler listed is in entries (it cut
+	// nothing, nor did renderModels), so a name missing from it is served
+	// by no routable instance.
+	complete bool
+}
+
+type modelEntry struct {
+	object  []byte
+	adapter bool
+}
+
+// modelsCache holds the last rendered model list, or nil when the last
+// attempt found nothing to answer with (an error, a timeout, a scheduler
+// without ListModels, an empty fleet: those requests pass through), for
+// ttl. One fetch runs at a time; requests arriving meanwhile wait for it
+// within their own deadline.
 type modelsCache struct {
 	ttl time.Duration
 
 	mu       sync.Mutex
-	body     []byte
+	list     *modelList
 	until    time.Time
 	fetching chan struct{} // closed when the fetch in flight ends
 }
 
-// get returns the cached body, fetching it once it expired. fetch returns
-// the body and whether to keep it (a fetch that did not ask, because the
+// get returns the cached list, fetching it once it expired. fetch returns
+// the list and whether to keep it (a fetch that did not ask, because the
 // scheduler is known unreachable, is not kept).
-func (c *modelsCache) get(ctx context.Context, fetch func() ([]byte, bool)) []byte {
+func (c *modelsCache) get(ctx context.Context, fetch func() (*modelList, bool)) *modelList {
 	c.mu.Lock()
 	for {
 		if time.Now().Before(c.until) {
-			b := c.body
+			l := c.list
 			c.mu.Unlock()
-			return b
+			return l
 		}
 		if c.fetching == nil {
 			break
@@ -93,24 +142,74 @@ func (c *modelsCache) get(ctx context.Context, fetch func() ([]byte, bool)) []by
 	ch := make(chan struct{})
 	c.fetching = ch
 	c.mu.Unlock()
-	body, keep := fetch()
+	list, keep := fetch()
 	c.mu.Lock()
 	if keep {
-		c.body, c.until = body, time.Now().Add(c.ttl)
+		c.list, c.until = list, time.Now().Add(c.ttl)
 	}
 	c.fetching = nil
 	c.mu.Unlock()
 	close(ch)
-	return body
+	return list
 }
 
-// modelsBody is the /v1/models body to answer with, nil to pass through.
-func (s *Server) modelsBody(ctx context.Context) []byte {
+// answerModels answers GET /v1/models (list) or GET /v1/models/{id} (id;
+// bad: an id that cannot be a served name) from the fleet's model list,
+// or lets the request continue unchanged to Envoy's round robin whenever
+// the gateway has no list, or for a retrieval, no list that can tell.
+func (s *Server) answerModels(ctx context.Context, st *reqState, mut *extprocv3.HeaderMutation, list bool, id string, bad bool) *extprocv3.ProcessingResponse {
+	l := s.modelList(ctx)
+	if l != nil && list {
+		s.m.requests.WithLabelValues(apiModels, "answered", modelOther).Inc()
+		return modelsResponse(l.body)
+	}
+	if l != nil {
+		if e, ok := l.entries[id]; ok && !bad {
+			s.m.requests.WithLabelValues(apiModels, "answered", modelOther).Inc()
+			return modelsResponse(e.object)
+		}
+		// Not listed. Unless the list may be missing it (cut) or the id
+		// may be served unlisted (SGLang's base:adapter), nobody serves it:
+		// the 404 a POST naming it gets.
+		if bad || (l.complete && !l.sglangPair(id)) {
+			s.m.requests.WithLabelValues(apiModels, "rejected", modelOther).Inc()
+			shown := id
+			if bad { // as sent, without the query
+				shown, _, _ = strings.Cut(strings.TrimPrefix(st.path, modelsPrefix), "?")
+			}
+			return immediate(404, "invalid_request_error", "model_not_found", "model_not_found",
+				fmt.Sprintf("The model `%s` does not exist.", clip.Input(shown)), 0)
+		}
+	}
+	reason := "models_unlisted"
+	if s.Degraded() {
+		reason = "degraded"
+	}
+	return s.passHeaders(st, mut, reason)
+}
+
+// sglangPair reports whether id, read as SGLang's base:adapter (first
+// colon, halves trimmed), names a listed base model and a listed adapter:
+// the scheduler routes such a name to the SGLang instances serving both,
+// and the list neither holds these names nor says which engines serve
+// what, so it cannot say such a model does not exist.
+func (l *modelList) sglangPair(id string) bool {
+	b, a, ok := strings.Cut(id, ":")
+	if !ok {
+		return false
+	}
+	base, okB := l.entries[strings.TrimSpace(b)]
+	adapter, okA := l.entries[strings.TrimSpace(a)]
+	return okB && okA && !base.adapter && adapter.adapter
+}
+
+// modelList is the fleet's model list to answer with, nil to pass through.
+func (s *Server) modelList(ctx context.Context) *modelList {
 	lister, ok := s.sched.(ModelLister)
 	if !ok {
 		return nil
 	}
-	return s.models.get(ctx, func() ([]byte, bool) {
+	return s.models.get(ctx, func() (*modelList, bool) {
 		if s.Degraded() {
 			return nil, false
 		}
@@ -139,17 +238,25 @@ type openAIModel struct {
 	Parent  string `json:"parent,omitempty"`
 }
 
-// renderModels is OpenAI's list object for resp, nil when it lists no
-// model. Entries past maxModelsEntries or maxModelsBody are left off.
-func renderModels(resp *llmrouterv1.ListModelsResponse, now time.Time) []byte {
+// renderModels is OpenAI's list object for resp and each listed model's
+// object, nil when it lists no model. Entries past maxModelsEntries or
+// maxModelsBody are left off (the list is then not complete).
+func renderModels(resp *llmrouterv1.ListModelsResponse, now time.Time) *modelList {
 	const head, tail = `{"object":"list","data":[`, `]}`
 	out := []byte(head)
-	n := 0
+	type span struct {
+		name       string
+		start, end int
+		adapter    bool
+	}
+	var spans []span
+	complete := !resp.GetTruncated()
 	for _, m := range resp.GetModels() {
 		if m.GetName() == "" {
 			continue
 		}
-		if n == maxModelsEntries {
+		if len(spans) == maxModelsEntries {
+			complete = false
 			break
 		}
 		e := openAIModel{ID: m.GetName(), Object: "model", Created: m.GetCreatedUnix(), OwnedBy: modelsOwner}
@@ -161,24 +268,34 @@ func renderModels(resp *llmrouterv1.ListModelsResponse, now time.Time) []byte {
 		}
 		b, err := json.Marshal(e)
 		if err != nil {
+			complete = false
 			continue
 		}
 		if len(out)+1+len(b)+len(tail) > maxModelsBody {
+			complete = false
 			break
 		}
-		if n > 0 {
+		if len(spans) > 0 {
 			out = append(out, ',')
 		}
+		spans = append(spans, span{name: e.ID, start: len(out), end: len(out) + len(b), adapter: m.GetLoraAdapter()})
 		out = append(out, b...)
-		n++
 	}
-	if n == 0 {
+	if len(spans) == 0 {
 		return nil
 	}
-	return append(out, tail...)
+	out = append(out, tail...)
+	l := &modelList{body: out, entries: make(map[string]modelEntry, len(spans)), complete: complete}
+	for _, sp := range spans {
+		if _, dup := l.entries[sp.name]; !dup { // the scheduler lists each name once; a foreign one might not
+			l.entries[sp.name] = modelEntry{object: out[sp.start:sp.end:sp.end], adapter: sp.adapter}
+		}
+	}
+	return l
 }
 
-// modelsResponse answers GET /v1/models with body.
+// modelsResponse answers GET /v1/models with body, or GET /v1/models/{id}
+// with the model's object.
 func modelsResponse(body []byte) *extprocv3.ProcessingResponse {
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
 		Status:  &typev3.HttpStatus{Code: typev3.StatusCode_OK},

@@ -152,8 +152,8 @@ func TestModelsCached(t *testing.T) {
 
 // Degrade, never fail: whenever the gateway has no list — the scheduler
 // unreachable, failing, too slow, older than ListModels, or listing nothing
-// — GET /v1/models continues unchanged to Envoy's round robin, and the
-// gateway answers before Envoy's message timeout.
+// — GET /v1/models and GET /v1/models/{id} continue unchanged to Envoy's
+// round robin, and the gateway answers before Envoy's message timeout.
 func TestModelsPassThroughWithoutAList(t *testing.T) {
 	slow := func(ctx context.Context) (*llmrouterv1.ListModelsResponse, error) {
 		select {
@@ -186,13 +186,14 @@ func TestModelsPassThroughWithoutAList(t *testing.T) {
 			s := newLister(tc.fn)
 			s.up.Store(!tc.down)
 			h := newHarness(t, s, testOptions())
-			req := modelsGet("/v1/models")
-			for i := range 2 {
+			// The list, then a model of it, escaped as the OpenAI SDKs send it.
+			for i, path := range []string{"/v1/models", "/v1/models/meta-llama%2FLlama-3-8B?x=1"} {
+				req := modelsGet(path)
 				res := h.f.Do(context.Background(), req)
 				if res.Err != nil || !res.Continued || res.Immediate != nil {
-					t.Fatalf("request %d: err %v continued %v immediate %v: want it to continue unchanged", i, res.Err, res.Continued, res.Immediate)
+					t.Fatalf("GET %s: err %v continued %v immediate %v: want it to continue unchanged", path, res.Err, res.Continued, res.Immediate)
 				}
-				if p, _ := envoytest.Get(res.Headers, ":path"); p != "/v1/models" || len(res.Headers) < len(req.Headers) {
+				if p, _ := envoytest.Get(res.Headers, ":path"); p != path || len(res.Headers) < len(req.Headers) {
 					t.Fatalf("request %d: headers changed: %v", i, res.Headers)
 				}
 			}
@@ -211,15 +212,17 @@ func TestModelsPassThroughWithoutAList(t *testing.T) {
 	}
 }
 
-// Only GET of exactly /v1/models is answered: other methods, other paths
-// (a model's own /v1/models/{id} included) and a scheduler that cannot
-// list models leave the request to Envoy as before.
+// Only GET of exactly /v1/models (and of /v1/models/{id},
+// TestModelRetrieve) is answered: other methods, other paths (/v1/models/
+// without an id included) and a scheduler that cannot list models leave
+// the request to Envoy as before.
 func TestModelsOnlyGetOfTheListPath(t *testing.T) {
 	s := newLister(listing(fleetModels...))
 	h := newHarness(t, s, testOptions())
 	for _, tc := range []struct{ method, path string }{
-		{"POST", "/v1/models"}, {"HEAD", "/v1/models"}, {"DELETE", "/v1/models"},
-		{"GET", "/v1/models/llama"}, {"GET", "/v1/modelsx"}, {"GET", "/v2/models"}, {"GET", "/openai/v1/models"},
+		{"POST", "/v1/models"}, {"HEAD", "/v1/models"}, {"DELETE", "/v1/models"}, {"DELETE", "/v1/models/llama"},
+		{"HEAD", "/v1/models/llama"}, {"GET", "/v1/models/"}, {"GET", "/v1/models/?id=llama"},
+		{"GET", "/v1/modelsx"}, {"GET", "/v2/models"}, {"GET", "/openai/v1/models"}, {"GET", "/openai/v1/models/llama"},
 		{"GET", "/v1/chat/completions"},
 	} {
 		req := modelsGet(tc.path)
@@ -230,7 +233,7 @@ func TestModelsOnlyGetOfTheListPath(t *testing.T) {
 		}
 	}
 	if s.calls.Load() != 0 {
-		t.Fatalf("%d scheduler calls for requests other than GET /v1/models", s.calls.Load())
+		t.Fatalf("%d scheduler calls for requests other than GET /v1/models and /v1/models/{id}", s.calls.Load())
 	}
 
 	// A scheduler without ListModels: GET /v1/models passes through.
@@ -247,7 +250,7 @@ func TestModelsBodyBounded(t *testing.T) {
 	for i := range maxModelsEntries + 50 {
 		many = append(many, &llmrouterv1.ServedModel{Name: fmt.Sprintf("m-%05d", i)})
 	}
-	l := decodeList(t, renderModels(&llmrouterv1.ListModelsResponse{Models: many}, time.Unix(1700000000, 0)))
+	l := decodeList(t, renderModels(&llmrouterv1.ListModelsResponse{Models: many}, time.Unix(1700000000, 0)).body)
 	if len(l.Data) != maxModelsEntries || l.Data[0].ID != "m-00000" || l.Data[0].Created != 1700000000 {
 		t.Fatalf("%d entries (first %+v), want %d", len(l.Data), l.Data[0], maxModelsEntries)
 	}
@@ -256,7 +259,7 @@ func TestModelsBodyBounded(t *testing.T) {
 	for i := range 1000 {
 		long = append(long, &llmrouterv1.ServedModel{Name: fmt.Sprintf("%04d-%s", i, strings.Repeat("x", 2000)), CreatedUnix: 1})
 	}
-	body := renderModels(&llmrouterv1.ListModelsResponse{Models: long}, time.Now())
+	body := renderModels(&llmrouterv1.ListModelsResponse{Models: long}, time.Now()).body
 	l = decodeList(t, body)
 	if len(body) > maxModelsBody || len(body)+2100 < maxModelsBody || len(l.Data) == 0 || l.Data[len(l.Data)-1].ID != long[len(l.Data)-1].Name {
 		t.Fatalf("%d bytes, %d entries: want as many as fit in %d bytes", len(body), len(l.Data), maxModelsBody)
