@@ -128,11 +128,20 @@ func TestRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	routes := rc.GetVirtualHosts()[0].GetRoutes()
-	// The Realtime WebSocket, one route per API path, 404 for the rest.
-	if len(routes) != 2+len(APIPaths) {
-		t.Fatalf("got %d routes, want %d", len(routes), 2+len(APIPaths))
+	// The Realtime WebSocket, one route per API path, /v1/models/{id} by
+	// prefix, 404 for the rest.
+	if len(routes) != 3+len(APIPaths) {
+		t.Fatalf("got %d routes, want %d", len(routes), 3+len(APIPaths))
 	}
-	ws, api, nf := routes[0], routes[1:len(routes)-1], routes[len(routes)-1]
+	ws, api, model, nf := routes[0], routes[1:len(routes)-2], routes[len(routes)-2], routes[len(routes)-1]
+	if model.GetMatch().GetPrefix() != "/v1/models/" || len(model.GetMatch().GetHeaders()) != len(modelsRouteRefuses) {
+		t.Fatalf("model retrieval route matches %v, want the prefix /v1/models/ without dot segments", model.GetMatch())
+	}
+	for _, h := range model.GetMatch().GetHeaders() {
+		if h.GetName() != ":path" || !h.GetInvertMatch() || h.GetStringMatch().GetContains() == "" || !h.GetStringMatch().GetIgnoreCase() {
+			t.Fatalf("model retrieval route header match %v, want :path not containing a dot segment", h)
+		}
+	}
 	if h := ws.GetMatch().GetHeaders(); ws.GetMatch().GetPath() != "/v1/realtime" || len(h) != 1 || h[0].GetName() != "upgrade" || h[0].GetStringMatch().GetExact() != "websocket" {
 		t.Fatalf("websocket match: %v", ws.GetMatch())
 	}
@@ -147,8 +156,9 @@ func TestRoutes(t *testing.T) {
 		}
 	}
 	// The API routes keep filter #1 on request headers: the gateway picks
-	// from them, and answers GET /v1/models there (an immediate_response
-	// to the headers of a request without a body).
+	// from them, and answers GET /v1/models and /v1/models/{id} there (an
+	// immediate_response to the headers of a request without a body).
+	api = append(api, model)
 	for _, r := range api {
 		for _, f := range []string{PickFilterName, ObserveFilterName} {
 			if c, ok := r.GetTypedPerFilterConfig()[f]; ok {

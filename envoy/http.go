@@ -183,12 +183,25 @@ func WebSocketPerFilter() map[string]*anypb.Any {
 // never serves an engine's /metrics, admin or debug endpoints.
 var APIPaths = []string{"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings", "/v1/models"}
 
+// ModelsPrefix starts OpenAI's model retrieval path, /v1/models/{id} (ids
+// hold slashes: meta-llama/Llama-3-8B): routed to the fleet by prefix,
+// so the gateway can answer it from the fleet's model list, or let it
+// through to an engine when it has none.
+const ModelsPrefix = "/v1/models/"
+
+// modelsRouteRefuses are what a /v1/models/{id} path may not contain
+// (case-insensitively) to be routed to the fleet: a dot segment, plain or
+// escaped, and backslashes, so that no engine that resolves them can be
+// reached beyond /v1/models/ (/v1/models/../../metrics). Envoy does not
+// normalize paths by default; model ids do not start a segment with a dot.
+var modelsRouteRefuses = []string{"/.", "%2e", "%2f.", `\`, "%5c"}
+
 // RealtimePath is the OpenAI Realtime API's WebSocket path.
 const RealtimePath = "/v1/realtime"
 
 // NotFoundBody is the 404 answer to a path outside the API (it echoes
 // nothing of the request).
-const NotFoundBody = "not found: this endpoint serves only the OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/responses, /v1/embeddings, /v1/models, and the /v1/realtime WebSocket)\n"
+const NotFoundBody = "not found: this endpoint serves only the OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/responses, /v1/embeddings, /v1/models, /v1/models/{id}, and the /v1/realtime WebSocket)\n"
 
 // notFoundRoute answers every path no other route takes with 404, without
 // running the ext_proc filters.
@@ -206,8 +219,8 @@ func notFoundRoute() *routev3.Route {
 }
 
 // RouteConfig is the route table: the Realtime WebSocket (its path with
-// `upgrade: websocket`), then each API path to the fleet, then 404 for
-// everything else.
+// `upgrade: websocket`), then each API path and ModelsPrefix to the fleet,
+// then 404 for everything else.
 func RouteConfig(o Options) *routev3.RouteConfiguration {
 	ws := &routev3.Route{
 		Name: "websocket",
@@ -232,6 +245,18 @@ func RouteConfig(o Options) *routev3.RouteConfiguration {
 			Action: backendAction(o),
 		})
 	}
+	model := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: ModelsPrefix}}
+	for _, c := range modelsRouteRefuses {
+		model.Headers = append(model.Headers, &routev3.HeaderMatcher{
+			Name: ":path",
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_Contains{Contains: c},
+				IgnoreCase:   true,
+			}},
+			InvertMatch: true,
+		})
+	}
+	routes = append(routes, &routev3.Route{Name: "model", Match: model, Action: backendAction(o)})
 	return &routev3.RouteConfiguration{
 		Name: RouteConfigName,
 		VirtualHosts: []*routev3.VirtualHost{{

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,8 +18,12 @@ import (
 // GET /v1/models through the data plane, on a fleet of two engines serving
 // different models: every answer lists both (the gateway answers with the
 // scheduler's list), where Envoy's round robin alone would answer with one
-// engine's. With the scheduler killed the request still succeeds: the
-// gateway lets it through and one engine answers with its own model.
+// engine's. GET /v1/models/{id} (OpenAI's models.retrieve) answers either
+// model every time, whichever engine serves it, and 404 in OpenAI's shape
+// for a model nobody serves. With the scheduler killed the requests still
+// reach an engine: the gateway lets them through, one engine answers the
+// list with its own model, and the retrieval with its own answer (the
+// simulator serves no /v1/models/{id}: its own 404).
 func TestModelsListsTheFleet(t *testing.T) {
 	models := []string{"e2e-alpha", "e2e-beta"}
 	s := stack.Start(t, stack.Options{
@@ -34,6 +39,18 @@ func TestModelsListsTheFleet(t *testing.T) {
 			}
 		},
 	})
+	get := func(path string) (int, []byte, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.Listen+path, nil)
+		resp, err := s.Client.Do(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return resp.StatusCode, b, err
+	}
 	list := func() ([]string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -76,8 +93,26 @@ func TestModelsListsTheFleet(t *testing.T) {
 			t.Fatalf("request %d: listed %v (%v), want %v", i, ids, err, models)
 		}
 	}
-	if v := s.Counter(t, s.GatewayHTTP, "llmrouter_gateway_requests_total", "api", "models", "outcome", "answered"); v < 5 {
-		t.Fatalf("the gateway counts %g answered GET /v1/models, want at least 5", v)
+	for i := range 4 {
+		for _, m := range models {
+			code, b, err := get("/v1/models/" + m)
+			var o struct {
+				ID     string `json:"id"`
+				Object string `json:"object"`
+			}
+			if err == nil {
+				err = json.Unmarshal(b, &o)
+			}
+			if err != nil || code != 200 || o.ID != m || o.Object != "model" {
+				t.Fatalf("request %d: GET /v1/models/%s: %d %s (%v)", i, m, code, b, err)
+			}
+		}
+	}
+	if code, b, err := get("/v1/models/e2e-gamma"); err != nil || code != 404 || !strings.Contains(string(b), `"code":"model_not_found"`) {
+		t.Fatalf("GET /v1/models/e2e-gamma: %d %s (%v), want the gateway's 404", code, b, err)
+	}
+	if v := s.Counter(t, s.GatewayHTTP, "llmrouter_gateway_requests_total", "api", "models", "outcome", "answered"); v < 13 {
+		t.Fatalf("the gateway counts %g answered GET /v1/models and /v1/models/{id}, want at least 13", v)
 	}
 
 	s.Scheduler.Kill(t)
@@ -89,4 +124,7 @@ func TestModelsListsTheFleet(t *testing.T) {
 		}
 		return err
 	})
+	if code, b, err := get("/v1/models/" + models[0]); err != nil || code != 404 || !strings.Contains(string(b), "no route GET /v1/models/"+models[0]) {
+		t.Fatalf("GET /v1/models/%s without a scheduler: %d %q (%v), want the engine's own answer", models[0], code, b, err)
+	}
 }

@@ -43,8 +43,11 @@ func TestLoadShippedBootstrap(t *testing.T) {
 	// Only the API paths reach the fleet; the rest is a direct 404; client
 	// x-llmrouter-* and x-prefiller-* headers are removed first.
 	routes := cfg.Listener.VirtualHosts[0].Routes
-	if len(routes) != 7 || routes[0].Path != "/v1/realtime" || routes[1].Path != "/v1/chat/completions" {
+	if len(routes) != 8 || routes[0].Path != "/v1/realtime" || routes[1].Path != "/v1/chat/completions" {
 		t.Errorf("routes: %d, first %+v", len(routes), routes[0])
+	}
+	if m := routes[len(routes)-2]; m.Prefix != "/v1/models/" || len(m.Headers) != 5 || !m.Headers[0].Invert || m.Headers[0].Name != ":path" {
+		t.Errorf("model retrieval route %+v", m)
 	}
 	if nf := routes[len(routes)-1]; nf.Direct == nil || nf.Direct.Status != 404 || nf.Prefix != "/" ||
 		!nf.PerFilter["llmrouter.ext_proc.pick"].Disabled || !nf.PerFilter["llmrouter.ext_proc.observe"].Disabled {

@@ -18,9 +18,10 @@ import (
 )
 
 // The shipped bootstrap routes only the engine API to the fleet: an engine's
-// /metrics (or any other path) gets Envoy's own 404 and never reaches an
-// engine, /v1/models does; and a client's x-llmrouter-* headers never get
-// past the first filter.
+// /metrics (or any other path, a /v1/models/{id} with a dot segment, plain
+// or escaped, included) gets Envoy's own 404 and never reaches an engine,
+// /v1/models and /v1/models/{id} do (the path unchanged); and a client's
+// x-llmrouter-* headers never get past the first filter.
 func TestShippedBootstrapRoutesOnlyTheAPI(t *testing.T) {
 	var mu sync.Mutex
 	var hits []*http.Request
@@ -57,7 +58,9 @@ func TestShippedBootstrapRoutesOnlyTheAPI(t *testing.T) {
 		b, _ := io.ReadAll(res.Body)
 		return res.StatusCode, string(b)
 	}
-	for _, p := range []string{"/metrics", "/health", "/v1/models/../../metrics", "/v1/modelsx", "/v2/models", "/", "/V1/models"} {
+	for _, p := range []string{"/metrics", "/health", "/v1/models/../../metrics", "/v1/modelsx", "/v2/models", "/", "/V1/models",
+		"/v1/models/x/../../../metrics", "/v1/models/%2e%2e/%2E%2E/metrics", "/v1/models/..%2f..%2fmetrics",
+		"/v1/models/x%2F..%2F..%2F..%2Fmetrics", "/v1/models/%5c..%5cmetrics", "/v1/models/./x"} {
 		code, body := get(p)
 		if code != 404 || body != envoy.NotFoundBody {
 			t.Errorf("GET %s: %d %q, want Envoy's 404", p, code, body)
@@ -74,10 +77,18 @@ func TestShippedBootstrapRoutesOnlyTheAPI(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `"object":"list"`) {
 		t.Fatalf("GET /v1/models: %d %q", code, body)
 	}
+	for _, p := range []string{"/v1/models/m", "/v1/models/meta-llama/Llama-3.1-8B", "/v1/models/meta-llama%2FLlama-3.1-8B?x=1",
+		"/v1/models/base:sql"} {
+		get(p)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(hits) != 1 || hits[0].URL.Path != "/v1/models" {
-		t.Fatalf("engine hits: %d", len(hits))
+	var paths []string
+	for _, h := range hits {
+		paths = append(paths, h.RequestURI)
+	}
+	if strings.Join(paths, " ") != "/v1/models?limit=1 /v1/models/m /v1/models/meta-llama/Llama-3.1-8B /v1/models/meta-llama%2FLlama-3.1-8B?x=1 /v1/models/base:sql" {
+		t.Fatalf("engine hits: %q", paths)
 	}
 	h := hits[0].Header
 	if h.Get("x-llmrouter-priority") != "" || h.Get("x-llmrouter-anything") != "" || h.Get("x-prefiller-host-port") != "" ||
