@@ -151,6 +151,10 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		// Envoy keeps one ADS stream for its lifetime; pings find dead peers.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Stop below returns once every stream handler has: a stream's
+		// close (counted and logged) happens before Serve returns, not
+		// into whatever runs after it.
+		grpc.WaitForHandlers(true),
 	}
 	if s.token != "" {
 		// Outermost: sees the refusals of grpcx's token check below it.
