@@ -194,6 +194,13 @@ func TestModelsPassThroughWithoutAList(t *testing.T) {
 			s := newLister(tc.fn)
 			s.up.Store(!tc.down)
 			h := newHarness(t, s, testOptions())
+			// The gateway must give up on the slow list by itself, at
+			// pick_timeout (150 ms). The stand-in's 200 ms message timeout
+			// is out of the way: the 50 ms between the two timers was a race
+			// a loaded machine lost (once in 150 runs under -race at
+			// GOMAXPROCS=1). That pick_timeout lies below the shipped
+			// message_timeout is TestSlowPickFailsOpenWithinMessageTimeout's.
+			h.f.MessageTimeout = 10 * time.Second
 			// The list, then a model of it, escaped as the OpenAI SDKs send it.
 			for i, path := range []string{"/v1/models", "/v1/models/meta-llama%2FLlama-3-8B?x=1"} {
 				req := modelsGet(path)
