@@ -120,20 +120,20 @@ func TestRequestIDAddedWhenMissing(t *testing.T) {
 }
 
 func TestQueuedSendsOverrideBeforeWaiting(t *testing.T) {
-	release := make(chan struct{})
 	fake := newFake(func(ctx context.Context, _ *llmrouterv1.PickRequest, queued func(*llmrouterv1.PickResponse)) (*llmrouterv1.PickResponse, error) {
 		queued(&llmrouterv1.PickResponse{Status: llmrouterv1.PickResponse_QUEUED, MaxWait: durationpb.New(2 * time.Second)})
+		// Hold the request well past Envoy's 200 ms message timeout and
+		// the 150 ms pick timeout, counted from the QUEUED answer (not
+		// from the test's start, which a slow run could spend reaching
+		// it): only the override keeps the stream alive.
 		select {
-		case <-release:
+		case <-time.After(600 * time.Millisecond):
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 		return &llmrouterv1.PickResponse{Status: llmrouterv1.PickResponse_ROUTED, Endpoints: []string{"10.0.0.7:8000"}}, nil
 	})
 	h := newHarness(t, fake, testOptions())
-	// Hold the request well past Envoy's 200 ms message timeout and the
-	// 150 ms pick timeout: only the override keeps the stream alive.
-	go func() { time.Sleep(600 * time.Millisecond); close(release) }()
 	res := h.f.Do(context.Background(), envoytest.Request{Headers: chatHeaders(envoytest.Header{Key: "x-request-id", Value: "q"}), Body: []byte(chatBody)})
 	if res.Err != nil {
 		t.Fatalf("queued request failed: %v", res.Err)
