@@ -131,6 +131,7 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 		LoRA: pr.GetLoraAdapter(), Arrival: now, Deadline: now.Add(s.cfg.Gateway.WaitScheduleTimeout),
 	}}
 	req := &w.req
+	s.tiers(req, pr)
 	if req.ID == "" {
 		req.ID = "scheduler-" + strconv.FormatUint(s.seq, 10)
 	}
@@ -168,6 +169,23 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 		Pool:    w.pool,
 		Reason:  s.queuedReason(req.Model),
 	}, w
+}
+
+// tiers sets where req's hashes turn into tail blocks. A layout that
+// does not add up (a tail block not a whole number of blocks, a head
+// longer than the hashes) keeps the head alone: the request is routed on
+// what it says surely, never refused for it.
+func (s *Scheduler) tiers(req *policy.Request, pr *llmrouterv1.PickRequest) {
+	tail, head := int(pr.GetTailBlockChars()), int(pr.GetHeadBlocks())
+	if tail <= 0 {
+		return
+	}
+	bc := cmp.Or(req.BlockChars, s.cfg.Gateway.BlockChars)
+	if bc <= 0 || tail%bc != 0 || head < 0 || head > len(req.BlockHashes) {
+		req.BlockHashes = req.BlockHashes[:max(min(head, len(req.BlockHashes)), 0)]
+		return
+	}
+	req.HeadBlocks, req.BlocksPerTail = head, tail/bc
 }
 
 // resolvePool finds the instances for the request's model: a base model

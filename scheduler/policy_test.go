@@ -20,6 +20,7 @@ type recorder struct {
 	mu    sync.Mutex // only to let the test read the log; the scheduler serialises calls
 	calls []string
 	busy  bool
+	last  policy.Request // the last request Pick saw
 }
 
 func (*recorder) Name() string { return "test-recorder" }
@@ -27,6 +28,9 @@ func (*recorder) Name() string { return "test-recorder" }
 func (r *recorder) Pick(req *policy.Request, cands []*policy.Instance) policy.Decision {
 	r.enter()
 	defer r.leave()
+	r.mu.Lock()
+	r.last = *req
+	r.mu.Unlock()
 	return policy.Decision{Ranked: append([]*policy.Instance(nil), cands...)}
 }
 
@@ -240,4 +244,38 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestTailLayout: the scheduler passes a tiered prompt's layout to the
+// policy in blocks; a layout that does not add up keeps the head alone.
+func TestTailLayout(t *testing.T) {
+	s, _ := newTestScheduler(t, func(c *config.Config) { c.Scheduler.Policy = "test-recorder" })
+	mustRegister(t, s, "10.0.0.1:8000")
+	hs := []uint64{1, 2, 3, 4, 5, 6}
+	for _, tc := range []struct {
+		name             string
+		blockChars, tail int32
+		head             int32
+		want             int // hashes the policy sees
+		wantHead, wantBP int
+	}{
+		{"tiered", 64, 1024, 4, 6, 4, 16},
+		{"block size from the configuration", 0, 1024, 4, 6, 4, 16},
+		{"no tail", 64, 0, 0, 6, 0, 0},
+		{"tail not a whole number of blocks", 64, 1000, 4, 4, 0, 0},
+		{"head past the hashes", 64, 1024, 9, 6, 0, 0},
+		{"negative head", 64, 1024, -1, 0, 0, 0},
+	} {
+		pr := pickReq("a-"+tc.name, "m")
+		pr.PromptBlockHashes, pr.BlockChars, pr.TailBlockChars, pr.HeadBlocks = hs, tc.blockChars, tc.tail, tc.head
+		if resp, _ := s.TryPick(pr, nil); resp.GetStatus() != llmrouterv1.PickResponse_ROUTED {
+			t.Fatalf("%s: %v", tc.name, resp)
+		}
+		rec.mu.Lock()
+		got := rec.last
+		rec.mu.Unlock()
+		if len(got.BlockHashes) != tc.want || got.HeadBlocks != tc.wantHead || got.BlocksPerTail != tc.wantBP {
+			t.Errorf("%s: %d hashes, head %d, %d blocks a tail hash; want %d, %d, %d", tc.name, len(got.BlockHashes), got.HeadBlocks, got.BlocksPerTail, tc.want, tc.wantHead, tc.wantBP)
+		}
+	}
 }

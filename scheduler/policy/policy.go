@@ -43,22 +43,37 @@ const (
 // Request is what a policy knows of one request. The raw prompt never reaches
 // the scheduler: BlockHashes stand for it (internal/prompthash).
 type Request struct {
-	ID           string
-	Model        string
-	BlockHashes  []uint64
-	BlockChars   int
-	PromptTokens int64
-	MaxTokens    int64
-	Stream       bool
-	SessionKey   string
-	Priority     int
-	LoRA         string
+	ID          string
+	Model       string
+	BlockHashes []uint64
+	BlockChars  int
+	// Past its first HeadBlocks hashes, BlockHashes goes on in tail blocks
+	// as long as BlocksPerTail blocks of BlockChars each (the gateway's
+	// tail_block_chars, internal/prompthash.Tiered); BlocksPerTail 0: every
+	// hash is one block. Policies count what an instance holds in blocks
+	// of BlockChars: Blocks converts a number of leading hashes.
+	HeadBlocks, BlocksPerTail int
+	PromptTokens              int64
+	MaxTokens                 int64
+	Stream                    bool
+	SessionKey                string
+	Priority                  int
+	LoRA                      string
 	// Arrival is when the scheduler first saw the request (its clock).
 	Arrival time.Time
 	// Deadline is when the request's wait_schedule_timeout runs out: it
 	// must have a place by then (saturation-filter holds predicted waits
 	// against it). Zero: no deadline.
 	Deadline time.Time
+}
+
+// Blocks is how many blocks of BlockChars the first m of the request's
+// hashes cover.
+func (r *Request) Blocks(m int) int {
+	if r.BlocksPerTail <= 1 || m <= r.HeadBlocks {
+		return m
+	}
+	return r.HeadBlocks + (m-r.HeadBlocks)*r.BlocksPerTail
 }
 
 // Decision is a policy's answer.

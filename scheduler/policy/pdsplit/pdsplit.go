@@ -235,13 +235,13 @@ func (s *Split) disaggregate(req *policy.Request, dest *policy.Instance) string 
 	if dest.Load() < s.busyLoad {
 		return DecisionDecodeIdle
 	}
-	prompt := s.size.PromptTokens(req.PromptTokens, len(req.BlockHashes), req.BlockChars)
+	prompt := s.size.PromptTokens(req.PromptTokens, req.Blocks(len(req.BlockHashes)), req.BlockChars)
 	if prompt < s.minTokens {
 		return DecisionShortPrompt // too short even when nothing is cached: skip the lookup
 	}
 	cached := 0.0
 	if s.match(req.BlockHashes) > 0 {
-		cached = float64(s.idx.Matched(s.idx.Slot(dest.ID))) * s.size.TokensPerBlock(req.BlockChars)
+		cached = float64(req.Blocks(s.idx.Matched(s.idx.Slot(dest.ID)))) * s.size.TokensPerBlock(req.BlockChars)
 	}
 	if prompt-cached < s.minTokens {
 		return DecisionCached

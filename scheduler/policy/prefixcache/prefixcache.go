@@ -264,7 +264,7 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 	if hit {
 		for _, s := range p.idx.MatchedSlots() {
 			m := p.idx.Matched(s)
-			held[s+1] = int32(m + p.heldTail(req.BlockHashes, m, s, &in))
+			held[s+1] = int32(req.Blocks(m) + p.heldTail(req, m, s, &in))
 		}
 	}
 	slots := p.slots(cands)
@@ -279,7 +279,7 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 	now := p.clock.Now().UnixNano()
 	var ranked []*policy.Instance
 	if n >= rank.FullBelow && p.keep < n && !p.priceAll {
-		ranked = p.selectBest(cands, slots, match, &in, now, max(len(req.BlockHashes), in.promptBlocks))
+		ranked = p.selectBest(cands, slots, match, &in, now, max(in.hashed, in.promptBlocks))
 	} else {
 		total := p.costs(cands, slots, match, scores, loads, &in, now)
 		if p.m.MaxLoadRatio > 0 {
@@ -533,29 +533,31 @@ func (p *Policy) drainRate(c *policy.Instance) float64 {
 //     credited as far as its hashes run along that prompt (tail.marks);
 //     when they run through its last hashed block, the two cases above
 //     apply from there.
-func (p *Policy) heldTail(hashes []uint64, m int, slot int32, in *inputs) int {
+func (p *Policy) heldTail(req *policy.Request, m int, slot int32, in *inputs) int {
 	if m == 0 {
 		return 0
 	}
+	hashes := req.BlockHashes
 	h := hashes[m-1]
-	k := m // the blocks the index matched
+	k := req.Blocks(m) // the blocks the index matched
 	t := p.tails[h&(tailSlots-1)]
 	if v, u, ok := p.untaught(hashes, m, slot); ok {
 		if v < int(u.blocks) {
-			return v - k
+			return req.Blocks(v) - k
 		}
 		t, m = u, v
 	} else if t.hash != h {
 		return 0
 	}
+	b := req.Blocks(m)
 	if m < len(hashes) {
 		if in.answerBlocks <= 0 || t.slot != slot {
-			return m - k
+			return b - k
 		}
-		return m - k + min(in.answerBlocks, len(hashes)-m)
+		return b - k + min(in.answerBlocks, in.hashed-b)
 	}
-	if in.promptBlocks <= m {
-		return m - k
+	if in.promptBlocks <= b {
+		return b - k
 	}
 	switch {
 	case t.shared:
@@ -563,11 +565,11 @@ func (p *Policy) heldTail(hashes []uint64, m int, slot int32, in *inputs) int {
 		// all of it holds, as far as anyone can tell, what they share — at
 		// least the start, at most the shortest prompt seen with it, which
 		// over many first turns is their system prompt.
-		return m - k + max(min(int(float64(t.tokens)/in.tokensPerBlock), in.promptBlocks)-m, 0)
+		return b - k + max(min(int(float64(t.tokens)/in.tokensPerBlock), in.promptBlocks)-b, 0)
 	case t.slot != slot || float64(t.tokens) >= in.prompt:
-		return m - k
+		return b - k
 	}
-	return m - k + max(min(int(float64(t.tokens)/in.tokensPerBlock)+in.answerBlocks, in.promptBlocks)-m, 0)
+	return b - k + max(min(int(float64(t.tokens)/in.tokensPerBlock)+in.answerBlocks, in.promptBlocks)-b, 0)
 }
 
 // untaught is how many leading blocks of hashes the instance in slot holds
@@ -599,6 +601,7 @@ type inputs struct {
 	decodeOut                   float64 // expected output × decode cost: the request's decode work per running neighbour
 	blocks                      int
 	promptBlocks                int // full blocks of the whole prompt: more than blocks when the gateway hashed only its start
+	hashed                      int // the blocks its hashes cover (more than blocks past a tiered prompt's head)
 	answerBlocks                int // full blocks of a typical answer (heldTail)
 
 	avgUncached                     float64
@@ -613,7 +616,8 @@ type inputs struct {
 
 func (p *Policy) inputs(req *policy.Request) inputs {
 	tpb := p.size.TokensPerBlock(req.BlockChars)
-	prompt := p.size.PromptTokens(req.PromptTokens, len(req.BlockHashes), req.BlockChars)
+	hashed := req.Blocks(len(req.BlockHashes))
+	prompt := p.size.PromptTokens(req.PromptTokens, hashed, req.BlockChars)
 	out := p.avgOut
 	if req.MaxTokens > 0 {
 		out = min(out, float64(req.MaxTokens))
@@ -626,7 +630,7 @@ func (p *Policy) inputs(req *policy.Request) inputs {
 		c1: p.m.DecodeToken + p.m.DecodeWeight*out*p.m.DecodeToken,
 		c2: q1 + p.m.DecodeWeight*p.m.PrefillToken,
 
-		prompt: prompt, out: out, tokensPerBlock: tpb, blocks: len(req.BlockHashes),
+		prompt: prompt, out: out, tokensPerBlock: tpb, blocks: len(req.BlockHashes), hashed: hashed,
 		promptBlocks: int(prompt / tpb),
 		invBatch:     invBatch,
 		decodeOut:    out * p.m.DecodeToken,
@@ -764,7 +768,7 @@ func (in *inputs) overflow(room float64) float64 {
 func (p *Policy) Picked(req *policy.Request, d policy.Decision) {
 	if len(d.Ranked) > 0 {
 		held := p.held(req, d.Ranked[0])
-		if n := len(req.BlockHashes); n > 0 {
+		if n := req.Blocks(len(req.BlockHashes)); n > 0 {
 			h := min(held, n)
 			p.hitBlocks.Add(float64(h))
 			p.missBlocks.Add(float64(n - h))
@@ -797,9 +801,9 @@ func (p *Policy) held(req *policy.Request, c *policy.Instance) int {
 		held = 0
 		if p.idx.MatchChain(req.BlockHashes) > 0 {
 			s := p.idx.Slot(c.ID)
-			if held = p.idx.Matched(s); held > 0 {
+			if m := p.idx.Matched(s); m > 0 {
 				in := p.inputs(req)
-				held += p.heldTail(req.BlockHashes, held, s, &in)
+				held = req.Blocks(m) + p.heldTail(req, m, s, &in)
 			}
 		}
 	}
@@ -972,7 +976,7 @@ func (p *Policy) insert(req *policy.Request, c *policy.Instance) int32 {
 	}
 	capacity := p.size.Capacity(c.NumGPUBlocks, c.BlockSize, req.BlockChars)
 	was, k := p.idx.InsertBounded(c.ID, int(min(float64(capacity)*heldBeyondLRU, 1<<30)), hs, insertBudget)
-	promptF := p.size.PromptTokens(req.PromptTokens, len(hs), req.BlockChars)
+	promptF := p.size.PromptTokens(req.PromptTokens, req.Blocks(len(hs)), req.BlockChars)
 	s := p.idx.Slot(c.ID)
 	if k == 0 {
 		return s
@@ -1107,7 +1111,7 @@ func (p *Policy) Hold(req *policy.Request, cands []*policy.Instance, waited time
 	perBlock := p.size.TokensPerBlock(req.BlockChars) * p.m.PrefillToken
 	// Most prompts are too short for any difference to reach minHold: they
 	// cost the pick path no index lookup.
-	if float64(len(req.BlockHashes))*perBlock < p.minHold || p.idx.MatchChain(req.BlockHashes) == 0 {
+	if float64(req.Blocks(len(req.BlockHashes)))*perBlock < p.minHold || p.idx.MatchChain(req.BlockHashes) == 0 {
 		return false
 	}
 	home, best := 0, 0 // the most blocks a saturated instance, an unsaturated one holds
@@ -1121,6 +1125,7 @@ func (p *Policy) Hold(req *policy.Request, cands []*policy.Instance, waited time
 			// The index holds at most insertBudget new blocks of a long
 			// prompt's last pick; what the instance holds past them counts.
 			m, _, _ = p.untaught(req.BlockHashes, m, s)
+			m = req.Blocks(m)
 		}
 		if c.Saturated {
 			home = max(home, m)

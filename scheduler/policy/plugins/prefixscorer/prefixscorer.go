@@ -89,10 +89,17 @@ type Scorer struct {
 // (cache-aware-picker reads how much each instance holds).
 func (s *Scorer) Index() *prefixindex.Index { return s.idx }
 
+// hashes are the request's hashes that cover at most
+// maxPrefixBlocksToMatch blocks (a tail hash counts as the blocks it
+// covers, policy.Request.Blocks).
 func (s *Scorer) hashes(req *policy.Request) []uint64 {
 	h := req.BlockHashes
-	if m := s.p.MaxPrefixBlocksToMatch; m != nil && len(h) > *m {
-		h = h[:*m]
+	if m := s.p.MaxPrefixBlocksToMatch; m != nil && req.Blocks(len(h)) > *m {
+		k := *m
+		if k > req.HeadBlocks && req.BlocksPerTail > 1 {
+			k = req.HeadBlocks + (k-req.HeadBlocks)/req.BlocksPerTail
+		}
+		h = h[:k]
 	}
 	return h
 }
@@ -100,13 +107,13 @@ func (s *Scorer) hashes(req *policy.Request) []uint64 {
 // Score is the matched share of the prompt's blocks.
 func (s *Scorer) Score(_ *framework.CycleState, req *policy.Request, cands []*policy.Instance, out []float64) {
 	h := s.hashes(req)
-	n := len(h)
+	n := req.Blocks(len(h))
 	if n == 0 || s.idx.MatchChain(h) == 0 {
 		clear(out)
 		return
 	}
 	for i, c := range cands {
-		out[i] = float64(s.idx.Matched(s.idx.Slot(c.ID))) / float64(n)
+		out[i] = float64(req.Blocks(s.idx.Matched(s.idx.Slot(c.ID)))) / float64(n)
 	}
 }
 
