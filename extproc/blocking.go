@@ -207,7 +207,7 @@ func (s *Server) onRequestBody(ctx context.Context, st *reqState, b *extprocv3.H
 	start := time.Now()
 	bufp := s.bufPool.Get().(*[]byte)
 	defer s.bufPool.Put(bufp)
-	body, err := ParseBody(st.api, b.Body, s.opt.MaxPrefixChars, (*bufp)[:0])
+	body, err := ParseBody(st.api, b.Body, s.opt.MaxHashedChars, (*bufp)[:0])
 	*bufp = body.Prefix[:0]
 	if err != nil {
 		s.log.Debug("request body not understood, passing through", zap.String("request_id", st.requestID), zap.Error(err))
@@ -222,8 +222,13 @@ func (s *Server) onRequestBody(ctx context.Context, st *reqState, b *extprocv3.H
 	st.model = body.Model
 	hp := s.hashes.Get().(*[]uint64)
 	defer s.hashes.Put(hp)
-	hashes := prompthash.Blocks((*hp)[:0], prompthash.Seed(seedModel(&body), body.CacheSalt), bytesString(body.Prefix), s.opt.BlockChars, s.opt.MaxPrefixChars)
+	hashes, head := prompthash.Tiered((*hp)[:0], prompthash.Seed(seedModel(&body), body.CacheSalt), bytesString(body.Prefix),
+		s.opt.BlockChars, s.opt.MaxPrefixChars, s.opt.TailBlockChars, s.opt.MaxHashedChars)
 	*hp = hashes[:0]
+	var tailChars, headBlocks int32
+	if head < len(hashes) {
+		tailChars, headBlocks = int32(s.opt.TailBlockChars), int32(head)
+	}
 	session := st.session
 	if session == "" {
 		session = body.User
@@ -234,6 +239,8 @@ func (s *Server) onRequestBody(ctx context.Context, st *reqState, b *extprocv3.H
 		Api:               st.api,
 		PromptBlockHashes: append([]uint64(nil), hashes...),
 		BlockChars:        int32(s.opt.BlockChars),
+		TailBlockChars:    tailChars,
+		HeadBlocks:        headBlocks,
 		PromptTokens:      prompthash.EstimateTokens(body.PromptChars, s.opt.CharsPerToken),
 		MaxTokens:         body.MaxTokens,
 		Stream:            body.Stream,

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/llmrouter/llmrouter/internal/config"
 	"github.com/llmrouter/llmrouter/internal/envoytest"
 	"github.com/llmrouter/llmrouter/internal/prompthash"
 )
@@ -189,7 +190,9 @@ func FuzzCodecUnmarshal(f *testing.F) {
 func TestLargeBodiesThroughServerKeepTheirOwnHashes(t *testing.T) {
 	fake := newFake(routed("10.0.0.1:8000"))
 	opt := testOptions()
-	opt.MaxPrefixChars = 64 << 10
+	// A 16 KiB fine window, so most of each 40 KiB body is hashed in tail
+	// blocks (the defaults').
+	opt.MaxPrefixChars = 16 << 10
 	// What is asserted is the text each pick was hashed from, not latency:
 	// 64 bodies of 40 KiB at once missed the 200 ms message timeout on a
 	// busy 2-core machine (failed open, "not routed"), and could miss the
@@ -207,7 +210,7 @@ func TestLargeBodiesThroughServerKeepTheirOwnHashes(t *testing.T) {
 		// gateway's own pick id).
 		bodies[id] = []byte(fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":%q}]}`, id, text))
 		rendered := prompthash.RenderChat([]prompthash.Message{{Role: "user", Content: text}})
-		want[id] = prompthash.Blocks(nil, prompthash.Seed(id, ""), rendered, opt.BlockChars, opt.MaxPrefixChars)
+		want[id], _ = prompthash.Tiered(nil, prompthash.Seed(id, ""), rendered, opt.BlockChars, opt.MaxPrefixChars, config.Default().Gateway.TailBlockChars, config.Default().Gateway.MaxHashedChars)
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, n)

@@ -1,6 +1,7 @@
 package extproc
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -58,6 +59,12 @@ const (
 type Options struct {
 	BlockChars     int
 	MaxPrefixChars int
+	// TailBlockChars and MaxHashedChars: past MaxPrefixChars the hashes
+	// go on in blocks of TailBlockChars up to MaxHashedChars
+	// (prompthash.Tiered). 0 takes the default; TailBlockChars < 0 hashes
+	// nothing past MaxPrefixChars.
+	TailBlockChars int
+	MaxHashedChars int
 	CharsPerToken  float64
 	// PickTimeout bounds a pick that is not queued.
 	PickTimeout time.Duration
@@ -91,6 +98,8 @@ func OptionsFromConfig(g config.Gateway) Options {
 	return Options{
 		BlockChars:          g.BlockChars,
 		MaxPrefixChars:      g.MaxPrefixChars,
+		TailBlockChars:      cmp.Or(g.TailBlockChars, -1),
+		MaxHashedChars:      g.MaxHashedChars,
 		CharsPerToken:       g.CharsPerToken,
 		PickTimeout:         g.PickTimeout,
 		WaitScheduleTimeout: g.WaitScheduleTimeout,
@@ -106,6 +115,15 @@ func (o *Options) defaults() {
 	}
 	if o.MaxPrefixChars <= 0 {
 		o.MaxPrefixChars = d.MaxPrefixChars
+	}
+	if o.TailBlockChars == 0 {
+		o.TailBlockChars = d.TailBlockChars
+	}
+	if o.MaxHashedChars <= 0 {
+		o.MaxHashedChars = d.MaxHashedChars
+	}
+	if o.TailBlockChars < 0 || o.TailBlockChars%o.BlockChars != 0 || o.MaxHashedChars < o.MaxPrefixChars {
+		o.TailBlockChars, o.MaxHashedChars = -1, o.MaxPrefixChars
 	}
 	if o.CharsPerToken <= 0 {
 		o.CharsPerToken = d.CharsPerToken

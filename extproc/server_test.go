@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -464,5 +465,43 @@ func TestSchedulerPassthrough(t *testing.T) {
 	}
 	if promtest.Value(t, h.reg, "llmrouter_gateway_passthrough_total", "reason", "scheduler_passthrough") != 1 {
 		t.Fatal("pass through not counted")
+	}
+}
+
+// TestLongPromptHashedPastWindow: past max_prefix_chars the gateway goes on
+// hashing in tail blocks up to max_hashed_chars and tells the scheduler
+// where the head ends; a prompt within the window, or a gateway with the
+// tail off, sends fine blocks alone and neither field.
+func TestLongPromptHashedPastWindow(t *testing.T) {
+	body := func(n int) []byte {
+		return []byte(fmt.Sprintf(`{"model":"llama","messages":[{"role":"user","content":%q}]}`, strings.Repeat("abcdefghij", n/10)))
+	}
+	pick := func(opt Options, b []byte) *llmrouterv1.PickRequest {
+		t.Helper()
+		fake := newFake(routed("10.0.0.1:8000"))
+		h := newHarness(t, fake, opt)
+		if res := h.f.Do(context.Background(), envoytest.Request{Headers: chatHeaders(), Body: b}); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+		return fake.lastPick()
+	}
+	opt := testOptions() // 16-character blocks, a 1,024-character fine window
+	opt.TailBlockChars, opt.MaxHashedChars = 256, 4096
+	long := body(10_000)
+	p := pick(opt, long)
+	text := prompthash.RenderChat([]prompthash.Message{{Role: "user", Content: strings.Repeat("abcdefghij", 1000)}})
+	want, head := prompthash.Tiered(nil, prompthash.Seed("llama", ""), text, 16, 1024, 256, 4096)
+	if head != 64 || len(want) != 64+(4096-1024)/256 || !slices.Equal(p.PromptBlockHashes, want) {
+		t.Fatalf("%d hashes, want the %d of 64 fine blocks and 256-character blocks to 4,096", len(p.PromptBlockHashes), len(want))
+	}
+	if p.HeadBlocks != 64 || p.TailBlockChars != 256 || p.BlockChars != 16 {
+		t.Fatalf("head_blocks %d, tail_block_chars %d, block_chars %d; want 64, 256, 16", p.HeadBlocks, p.TailBlockChars, p.BlockChars)
+	}
+	if p := pick(opt, body(500)); p.HeadBlocks != 0 || p.TailBlockChars != 0 || len(p.PromptBlockHashes) == 0 {
+		t.Fatalf("a prompt within the window: head_blocks %d, tail_block_chars %d, %d hashes; want fine blocks alone", p.HeadBlocks, p.TailBlockChars, len(p.PromptBlockHashes))
+	}
+	opt.TailBlockChars = -1
+	if p := pick(opt, long); p.HeadBlocks != 0 || p.TailBlockChars != 0 || !slices.Equal(p.PromptBlockHashes, want[:64]) {
+		t.Fatalf("tail off: head_blocks %d, tail_block_chars %d, %d hashes; want the 64 fine blocks alone", p.HeadBlocks, p.TailBlockChars, len(p.PromptBlockHashes))
 	}
 }

@@ -76,6 +76,14 @@ type Gateway struct {
 	// MaxPrefixChars bounds how much of a prompt is hashed, so hashing cost
 	// stops growing with prompt size.
 	MaxPrefixChars int `mapstructure:"max_prefix_chars" yaml:"max_prefix_chars"`
+	// TailBlockChars is the block size past max_prefix_chars: a prompt's
+	// hashes continue in these coarser blocks up to MaxHashedChars
+	// (internal/prompthash.Tiered). 0: nothing past max_prefix_chars is
+	// hashed. A multiple of BlockChars.
+	TailBlockChars int `mapstructure:"tail_block_chars" yaml:"tail_block_chars"`
+	// MaxHashedChars bounds how much of a prompt is hashed at all, fine
+	// blocks and tail blocks together.
+	MaxHashedChars int `mapstructure:"max_hashed_chars" yaml:"max_hashed_chars"`
 	// CharsPerToken converts prompt characters to estimated tokens.
 	CharsPerToken float64 `mapstructure:"chars_per_token" yaml:"chars_per_token"`
 
@@ -308,6 +316,8 @@ func Default() Config {
 			PickTimeout:           150 * time.Millisecond,
 			BlockChars:            64,
 			MaxPrefixChars:        65536,
+			TailBlockChars:        4096,
+			MaxHashedChars:        1 << 20,
 			CharsPerToken:         4,
 		},
 		Scheduler: Scheduler{

@@ -192,6 +192,8 @@ func TestRejections(t *testing.T) {
 		{"bad role", "agent: {role: both-ish}", []string{"agent.role", "prefill", "decode"}},
 		{"bad advertise", "agent: {advertise: 'engine-0:8000'}", []string{"agent.advertise", "ip:port"}},
 		{"bad metric map key", "agent: {metric_map: {queue: x}}", []string{"agent.metric_map.queue", "running"}},
+		{"tail not a multiple", "llm_gateway: {block_chars: 64, tail_block_chars: 1000}", []string{"llm_gateway.tail_block_chars", "1000", "multiple of llm_gateway.block_chars (64)"}},
+		{"hashed under the head", "llm_gateway: {max_prefix_chars: 65536, max_hashed_chars: 4096}", []string{"llm_gateway.max_hashed_chars", "4096", "at least llm_gateway.max_prefix_chars (65536)"}},
 		{"kv threshold", "llm_scheduler: {max_kv_cache_usage: 1.5}", []string{"llm_scheduler.max_kv_cache_usage", "(0, 1]"}},
 		{"bad listen", "llm_gateway: {listen: '9002'}", []string{"llm_gateway.listen", "host:port"}},
 		{"bad bool", "llm_scheduler: {insecure: maybe}", []string{"llm_scheduler.insecure", "true or false"}},

@@ -79,6 +79,50 @@ func Blocks(dst []uint64, seed uint64, text string, blockChars, maxChars int) []
 	return dst
 }
 
+// Tiered hashes text as Blocks does up to headChars (rounded down to whole
+// blocks of blockChars), then continues the same chain in blocks of
+// tailBlockChars up to maxChars, and returns the hashes and how many of
+// them are head blocks. The tail starts only once the head is complete, so
+// where a block begins depends on its position alone and two prompts still
+// share hash i exactly when they share everything up to its block's end.
+//
+// The head is what engines cache and what a router weighs finely; past it
+// a prompt mostly tells conversations apart, which coarse blocks do for
+// far fewer hashes: with 64-character blocks to 64 KiB and 4 KiB past it
+// (the gateway's defaults) a 1 MiB prompt is 1,024 head and 240 tail
+// hashes instead of 16,384. tailBlockChars <= 0, or maxChars no longer
+// than the head, hashes the head alone (Blocks).
+func Tiered(dst []uint64, seed uint64, text string, blockChars, headChars, tailBlockChars, maxChars int) (hashes []uint64, head int) {
+	if blockChars <= 0 {
+		return dst, 0
+	}
+	headEnd := headChars / blockChars * blockChars
+	start := len(dst)
+	dst = Blocks(dst, seed, text, blockChars, headEnd)
+	head = len(dst) - start
+	if tailBlockChars <= 0 || maxChars <= headEnd || len(text) < headEnd+tailBlockChars || head*blockChars < headEnd {
+		return dst, head
+	}
+	h := seed
+	if head > 0 {
+		h = dst[len(dst)-1]
+	}
+	if len(text) > maxChars {
+		text = text[:maxChars]
+	}
+	var prev [8]byte
+	d := xxhash.New()
+	for off := headEnd; off+tailBlockChars <= len(text); off += tailBlockChars {
+		binary.LittleEndian.PutUint64(prev[:], h)
+		d.Reset()
+		_, _ = d.Write(prev[:])
+		_, _ = d.WriteString(text[off : off+tailBlockChars])
+		h = d.Sum64()
+		dst = append(dst, h)
+	}
+	return dst, head
+}
+
 // EstimateTokens converts a character count to tokens at charsPerToken
 // characters per token (4 for English text with Llama-style tokenizers).
 func EstimateTokens(chars int, charsPerToken float64) int64 {

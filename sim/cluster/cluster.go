@@ -449,7 +449,8 @@ func (s *sim) arrive(r *workload.Request) {
 	f := &flight{req: r, id: fmt.Sprintf("sim-%d", s.nextID), engID: s.nextID, reply: r.SimulatedReply()}
 	text := workload.Render(r.Messages)
 	var gw []uint64
-	f.hashes, gw = s.hashes(r.Model, text, f.reply)
+	var head int
+	f.hashes, gw, head = s.hashes(r.Model, text, f.reply)
 	f.prompt = s.o.Engine.PromptTokens(len(text))
 	g := s.o.Config.Gateway
 	s.flights[f.engID] = f
@@ -458,6 +459,9 @@ func (s *sim) arrive(r *workload.Request) {
 		RequestId: f.id, Model: r.Model, PromptBlockHashes: gw, BlockChars: int32(g.BlockChars),
 		PromptTokens: prompthash.EstimateTokens(len(text), g.CharsPerToken),
 		MaxTokens:    int64(r.MaxTokens), Stream: true,
+	}
+	if head < len(gw) {
+		pr.HeadBlocks, pr.TailBlockChars = int32(head), int32(g.TailBlockChars)
 	}
 	resp, ticket := s.sched.TryPick(pr, func(resp *llmrouterv1.PickResponse) {
 		s.queued--
@@ -472,19 +476,23 @@ func (s *sim) arrive(r *workload.Request) {
 
 // hashes returns the engine's block hashes of the prompt and the reply that
 // follows it (as the next turn renders them: an engine caches the blocks it
-// generates) and the gateway's hashes of the prompt alone (llm_gateway
-// block_chars and max_prefix_chars).
-func (s *sim) hashes(model, text, reply string) (eng, gw []uint64) {
+// generates) and the gateway's hashes of the prompt alone, of which the
+// first head are fine blocks (llm_gateway block_chars, max_prefix_chars,
+// tail_block_chars and max_hashed_chars: prompthash.Tiered).
+func (s *sim) hashes(model, text, reply string) (eng, gw []uint64, head int) {
 	seed := prompthash.Seed(model, "")
 	ebc := s.o.Engine.BlockChars()
 	eng = prompthash.Blocks(nil, seed, s.render(text, reply), ebc, 0)
 	g := s.o.Config.Gateway
-	if g.BlockChars == ebc {
+	headEnd := g.MaxPrefixChars / g.BlockChars * g.BlockChars
+	if g.BlockChars == ebc && (g.TailBlockChars <= 0 || len(text) < headEnd+g.TailBlockChars) {
 		// Hash i covers blocks 0..i only, so the prompt's chain is a prefix of
 		// the longer one: no need to hash twice.
-		return eng, eng[:min(len(text)/ebc, g.MaxPrefixChars/ebc, len(eng))]
+		gw = eng[:min(len(text)/ebc, g.MaxPrefixChars/ebc, len(eng))]
+		return eng, gw, len(gw)
 	}
-	return eng, prompthash.Blocks(nil, seed, text, g.BlockChars, g.MaxPrefixChars)
+	gw, head = prompthash.Tiered(nil, seed, text, g.BlockChars, g.MaxPrefixChars, g.TailBlockChars, g.MaxHashedChars)
+	return eng, gw, head
 }
 
 // render is text followed by the assistant's reply as RenderChat renders it.

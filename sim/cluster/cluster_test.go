@@ -111,13 +111,18 @@ func TestGatewayHashesArePromptPrefixOfEngineHashes(t *testing.T) {
 		cfg := config.Default()
 		cfg.Gateway.BlockChars = gwChars
 		cfg.Gateway.MaxPrefixChars = 64 * 20
+		cfg.Gateway.TailBlockChars = 4 * gwChars
 		s := &sim{o: Options{Engine: engine.DefaultConfig(), Config: cfg}}
 		text := workload.Render([]workload.Message{{Role: "system", Content: workload.Text(1, 700)}, {Role: "user", Content: workload.Text(2, 33)}})
 		reply := workload.Text(3, 50)
-		eng, gw := s.hashes("m", text, reply)
+		eng, gw, head := s.hashes("m", text, reply)
 		seed := prompthash.Seed("m", "")
-		if want := prompthash.Blocks(nil, seed, text, gwChars, cfg.Gateway.MaxPrefixChars); !slices.Equal(gw, want) {
-			t.Fatalf("block_chars %d: gateway hashes differ from prompthash.Blocks of the prompt", gwChars)
+		want, wantHead := prompthash.Tiered(nil, seed, text, gwChars, cfg.Gateway.MaxPrefixChars, cfg.Gateway.TailBlockChars, cfg.Gateway.MaxHashedChars)
+		if !slices.Equal(gw, want) || head != wantHead || head == len(gw) {
+			t.Fatalf("block_chars %d: gateway hashes (%d, %d of them fine) differ from prompthash.Tiered's of the prompt (%d, %d), or have no tail", gwChars, len(gw), head, len(want), wantHead)
+		}
+		if _, short, h := s.hashes("m", text[:1000], reply); h != len(short) || !slices.Equal(short, prompthash.Blocks(nil, seed, text[:1000], gwChars, 0)) {
+			t.Fatalf("block_chars %d: a prompt within the fine window is not hashed in fine blocks alone (%d hashes, %d fine, want %d)", gwChars, len(short), h, len(prompthash.Blocks(nil, seed, text[:1000], gwChars, 0)))
 		}
 		full := workload.Render([]workload.Message{{Role: "system", Content: workload.Text(1, 700)}, {Role: "user", Content: workload.Text(2, 33)}, {Role: "assistant", Content: reply}})
 		if want := prompthash.Blocks(nil, seed, full, 64, 0); !slices.Equal(eng, want) {
