@@ -84,3 +84,56 @@ func BenchmarkPicked64(b *testing.B) {
 		p.Picked(q, policy.Decision{Ranked: cands[i%1024 : i%1024+1]})
 	}
 }
+
+// BenchmarkLongPrompt is the scheduler's share of make bench's overhead run
+// at 256 KiB: Pick and Picked (both under the scheduler's lock) over 64
+// instances for prompts of one of 8 system prompts of 128 KiB and 128 KiB
+// of text no request sent before, as the gateway hashes them with a 64 KiB
+// window of 64-character blocks (window=64KiB, what is past it is not
+// hashed), that window widened to 256 KiB (fine=256KiB), or the 64 KiB
+// window and tail blocks of 1 or 4 KiB past it (tail=1KiB, tail=4KiB).
+func BenchmarkLongPrompt(b *testing.B) {
+	const sysBlocks, userBlocks = 2048, 2048 // 128 KiB each in 64-character blocks
+	for _, bc := range []struct {
+		name          string
+		head, perTail int // fine blocks hashed; blocks a tail hash covers (0: none)
+	}{
+		{"window=64KiB", 1024, 0},
+		{"fine=256KiB", 4096, 0},
+		{"tail=1KiB", 1024, 16},
+		{"tail=4KiB", 1024, 64},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			p := newPolicy(b, nil)
+			cands := fleet(64)
+			for _, c := range cands {
+				c.NumGPUBlocks, c.BlockSize = 29000, 16
+			}
+			layout := func(id string, sys, user uint64) *policy.Request {
+				fine := chain(sys, min(bc.head, sysBlocks))
+				if bc.head > sysBlocks {
+					fine = append(fine, chain(user, bc.head-sysBlocks)...)
+				}
+				hs := fine
+				if bc.perTail > 0 {
+					hs = append(hs, chain(sys^0xfeed, (sysBlocks-bc.head)/bc.perTail)...)
+					hs = append(hs, chain(user^0xbeef, userBlocks/bc.perTail)...)
+				}
+				r := req(id, hs)
+				r.HeadBlocks, r.BlocksPerTail = bc.head, bc.perTail
+				r.PromptTokens = (sysBlocks + userBlocks) * 16
+				return r
+			}
+			for i := range 256 { // every instance has served each system prompt
+				r := layout("warm", uint64(i%8+1)<<40, uint64(i+1)<<20)
+				p.Picked(r, policy.Decision{Ranked: []*policy.Instance{cands[i%64]}})
+			}
+			n := uint64(1 << 30)
+			for b.Loop() {
+				n++
+				r := layout("r", (n%8+1)<<40, n<<20)
+				p.Picked(r, p.Pick(r, cands))
+			}
+		})
+	}
+}
