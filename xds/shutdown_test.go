@@ -1,8 +1,6 @@
 package xds
 
 import (
-	"context"
-	"net"
 	"testing"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -14,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/llmrouter/llmrouter/internal/config"
+	"github.com/llmrouter/llmrouter/internal/servetest"
 )
 
 // TestServeReturnsAfterItsStreams: when Serve returns, every ADS stream it
@@ -26,20 +25,13 @@ func TestServeReturnsAfterItsStreams(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	s := New(config.Default(), zap.New(core), reg)
 	t.Cleanup(s.Close)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ctx, lis) }()
-	t.Cleanup(func() { cancel(); <-served })
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	addr, stop := servetest.Loopback(t, s)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	f := &fixture{addr: lis.Addr().String(), srv: s, reg: reg, conn: conn}
+	f := &fixture{addr: addr, srv: s, reg: reg, conn: conn}
 
 	const streams = 4
 	for i := range streams {
@@ -55,11 +47,9 @@ func TestServeReturnsAfterItsStreams(t *testing.T) {
 		t.Fatalf("llmrouter_xds_connected_clients = %v with %d streams open", got, streams)
 	}
 
-	cancel()
-	if err := <-served; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	served <- nil // for the cleanup
 	if got := value(t, s.m.clients); got != 0 {
 		t.Fatalf("llmrouter_xds_connected_clients = %v once Serve returned, want 0: a stream outlived Serve", got)
 	}

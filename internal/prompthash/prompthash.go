@@ -65,14 +65,19 @@ func Blocks(dst []uint64, seed uint64, text string, blockChars, maxChars int) []
 	if maxChars > 0 && len(text) > maxChars {
 		text = text[:maxChars]
 	}
+	return extend(dst, seed, text, 0, blockChars)
+}
+
+// extend appends the chain from h over the full blocks of size bytes of
+// text from off on.
+func extend(dst []uint64, h uint64, text string, off, size int) []uint64 {
 	var prev [8]byte
-	h := seed
 	d := xxhash.New()
-	for off := 0; off+blockChars <= len(text); off += blockChars {
+	for ; off+size <= len(text); off += size {
 		binary.LittleEndian.PutUint64(prev[:], h)
 		d.Reset()
 		_, _ = d.Write(prev[:])
-		_, _ = d.WriteString(text[off : off+blockChars])
+		_, _ = d.WriteString(text[off : off+size])
 		h = d.Sum64()
 		dst = append(dst, h)
 	}
@@ -110,17 +115,7 @@ func Tiered(dst []uint64, seed uint64, text string, blockChars, headChars, tailB
 	if len(text) > maxChars {
 		text = text[:maxChars]
 	}
-	var prev [8]byte
-	d := xxhash.New()
-	for off := headEnd; off+tailBlockChars <= len(text); off += tailBlockChars {
-		binary.LittleEndian.PutUint64(prev[:], h)
-		d.Reset()
-		_, _ = d.Write(prev[:])
-		_, _ = d.WriteString(text[off : off+tailBlockChars])
-		h = d.Sum64()
-		dst = append(dst, h)
-	}
-	return dst, head
+	return extend(dst, h, text, headEnd, tailBlockChars), head
 }
 
 // EstimateTokens converts a character count to tokens at charsPerToken
