@@ -171,17 +171,28 @@ func (s *Scheduler) submit(pr *llmrouterv1.PickRequest, deliver func(*llmrouterv
 	}, w
 }
 
+// Bounds of a tiered layout the scheduler accepts: a tail block of at
+// most maxTailBlockChars, and hashes covering at most maxLayoutBlocks
+// blocks (1 GiB of prompt at 64 characters a block), so that no block
+// count a policy keeps (in 32 bits) can overflow.
+const (
+	maxTailBlockChars = 1 << 20
+	maxLayoutBlocks   = 1 << 24
+)
+
 // tiers sets where req's hashes turn into tail blocks. A layout that
 // does not add up (a tail block not a whole number of blocks, a head
-// longer than the hashes) keeps the head alone: the request is routed on
-// what it says surely, never refused for it.
+// longer than the hashes) or passes the bounds above keeps the head
+// alone: the request is routed on what it says surely, never refused
+// for it.
 func (s *Scheduler) tiers(req *policy.Request, pr *llmrouterv1.PickRequest) {
 	tail, head := int(pr.GetTailBlockChars()), int(pr.GetHeadBlocks())
 	if tail <= 0 {
 		return
 	}
 	bc := cmp.Or(req.BlockChars, s.cfg.Gateway.BlockChars)
-	if bc <= 0 || tail%bc != 0 || head < 0 || head > len(req.BlockHashes) {
+	if bc <= 0 || tail%bc != 0 || tail > maxTailBlockChars || head < 0 || head > len(req.BlockHashes) ||
+		int64(head)+int64(len(req.BlockHashes)-head)*int64(tail/bc) > maxLayoutBlocks {
 		req.BlockHashes = req.BlockHashes[:max(min(head, len(req.BlockHashes)), 0)]
 		return
 	}

@@ -265,6 +265,7 @@ func TestTailLayout(t *testing.T) {
 		{"tail not a whole number of blocks", 64, 1000, 4, 4, 0, 0},
 		{"head past the hashes", 64, 1024, 9, 6, 0, 0},
 		{"negative head", 64, 1024, -1, 0, 0, 0},
+		{"tail block over 1 MiB", 64, 2 << 20, 4, 4, 0, 0},
 	} {
 		pr := pickReq("a-"+tc.name, "m")
 		pr.PromptBlockHashes, pr.BlockChars, pr.TailBlockChars, pr.HeadBlocks = hs, tc.blockChars, tc.tail, tc.head
@@ -277,5 +278,15 @@ func TestTailLayout(t *testing.T) {
 		if len(got.BlockHashes) != tc.want || got.HeadBlocks != tc.wantHead || got.BlocksPerTail != tc.wantBP {
 			t.Errorf("%s: %d hashes, head %d, %d blocks a tail hash; want %d, %d, %d", tc.name, len(got.BlockHashes), got.HeadBlocks, got.BlocksPerTail, tc.want, tc.wantHead, tc.wantBP)
 		}
+	}
+	// 1,025 tail hashes of 1 MiB: more blocks than maxLayoutBlocks.
+	pr := pickReq("a-huge", "m")
+	pr.PromptBlockHashes, pr.BlockChars, pr.TailBlockChars, pr.HeadBlocks = make([]uint64, 4+1025), 64, 1<<20, 4
+	s.TryPick(pr, nil)
+	rec.mu.Lock()
+	got := rec.last
+	rec.mu.Unlock()
+	if len(got.BlockHashes) != 4 || got.BlocksPerTail != 0 {
+		t.Errorf("a layout of %d blocks: %d hashes, %d blocks a tail hash; want the 4 head hashes alone", 4+1025<<14, len(got.BlockHashes), got.BlocksPerTail)
 	}
 }

@@ -404,8 +404,8 @@ func (c Config) Validate() error {
 	if g.MaxPrefixChars < g.BlockChars {
 		bad("llm_gateway.max_prefix_chars", g.MaxPrefixChars, "at least llm_gateway.block_chars")
 	}
-	if g.TailBlockChars < 0 || g.BlockChars >= 1 && g.TailBlockChars%g.BlockChars != 0 {
-		bad("llm_gateway.tail_block_chars", g.TailBlockChars, fmt.Sprintf("0 (no tail) or a multiple of llm_gateway.block_chars (%d)", g.BlockChars))
+	if g.TailBlockChars < 0 || g.TailBlockChars > 1<<20 || g.BlockChars >= 1 && g.TailBlockChars%g.BlockChars != 0 {
+		bad("llm_gateway.tail_block_chars", g.TailBlockChars, fmt.Sprintf("0 (no tail) or a multiple of llm_gateway.block_chars (%d) up to 1048576", g.BlockChars))
 	}
 	if g.MaxHashedChars < g.MaxPrefixChars {
 		bad("llm_gateway.max_hashed_chars", g.MaxHashedChars, fmt.Sprintf("at least llm_gateway.max_prefix_chars (%d)", g.MaxPrefixChars))
