@@ -599,10 +599,9 @@ type inputs struct {
 	prompt, out, tokensPerBlock float64
 	invBatch                    float64 // 1 / max batched tokens
 	decodeOut                   float64 // expected output × decode cost: the request's decode work per running neighbour
-	blocks                      int
-	promptBlocks                int // full blocks of the whole prompt: more than blocks when the gateway hashed only its start
-	hashed                      int // the blocks its hashes cover (more than blocks past a tiered prompt's head)
-	answerBlocks                int // full blocks of a typical answer (heldTail)
+	promptBlocks                int     // full blocks of the whole prompt: more than hashed when the gateway hashed only its start
+	hashed                      int     // the blocks its hashes cover (more than the hashes past a tiered prompt's head)
+	answerBlocks                int     // full blocks of a typical answer (heldTail)
 
 	avgUncached                     float64
 	prefillToken, step, decodeToken float64
@@ -630,7 +629,7 @@ func (p *Policy) inputs(req *policy.Request) inputs {
 		c1: p.m.DecodeToken + p.m.DecodeWeight*out*p.m.DecodeToken,
 		c2: q1 + p.m.DecodeWeight*p.m.PrefillToken,
 
-		prompt: prompt, out: out, tokensPerBlock: tpb, blocks: len(req.BlockHashes), hashed: hashed,
+		prompt: prompt, out: out, tokensPerBlock: tpb, hashed: hashed,
 		promptBlocks: int(prompt / tpb),
 		invBatch:     invBatch,
 		decodeOut:    out * p.m.DecodeToken,
