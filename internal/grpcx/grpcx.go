@@ -246,7 +246,10 @@ func PeerHost(ctx context.Context) (addr, host string) {
 
 // Stop stops s gracefully — in-flight calls finish — but for at most grace;
 // then it closes every connection, so a stream that never ends by itself
-// (an agent's, a queued pick's) cannot hold a shutdown up.
+// (an agent's, a queued pick's) cannot hold a shutdown up. It returns once
+// every handler has returned, a cut one included (GracefulStop waits for
+// the handlers, s.Stop does not), so nothing a handler logs or touches
+// outlives it. s.Serve may return before Stop does: wait for Stop.
 func Stop(s *grpc.Server, grace time.Duration) {
 	done := make(chan struct{})
 	go func() { s.GracefulStop(); close(done) }()

@@ -74,19 +74,25 @@ func (g *Group) Run(ctx context.Context, stopping func()) error {
 }
 
 // GRPC serves s on ln; when ctx ends it stops s gracefully, forcing it
-// after grace.
+// after grace, and returns once every handler has returned. Serve alone
+// returns as soon as a forced stop has closed the connections, while a
+// cut handler may still be running (logging, counting its end): the next
+// stage, or the process's exit, must not start under it.
 func GRPC(name string, s *grpc.Server, ln net.Listener, grace time.Duration) Runner {
 	return Runner{Name: name, Run: func(ctx context.Context) error {
-		done := make(chan struct{})
-		defer close(done)
+		served, stopped := make(chan struct{}), make(chan struct{})
 		go func() {
+			defer close(stopped)
 			select {
 			case <-ctx.Done():
 				grpcx.Stop(s, grace)
-			case <-done:
+			case <-served:
 			}
 		}()
-		if err := s.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		err := s.Serve(ln)
+		close(served)
+		<-stopped
+		if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return err
 		}
 		return nil
