@@ -189,12 +189,18 @@ var APIPaths = []string{"/v1/chat/completions", "/v1/completions", "/v1/response
 // through to an engine when it has none.
 const ModelsPrefix = "/v1/models/"
 
-// modelsRouteRefuses are what a /v1/models/{id} path may not contain
-// (case-insensitively) to be routed to the fleet: a dot segment, plain or
-// escaped, and backslashes, so that no engine that resolves them can be
+// ModelsRefused matches the /v1/models/{id} paths not routed to the fleet:
+// a dot segment, plain or escaped (/. %2e %2f.), or a backslash (\ %5c),
+// escapes in either case, so that no engine that resolves them can be
 // reached beyond /v1/models/ (/v1/models/../../metrics). Envoy does not
 // normalize paths by default; model ids do not start a segment with a dot.
-var modelsRouteRefuses = []string{"/.", "%2e", "%2f.", `\`, "%5c"}
+// It is a route's safe_regex, which Envoy matches against the whole path
+// without its query string: a query may hold anything (?next=/../x) and a
+// bad path cannot hide behind one. A fragment cannot either: Envoy refuses
+// a request whose path holds a '#'. RE2 (libre2 2022-06-01) sizes its
+// program at 41, under Envoy's default re2.max_program_size.error_level
+// of 100.
+const ModelsRefused = `(?s)/v1/models/(?:\.|.*(?:/\.|\\|(?i:%2e|%2f\.|%5c))).*`
 
 // RealtimePath is the OpenAI Realtime API's WebSocket path.
 const RealtimePath = "/v1/realtime"
@@ -206,10 +212,16 @@ const NotFoundBody = "not found: this endpoint serves only the OpenAI-compatible
 // notFoundRoute answers every path no other route takes with 404, without
 // running the ext_proc filters.
 func notFoundRoute() *routev3.Route {
+	return refuse("not_found", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}})
+}
+
+// refuse is a route answering what m matches with Envoy's 404
+// (NotFoundBody), without running the ext_proc filters.
+func refuse(name string, m *routev3.RouteMatch) *routev3.Route {
 	off := mustAny(&extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}})
 	return &routev3.Route{
-		Name:  "not_found",
-		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Name:  name,
+		Match: m,
 		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
 			Status: 404,
 			Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: NotFoundBody}},
@@ -219,8 +231,9 @@ func notFoundRoute() *routev3.Route {
 }
 
 // RouteConfig is the route table: the Realtime WebSocket (its path with
-// `upgrade: websocket`), then each API path and ModelsPrefix to the fleet,
-// then 404 for everything else.
+// `upgrade: websocket`), then each API path to the fleet, 404 for a
+// ModelsRefused path, ModelsPrefix to the fleet, then 404 for everything
+// else.
 func RouteConfig(o Options) *routev3.RouteConfiguration {
 	ws := &routev3.Route{
 		Name: "websocket",
@@ -245,18 +258,11 @@ func RouteConfig(o Options) *routev3.RouteConfiguration {
 			Action: backendAction(o),
 		})
 	}
-	model := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: ModelsPrefix}}
-	for _, c := range modelsRouteRefuses {
-		model.Headers = append(model.Headers, &routev3.HeaderMatcher{
-			Name: ":path",
-			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
-				MatchPattern: &matcherv3.StringMatcher_Contains{Contains: c},
-				IgnoreCase:   true,
-			}},
-			InvertMatch: true,
-		})
-	}
-	routes = append(routes, &routev3.Route{Name: "model", Match: model, Action: backendAction(o)})
+	routes = append(routes,
+		refuse("model_refused", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{
+			SafeRegex: &matcherv3.RegexMatcher{Regex: ModelsRefused}}}),
+		&routev3.Route{Name: "model", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: ModelsPrefix}},
+			Action: backendAction(o)})
 	return &routev3.RouteConfiguration{
 		Name: RouteConfigName,
 		VirtualHosts: []*routev3.VirtualHost{{

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -163,6 +164,9 @@ type Route struct {
 	NotFoundCode  int
 	// Direct is a direct_response route's answer (no cluster).
 	Direct *DirectResponse
+	// Regex is a safe_regex route's: the whole path without its query
+	// string must match (case_sensitive does not apply).
+	Regex *regexp.Regexp
 }
 
 // DirectResponse is a route's direct_response: Envoy's router answers with
@@ -646,8 +650,15 @@ func route(r *routev3.Route, vhRetry *RetryPolicy) (*Route, error) {
 		rt.Prefix = m.GetPrefix()
 	case *routev3.RouteMatch_Path:
 		rt.Path, rt.HasPath = m.GetPath(), true
+	case *routev3.RouteMatch_SafeRegex:
+		// Envoy matches the full string, never a part of it.
+		re, err := regexp.Compile(`^(?:` + m.GetSafeRegex().GetRegex() + `)$`)
+		if err != nil {
+			return nil, fmt.Errorf("match.safe_regex %q: not an RE2 expression: %w", m.GetSafeRegex().GetRegex(), err)
+		}
+		rt.Regex = re
 	default:
-		return nil, errors.New("match: only prefix and path are supported")
+		return nil, errors.New("match: only prefix, path and safe_regex are supported")
 	}
 	rt.CaseSensitive = m.GetCaseSensitive() == nil || m.GetCaseSensitive().GetValue()
 	for i, h := range m.GetHeaders() {

@@ -43,10 +43,14 @@ func TestLoadShippedBootstrap(t *testing.T) {
 	// Only the API paths reach the fleet; the rest is a direct 404; client
 	// x-llmrouter-* and x-prefiller-* headers are removed first.
 	routes := cfg.Listener.VirtualHosts[0].Routes
-	if len(routes) != 8 || routes[0].Path != "/v1/realtime" || routes[1].Path != "/v1/chat/completions" {
+	if len(routes) != 9 || routes[0].Path != "/v1/realtime" || routes[1].Path != "/v1/chat/completions" {
 		t.Errorf("routes: %d, first %+v", len(routes), routes[0])
 	}
-	if m := routes[len(routes)-2]; m.Prefix != "/v1/models/" || len(m.Headers) != 5 || !m.Headers[0].Invert || m.Headers[0].Name != ":path" {
+	if r := routes[len(routes)-3]; r.Regex == nil || r.Direct == nil || r.Direct.Status != 404 ||
+		!r.Regex.MatchString("/v1/models/../metrics") || r.Regex.MatchString("/v1/models/m") {
+		t.Errorf("refused model retrieval paths %+v", r)
+	}
+	if m := routes[len(routes)-2]; m.Prefix != "/v1/models/" || len(m.Headers) != 0 || m.Direct != nil {
 		t.Errorf("model retrieval route %+v", m)
 	}
 	if nf := routes[len(routes)-1]; nf.Direct == nil || nf.Direct.Status != 404 || nf.Prefix != "/" ||

@@ -335,7 +335,12 @@ func (rt *Route) matches(path string, h headerList) bool {
 	if !rt.CaseSensitive {
 		p, want = strings.ToLower(p), strings.ToLower(want)
 	}
-	if rt.HasPath && p != want || !rt.HasPath && !strings.HasPrefix(p, want) {
+	switch {
+	case rt.Regex != nil:
+		if !rt.Regex.MatchString(path) {
+			return false
+		}
+	case rt.HasPath && p != want || !rt.HasPath && !strings.HasPrefix(p, want):
 		return false
 	}
 	for _, hm := range rt.Headers {

@@ -20,7 +20,8 @@ import (
 // The shipped bootstrap routes only the engine API to the fleet: an engine's
 // /metrics (or any other path, a /v1/models/{id} with a dot segment, plain
 // or escaped, included) gets Envoy's own 404 and never reaches an engine,
-// /v1/models and /v1/models/{id} do (the path unchanged); and a client's
+// /v1/models and /v1/models/{id} do (the path unchanged, whatever its query
+// holds); and a client's
 // x-llmrouter-* headers never get past the first filter.
 func TestShippedBootstrapRoutesOnlyTheAPI(t *testing.T) {
 	var mu sync.Mutex
@@ -60,7 +61,9 @@ func TestShippedBootstrapRoutesOnlyTheAPI(t *testing.T) {
 	}
 	for _, p := range []string{"/metrics", "/health", "/v1/models/../../metrics", "/v1/modelsx", "/v2/models", "/", "/V1/models",
 		"/v1/models/x/../../../metrics", "/v1/models/%2e%2e/%2E%2E/metrics", "/v1/models/..%2f..%2fmetrics",
-		"/v1/models/x%2F..%2F..%2F..%2Fmetrics", "/v1/models/%5c..%5cmetrics", "/v1/models/./x"} {
+		"/v1/models/x%2F..%2F..%2F..%2Fmetrics", "/v1/models/%5c..%5cmetrics", "/v1/models/./x",
+		// A query neither hides a bad path nor counts as one.
+		"/v1/models/../../metrics?x=1", "/v1/models/x/..%2f..%2fmetrics?id=m", "/v1/models/a\\..\\metrics?"} {
 		code, body := get(p)
 		if code != 404 || body != envoy.NotFoundBody {
 			t.Errorf("GET %s: %d %q, want Envoy's 404", p, code, body)
@@ -77,9 +80,14 @@ func TestShippedBootstrapRoutesOnlyTheAPI(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `"object":"list"`) {
 		t.Fatalf("GET /v1/models: %d %q", code, body)
 	}
-	for _, p := range []string{"/v1/models/m", "/v1/models/meta-llama/Llama-3.1-8B", "/v1/models/meta-llama%2FLlama-3.1-8B?x=1",
-		"/v1/models/base:sql"} {
-		get(p)
+	// The path alone decides: a query holding what a path may not (a dot
+	// segment, escaped or not, a backslash) is the engine's to read.
+	queries := []string{"/v1/models/m?next=/../x", "/v1/models/m?x=%2e%2E", "/v1/models/m?a=%2F..", "/v1/models/m?p=a\\b%5C"}
+	for _, p := range append([]string{"/v1/models/m", "/v1/models/meta-llama/Llama-3.1-8B", "/v1/models/meta-llama%2FLlama-3.1-8B?x=1",
+		"/v1/models/base:sql"}, queries...) {
+		if code, body := get(p); code != 200 {
+			t.Errorf("GET %s: %d %q, want the engine's answer", p, code, body)
+		}
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -87,7 +95,8 @@ func TestShippedBootstrapRoutesOnlyTheAPI(t *testing.T) {
 	for _, h := range hits {
 		paths = append(paths, h.RequestURI)
 	}
-	if strings.Join(paths, " ") != "/v1/models?limit=1 /v1/models/m /v1/models/meta-llama/Llama-3.1-8B /v1/models/meta-llama%2FLlama-3.1-8B?x=1 /v1/models/base:sql" {
+	if strings.Join(paths, " ") != "/v1/models?limit=1 /v1/models/m /v1/models/meta-llama/Llama-3.1-8B /v1/models/meta-llama%2FLlama-3.1-8B?x=1 /v1/models/base:sql "+
+		strings.Join(queries, " ") {
 		t.Fatalf("engine hits: %q", paths)
 	}
 	h := hits[0].Header

@@ -79,10 +79,12 @@ var understood = map[protoreflect.FullName][]string{
 	"envoy.config.route.v3.Route":                {"name", "match", "route", "direct_response", "typed_per_filter_config", "decorator"},
 	"envoy.config.route.v3.DirectResponseAction": {"status", "body"},
 	"envoy.config.core.v3.DataSource":            {"inline_string", "inline_bytes"},
-	"envoy.config.route.v3.RouteMatch":           {"prefix", "path", "headers", "case_sensitive"},
+	"envoy.config.route.v3.RouteMatch":           {"prefix", "path", "safe_regex", "headers", "case_sensitive"},
 	"envoy.config.route.v3.HeaderMatcher": {"name", "string_match", "exact_match", "prefix_match",
 		"present_match", "invert_match"},
 	"envoy.type.matcher.v3.StringMatcher": {"exact", "prefix", "suffix", "contains", "ignore_case"},
+	// RE2, which Go's regexp implements; google_re2 is Envoy's only engine.
+	"envoy.type.matcher.v3.RegexMatcher": {"regex", "google_re2"},
 	"envoy.config.route.v3.RouteAction": {"cluster", "timeout", "idle_timeout", "retry_policy",
 		"upgrade_configs", "cluster_not_found_response_code"},
 	"envoy.config.route.v3.RouteAction.UpgradeConfig": {"upgrade_type", "enabled"},
