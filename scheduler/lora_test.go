@@ -48,7 +48,8 @@ func TestLoRAStateReachesTheScorer(t *testing.T) {
 	s := newLoRAScheduler(t)
 	full, queued, room := "10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"
 	for _, a := range []string{full, queued, room} {
-		mustRegister(t, s, a)
+		// Reports name only adapters the registration serves.
+		registerServing(t, s, a, &llmrouterv1.Report{Healthy: true}, "sql", "chat", "tools", "x", "y")
 	}
 	mustReport(t, s, full, &llmrouterv1.Report{Healthy: true, LoraAdapters: []string{"chat", "tools"}, MaxLora: 2})
 	mustReport(t, s, queued, &llmrouterv1.Report{Healthy: true, LoraAdapters: []string{"chat"}, WaitingLoraAdapters: []string{"sql"}, MaxLora: 2})
@@ -96,7 +97,7 @@ func registerServing(t *testing.T, s *Scheduler, addr string, initial *llmrouter
 func TestLoRAStateExactWhenReported(t *testing.T) {
 	s := newLoRAScheduler(t)
 	stopped, fresh, served := "10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"
-	registerServing(t, s, stopped, &llmrouterv1.Report{Healthy: true, LoraStateKnown: true, LoraAdapters: []string{"sql"}, MaxLora: 1}, "sql")
+	registerServing(t, s, stopped, &llmrouterv1.Report{Healthy: true, LoraStateKnown: true, LoraAdapters: []string{"sql"}, MaxLora: 1}, "sql", "tools")
 	registerServing(t, s, fresh, &llmrouterv1.Report{Healthy: true, LoraStateKnown: true, MaxLora: 2})
 	registerServing(t, s, served, &llmrouterv1.Report{Healthy: true, LoraStateKnown: true, MaxLora: 2}, "sql", "chat", "tools")
 	// stopped's engine ran its last sql request; a request for another

@@ -115,19 +115,23 @@ func TestRegistrationBounds(t *testing.T) {
 // engine stays routable); each list keeps its leading names within the
 // bounds, skipping names too long to keep whole, and the reason is cut.
 // Every cut report counts per field; a WARN says so once when the cut
-// begins, an INFO when reports fit again.
+// begins, an INFO when reports fit again. The instance serves r3…r1022,
+// w1, w2 and sql (1,023 adapters beside its model, the most a registration
+// may name): of the running names a cut keeps, r0…r2 and r1023 are not
+// served and dropped (TestReportAdaptersServed).
 func TestReportBounds(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
 	pr := prometheus.NewRegistry()
 	r := New(Options{Log: zap.New(core), Metrics: pr})
-	lease, err := r.Register(&llmrouterv1.Register{Address: "10.0.0.1:80", Models: []string{"m"},
-		Initial: &llmrouterv1.Report{Healthy: true, LoraAdapters: names("i", 2000, 8), LoraStateKnown: true}}, nil)
+	served := append(names("r", reglimits.MaxNames-1, 8), "w1", "w2", "sql")[3:]
+	lease, err := r.Register(&llmrouterv1.Register{Address: "10.0.0.1:80", Models: []string{"m"}, LoraAdapters: served,
+		Initial: &llmrouterv1.Report{Healthy: true, LoraAdapters: names("r", 2000, 8), LoraStateKnown: true}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	in, _ := r.Get(lease.ID)
-	if len(in.LoRAs) != reglimits.MaxNames || in.LoRAs[0] != names("i", 1, 8)[0] {
-		t.Fatalf("initial report: %d adapters kept, want the first %d", len(in.LoRAs), reglimits.MaxNames)
+	if len(in.LoRAs) != reglimits.MaxNames-4 || in.LoRAs[0] != names("r", 4, 8)[3] {
+		t.Fatalf("initial report: %d adapters kept, want the served ones of the first %d", len(in.LoRAs), reglimits.MaxNames)
 	}
 	big := &llmrouterv1.Report{
 		Healthy: true, Running: 7, LoraStateKnown: true,
@@ -144,8 +148,8 @@ func TestReportBounds(t *testing.T) {
 	if !in.Healthy || in.Running != 7 {
 		t.Fatalf("the rest of the report was not applied: %+v", in)
 	}
-	if len(in.LoRAs) != reglimits.MaxNames || in.LoRAs[reglimits.MaxNames-1] != names("r", reglimits.MaxNames, 8)[reglimits.MaxNames-1] {
-		t.Fatalf("%d running adapters kept, want the first %d", len(in.LoRAs), reglimits.MaxNames)
+	if len(in.LoRAs) != reglimits.MaxNames-4 || in.LoRAs[len(in.LoRAs)-1] != names("r", reglimits.MaxNames-1, 8)[reglimits.MaxNames-2] {
+		t.Fatalf("%d running adapters kept, want the served ones of the first %d", len(in.LoRAs), reglimits.MaxNames)
 	}
 	if strings.Join(in.WaitingLoRAs, ",") != "w1,w2" {
 		t.Fatalf("waiting = %v, want [w1 w2]: the name too long skipped, never shortened", in.WaitingLoRAs)
@@ -172,5 +176,75 @@ func TestReportBounds(t *testing.T) {
 	}
 	if v := promtest.Value(t, pr, "llmrouter_scheduler_report_truncated_total", "field", "lora_adapters"); v != 4 {
 		t.Fatalf("a report within bounds counted as cut: %g", v)
+	}
+}
+
+// TestReportAdaptersServed: the adapters a report names running or waiting
+// that the registration does not list as served are dropped, so routing
+// and the policies see only adapters the registration vouched for (vLLM's
+// newest series naming an adapter may still name one unloaded at runtime; an
+// agent may name anything); the rest of the report applies. Every such
+// report counts per field; a WARN names the instance and the first such
+// adapter once per registration, not per report.
+func TestReportAdaptersServed(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	pr := prometheus.NewRegistry()
+	r := New(Options{Log: zap.New(core), Metrics: pr})
+	register := func(served []string, holder *Lease, ini *llmrouterv1.Report) *Lease {
+		t.Helper()
+		l, err := r.Register(&llmrouterv1.Register{Address: "10.0.0.1:80", Models: []string{"m"}, LoraAdapters: served, Initial: ini}, holder)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	lease := register([]string{"sql", "chat"}, nil, &llmrouterv1.Report{Healthy: true, LoraStateKnown: true, MaxLora: 2,
+		LoraAdapters: []string{"ghost", "sql"}, WaitingLoraAdapters: []string{"chat", "ghost2"}})
+	check := func(when string, i Instance, loras, waiting []string, running, waitingCount float64) {
+		t.Helper()
+		if strings.Join(i.LoRAs, ",") != strings.Join(loras, ",") || strings.Join(i.WaitingLoRAs, ",") != strings.Join(waiting, ",") {
+			t.Errorf("%s: loras %q, waiting %q; want %q, %q", when, i.LoRAs, i.WaitingLoRAs, loras, waiting)
+		}
+		if i.MaxLoRA != 2 {
+			t.Errorf("%s: max_lora %d: the rest of the report was not applied", when, i.MaxLoRA)
+		}
+		for field, want := range map[string]float64{"lora_adapters": running, "waiting_lora_adapters": waitingCount} {
+			if v := promtest.Value(t, pr, "llmrouter_scheduler_report_unserved_adapters_total", "field", field); v != want {
+				t.Errorf("%s: unserved_adapters{field=%q} = %g, want %g", when, field, v, want)
+			}
+		}
+	}
+	in, _ := r.Get(lease.ID)
+	check("registered", in, []string{"sql"}, []string{"chat"}, 1, 1)
+	warns := logs.FilterMessageSnippet("did not register as served")
+	if warns.Len() != 1 || warns.All()[0].ContextMap()["first"] != "ghost" || warns.All()[0].ContextMap()["instance"] != "10.0.0.1:80" {
+		t.Fatalf("WARN lines %v, want one naming the instance and ghost", warns.All())
+	}
+	for range 3 {
+		var err error
+		if in, err = r.Report(lease.ID, lease.Gen, &llmrouterv1.Report{Healthy: true, LoraStateKnown: true, MaxLora: 2,
+			LoraAdapters: []string{"chat", "ghost"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("three reports running ghost", in, []string{"chat"}, nil, 4, 1)
+	in, _ = r.Report(lease.ID, lease.Gen, &llmrouterv1.Report{Healthy: true, LoraStateKnown: true, MaxLora: 2, LoraAdapters: []string{"sql", "chat"}})
+	check("a report naming served adapters alone", in, []string{"sql", "chat"}, nil, 4, 1)
+	// An engine that does not say what it runs names what it serves; names
+	// it does not serve leave the list as it was.
+	in, _ = r.Report(lease.ID, lease.Gen, &llmrouterv1.Report{Healthy: true, MaxLora: 2, LoraAdapters: []string{"ghost"}})
+	check("state unknown, ghost alone", in, []string{"sql", "chat"}, nil, 5, 1)
+	if n := logs.FilterMessageSnippet("did not register as served").Len(); n != 1 {
+		t.Fatalf("%d WARN lines for one registration, want 1", n)
+	}
+
+	// ghost loaded at runtime: the agent re-registers serving it, and it is
+	// kept; a new registration logs its own first unserved name.
+	lease = register([]string{"sql", "chat", "ghost"}, lease, nil)
+	in, _ = r.Report(lease.ID, lease.Gen, &llmrouterv1.Report{Healthy: true, LoraStateKnown: true, MaxLora: 2,
+		LoraAdapters: []string{"ghost"}, WaitingLoraAdapters: []string{"other"}})
+	check("re-registered serving ghost", in, []string{"ghost"}, nil, 5, 2)
+	if warns := logs.FilterMessageSnippet("did not register as served"); warns.Len() != 2 || warns.All()[1].ContextMap()["first"] != "other" {
+		t.Fatalf("WARN lines %v, want a second one naming other", warns.All())
 	}
 }

@@ -33,5 +33,8 @@
 // long, is refused (ErrInvalid, naming the field and the bound). Reports
 // are never refused for it, which would make a healthy engine unroutable:
 // their name lists keep the leading names within the bounds, the reason
-// is cut, and llmrouter_scheduler_report_truncated_total counts each.
+// is cut, and llmrouter_scheduler_report_truncated_total counts each. The
+// adapters a report names running or waiting are kept only when the
+// registration serves them (llmrouter_scheduler_report_unserved_adapters_total
+// counts the reports naming others, a WARN says so once per registration).
 package registry

@@ -51,7 +51,8 @@ type Instance struct {
 	Models        []string
 	// LoRAs are the adapters the engine runs when its reports say
 	// (Report.lora_state_known), else those it serves (registration's
-	// /v1/models list, or the last report naming any).
+	// /v1/models list, or the last report naming any); a report's names
+	// outside Adapters are dropped, as they are from WaitingLoRAs.
 	LoRAs        []string
 	Role         fleet.Role
 	NumGPUBlocks int64
@@ -221,6 +222,17 @@ type entry struct {
 	// registry keeps (reportField bits), so a cut is logged once when it
 	// begins, not with every report.
 	cut reportField
+	// unserved: a report of this registration named adapters it does not
+	// serve, already logged (once per registration).
+	unserved bool
+}
+
+// unservedAdapters are the adapters a report named running or waiting that
+// the registration does not list as served, dropped: per field, how many
+// (0 when none) and the first of them, for the log.
+type unservedAdapters struct {
+	running, waiting int
+	first            string
 }
 
 // reportField names the report fields the registry may cut.
@@ -260,6 +272,7 @@ type Registry struct {
 	verify    bool
 	log       *zap.Logger
 	truncated *prometheus.CounterVec
+	unserved  *prometheus.CounterVec
 
 	mu       sync.RWMutex
 	entries  map[string]*entry
@@ -301,11 +314,18 @@ func New(o Options) *Registry {
 			Help: "Agent reports (initial ones in registrations included) that named more than the registry keeps, by field: lora_adapters and waiting_lora_adapters past 1,024 names or 256 KiB, or holding a name over 1 KiB; unhealthy_reason past 1 KiB. The rest of the report is applied.",
 		}, []string{"field"}),
 	}
+	r.unserved = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "llmrouter_scheduler_report_unserved_adapters_total",
+		Help: "Agent reports (initial ones in registrations included) naming, by field, LoRA adapters running or waiting that the instance's registration does not list as served (lora_adapters, from the engine's /v1/models): those names are dropped, never routed on; the rest of the report is applied.",
+	}, []string{"field"})
 	for _, f := range reportFields {
 		r.truncated.WithLabelValues(f.name)
 	}
+	for _, f := range []string{"lora_adapters", "waiting_lora_adapters"} {
+		r.unserved.WithLabelValues(f)
+	}
 	if o.Metrics != nil {
-		o.Metrics.MustRegister(r.truncated)
+		o.Metrics.MustRegister(r.truncated, r.unserved)
 	}
 	return r
 }
@@ -410,9 +430,12 @@ func (r *Registry) Register(reg *llmrouterv1.Register, holder *Lease) (*Lease, e
 		Adapters:       adapters,
 		ReportInterval: interval, Healthy: true, Verified: !r.verify, Registered: now, LastReport: now, PrefixCacheHitRatio: -1,
 	}
-	var cut reportField
+	var (
+		cut      reportField
+		unserved unservedAdapters
+	)
 	if ini := reg.GetInitial(); ini != nil {
-		cut = applyReport(&inst, ini, now)
+		cut, unserved = applyReport(&inst, ini, now)
 	}
 
 	r.mu.Lock()
@@ -434,9 +457,10 @@ func (r *Registry) Register(reg *llmrouterv1.Register, holder *Lease) (*Lease, e
 			inst.Verified = true
 		}
 	}
-	r.entries[id] = &entry{inst: inst, lease: lease, cut: cut}
+	r.entries[id] = &entry{inst: inst, lease: lease, cut: cut, unserved: unserved.running+unserved.waiting > 0}
 	r.mu.Unlock()
 	r.reportCut(id, 0, cut)
+	r.reportUnserved(id, unserved, true)
 
 	if old != nil {
 		endLease(old.lease, "replaced by a new registration of "+id)
@@ -463,11 +487,15 @@ func (r *Registry) Report(id string, gen uint64, rep *llmrouterv1.Report) (Insta
 		return Instance{}, fmt.Errorf("%w: %s", ErrUnknown, id)
 	}
 	wasHealthy, wasSilent, wasCut := e.inst.Healthy, e.inst.Silent, e.cut
-	e.cut = applyReport(&e.inst, rep, now)
+	var unserved unservedAdapters
+	e.cut, unserved = applyReport(&e.inst, rep, now)
+	first := unserved.running+unserved.waiting > 0 && !e.unserved
+	e.unserved = e.unserved || first
 	e.inst.Silent, e.inst.SilentSince = false, time.Time{}
 	inst, cut := e.inst, e.cut
 	r.mu.Unlock()
 	r.reportCut(id, wasCut, cut)
+	r.reportUnserved(id, unserved, first)
 	if wasSilent {
 		r.log.Info("instance reporting again", zap.String("instance", id))
 		if wasHealthy == inst.Healthy {
@@ -505,12 +533,33 @@ func (r *Registry) reportCut(id string, was, cut reportField) {
 	}
 }
 
+// reportUnserved counts a report that named adapters its registration does
+// not serve, and logs it when log (the registration's first such report).
+func (r *Registry) reportUnserved(id string, u unservedAdapters, log bool) {
+	if u.running > 0 {
+		r.unserved.WithLabelValues("lora_adapters").Inc()
+	}
+	if u.waiting > 0 {
+		r.unserved.WithLabelValues("waiting_lora_adapters").Inc()
+	}
+	if log && u.running+u.waiting > 0 {
+		r.log.Warn("agent report names LoRA adapters the instance did not register as served; they are dropped, not routed on (logged once per registration)",
+			zap.String("instance", id), zap.Int("running_dropped", u.running), zap.Int("waiting_dropped", u.waiting),
+			zap.String("first", clip.Input(u.first)))
+	}
+}
+
 // applyReport applies rep to i. Reports are not refused for naming too
 // much: that would make a healthy engine unroutable (degrade, never fail).
 // Each name list keeps its leading names within reglimits' bounds (names
 // over MaxNameBytes are skipped, never shortened into another name), the
-// reason is cut; the fields cut are returned.
-func applyReport(i *Instance, rep *llmrouterv1.Report, now time.Time) (cut reportField) {
+// reason is cut; the fields cut are returned. The adapters it names running
+// or waiting must be ones the registration serves (i.Adapters); others are
+// dropped and returned. What routing and the policies see of an instance's
+// adapters is then only what its registration vouched for: vLLM's newest
+// lora_requests_info series naming an adapter, which the agent reads, may still
+// name one unloaded at runtime, and an agent's report may name anything.
+func applyReport(i *Instance, rep *llmrouterv1.Report, now time.Time) (cut reportField, u unservedAdapters) {
 	lora, dropped := reglimits.Names(rep.GetLoraAdapters(), 0, 0)
 	if dropped > 0 {
 		cut |= cutLoRAs
@@ -518,6 +567,11 @@ func applyReport(i *Instance, rep *llmrouterv1.Report, now time.Time) (cut repor
 	waiting, dropped := reglimits.Names(rep.GetWaitingLoraAdapters(), 0, 0)
 	if dropped > 0 {
 		cut |= cutWaitingLoRAs
+	}
+	lora, u.running, u.first = servedOnly(lora, i.Adapters)
+	var firstWaiting string
+	if waiting, u.waiting, firstWaiting = servedOnly(waiting, i.Adapters); u.first == "" {
+		u.first = firstWaiting
 	}
 	reason := rep.GetUnhealthyReason()
 	if len(reason) > reglimits.MaxReasonBytes {
@@ -544,7 +598,42 @@ func applyReport(i *Instance, rep *llmrouterv1.Report, now time.Time) (cut repor
 	i.MaxLoRA = max(rep.GetMaxLora(), 0)
 	i.Sequence = rep.GetSequence()
 	i.LastReport = now
-	return cut
+	return cut, u
+}
+
+// servedOnly returns the names of names that served holds, in order, how
+// many it left out and the first of those. names and served are bounded
+// (reglimits: 1,024 each): a set replaces the scan when both are long.
+func servedOnly(names, served []string) (kept []string, dropped int, first string) {
+	var set map[string]struct{}
+	if len(names)*len(served) > 1024 {
+		set = make(map[string]struct{}, len(served))
+		for _, s := range served {
+			set[s] = struct{}{}
+		}
+	}
+	for k, n := range names {
+		ok := false
+		if set != nil {
+			_, ok = set[n]
+		} else {
+			ok = slices.Contains(served, n)
+		}
+		switch {
+		case ok && dropped > 0:
+			kept = append(kept, n)
+		case ok:
+		case dropped == 0:
+			first, kept = n, append(make([]string, 0, len(names)-1), names[:k]...)
+			dropped++
+		default:
+			dropped++
+		}
+	}
+	if dropped == 0 {
+		return names, 0, ""
+	}
+	return kept, dropped, first
 }
 
 // Remove takes instance id out of the registry. gen, when non-zero, must

@@ -78,6 +78,7 @@ func TestRoutableSortedAndFiltered(t *testing.T) {
 func TestReportCopiesLoRAState(t *testing.T) {
 	r := New(Options{})
 	rg := reg("10.0.0.1:80", 0)
+	rg.LoraAdapters = []string{"sql", "chat", "tools"}
 	rg.Initial = &llmrouterv1.Report{Healthy: true, LoraAdapters: []string{"sql", "sql"},
 		WaitingLoraAdapters: []string{"chat", "", "chat", "tools"}, MaxLora: 4}
 	if _, err := r.Register(rg, nil); err != nil {

@@ -28,7 +28,7 @@ func TestAdminInstancesJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := e.sch.InstanceReport("10.0.0.1:8000", 0, &llmrouterv1.Report{Healthy: true, Running: 3, KvCacheUsage: 0.25, PrefixCacheHitRatio: -1,
-		LoraAdapters: []string{"sql"}, WaitingLoraAdapters: []string{"chat"}, MaxLora: 4}); err != nil {
+		LoraAdapters: []string{"sql"}, WaitingLoraAdapters: []string{"tools"}, MaxLora: 4}); err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(AdminHandler(e.sch, ""))
@@ -77,7 +77,7 @@ func TestAdminInstancesJSON(t *testing.T) {
 	if l, _ := in["served_loras"].([]any); !slices.Equal(l, []any{"sql", "tools"}) {
 		t.Errorf("served_loras = %#v", in["served_loras"])
 	}
-	if l, _ := in["waiting_loras"].([]any); !slices.Equal(l, []any{"chat"}) {
+	if l, _ := in["waiting_loras"].([]any); !slices.Equal(l, []any{"tools"}) {
 		t.Errorf("waiting_loras = %#v", in["waiting_loras"])
 	}
 	for _, k := range []string{"registered", "last_report"} {
