@@ -129,9 +129,13 @@ func TestModelRetrieve(t *testing.T) {
 
 // A list that cannot tell a model does not exist answers only the models
 // it holds, and lets a miss continue to an engine: the scheduler cut its
-// list (or the gateway cut it at its bounds), or the id reads as SGLang's
+// list (or the gateway cut it at its bounds). An id reading as SGLang's
 // base:adapter of a listed base model and adapter, which the scheduler
-// routes without listing.
+// routes without listing, is the gateway's 404 like any unlisted one: no
+// engine retrieves such a name (SGLang's /v1/models/{model} finds its
+// served base model alone, vLLM serves no /v1/models/{id} and answers
+// FastAPI's {"detail":"Not Found"}), so passing it on could only bring an
+// engine's 404, vLLM's not in OpenAI's shape.
 func TestModelRetrieveMissPassesThroughWhenTheListCannotTell(t *testing.T) {
 	truncated := newLister(func(context.Context) (*llmrouterv1.ListModelsResponse, error) {
 		return &llmrouterv1.ListModelsResponse{Models: retrieveFleet, Truncated: true}, nil
@@ -145,8 +149,8 @@ func TestModelRetrieveMissPassesThroughWhenTheListCannotTell(t *testing.T) {
 	}{
 		{"truncated, listed", truncated, "/v1/models/llama", 200},
 		{"truncated, not listed", truncated, "/v1/models/gpt-4o", 0},
-		{"base:adapter", complete, "/v1/models/llama:chat-lora", 0},
-		{"base:adapter, spaced", complete, "/v1/models/llama%20:%20chat-lora", 0},
+		{"base:adapter", complete, "/v1/models/llama:chat-lora", 404},
+		{"base:adapter, spaced", complete, "/v1/models/llama%20:%20chat-lora", 404},
 		{"adapter:base", complete, "/v1/models/chat-lora:llama", 404},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -163,6 +167,13 @@ func TestModelRetrieveMissPassesThroughWhenTheListCannotTell(t *testing.T) {
 			}
 			if res.Immediate == nil || int(res.Immediate.Status) != tc.answers {
 				t.Fatalf("GET %s: immediate %+v, want %d", tc.path, res.Immediate, tc.answers)
+			}
+			if tc.answers == 404 {
+				var e openAIError
+				strictDecode(t, res.Immediate.Body, &e)
+				if e.Error.Type != "invalid_request_error" || e.Error.Code != "model_not_found" {
+					t.Fatalf("GET %s: %s, want OpenAI's model_not_found", tc.path, res.Immediate.Body)
+				}
 			}
 		})
 	}

@@ -98,8 +98,7 @@ type modelList struct {
 }
 
 type modelEntry struct {
-	object  []byte
-	adapter bool
+	object []byte
 }
 
 // modelsCache holds the last rendered model list, or nil when the last
@@ -168,10 +167,13 @@ func (s *Server) answerModels(ctx context.Context, st *reqState, mut *extprocv3.
 			s.m.requests.WithLabelValues(apiModels, "answered", modelOther).Inc()
 			return modelsResponse(e.object)
 		}
-		// Not listed. Unless the list may be missing it (cut) or the id
-		// may be served unlisted (SGLang's base:adapter), nobody serves it:
-		// the 404 a POST naming it gets.
-		if bad || (l.complete && !l.sglangPair(id)) {
+		// Not listed. Unless the list may be missing it (cut), nobody
+		// serves it: the 404 a POST naming it gets. SGLang's base:adapter
+		// names, routed unlisted, too: no engine retrieves one (SGLang's
+		// /v1/models/{model} finds its served base model alone, vLLM has no
+		// such route), so passing it on could only bring an engine's 404,
+		// vLLM's not in OpenAI's shape.
+		if bad || l.complete {
 			s.m.requests.WithLabelValues(apiModels, "rejected", modelOther).Inc()
 			shown := id
 			if bad { // as sent, without the query
@@ -186,21 +188,6 @@ func (s *Server) answerModels(ctx context.Context, st *reqState, mut *extprocv3.
 		reason = "degraded"
 	}
 	return s.passHeaders(st, mut, reason)
-}
-
-// sglangPair reports whether id, read as SGLang's base:adapter (first
-// colon, halves trimmed), names a listed base model and a listed adapter:
-// the scheduler routes such a name to the SGLang instances serving both,
-// and the list neither holds these names nor says which engines serve
-// what, so it cannot say such a model does not exist.
-func (l *modelList) sglangPair(id string) bool {
-	b, a, ok := strings.Cut(id, ":")
-	if !ok {
-		return false
-	}
-	base, okB := l.entries[strings.TrimSpace(b)]
-	adapter, okA := l.entries[strings.TrimSpace(a)]
-	return okB && okA && !base.adapter && adapter.adapter
 }
 
 // modelList is the fleet's model list to answer with, nil to pass through.
@@ -247,7 +234,6 @@ func renderModels(resp *llmrouterv1.ListModelsResponse, now time.Time) *modelLis
 	type span struct {
 		name       string
 		start, end int
-		adapter    bool
 	}
 	var spans []span
 	complete := !resp.GetTruncated()
@@ -278,7 +264,7 @@ func renderModels(resp *llmrouterv1.ListModelsResponse, now time.Time) *modelLis
 		if len(spans) > 0 {
 			out = append(out, ',')
 		}
-		spans = append(spans, span{name: e.ID, start: len(out), end: len(out) + len(b), adapter: m.GetLoraAdapter()})
+		spans = append(spans, span{name: e.ID, start: len(out), end: len(out) + len(b)})
 		out = append(out, b...)
 	}
 	if len(spans) == 0 {
@@ -288,7 +274,7 @@ func renderModels(resp *llmrouterv1.ListModelsResponse, now time.Time) *modelLis
 	l := &modelList{body: out, entries: make(map[string]modelEntry, len(spans)), complete: complete}
 	for _, sp := range spans {
 		if _, dup := l.entries[sp.name]; !dup { // the scheduler lists each name once; a foreign one might not
-			l.entries[sp.name] = modelEntry{object: out[sp.start:sp.end:sp.end], adapter: sp.adapter}
+			l.entries[sp.name] = modelEntry{object: out[sp.start:sp.end:sp.end]}
 		}
 	}
 	return l
