@@ -38,6 +38,10 @@ func BenchmarkPick(b *testing.B) {
 				for i := range n {
 					addr := fmt.Sprintf("10.%d.%d.%d:8000", i>>16&255, i>>8&255, i&255)
 					mustRegister(b, s, addr)
+					// Twice, so that those with requests waiting show a
+					// batch limit (admission learns one from a hold
+					// that lasts two reports).
+					mustReport(b, s, addr, load(int64(i%7), int64(i%3)))
 					mustReport(b, s, addr, load(int64(i%7), int64(i%3)))
 				}
 				req := &llmrouterv1.PickRequest{Model: "m", PromptTokens: 1024, MaxTokens: 100}

@@ -357,6 +357,7 @@ func TestQueuedRoutedWhenPredictedWaitDrops(t *testing.T) {
 		return &llmrouterv1.Report{Healthy: true, Running: 4, Waiting: waiting, GenerationTokensPerSecond: 4 / step, PrefixCacheHitRatio: 0.9}
 	}
 	mustReport(t, s, "10.0.0.1:8000", slow(2))
+	mustReport(t, s, "10.0.0.1:8000", slow(2)) // held on two reports: at its limit
 	var final *llmrouterv1.PickResponse
 	if r, tk := s.TryPick(pickReq("q", "m"), func(r *llmrouterv1.PickResponse) { final = r }); tk == nil {
 		t.Fatalf("two requests ahead on a 4-sequence L4: %v, want QUEUED", r)
@@ -377,6 +378,42 @@ func TestQueuedRoutedWhenPredictedWaitDrops(t *testing.T) {
 	}
 }
 
+// TestOneReportOfWaitingQueuesNothing: an engine whose report catches a
+// request that arrived between two of its steps (1 running, 1 waiting) has
+// not shown a batch limit: a request is routed to it, not queued as if it
+// ran no more than 1, nor after the next report shows 2 running. A hold
+// begun before the engine re-registered (restarted) is not finished by
+// the registration's first report.
+func TestOneReportOfWaitingQueuesNothing(t *testing.T) {
+	s, _ := newTestScheduler(t, nil)
+	const id = "10.0.0.1:8000"
+	lease := mustRegister(t, s, id)
+	mustReport(t, s, id, load(1, 1))
+	if r, tk := s.TryPick(pickReq("a", "m"), nil); tk != nil || r.Status != llmrouterv1.PickResponse_ROUTED {
+		t.Fatalf("1 running, 1 waiting, on one report: %v, want ROUTED", r)
+	}
+	mustReport(t, s, id, load(2, 0))
+	if r, tk := s.TryPick(pickReq("b", "m"), nil); tk != nil || r.Status != llmrouterv1.PickResponse_ROUTED {
+		t.Fatalf("then 2 running: %v, want ROUTED", r)
+	}
+	if got := s.insts[id].view.BatchLimit; got != 0 {
+		t.Fatalf("batch limit %d after one report of a request waiting, want none", got)
+	}
+	mustReport(t, s, id, load(4, 2))
+	again := regMsg(id)
+	again.Initial = load(4, 2) // its engine restarted, and reports requests waiting at once
+	if _, err := s.RegisterAs(again, lease); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.insts[id].view.BatchLimit; got != 0 {
+		t.Fatalf("batch limit %d from a hold across a restart, want none", got)
+	}
+	mustReport(t, s, id, load(4, 2))
+	if got := s.insts[id].view.BatchLimit; got != 4 {
+		t.Fatalf("batch limit %d after two reports of 4 running, 2 waiting, want 4", got)
+	}
+}
+
 // TestQueuedRequestGoesOnlyWhereItStartsInTime: a request that has waited
 // 9.6 of its 10 s is not sent where it is predicted to wait another second
 // (it would start after its deadline): it is shed at the deadline, while a
@@ -391,6 +428,7 @@ func TestQueuedRequestGoesOnlyWhereItStartsInTime(t *testing.T) {
 		return &llmrouterv1.Report{Healthy: true, Running: 4, Waiting: waiting, GenerationTokensPerSecond: 4 / 0.0643, PrefixCacheHitRatio: 0.9}
 	}
 	mustReport(t, s, "10.0.0.1:8000", slow(2))
+	mustReport(t, s, "10.0.0.1:8000", slow(2)) // held on two reports: at its limit
 	var old *llmrouterv1.PickResponse
 	if _, tk := s.TryPick(pickReq("old", "m"), func(r *llmrouterv1.PickResponse) { old = r }); tk == nil {
 		t.Fatal("not queued")

@@ -341,7 +341,7 @@ func (s *Scheduler) RegisterAs(reg *llmrouterv1.Register, holder *registry.Lease
 	}
 	in.gen, in.probing = lease.Gen, false
 	if !same {
-		in.view.BatchLimit, in.view.Speed = 0, 0 // a new or restarted engine is measured afresh
+		in.view.BatchLimit, in.view.BatchHeld, in.view.Speed = 0, 0, 0 // a new or restarted engine is measured afresh
 	}
 	s.mirror(in, &ri)
 	s.sat.Reported(&in.view)

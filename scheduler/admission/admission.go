@@ -523,7 +523,8 @@ const speedEWMA = 0.1
 // whole). Any running request makes a sample: an engine steps without
 // pause while one runs.
 func (s *Saturation) Reported(c *policy.Instance) {
-	c.BatchLimit = int32(min(BatchLimit(int64(c.BatchLimit), c.Running, c.Waiting), math.MaxInt32))
+	limit, held := BatchLimit(int64(c.BatchLimit), int64(c.BatchHeld), c.Running, c.Waiting)
+	c.BatchLimit, c.BatchHeld = int32(min(limit, math.MaxInt32)), int32(min(held, math.MaxInt32))
 	if c.Running <= 0 || !(c.GenTPS > 0) {
 		return
 	}
@@ -556,17 +557,32 @@ func (s *Saturation) RetryAfter(cands []*policy.Instance, most time.Duration) in
 }
 
 // BatchLimit is an instance's batch limit after a report of running and
-// waiting requests, given the previous one (0: none seen): an engine that
-// holds requests back is at its limit (max_num_seqs, or its KV cache), and
-// one running more than the limit shows a larger one.
-func BatchLimit(prev, running, waiting int64) int64 {
-	switch {
-	case waiting > 0 && running > 0:
-		return running
-	case prev > 0 && running > prev:
-		return running
+// waiting requests, given the limit before (prev, 0: none seen) and held,
+// the running count of the report before if it too showed requests waiting
+// (0 if it did not); heldNow is held for the next report.
+//
+// An engine that holds requests back is at its limit (max_num_seqs, or a
+// KV cache that fits no more), but only a hold that lasts says so: a vLLM
+// engine reports a request waiting for a moment whenever one arrives
+// between two of its steps, so one report catching that, at whatever it
+// happens to run, would set a limit of 1 on an engine that runs 256, and
+// admission would queue or shed requests while it has room. So the limit
+// is learnt, or lowered (a fuller KV cache holds fewer), only when two
+// reports in a row show requests waiting, at the larger of their running
+// counts (a place may have freed just before either); one report running
+// more than the limit shows a larger one, waiting or not.
+func BatchLimit(prev, held, running, waiting int64) (limit, heldNow int64) {
+	limit = prev
+	if prev > 0 && running > prev {
+		limit = running
 	}
-	return prev
+	if waiting <= 0 || running <= 0 {
+		return limit, 0
+	}
+	if held > 0 {
+		limit = max(held, running)
+	}
+	return limit, running
 }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

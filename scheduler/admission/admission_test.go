@@ -73,8 +73,9 @@ func TestPredictedWaitSlowBatchLimitedEngine(t *testing.T) {
 	perSeat := 64 * realStep / 4 // a running request finishes every ~1 s
 	c := &policy.Instance{Running: 4, Waiting: 2, GenTPS: 4 / realStep, PrefixCacheHitRatio: 0.9}
 	s.Reported(c)
+	s.Reported(c) // held on two reports: at its limit
 	if c.BatchLimit != 4 || c.Speed < 0.08 || c.Speed > 0.1 {
-		t.Fatalf("after a report of 4 running, 2 waiting at an L4's pace: batch limit %d, speed %.3f; want 4 and about 0.09", c.BatchLimit, c.Speed)
+		t.Fatalf("after two reports of 4 running, 2 waiting at an L4's pace: batch limit %d, speed %.3f; want 4 and about 0.09", c.BatchLimit, c.Speed)
 	}
 	for _, tc := range []struct {
 		running, waiting int64
@@ -191,16 +192,25 @@ func TestRetryAfter(t *testing.T) {
 }
 
 func TestBatchLimit(t *testing.T) {
-	for _, tc := range []struct{ prev, running, waiting, want int64 }{
-		{0, 3, 0, 0}, // never held one back: no limit known
-		{0, 4, 2, 4}, // holds requests back while running 4
-		{4, 2, 0, 4}, // finishing requests do not lower it
-		{4, 6, 0, 6}, // running more shows a larger limit
-		{8, 5, 1, 5}, // held back at 5 (a fuller KV cache): the latest
-		{0, 0, 3, 0}, // nothing running: says nothing
+	for _, tc := range []struct{ prev, held, running, waiting, want, wantHeld int64 }{
+		{0, 0, 3, 0, 0, 0},  // never held one back: no limit known
+		{0, 0, 4, 2, 0, 4},  // requests waiting while running 4, once: a hold begun, no limit yet
+		{0, 4, 4, 1, 4, 4},  // and again on the next report: held at 4
+		{0, 3, 4, 1, 4, 4},  // held at 3, then 4 (a place had freed): the larger
+		{4, 0, 2, 0, 4, 0},  // finishing requests do not lower it
+		{4, 0, 6, 0, 6, 0},  // running more shows a larger limit
+		{4, 0, 6, 1, 6, 6},  // so it does with a request waiting
+		{8, 0, 5, 1, 8, 5},  // one report of a request waiting at 5: a moment's wait, kept
+		{8, 5, 5, 1, 5, 5},  // held at 5 on two reports (a fuller KV cache): lowered
+		{8, 5, 6, 0, 8, 0},  // the hold ended: kept, nothing held
+		{0, 0, 0, 3, 0, 0},  // nothing running: says nothing
+		{8, 5, 0, 3, 8, 0},  // nor ends a hold into one later
+		{0, 0, -1, 2, 0, 0}, // a bad report: says nothing
 	} {
-		if got := BatchLimit(tc.prev, tc.running, tc.waiting); got != tc.want {
-			t.Errorf("BatchLimit(%d, running %d, waiting %d) = %d, want %d", tc.prev, tc.running, tc.waiting, got, tc.want)
+		got, held := BatchLimit(tc.prev, tc.held, tc.running, tc.waiting)
+		if got != tc.want || held != tc.wantHeld {
+			t.Errorf("BatchLimit(%d, held %d, running %d, waiting %d) = %d, held %d; want %d, held %d",
+				tc.prev, tc.held, tc.running, tc.waiting, got, held, tc.want, tc.wantHeld)
 		}
 	}
 }
@@ -359,5 +369,96 @@ func TestOptionalSettings(t *testing.T) {
 	near(t, "wait with 64-token replies / unset", FromSettings(short).wait(c)/unset.wait(c), 64/def)
 	if v, ok := (Opt[float64]{}).Get(); ok || v != 0 {
 		t.Fatalf("the zero Opt holds %g, %v", v, ok)
+	}
+}
+
+// TestOneReportOfWaitingTeachesNoLimit: a vLLM engine reports a request
+// waiting for a moment whenever one arrives between two of its steps, so
+// one 200 ms report that catches it is no sign of a limit. An engine
+// that runs 256 at once, caught once running 1 with 1 waiting and then
+// running 2 with none, has room for a second request: it is neither at a
+// limit nor saturated, even for a request with little of its wait left.
+func TestOneReportOfWaitingTeachesNoLimit(t *testing.T) {
+	s := newSat(nil)
+	c := &policy.Instance{Running: 1, Waiting: 1, GenTPS: 80, PrefixCacheHitRatio: -1}
+	s.Reported(c)
+	if c.BatchLimit != 0 {
+		t.Errorf("one report of 1 running, 1 waiting: batch limit %d, want none learnt", c.BatchLimit)
+	}
+	if sat, why := s.Saturated(c); sat {
+		t.Errorf("1 running, 1 waiting, seen once: saturated (%s)", why)
+	}
+	c.Running, c.Waiting = 2, 0
+	s.Reported(c)
+	if c.BatchLimit != 0 || atLimit(c) {
+		t.Errorf("then 2 running, none waiting: batch limit %d, at limit %v; want none", c.BatchLimit, atLimit(c))
+	}
+	if w := s.PredictedWait(c); w != 0 {
+		t.Errorf("2 running, nothing queued, no limit shown: predicted wait %s, want 0", w)
+	}
+	c.InflightRequests, c.InflightPromptTokens = 1, 500 // the second request, picked
+	if sat, why := s.SaturatedWithin(c, time.Second); sat {
+		t.Errorf("2 running and one unreported pick, 1 s of wait left: saturated (%s)", why)
+	}
+	// A limit already learnt is not lowered by one report either: an
+	// engine held at 256 that later catches a request waiting while it
+	// runs 10 still has 246 places.
+	c = &policy.Instance{Running: 256, Waiting: 3, PrefixCacheHitRatio: -1}
+	s.Reported(c)
+	s.Reported(c)
+	if c.BatchLimit != 256 {
+		t.Fatalf("held at 256 over two reports: batch limit %d, want 256", c.BatchLimit)
+	}
+	c.Running, c.Waiting = 10, 1
+	s.Reported(c)
+	if c.BatchLimit != 256 {
+		t.Errorf("one report of 10 running, 1 waiting after a limit of 256: batch limit %d, want 256", c.BatchLimit)
+	}
+	c.Running, c.Waiting = 12, 0
+	s.Reported(c)
+	if c.BatchLimit != 256 {
+		t.Errorf("then 12 running, none waiting: batch limit %d, want 256", c.BatchLimit)
+	}
+}
+
+// TestSustainedHoldTeachesLimit: an engine really held at its limit
+// (max_num_seqs, or a KV cache that fits no more) reports requests
+// waiting on consecutive reports; that is learnt, at the count it runs,
+// raised when it runs more, and lowered by a sustained hold at fewer (a
+// fuller KV cache) — not by requests waiting on reports apart.
+func TestSustainedHoldTeachesLimit(t *testing.T) {
+	s := newSat(nil)
+	c := &policy.Instance{Running: 4, Waiting: 2, PrefixCacheHitRatio: -1}
+	s.Reported(c)
+	c.Waiting = 3
+	s.Reported(c)
+	if c.BatchLimit != 4 {
+		t.Fatalf("4 running with requests waiting on two reports: batch limit %d, want 4", c.BatchLimit)
+	}
+	c.Waiting = 0
+	if !atLimit(c) || s.PredictedWait(c) <= 0 {
+		t.Errorf("4 running at a limit of 4, nothing queued: at limit %v, predicted %s; want a wait for a place", atLimit(c), s.PredictedWait(c))
+	}
+	for _, step := range []struct {
+		running, waiting int64
+		want             int32
+		why              string
+	}{
+		{3, 0, 4, "finishing requests do not lower it"},
+		{6, 0, 6, "running more shows a larger limit"},
+		{5, 1, 6, "one report of a request waiting at 5: kept"},
+		{6, 2, 6, "held at 6 after the report at 5: the larger of the two"},
+		{3, 1, 6, "held on a third report, at 3: the larger of this and the last"},
+		{0, 4, 6, "nothing running says nothing"},
+		{3, 2, 6, "after a report with nothing running: a first report again"},
+		{3, 2, 3, "held at 3 on two reports (a fuller KV cache): lowered"},
+		{2, 0, 3, "kept"},
+		{4, 1, 4, "one report running more than the limit, a request waiting: raised"},
+	} {
+		c.Running, c.Waiting = step.running, step.waiting
+		s.Reported(c)
+		if c.BatchLimit != step.want {
+			t.Errorf("report of %d running, %d waiting: batch limit %d, want %d (%s)", step.running, step.waiting, c.BatchLimit, step.want, step.why)
+		}
 	}
 }

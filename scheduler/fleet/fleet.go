@@ -65,8 +65,12 @@ type Instance struct {
 	Saturated bool
 	Routable  bool
 	// BatchLimit is the running count at which the engine was last seen
-	// holding requests back (max_num_seqs, or a full KV cache), raised when
-	// it runs more; 0 until it has held one back. Speed is the engine's
+	// holding requests back (max_num_seqs, or a full KV cache) on two
+	// reports in a row (the larger of their two counts), raised when it
+	// runs more; 0 until it has held requests back that long. One report
+	// of requests waiting teaches nothing: a request that arrives between
+	// two engine steps waits for a moment on any engine (see
+	// admission.BatchLimit). Speed is the engine's
 	// pace against the scheduler's cost model, measured from its reports
 	// and smoothed (1: as the model says; 0.1: ten times slower); 0 until
 	// measured. Both are kept by scheduler/admission, which reads them for
@@ -80,6 +84,12 @@ type Instance struct {
 	// admission.Remember and calls it again after every change of the
 	// fields above (see there).
 	SaturationMemo uint32
+	// BatchHeld is the running count of the last report if it showed
+	// requests waiting, 0 if it did not: scheduler/admission's memory of
+	// a hold begun, which a second such report makes BatchLimit. Read
+	// once per report, not per candidate, so it lies past the first
+	// cache line.
+	BatchHeld int32
 
 	ID      string // stable identity (the advertised address today)
 	Address string // ip:port written into the pick
