@@ -17,11 +17,13 @@
 // llm_scheduler.cost_model): the uncached prefill of the requests waiting
 // there and of the picks not yet in a report, chunked at max_batched_tokens
 // with the running batch decoding in every step; plus, once the engine has
-// shown its batch limit (it held requests back while running that many,
-// policy.Instance.BatchLimit), the time for the running batch to turn
-// over often enough to seat the ones queued beyond that limit and then this
-// one (a whole output's time per batch: the running requests may have
-// started together, so a place is only sure to free when all finish); all
+// shown its batch limit (it held requests back while running that many on
+// two reports in a row, policy.Instance.BatchLimit: one report catching a
+// request that arrived between two engine steps says nothing), the time
+// for the running batch to turn over often enough to seat the ones queued
+// beyond that limit and then this one (a whole output's time per batch:
+// the running requests may have started together, so a place is only sure
+// to free when all finish); all
 // divided by the engine's speed measured against the model from its last
 // report (costmodel.Work), so a slower GPU than the model's predicts
 // longer waits. An instance with nothing queued and a free place in its
