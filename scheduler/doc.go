@@ -57,8 +57,8 @@
 // the reported waiting queue, their prompts to the KV usage and to the
 // prefill queued ahead of a new request. After each report admission also
 // keeps two facts of the engine in its view: its batch limit (the running
-// count it last held requests back at) and its speed against the cost
-// model.
+// count it was last seen holding requests back at, on two reports in a
+// row) and its speed against the cost model.
 //
 // Queue. Overload is shed, not deferred. Ordered by priority (larger first)
 // then arrival; bounded by llm_gateway.max_queue_size (beyond: 429 with
