@@ -142,6 +142,15 @@ func (x *Index) Matched(s int32) int {
 // walks this list instead of asking Matched for every candidate.
 func (x *Index) MatchedSlots() []int32 { return x.matched }
 
+// HeldAt is the number of blocks the index believes slot s holds (Held by
+// slot); 0 for a free or out-of-range slot.
+func (x *Index) HeldAt(s int32) int {
+	if s < 0 || int(s) >= len(x.slots) {
+		return 0
+	}
+	return int(x.slots[s].n)
+}
+
 // SlotCount bounds the slot numbers: every slot is below it.
 func (x *Index) SlotCount() int { return len(x.slots) }
 

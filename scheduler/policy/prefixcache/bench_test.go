@@ -18,11 +18,13 @@ import (
 // spread over 0-40 running requests and for uniform ones (20-22), where few
 // candidates can be passed over.
 func BenchmarkPick1024(b *testing.B) {
-	b.Run("loads=spread", func(b *testing.B) { benchPick1024(b, 0, 40) })
-	b.Run("loads=uniform", func(b *testing.B) { benchPick1024(b, 20, 3) })
+	b.Run("loads=spread", func(b *testing.B) { benchPick1024(b, 0, 40, false) })
+	b.Run("loads=uniform", func(b *testing.B) { benchPick1024(b, 20, 3, false) })
+	// Prompts nobody holds: every candidate priced at its home load.
+	b.Run("loads=spread/prefix=new", func(b *testing.B) { benchPick1024(b, 0, 40, true) })
 }
 
-func benchPick1024(b *testing.B, minRunning, spread int) {
+func benchPick1024(b *testing.B, minRunning, spread int, newPrefix bool) {
 	p := newPolicy(b, nil)
 	const nInst, perInst = 1024, 1024
 	r := rand.New(rand.NewPCG(7, 7))
@@ -48,6 +50,9 @@ func benchPick1024(b *testing.B, minRunning, spread int) {
 	reqs := make([]*policy.Request, 256)
 	for i := range reqs {
 		hs := append(slices.Clone(convs[len(convs)-1-r.IntN(len(convs)/4)]), chain(uint64(i)<<50, 8)...)
+		if newPrefix {
+			hs = chain(uint64(i+1)<<50|1<<49, 64)
+		}
 		reqs[i] = req(fmt.Sprint(i), hs)
 	}
 	b.ReportMetric(float64(p.idx.Pairs()), "pairs")

@@ -112,9 +112,12 @@ func TestDecisionsPinned(t *testing.T) {
 	// prefix's KV priced by its scarcity, any other pick by what it pushes
 	// past max_kv_cache_usage; was 0x8f38164d7f1da477): the scenario's
 	// instances hold 3,200-6,400 tokens of KV and up to 3,000 unreported
-	// prompt tokens each, so the term weighs on most picks.
-	wantLeaders := []string{"big109", "big59", "big109", "small3", "big104", "big109", "big109", "small8", "big109", "big109", "big109", "small8"}
-	const wantDigest = uint64(0xd79853201ffb9978)
+	// prompt tokens each, so the term weighs on most picks. A third time
+	// for new prefixes priced at their candidates' home loads (priceHomes;
+	// was 0xd79853201ffb9978): the scenario's first picks of each system
+	// prompt are new prefixes.
+	wantLeaders := []string{"big109", "big59", "big109", "small3", "big119", "big109", "big109", "small8", "big109", "big109", "big109", "small8"}
+	const wantDigest = uint64(0x9764d5c5d104006c)
 	if fmt.Sprint(leaders) != fmt.Sprint(wantLeaders) || digest != wantDigest {
 		t.Fatalf("decisions changed: leaders %q digest %#x, want %q %#x", leaders, digest, wantLeaders, wantDigest)
 	}

@@ -108,6 +108,10 @@ type Policy struct {
 	loads   []int64
 	running []int64
 	bounds  []bound
+	// home is the last pick's homeLoads when it priced a new prefix by
+	// them (nil otherwise), by candidate position.
+	home    []float64
+	homeBuf []float64
 	match   []int32
 	ranker  rank.Ranker
 }
@@ -278,10 +282,16 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 	}
 	now := p.clock.Now().UnixNano()
 	var ranked []*policy.Instance
-	if n >= rank.FullBelow && p.keep < n && !p.priceAll {
+	p.home = nil
+	// A new prefix is priced at its candidates' home loads, which
+	// selectBest's bound (by the running count) does not bound.
+	if n >= rank.FullBelow && p.keep < n && !p.priceAll && !in.newPrefix {
 		ranked = p.selectBest(cands, slots, match, &in, now, max(in.hashed, in.promptBlocks))
 	} else {
 		total := p.costs(cands, slots, match, scores, loads, &in, now)
+		if in.newPrefix {
+			p.priceHomes(cands, slots, scores, &in)
+		}
 		if p.m.MaxLoadRatio > 0 {
 			limit := p.m.MaxLoadRatio * max((float64(total)+1)/float64(n), 1)
 			for i, l := range loads {
@@ -428,6 +438,52 @@ func (p *Policy) costs(cands []*policy.Instance, slots, match []int32, scores []
 		}
 	}
 	return total
+}
+
+// priceHomes reprices a prefix nobody holds: the delay its prefill adds to
+// the requests running where it goes is priced at the candidate's home
+// load (homeLoads) instead of its running count of the moment. The
+// instance it goes to becomes the prefix's home, and every later request
+// under it follows, so the choice is one of the long run: priced at the
+// running count of the moment, the instance that happened to run two
+// fewer won even while another new prefix waited there for the same step
+// (both first tokens waited for both prefills), and the homes of 64 system
+// prompts came out 11 to 16 an instance where the load's even share is 13
+// (shared-prefix, docs/policies.md). Everything else in the cost — its
+// own wait, the KV it takes — stays at the moment's numbers.
+func (p *Policy) priceHomes(cands []*policy.Instance, slots []int32, scores []float64, in *inputs) {
+	home := p.homeLoads(cands, slots)
+	if home == nil {
+		return
+	}
+	for i, c := range cands {
+		scores[i] += in.homeDelta(c, home[i])
+	}
+	p.home = home
+}
+
+// homeLoads is each candidate's home load: the candidates' running
+// requests, shared out by each one's share of the blocks the index
+// believes they hold — what an instance carries in the long run follows
+// the prefixes it is home to. nil while the index holds nothing of them
+// (every share is unknown, and the moment's count is all there is).
+func (p *Policy) homeLoads(cands []*policy.Instance, slots []int32) []float64 {
+	var running, blocks float64
+	for i, c := range cands {
+		running += float64(c.Running + c.InflightRequests)
+		blocks += float64(p.idx.HeldAt(slots[i]))
+	}
+	if !(blocks > 0) {
+		return nil
+	}
+	if cap(p.homeBuf) < len(cands) {
+		p.homeBuf = make([]float64, len(cands))
+	}
+	home := p.homeBuf[:len(cands)]
+	for i := range cands {
+		home[i] = running * float64(p.idx.HeldAt(slots[i])) / blocks
+	}
+	return home
 }
 
 // owed is the prefill, in uncached tokens, that our picks brought c and c
@@ -657,16 +713,25 @@ func (in *inputs) uncached(held int) float64 {
 //	ahead    = prefill work queued before it: in-flight prompt tokens × uncached share + waiting × mean uncached prompt
 //	steps    = 1 + (ahead + uncached) / max batched tokens
 //	ttft     = (ahead + uncached) × prefill cost + steps × (step + decode cost × running)
-//	batch    = running × (uncached × prefill cost + expected output × decode cost)
+//	batch    = home × uncached × prefill cost + running × expected output × decode cost
 //	cost     = ttft + weight × batch + kv
 //
-// Pick's loops price with cost and kvAt, which it equals (TestCostMatchesParts).
-func (in *inputs) parts(c *policy.Instance, held int, owed float64) (ttft, batch, kv float64) {
+// home is the running count the prefill's delay is priced at: running,
+// but c's home load for a prefix nobody holds (priceHomes). Pick's loops
+// price with cost, kvAt and homeDelta, which it equals
+// (TestCostMatchesParts).
+func (in *inputs) parts(c *policy.Instance, held int, owed, home float64) (ttft, batch, kv float64) {
 	u := in.uncached(held)
 	ahead := max(owed, float64(c.Waiting)*in.avgUncached)
 	running := float64(c.Running + c.InflightRequests)
 	steps := 1 + (ahead+u)*in.invBatch
-	return (ahead+u)*in.prefillToken + steps*(in.step+in.decodeToken*running), running * (u*in.prefillToken + in.decodeOut), in.kv(c, u, running)
+	return (ahead+u)*in.prefillToken + steps*(in.step+in.decodeToken*running), home*u*in.prefillToken + running*in.decodeOut, in.kv(c, u, running)
+}
+
+// homeDelta is what pricing a new prefix's prefill delay at home load home
+// instead of c's running count adds to its cost (priceHomes).
+func (in *inputs) homeDelta(c *policy.Instance, home float64) float64 {
+	return in.weight * in.prefillToken * in.prompt * (home - float64(c.Running+c.InflightRequests))
 }
 
 // cost is parts' ttft + weight × batch regrouped into fewer operations on
@@ -1061,7 +1126,11 @@ func (p *Policy) explain(req *policy.Request, cands, ranked []*policy.Instance, 
 			_ = a.AppendObject(zapcore.ObjectMarshalerFunc(func(o zapcore.ObjectEncoder) error {
 				held := int(p.match[i])
 				owed := p.owed(c, p.posSlot[i], now)
-				ttft, batch, kv := in.parts(c, held, owed)
+				home := float64(c.Running + c.InflightRequests)
+				if p.home != nil {
+					home = p.home[i]
+				}
+				ttft, batch, kv := in.parts(c, held, owed, home)
 				o.AddString("id", c.ID)
 				o.AddFloat64("cost_ms", scores[i]*1e3)
 				o.AddFloat64("ttft_ms", ttft*1e3)

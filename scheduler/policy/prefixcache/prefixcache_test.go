@@ -389,13 +389,21 @@ func TestCostMatchesParts(t *testing.T) {
 		}
 		held := int32(r.IntN(len(q.BlockHashes) + 1))
 		owed := float64(r.IntN(20000))
-		ttft, batch, kv := in.parts(c, int(held), owed)
+		running := float64(c.Running + c.InflightRequests)
+		ttft, batch, kv := in.parts(c, int(held), owed, running)
 		if got := in.kvAt(c, held); got != kv {
 			t.Fatalf("kvAt %v, parts give %v (instance %+v, held %d)", got, kv, c, held)
 		}
 		want := ttft + in.weight*batch
 		if got := in.cost(c, held, owed); math.Abs(got-want) > 1e-12*max(1, want) {
 			t.Fatalf("cost %v, parts give %v (instance %+v, held %d, owed %v)", got, want, c, held, owed)
+		}
+		// A new prefix (nothing held) priced at a home load.
+		home := r.Float64() * 300
+		ttft, batch, _ = in.parts(c, 0, owed, home)
+		want = ttft + in.weight*batch
+		if got := in.cost(c, 0, owed) + in.homeDelta(c, home); math.Abs(got-want) > 1e-12*max(1, want) {
+			t.Fatalf("cost at home load %v: %v, parts give %v (instance %+v, owed %v)", home, got, want, c, owed)
 		}
 	}
 }
