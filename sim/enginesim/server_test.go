@@ -493,15 +493,22 @@ func TestSameLongPromptTwiceHasLowerTTFT(t *testing.T) {
 	}
 	doc := b.String()
 	cold := ttft(t, ts.url, doc)
+	// Wall-clock noise on a busy machine only ever adds time: to the cold
+	// request it only widens the gap, but one stall of the warm one could
+	// close it, so the warm TTFT is the least of a few (each one is warm).
+	const warmRuns = 4
 	warm := ttft(t, ts.url, doc)
+	for range warmRuns - 1 {
+		warm = min(warm, ttft(t, ts.url, doc))
+	}
 	fams := scrape(t, ts)
-	hits := value(t, fams, "vllm:prefix_cache_hits_total")
+	hits := value(t, fams, "vllm:prefix_cache_hits_total") / warmRuns
 	saved := time.Duration(hits) * testEngine().PrefillPerToken
 	if hits < 7900 {
-		t.Fatalf("prefix cache hits %v tokens, want nearly the whole prompt", hits)
+		t.Fatalf("prefix cache hits %v tokens a warm request, want nearly the whole prompt", hits)
 	}
-	// The model saves exactly the cached tokens' prefill; wall-clock noise
-	// on a busy machine only ever adds time, so allow half of it.
+	// The model saves exactly the cached tokens' prefill; allow half of it
+	// for what noise adds to the cold request's own steps.
 	if warm >= cold || cold-warm < saved/2 {
 		t.Fatalf("cold TTFT %v, warm %v: want warm lower by about %v (the prefill of %v cached tokens)", cold, warm, saved, hits)
 	}
