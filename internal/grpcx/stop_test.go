@@ -1,13 +1,9 @@
 package grpcx
 
 import (
-	"net"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
-	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/servetest"
 )
 
@@ -17,12 +13,7 @@ import (
 // flushes its logger and exits).
 func TestStopWaitsForCutHandlers(t *testing.T) {
 	l := servetest.NewLingering()
-	s := grpc.NewServer()
-	llmrouterv1.RegisterPickerServiceServer(s, l)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, ln := l.Server(t)
 	go func() { _ = s.Serve(ln) }()
 	called := l.Call(t, ln.Addr().String())
 	Stop(s, 100*time.Millisecond)

@@ -2,13 +2,9 @@ package runner
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
-	llmrouterv1 "github.com/llmrouter/llmrouter/api/llmrouter/v1"
 	"github.com/llmrouter/llmrouter/internal/servetest"
 )
 
@@ -20,12 +16,7 @@ import (
 // still logging and touching state.
 func TestGRPCReturnsAfterItsHandlers(t *testing.T) {
 	l := servetest.NewLingering()
-	s := grpc.NewServer()
-	llmrouterv1.RegisterPickerServiceServer(s, l)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, ln := l.Server(t)
 	r := GRPC("api", s, ln, 100*time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

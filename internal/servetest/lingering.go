@@ -2,6 +2,7 @@ package servetest
 
 import (
 	"context"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,6 +32,19 @@ func (l *Lingering) Report(ctx context.Context, _ *llmrouterv1.OutcomeReport) (*
 	time.Sleep(300 * time.Millisecond)
 	l.ended.Store(true)
 	return nil, ctx.Err()
+}
+
+// Server is a gRPC server serving l's PickerService and a loopback
+// listener on a port the OS picks, for the test to serve and stop.
+func (l *Lingering) Server(t testing.TB) (*grpc.Server, net.Listener) {
+	t.Helper()
+	s := grpc.NewServer()
+	llmrouterv1.RegisterPickerServiceServer(s, l)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, ln
 }
 
 // Ended reports whether Report has returned.
