@@ -468,20 +468,21 @@ func (p *Policy) priceHomes(cands []*policy.Instance, slots []int32, scores []fl
 // the prefixes it is home to. nil while the index holds nothing of them
 // (every share is unknown, and the moment's count is all there is).
 func (p *Policy) homeLoads(cands []*policy.Instance, slots []int32) []float64 {
-	var running, blocks float64
-	for i, c := range cands {
-		running += float64(c.Running + c.InflightRequests)
-		blocks += float64(p.idx.HeldAt(slots[i]))
-	}
-	if !(blocks > 0) {
-		return nil
-	}
 	if cap(p.homeBuf) < len(cands) {
 		p.homeBuf = make([]float64, len(cands))
 	}
 	home := p.homeBuf[:len(cands)]
-	for i := range cands {
-		home[i] = running * float64(p.idx.HeldAt(slots[i])) / blocks
+	var running, blocks float64
+	for i, c := range cands {
+		running += float64(c.Running + c.InflightRequests)
+		home[i] = float64(p.idx.HeldAt(slots[i]))
+		blocks += home[i]
+	}
+	if !(blocks > 0) {
+		return nil
+	}
+	for i, held := range home {
+		home[i] = running * held / blocks
 	}
 	return home
 }
