@@ -272,13 +272,15 @@ func (p *Policy) Pick(req *policy.Request, cands []*policy.Instance) policy.Deci
 		}
 	}
 	slots := p.slots(cands)
-	for i, s := range slots {
-		match[i] = held[s+1]
-	}
 	if hit {
+		for i, s := range slots {
+			match[i] = held[s+1]
+		}
 		for _, s := range p.idx.MatchedSlots() {
 			held[s+1] = 0
 		}
+	} else {
+		clear(match) // nobody holds any of it: the copy would read zeros slot by slot
 	}
 	now := p.clock.Now().UnixNano()
 	var ranked []*policy.Instance
